@@ -1,0 +1,144 @@
+"""MQTT commands to devices: /set -> CON PUT, /get -> GET, results, MQTT v5
+request/response, unknown devices, block-wise bodies, sleeping devices and
+the gateway not hearing its own publications."""
+
+import json
+import uuid
+
+import c2m
+
+
+def ready_hvac(gateway, sim, mqtt, extra=()):
+    """hvac-1 registered and its setpoint observed (initial value seen)."""
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint)
+    mqtt.subscribe(setpoint + "/set/result")
+    s = sim("hvac", extra_args=list(extra))
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    mqtt.wait_for(setpoint, timeout=10)
+    return s, setpoint
+
+
+def test_set_round_trip(gateway, sim, mqtt):
+    s, setpoint = ready_hvac(gateway, sim, mqtt)
+    mark, smark = mqtt.mark(), s.mark()
+    mqtt.publish(setpoint + "/set", b"23.5")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 23\.5$", timeout=10, start=smark)
+    res = mqtt.wait_for(setpoint + "/set/result", timeout=10, start=mark)
+    doc = res.json()
+    assert doc["code"] == "2.04", doc
+    assert isinstance(doc["rtt_ms"], (int, float)) and 0 <= doc["rtt_ms"] < 10000, doc
+    m = mqtt.wait_for(setpoint, timeout=10, start=mark)
+    assert float(m.payload) == 23.5, m
+    assert m.qos == 1       # setpoint notifications are CON
+
+
+def test_set_with_response_topic_and_correlation(gateway, sim, mqtt):
+    s, setpoint = ready_hvac(gateway, sim, mqtt)
+    resp = "test-replies/%s" % uuid.uuid4().hex
+    corr = uuid.uuid4().bytes
+    mqtt.subscribe(resp)
+    mark = mqtt.mark()
+    mqtt.publish(setpoint + "/set", b"18.0", response_topic=resp, correlation_data=corr)
+    r = mqtt.wait_for(resp, timeout=10, start=mark)
+    assert r.json()["code"] == "2.04", r
+    assert r.prop("CorrelationData") == corr, r.properties
+    # Without a response topic the result goes to /set/result again; being
+    # later from the same publisher, it also proves the first result was
+    # not published there as well.
+    mqtt.publish(setpoint + "/set", b"19.0")
+    mqtt.wait_for(setpoint + "/set/result", timeout=10, start=mark)
+    assert len(mqtt.received(setpoint + "/set/result", mark)) == 1
+    s.wait_for(r"^PUT hvac-1 setpoint 4 18\.0$", timeout=1)
+
+
+def test_get_publishes_current_value(gateway, sim, mqtt):
+    # Readings only every 60 s, so the value seen after /get is its answer.
+    s, setpoint = ready_hvac(gateway, sim, mqtt, extra=["--interval", "60000"])
+    mqtt.publish(setpoint + "/set", b"24.0")
+    mqtt.wait_for(setpoint + "/set/result", timeout=10)
+    mqtt.wait_for(setpoint, lambda m: float(m.payload) == 24.0, timeout=10)
+    mark = mqtt.mark()
+    humidity = gateway.topic("hvac-1", "humidity")
+    mqtt.subscribe(humidity)
+    mqtt.publish(setpoint + "/get", b"")
+    m = mqtt.wait_for(setpoint, timeout=10, start=mark)
+    assert float(m.payload) == 24.0
+    assert m.content_type == "text/plain;charset=utf-8"
+
+
+def test_command_to_unknown_device(gateway, mqtt):
+    topic = gateway.topic("nosuch-9", "setpoint", "set")
+    mqtt.subscribe(topic + "/result")
+    mqtt.publish(topic, b"1")
+    doc = mqtt.wait_for(topic + "/result", timeout=10).json()
+    assert "error" in doc and "code" not in doc, doc
+    assert isinstance(doc["error"], str) and doc["error"]
+
+
+def test_invalid_command_topics_ignored_safely(gateway, sim, mqtt):
+    """Hostile topics (empty levels, '..') must neither crash the gateway
+    nor reach a device; a valid command afterwards still works."""
+    s, setpoint = ready_hvac(gateway, sim, mqtt)
+    smark = s.mark()
+    for bad in ("hvac-1//set", "hvac-1/../setpoint/set", "/set", "hvac-1/set"):
+        mqtt.publish(gateway.topic(*bad.split("/")), b"99")
+    mqtt.publish(setpoint + "/set", b"20.5")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 20\.5$", timeout=10, start=smark)
+    assert not s.out.find(r"^PUT .* 99$", smark)
+    assert gateway.running()
+
+
+def test_blockwise_2k_command(gateway, sim, mqtt):
+    config = gateway.topic("industrial-1", "config")
+    mqtt.subscribe(config)
+    mqtt.subscribe(config + "/set/result")
+    s = sim("industrial", extra_args=["--interval", "60000"])
+    s.wait_for(r"^OBSERVED industrial-1 config$", timeout=15)
+    filler = 2048 - len('{"pad":""}')
+    body = json.dumps({"pad": "".join(chr(ord("a") + i % 26) for i in range(filler))},
+                      separators=(",", ":")).encode()
+    assert len(body) == 2048
+    mark, smark = mqtt.mark(), s.mark()
+    mqtt.publish(config + "/set", body)
+    s.wait_for(r"^PUT industrial-1 config 2048 ", timeout=15, start=smark)
+    assert mqtt.wait_for(config + "/set/result", timeout=10, start=mark).json()["code"] == "2.04"
+    # The device notifies its new value: the same 2048 bytes come back.
+    m = mqtt.wait_for(config, lambda m: len(m.payload) == 2048, timeout=10, start=mark)
+    assert m.payload == body
+    assert m.content_type == "application/json"
+
+
+def test_sleeping_device_gets_command_on_wake(gateway, sim, mqtt):
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    s = sim("hvac", extra_args=["--lifetime", "30", "--sleep-after", "2",
+                                "--sleep-for", "4"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    smark = s.mark()
+    s.wait_for(r"^SLEEP hvac-1$", timeout=10, start=smark)
+    mark = mqtt.mark()
+    mqtt.publish(setpoint + "/set", b"17.5")
+    _, after_wake = s.out.wait_line(r"^WAKE hvac-1$", timeout=10, start=smark)
+    # Delivered after it woke up, not lost while it slept.
+    s.wait_for(r"^PUT hvac-1 setpoint 4 17\.5$", timeout=15, start=after_wake)
+    assert not [l for l in s.out.lines[smark:after_wake] if l.startswith("PUT ")]
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10, start=mark).json()["code"] == "2.04"
+
+
+def test_gateway_ignores_its_own_publications(gateway, sim, coap, mqtt):
+    """A device pushing to a path ending in /set makes the gateway publish on
+    a command topic.  With No Local that is not a command: the device's
+    setpoint must only ever get the commands sent by others."""
+    # The sensor keeps talking, so its own session stays the live one.
+    s, setpoint = ready_hvac(gateway, sim, mqtt, extra=["--interval", "300"])
+    smark = s.mark()
+    r = coap(gateway, "hvac-1", "ps/setpoint/set", method="post", ct=0, payload="30.5")
+    assert r.code == "2.04", r
+    mqtt.wait_payload(setpoint + "/set", "30.5", timeout=10)
+    # A later command from us is the fence: a reaction to the push would
+    # have been queued before it.
+    mqtt.publish(setpoint + "/set", b"22.5")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 22\.5$", timeout=10, start=smark)
+    puts = [m.group(0) for m in s.out.find(r"^PUT hvac-1 ", smark)]
+    assert puts == ["PUT hvac-1 setpoint 4 22.5"], puts

@@ -1,0 +1,66 @@
+"""DTLS-PSK failures: a wrong key or an unknown identity fails the
+handshake; the gateway logs one warning naming source address and identity
+(never a key) and counts it in bridge/stats."""
+
+import re
+
+import c2m
+
+
+def failure_count(doc):
+    return sum(c2m.find_counters(doc, r"(^|\.)(handshakes_failed)$").values())
+
+
+def stats(mqtt, gw, start=0, pred=None, timeout=5):
+    return mqtt.wait_for(gw.topic("bridge", "stats"),
+                         (lambda m: pred(m.json())) if pred else None,
+                         timeout=timeout, start=start).json()
+
+
+def check_refused(gateway, coap, mqtt, identity, key, counter_rx):
+    before = stats(mqtt, gateway)
+    mark = gateway.log.mark()
+    addr = c2m.peer_addr()
+    r = coap(gateway, identity, "rd?ep=%s&lt=60" % identity, key=key,
+             method="post", ct=40, payload="</t>", local=addr, wait=3)
+    assert r.code is None, "request answered despite the bad PSK: %r" % r
+
+    line = gateway.log.wait_for(r"%s.*\b%s\b|\b%s\b.*%s"
+                                % (re.escape(addr), re.escape(identity),
+                                   re.escape(identity), re.escape(addr)),
+                                timeout=5, start=mark).string
+    assert re.match(r"^<[0-4]>", line), "not logged at warning level: " + line
+    hits = [l for l in gateway.log.lines[mark:] if addr in l and identity in l]
+    assert len(hits) == 1, "want one line, got:\n" + "\n".join(hits)
+
+    after = stats(mqtt, gateway, start=mqtt.mark(),
+                  pred=lambda d: failure_count(d) > failure_count(before))
+    rose = {k: v for k, v in c2m.find_counters(after, counter_rx).items()
+            if v > c2m.find_counters(before, counter_rx).get(k, 0)}
+    assert rose, "no %s counter rose: before %s after %s" % (counter_rx, before, after)
+    return line
+
+
+def test_wrong_key(gateway, coap, mqtt, psk_file):
+    wrong = "not-the-key-0123456789"
+    check_refused(gateway, coap, mqtt, "dev-1", wrong, r"handshakes_failed$")
+    # Neither the offered nor the configured key ever reaches the log.
+    text = gateway.log.text()
+    assert wrong not in text
+    assert psk_file["dev-1"] not in text
+
+
+def test_unknown_identity(gateway, coap, mqtt, psk_file):
+    check_refused(gateway, coap, mqtt, "nobody-42", "whatever-key-987",
+                  r"psk_unknown_identity$")
+    assert "whatever-key-987" not in gateway.log.text()
+
+
+def test_good_device_unaffected_by_failures(gateway, coap, mqtt):
+    coap(gateway, "dev-2", "rd?ep=dev-2&lt=60", key="bad-bad-bad", method="post",
+         ct=40, payload="</t>", wait=3)
+    avail = gateway.topic("dev-2", "availability")
+    mqtt.subscribe(avail)
+    r = coap(gateway, "dev-2", "rd?ep=dev-2&lt=60", method="post", ct=40, payload="</t>")
+    assert r.code == "2.01", r
+    mqtt.wait_payload(avail, "online", timeout=5)
