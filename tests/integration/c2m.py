@@ -583,11 +583,11 @@ class Sim:
         if bind is not False:
             self.argv += ["--bind", self.bind]
         self.argv += [str(a) for a in extra_args]
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE,
-                                     stderr=open(os.path.join(tmpdir, self.name + ".stderr"), "w"),
-                                     env=gateway_env(), close_fds=True)
         self.stderr_path = os.path.join(tmpdir, self.name + ".stderr")
+        with open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=err,
+                                         env=gateway_env(), close_fds=True)
         self.out = LineLog(self.proc.stdout, os.path.join(tmpdir, self.name + ".stdout"),
                            self.name)
         self.exit_code = None

@@ -1,0 +1,87 @@
+"""What real fleets do to a gateway: sensors that reboot onto the same
+source port, sleep past a command's lifetime, or all dial in at once."""
+
+import time
+
+import pytest
+
+import c2m
+
+
+def test_reboot_from_same_source_port_recovers_fast(gateway, sim, mqtt):
+    """OpenSSL lacks RFC 6347 4.2.8: without the gateway noticing, a sensor
+    rebooting onto its old source port is stuck about 31 s."""
+    port = c2m.free_port(c2m.socket.SOCK_DGRAM)
+    s = sim("hvac", extra_args=["--port", str(port), "--reboot-after", "2",
+                                "--interval", "500"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    _, pos = s.out.wait_line(r"^REBOOT hvac-1$", timeout=10)
+    t0 = time.monotonic()
+    s.wait_for(r"^REGISTERED hvac-1 2\.01$", timeout=15, start=pos)
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=10, start=pos)
+    took = time.monotonic() - t0
+    assert took < 10, "back after %.1fs" % took
+    # And the new session carries commands.
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    smark = s.mark()
+    mqtt.publish(setpoint + "/set", b"16.5")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 16\.5$", timeout=10, start=smark)
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
+
+
+def test_command_expires_while_device_sleeps(make_gateway, sim, mqtt):
+    gw = make_gateway(overrides={"commands": {"ttl": 1}})
+    setpoint = gw.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    s = sim("hvac", extra_args=["--lifetime", "60", "--sleep-after", "1",
+                                "--sleep-for", "5", "--interval", "60000"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    _, pos = s.out.wait_line(r"^SLEEP hvac-1$", timeout=10)
+    mqtt.publish(setpoint + "/set", b"26.5")
+    doc = mqtt.wait_for(setpoint + "/set/result", timeout=10).json()
+    assert "error" in doc and "code" not in doc, doc
+    # Once awake the sensor must not get the stale command; a fresh one is
+    # the fence.
+    s.wait_for(r"^WAKE hvac-1$", timeout=10, start=pos)
+    s.wait_for(r"^(REGISTERED|OBSERVED|NOTIFY|PUSH) hvac-1\b", timeout=15, start=pos)
+    mqtt.publish(setpoint + "/set", b"27.5")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 27\.5$", timeout=15, start=pos)
+    assert not s.out.find(r"^PUT hvac-1 setpoint 4 26\.5$", pos)
+
+
+@pytest.mark.slow
+def test_burst_of_200_sensors(make_gateway, sim, mqtt, psk_file):
+    """All at once, as after a gateway restart: every one gets in."""
+    n = 200
+    for i in range(1, n + 1):
+        psk_file.add("burst-%d" % i)
+    gw = make_gateway()
+    t0 = time.monotonic()
+    s = sim("meter", count=n, extra_args=["--prefix", "burst-", "--interval", "5000"])
+    for i in range(1, n + 1):
+        s.wait_for(r"^REGISTERED burst-%d 2\.01$" % i, timeout=max(5, 90 - (time.monotonic() - t0)))
+    # Every sensor's readings reach the broker.
+    energy = gw.topic("+", "energy")
+    mqtt.subscribe(energy)
+    want = {gw.topic("burst-%d" % i, "energy") for i in range(1, n + 1)}
+    mqtt.wait_for(energy, lambda m: want <= {x.topic for x in mqtt.received(energy)},
+                  timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_command_to_vanished_device_times_out(gateway, sim, mqtt):
+    """RFC 7252 backoff: up to ~93 s of retransmissions, then a timeout."""
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    s = sim("hvac", extra_args=["--interval", "60000"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    s.stop(c2m.signal.SIGKILL)
+    s.exit_code = 0          # killed on purpose: not a simulator failure
+    t0 = time.monotonic()
+    mqtt.publish(setpoint + "/set", b"25.0")
+    doc = mqtt.wait_for(setpoint + "/set/result", timeout=150).json()
+    took = time.monotonic() - t0
+    assert doc.get("error") == "timeout", doc
+    assert 40 < took < 120, "timeout reported after %.0fs" % took
