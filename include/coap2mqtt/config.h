@@ -1,0 +1,98 @@
+/*
+ * config.h - the validated configuration.  Loading happens in stages
+ * (mosquitto's config__check, ntpd's -n): libconfig parses the file, each
+ * setting is type- and range-checked with its line number, then a
+ * cross-field pass runs, then (for -t and at start) the files it names are
+ * checked.  Every problem is reported as one "file:line: setting: reason"
+ * line through the caller's callback; loading goes on to find them all.
+ */
+#ifndef COAP2MQTT_CONFIG_H
+#define COAP2MQTT_CONFIG_H
+
+#include <stdbool.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/coap2mqtt/coap2mqtt.conf"
+
+struct config_coap {
+    char **listen;          /* "host:port" / "[v6]:port" DTLS endpoints */
+    int n_listen;
+    char **plain_listen;    /* plain CoAP endpoints; none when absent */
+    int n_plain_listen;
+    char *psk_file;         /* IDENTITY:SECRET lines; NULL when absent */
+    char *ca_file;          /* X.509: CA for device certificates; may be NULL */
+    char *cert_file;        /* X.509: gateway certificate; may be NULL */
+    char *key_file;         /* X.509: gateway key; may be NULL */
+    int max_sessions;       /* DTLS sessions kept (0 = libcoap default) */
+    int max_handshakes;     /* half-open handshakes (libcoap default 100) */
+    int session_timeout;    /* s an idle session is kept (default 300) */
+    int max_payload;        /* bytes accepted in one reassembled body (default 65536) */
+};
+
+struct config_rd {
+    int default_lifetime;   /* s when "lt" is absent (RFC 9176: 90000) */
+    int min_lifetime;       /* s, smallest "lt" accepted (default 1) */
+    int max_lifetime;       /* s, largest "lt" accepted (default 31536000) */
+    int max_devices;        /* registered devices (default 100000) */
+};
+
+struct config_mqtt {
+    char *host;             /* default "localhost" */
+    int port;               /* default 1883 */
+    char *base_topic;       /* default "coap2mqtt" */
+    char *client_id;        /* default "coap2mqtt" */
+    char *username;         /* NULL when absent */
+    char *password_file;    /* first line is the password; NULL when absent */
+    int keepalive;          /* s, default 30 */
+    int qos_con;            /* QoS for CON-originated readings, default 1 */
+    int qos_non;            /* QoS for NON-originated readings, default 0 */
+    int stats_interval;     /* s between bridge/stats, default 60; 0 = off */
+    int reconnect_min;      /* s, first reconnect delay, default 1 */
+    int reconnect_max;      /* s, reconnect delay cap, default 60 */
+    int session_expiry;     /* s the broker keeps our session, default 86400 */
+    int max_inflight;       /* QoS 1 publishes awaiting PUBACK, default 256 */
+};
+
+struct config_commands {
+    int ttl;                /* s a queued command lives, default 300 */
+    int max_queued;         /* commands queued per device, default 16 */
+};
+
+struct config_queue {
+    int max_messages;       /* readings held in memory, default 100000 */
+};
+
+struct config {
+    char *path;                 /* the file this came from */
+    char *state_dir;            /* default "/var/lib/coap2mqtt" */
+    struct config_coap coap;
+    struct config_rd rd;
+    struct config_mqtt mqtt;
+    struct config_commands commands;
+    struct config_queue queue;
+};
+
+/* Receives one complete error line, without trailing newline. */
+typedef void (*config_report_fn)(void *arg, const char *line);
+
+/*
+ * Loads and validates 'path' into 'cfg' (which is fully initialised, with
+ * defaults, even on failure so that config_free() is always safe).  Unknown
+ * settings, wrong types and out-of-range numbers are errors.  Returns the
+ * number of errors reported (0 = valid).
+ */
+int config_load(const char *path, struct config *cfg,
+                config_report_fn report, void *arg);
+
+/*
+ * Checks the files a valid config names: the PSK file parses (via
+ * keystore_load) and is not readable by group or others; CA, certificate,
+ * key and MQTT password files exist and are readable.  Errors name the
+ * config setting's line: "conf:12: coap.psk_file: /x: No such file".
+ * Returns the number of errors.
+ */
+int config_check_files(const struct config *cfg,
+                       config_report_fn report, void *arg);
+
+void config_free(struct config *cfg);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * gateway.h - the wiring between the rooms of the daemon.  One struct gw is
+ * created by main.c and passed to every module as its context pointer (no
+ * file-level globals).  Each module's own state stays behind its opaque
+ * type; this header only says who is connected to whom.
+ */
+#ifndef COAP2MQTT_GATEWAY_H
+#define COAP2MQTT_GATEWAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "coap2mqtt/config.h"
+#include "coap2mqtt/loop.h"
+#include "coap2mqtt/stats.h"
+
+typedef struct keystore keystore_t;
+typedef struct coap_side coap_side_t;
+typedef struct mqtt_side mqtt_side_t;
+typedef struct devices devices_t;
+typedef struct outq outq_t;
+typedef struct status status_t;
+
+struct gw {
+    struct config *cfg;
+    loop_t *loop;
+    keystore_t *keys;
+    coap_side_t *coap;
+    mqtt_side_t *mqtt;
+    devices_t *devices;
+    outq_t *outq;
+    status_t *status;
+    struct stats stats;
+    bool stopping;          /* graceful stop in progress: no new work */
+};
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * log.h - leveled logging to stderr with sd-daemon "<N>" priority prefixes,
+ * so journald keeps the levels when run under systemd.  Modelled on OpenBSD
+ * ntpd's log.h: log_warn appends strerror(errno), log_warnx does not.
+ */
+#ifndef COAP2MQTT_LOG_H
+#define COAP2MQTT_LOG_H
+
+#include <stdarg.h>
+
+enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARNING = 4, LOG_LVL_NOTICE = 5,
+                 LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
+
+#define LOG_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* Messages above 'max_level' are discarded. */
+void log_init(enum log_level max_level);
+enum log_level log_get_level(void);
+
+void log_msg(enum log_level lvl, const char *fmt, ...) LOG_PRINTF(2, 3);
+void log_vmsg(enum log_level lvl, const char *fmt, va_list ap);
+void log_warn(const char *fmt, ...) LOG_PRINTF(1, 2);   /* + ": strerror" */
+void log_warnx(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_notice(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_err(const char *fmt, ...) LOG_PRINTF(1, 2);
+
+/*
+ * Rate-limited warning: at most one line per 'key' per 10 s; the number of
+ * suppressed lines is reported with the next one.  'key' is any stable
+ * pointer (typically the address of a static counter).
+ */
+void log_ratelimited(const void *key, const char *fmt, ...) LOG_PRINTF(2, 3);
+
+/* Route libcoap's and libmosquitto's logs through this module. */
+void log_hook_libraries(void);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * mqtt_side.h - the libmosquitto client, driven by our loop (no mosquitto
+ * thread): connect with backoff and jitter, MQTT v5 with a persistent
+ * session, the bridge/state will, the command subscription (No Local, so
+ * the gateway never hears its own publications), and the drain of the
+ * outbound queue with QoS 1 PUBACK tracking.
+ */
+#ifndef COAP2MQTT_MQTT_SIDE_H
+#define COAP2MQTT_MQTT_SIDE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "coap2mqtt/gateway.h"
+
+/* Creates the client (no network yet).  NULL on failure, logged. */
+mqtt_side_t *mqtt_side_new(struct gw *gw);
+/* First connection attempt; failures only schedule retries.  Never fails. */
+void mqtt_side_start(mqtt_side_t *m);
+void mqtt_side_free(mqtt_side_t *m);
+
+bool mqtt_side_connected(const mqtt_side_t *m);
+/* Messages handed to libmosquitto and not yet acknowledged. */
+size_t mqtt_side_inflight(const mqtt_side_t *m);
+
+/* Moves queued messages from gw->outq to the broker, as far as allowed. */
+void mqtt_side_flush(mqtt_side_t *m);
+
+/*
+ * Publishes gateway state directly, bypassing the queue: state is
+ * re-published in full after every reconnect, so while disconnected this
+ * just returns -1.
+ */
+int mqtt_side_publish_now(mqtt_side_t *m, const char *topic,
+                          const char *payload, int qos, bool retain);
+
+/* Clean DISCONNECT (the will is not sent).  No reconnect afterwards. */
+void mqtt_side_disconnect(mqtt_side_t *m);
+
+#endif

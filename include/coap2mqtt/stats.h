@@ -1,0 +1,49 @@
+/*
+ * stats.h - the counters published on <base>/bridge/stats.  Plain data:
+ * every module increments its own fields directly.  Each refusal the
+ * network can cause has its own counter, so operators see why.
+ */
+#ifndef COAP2MQTT_STATS_H
+#define COAP2MQTT_STATS_H
+
+#include <stdint.h>
+
+#define STATS_FIELDS(X)                                                     \
+    X(handshakes_ok)         /* DTLS sessions established */                \
+    X(handshakes_failed)     /* DTLS handshakes that failed, any cause */   \
+    X(psk_unknown_identity)  /* handshakes naming an identity we lack */    \
+    X(sessions_closed)       /* DTLS sessions closed or timed out */        \
+    X(registrations)         /* POST /rd accepted */                        \
+    X(refreshes)             /* POST /rd/<id> accepted */                   \
+    X(deregistrations)       /* DELETE /rd/<id> */                          \
+    X(expirations)           /* registrations whose lifetime ran out */     \
+    X(rejected_identity)     /* ep= not the DTLS identity: 4.03 */          \
+    X(rejected_bad_request)  /* malformed query, body, path: 4.00 */        \
+    X(rejected_unauthenticated) /* request on a session without identity */ \
+    X(rejected_capacity)     /* over max devices / queue full: 5.03 */      \
+    X(observations_started)  /* GET Observe=0 sent */                       \
+    X(observations_failed)   /* observe refused or ended by the device */   \
+    X(notifications_in)      /* observe notifications received */           \
+    X(notifications_stale)   /* dropped: stale or duplicate (RFC 7641 3.4) */ \
+    X(unknown_token)         /* responses matching no request of ours */    \
+    X(pushes_in)             /* POST/PUT /ps/... readings received */       \
+    X(published)             /* messages handed to the broker */            \
+    X(puback)                /* QoS 1 publishes acknowledged */             \
+    X(drops_queue_full)      /* readings dropped: outbound queue full */    \
+    X(drops_too_large)       /* readings refused: payload over the cap */   \
+    X(commands_in)           /* /set and /get messages received */          \
+    X(commands_ok)           /* answered 2.xx */                            \
+    X(commands_error)        /* answered 4.xx/5.xx */                       \
+    X(commands_timeout)      /* no answer after RFC 7252 retransmissions */ \
+    X(commands_expired)      /* TTL ran out before delivery */              \
+    X(commands_rejected)     /* bad topic, unknown device, queue full */    \
+    X(mqtt_connects)         /* successful broker connections */            \
+    X(mqtt_disconnects)      /* lost broker connections */
+
+struct stats {
+#define STATS_DECLARE(name) uint64_t name;
+    STATS_FIELDS(STATS_DECLARE)
+#undef STATS_DECLARE
+};
+
+#endif

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the Debian packages coap2mqtt needs to build, test and run the demo,
+# but only those missing, so a second run costs nothing.
+set -eu
+PKGS="build-essential pkg-config git
+      libcoap3-dev libcoap3-bin libssl-dev openssl
+      libmosquitto-dev mosquitto mosquitto-clients
+      libconfig-dev libsystemd-dev libjansson-dev libcbor-dev
+      libcmocka-dev uthash-dev python3 python3-pytest python3-paho-mqtt
+      nftables iproute2 procps"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,499 @@
+/*
+ * coap_handlers.c - what devices can ask of the gateway.
+ *
+ *   POST   /rd?ep=<id>&lt=<s>   register (link-format body)      2.01
+ *   POST   /rd/<id>[?lt=<s>]    refresh (optional new body)     2.04
+ *   DELETE /rd/<id>             leave                           2.02
+ *   POST|PUT /ps/<path...>      push one reading                2.04
+ *
+ * Every request is judged by the DTLS identity of its session, never by
+ * what the packet claims.  Path segments are validated as the device sent
+ * them (raw Uri-Path options), not after libcoap's percent-encoding.
+ * A CON push is answered 2.04 only when the reading is safe at the broker:
+ * libcoap's async support sends the empty ACK now and the 2.04 later.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coap2mqtt/coap_side.h"
+#include "coap2mqtt/devices.h"
+#include "coap2mqtt/linkformat.h"
+#include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/outq.h"
+#include "coap2mqtt/topics.h"
+#include "coap_handlers.h"
+
+#define MAX_SEGMENTS (TOPIC_PATH_DEPTH + 1)
+#define RETRY_AFTER_S 10        /* Max-Age on 5.03: when to try again */
+
+struct seg {
+    const uint8_t *s;
+    size_t len;
+};
+
+static const int push_safe = 1, push_lost = 0;
+
+struct push_wait {
+    coap_session_t *session;    /* referenced while we wait */
+    uint8_t token[8];
+    size_t token_len;
+};
+
+/* --- request parsing --------------------------------------------------- */
+
+/* Raw Uri-Path segments; -1 when there are too many. */
+static int
+uri_segments(const coap_pdu_t *req, struct seg *segs, size_t max)
+{
+    coap_opt_iterator_t it;
+    coap_opt_filter_t f;
+    coap_opt_t *opt;
+    size_t n = 0;
+
+    coap_option_filter_clear(&f);
+    coap_option_filter_set(&f, COAP_OPTION_URI_PATH);
+    coap_option_iterator_init(req, &it, &f);
+    while ((opt = coap_option_next(&it))) {
+        if (n == max)
+            return -1;
+        segs[n].s = coap_opt_value(opt);
+        segs[n].len = coap_opt_length(opt);
+        n++;
+    }
+    return (int)n;
+}
+
+static bool
+seg_is(const struct seg *s, const char *lit)
+{
+    return s->len == strlen(lit) && memcmp(s->s, lit, s->len) == 0;
+}
+
+/* Joins segments into "a/b/c" and validates it as a resource path. */
+static int
+join_path(const struct seg *segs, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        /* A '/' or NUL inside one segment would forge extra topic levels. */
+        if (memchr(segs[i].s, '/', segs[i].len) || memchr(segs[i].s, 0, segs[i].len))
+            return -1;
+        if (o + segs[i].len + 2 > cap)
+            return -1;
+        if (i)
+            out[o++] = '/';
+        memcpy(out + o, segs[i].s, segs[i].len);
+        o += segs[i].len;
+    }
+    out[o] = '\0';
+    return topic_path_valid(out, o) ? 0 : -1;
+}
+
+/* Finds "name=value" among the Uri-Query options; copies value. */
+static int
+query_value(const coap_pdu_t *req, const char *name, char *out, size_t cap)
+{
+    coap_opt_iterator_t it;
+    coap_opt_filter_t f;
+    coap_opt_t *opt;
+    size_t nl = strlen(name);
+
+    coap_option_filter_clear(&f);
+    coap_option_filter_set(&f, COAP_OPTION_URI_QUERY);
+    coap_option_iterator_init(req, &it, &f);
+    while ((opt = coap_option_next(&it))) {
+        const uint8_t *v = coap_opt_value(opt);
+        size_t len = coap_opt_length(opt);
+
+        if (len > nl && memcmp(v, name, nl) == 0 && v[nl] == '=') {
+            if (len - nl - 1 >= cap || memchr(v + nl + 1, 0, len - nl - 1))
+                return -1;
+            memcpy(out, v + nl + 1, len - nl - 1);
+            out[len - nl - 1] = '\0';
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* lt= within the configured bounds; *lt untouched when absent. */
+static int
+parse_lifetime(struct gw *gw, const coap_pdu_t *req, uint32_t *lt)
+{
+    char buf[16], *end;
+    unsigned long v;
+    int rc = query_value(req, "lt", buf, sizeof(buf));
+
+    if (rc <= 0)
+        return rc;
+    v = strtoul(buf, &end, 10);
+    if (*end || end == buf || v < (unsigned long)gw->cfg->rd.min_lifetime ||
+        v > (unsigned long)gw->cfg->rd.max_lifetime)
+        return -1;
+    *lt = (uint32_t)v;
+    return 1;
+}
+
+static bool
+option_uint(const coap_pdu_t *pdu, coap_option_num_t num, uint32_t *v)
+{
+    coap_opt_iterator_t it;
+    coap_opt_t *opt = coap_check_option(pdu, num, &it);
+
+    if (!opt)
+        return false;
+    *v = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt));
+    return true;
+}
+
+static void
+body(const coap_pdu_t *req, const uint8_t **data, size_t *len)
+{
+    size_t offset, total;
+
+    *data = NULL;
+    *len = 0;
+    if (!coap_get_data_large(req, len, data, &offset, &total))
+        *len = 0;
+}
+
+/* --- responses ------------------------------------------------------------ */
+
+/* An error code with a short diagnostic payload (RFC 7252 5.5.2). */
+static void
+reply(coap_pdu_t *response, int code, const char *diag)
+{
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE(code));
+    if (diag)
+        coap_add_data(response, strlen(diag), (const uint8_t *)diag);
+}
+
+static void
+reply_busy(coap_pdu_t *response, const char *diag)
+{
+    uint8_t buf[4];
+
+    coap_add_option(response, COAP_OPTION_MAXAGE,
+                    coap_encode_var_safe(buf, sizeof(buf), RETRY_AFTER_S), buf);
+    reply(response, 503, diag);
+}
+
+/* The session's authenticated identity, usable as a device id; else
+ * answers 4.01 and returns NULL. */
+static const char *
+identity_or_reply(struct gw *gw, coap_session_t *session, char *buf, size_t cap,
+                  coap_pdu_t *response)
+{
+    const char *id = coap_side_identity(session, buf, cap);
+
+    if (!id || !topic_id_valid(id, strlen(id))) {
+        char peer[64];
+
+        gw->stats.rejected_unauthenticated++;
+        log_ratelimited(&gw->stats.rejected_unauthenticated,
+                        "coap: request from %s without a usable identity refused",
+                        coap_side_peer(session, peer, sizeof(peer)));
+        reply(response, 401, "no usable identity");
+        return NULL;
+    }
+    return id;
+}
+
+static void
+bad_request(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
+            const char *id, const char *why)
+{
+    char peer[64];
+
+    gw->stats.rejected_bad_request++;
+    log_ratelimited(&gw->stats.rejected_bad_request, "coap: %s (%s): %s", id,
+                    coap_side_peer(session, peer, sizeof(peer)), why);
+    reply(response, 400, why);
+}
+
+/* Parses a link-format body; returns the count or -1 after replying. */
+static int
+parse_links(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+            coap_pdu_t *response, const char *id, struct lf_link *links)
+{
+    const uint8_t *data;
+    size_t len;
+    uint32_t ct;
+    const char *err = NULL;
+    int n;
+
+    if (option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) &&
+        ct != COAP_MEDIATYPE_APPLICATION_LINK_FORMAT) {
+        gw->stats.rejected_bad_request++;
+        reply(response, 415, "registration body must be link-format (ct 40)");
+        return -1;
+    }
+    body(req, &data, &len);
+    n = linkformat_parse((const char *)data, len, links, LINKFORMAT_MAX_LINKS, &err);
+    if (n < 0) {
+        bad_request(gw, session, response, id, err ? err : "bad link-format");
+        return -1;
+    }
+    return n;
+}
+
+/* --- /rd --------------------------------------------------------------------- */
+
+static void
+hnd_register(coap_resource_t *resource, coap_session_t *session,
+             const coap_pdu_t *req, const coap_string_t *query,
+             coap_pdu_t *response)
+{
+    struct gw *gw = coap_side_gw(coap_session_get_context(session));
+    struct lf_link links[LINKFORMAT_MAX_LINKS];
+    char idbuf[TOPIC_ID_MAX + 1], ep[TOPIC_ID_MAX + 1];
+    uint32_t lt = (uint32_t)gw->cfg->rd.default_lifetime;
+    const char *id;
+    int n, rc;
+
+    (void)resource;
+    (void)query;
+    if (gw->stopping) {
+        reply_busy(response, "gateway stopping");
+        return;
+    }
+    if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response)))
+        return;
+    rc = query_value(req, "ep", ep, sizeof(ep));
+    if (rc < 0 || (rc > 0 && strcmp(ep, id) != 0)) {
+        char peer[64];
+
+        gw->stats.rejected_identity++;
+        log_ratelimited(&gw->stats.rejected_identity,
+                        "coap: registration from %s refused: ep is not the DTLS identity \"%s\"",
+                        coap_side_peer(session, peer, sizeof(peer)), id);
+        reply(response, 403, "ep must equal the DTLS identity");
+        return;
+    }
+    if (parse_lifetime(gw, req, &lt) < 0) {
+        bad_request(gw, session, response, id, "lt out of range");
+        return;
+    }
+    if ((n = parse_links(gw, session, req, response, id, links)) < 0)
+        return;
+    if (!devices_register(gw->devices, id, session, lt, links, (size_t)n)) {
+        gw->stats.rejected_capacity++;
+        reply_busy(response, "device registry full");
+        return;
+    }
+    gw->stats.registrations++;
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE(201));
+    coap_add_option(response, COAP_OPTION_LOCATION_PATH, 2, (const uint8_t *)"rd");
+    coap_add_option(response, COAP_OPTION_LOCATION_PATH, strlen(id),
+                    (const uint8_t *)id);
+}
+
+/* POST or DELETE /rd/<id>; 'id' is the authenticated identity. */
+static void
+rd_entry(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+         coap_pdu_t *response, const char *id, const struct seg *target)
+{
+    device_t *dev;
+
+    if (target->len != strlen(id) || memcmp(target->s, id, target->len) != 0) {
+        gw->stats.rejected_identity++;
+        reply(response, 403, "not your registration");
+        return;
+    }
+    dev = devices_find(gw->devices, id);
+    if (!dev || !device_registered(dev)) {
+        reply(response, 404, "not registered");
+        return;
+    }
+    if (coap_pdu_get_code(req) == COAP_REQUEST_CODE_DELETE) {
+        gw->stats.deregistrations++;
+        devices_deregister(dev);
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE(202));
+        return;
+    }
+    {
+        struct lf_link links[LINKFORMAT_MAX_LINKS];
+        uint32_t lt = device_lifetime(dev);
+        const uint8_t *data;
+        size_t len;
+        int n = -1;
+
+        if (parse_lifetime(gw, req, &lt) < 0) {
+            bad_request(gw, session, response, id, "lt out of range");
+            return;
+        }
+        body(req, &data, &len);
+        if (len && (n = parse_links(gw, session, req, response, id, links)) < 0)
+            return;
+        gw->stats.refreshes++;
+        devices_refresh(dev, session, lt, links, n);
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
+    }
+}
+
+/* --- /ps ---------------------------------------------------------------------- */
+
+static void
+push_done(void *arg, bool delivered)
+{
+    struct push_wait *pw = arg;
+    coap_bin_const_t token = { pw->token_len, pw->token };
+    coap_async_t *async = coap_find_async(pw->session, token);
+
+    if (async) {
+        coap_async_set_app_data(async, (void *)(delivered ? &push_safe : &push_lost));
+        coap_async_trigger(async);
+    }
+    coap_session_release(pw->session);
+    free(pw);
+}
+
+/* Second call of the handler, once push_done triggered the async. */
+static void
+push_answer(coap_session_t *session, coap_async_t *async, coap_pdu_t *response)
+{
+    (void)session;
+    if (coap_async_get_app_data(async) == &push_safe)
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
+    else
+        reply_busy(response, "reading not stored, send again");
+}
+
+/* Arranges for a CON push to be answered when 'm' is safe.  -1 if not. */
+static int
+await_safe(coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
+{
+    coap_bin_const_t token = coap_pdu_get_token(req);
+    struct push_wait *pw = calloc(1, sizeof(*pw));
+
+    if (!pw || token.length > sizeof(pw->token) ||
+        !coap_register_async(session, req, 0)) {
+        free(pw);
+        return -1;
+    }
+    memcpy(pw->token, token.s, token.length);
+    pw->token_len = token.length;
+    pw->session = coap_session_reference(session);
+    m->done = push_done;
+    m->done_arg = pw;
+    return 0;
+}
+
+static void
+push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+     coap_pdu_t *response, const char *id, const struct seg *segs, size_t n)
+{
+    bool con = coap_pdu_get_type(req) == COAP_MESSAGE_CON;
+    char path[TOPIC_PATH_MAX + 1], topic[TOPIC_MAX];
+    const uint8_t *data;
+    size_t len;
+    uint32_t ct;
+    outmsg_t *m;
+
+    if (join_path(segs, n, path, sizeof(path)) < 0) {
+        bad_request(gw, session, response, id, "invalid push path");
+        return;
+    }
+    body(req, &data, &len);
+    if (len > (size_t)gw->cfg->coap.max_payload) {
+        gw->stats.drops_too_large++;
+        reply(response, 413, "payload over coap.max_payload");
+        return;
+    }
+    if (!devices_seen(gw->devices, id, session)) {
+        gw->stats.rejected_capacity++;
+        reply_busy(response, "device registry full");
+        return;
+    }
+    gw->stats.pushes_in++;
+    topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic, id, path, NULL);
+    /* Checked first: once the async wait is set up, the push must not fail. */
+    if (outq_len(gw->outq) < outq_max(gw->outq))
+        m = outmsg_new(topic, data, len,
+                       con ? gw->cfg->mqtt.qos_con : gw->cfg->mqtt.qos_non, false,
+                       option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
+    else
+        m = NULL;
+    if (m && con && await_safe(session, req, m) < 0) {
+        free(m);
+        m = NULL;
+    }
+    if (!m || !outq_push(gw->outq, m)) {
+        free(m);
+        gw->stats.drops_queue_full++;
+        log_ratelimited(&gw->stats.drops_queue_full,
+                        "outbound queue full: push from %s refused", id);
+        reply_busy(response, "gateway queue full");
+        return;
+    }
+    mqtt_side_flush(gw->mqtt);
+    /* CON: no code now, libcoap sends the empty ACK; 2.04 follows. */
+    if (!con)
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
+}
+
+/* --- dispatch ----------------------------------------------------------------- */
+
+static void
+hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
+            const coap_pdu_t *req, const coap_string_t *query,
+            coap_pdu_t *response)
+{
+    struct gw *gw = coap_side_gw(coap_session_get_context(session));
+    coap_async_t *async = coap_find_async(session, coap_pdu_get_token(req));
+    struct seg segs[MAX_SEGMENTS];
+    char idbuf[TOPIC_ID_MAX + 1];
+    const char *id;
+    int n;
+
+    (void)resource;
+    (void)query;
+    if (async) {
+        push_answer(session, async, response);
+        return;
+    }
+    if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response)))
+        return;
+    n = uri_segments(req, segs, MAX_SEGMENTS);
+    if (n < 0) {
+        bad_request(gw, session, response, id, "path too deep");
+        return;
+    }
+    if (n == 2 && seg_is(&segs[0], "rd") &&
+        (coap_pdu_get_code(req) == COAP_REQUEST_CODE_POST ||
+         coap_pdu_get_code(req) == COAP_REQUEST_CODE_DELETE)) {
+        rd_entry(gw, session, req, response, id, &segs[1]);
+    } else if (n >= 2 && seg_is(&segs[0], "ps") &&
+               (coap_pdu_get_code(req) == COAP_REQUEST_CODE_POST ||
+                coap_pdu_get_code(req) == COAP_REQUEST_CODE_PUT)) {
+        if (gw->stopping)
+            reply_busy(response, "gateway stopping");
+        else
+            push(gw, session, req, response, id, segs + 1, (size_t)n - 1);
+    } else {
+        reply(response, 404, NULL);
+    }
+}
+
+int
+coap_handlers_register(coap_context_t *ctx)
+{
+    coap_resource_t *rd = coap_resource_init(coap_make_str_const("rd"), 0);
+    coap_resource_t *dyn = coap_resource_unknown_init2(hnd_dynamic, 0);
+
+    if (!rd || !dyn)
+        return -1;
+    coap_register_request_handler(rd, COAP_REQUEST_POST, hnd_register);
+    coap_add_attr(rd, coap_make_str_const("rt"), coap_make_str_const("\"core.rd\""), 0);
+    coap_add_attr(rd, coap_make_str_const("ct"), coap_make_str_const("40"), 0);
+    coap_add_resource(ctx, rd);
+    coap_register_request_handler(dyn, COAP_REQUEST_POST, hnd_dynamic);
+    coap_register_request_handler(dyn, COAP_REQUEST_DELETE, hnd_dynamic);
+    coap_add_resource(ctx, dyn);
+    return 0;
+}

@@ -1,0 +1,516 @@
+/*
+ * coap_side.c - the libcoap context: DTLS endpoints, the PSK lookup,
+ * session events, and the routing of every response to the request that
+ * caused it by our own token table.
+ *
+ * Driving libcoap: its epoll fd sits in our epoll set; when readable we
+ * drain it with epoll_wait(0) and hand the batch to coap_io_do_epoll(),
+ * which ends with one coap_io_prepare_epoll() (the walk over sessions) per
+ * batch instead of one per datagram as coap_io_process() would do.  Timers
+ * (retransmissions, session expiry) arrive through libcoap's own timerfd in
+ * that same epoll fd.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <uthash.h>
+
+#include "coap2mqtt/coap_side.h"
+#include "coap2mqtt/commands.h"
+#include "coap2mqtt/devices.h"
+#include "coap2mqtt/keystore.h"
+#include "coap2mqtt/log.h"
+#include "coap2mqtt/observe.h"
+#include "coap_handlers.h"
+
+#define COAP_EPOLL_BATCH 64
+
+struct pending {
+    uint64_t token;
+    enum req_kind kind;
+    void *owner;
+    coap_session_t *session;    /* responses must come back on it */
+    UT_hash_handle hh;
+};
+
+struct coap_side {
+    struct gw *gw;
+    coap_context_t *ctx;
+    int fd;
+    keystore_t *keys;
+    coap_bin_const_t key;           /* points into keys, for the callback */
+    struct pending *pending;        /* by token */
+    uint64_t token_base;            /* random, so tokens are not guessable */
+    uint64_t token_next;
+    size_t sessions;
+};
+
+/* --- tokens ------------------------------------------------------------ */
+
+static uint64_t
+token_from_pdu(const coap_pdu_t *pdu, bool *ok)
+{
+    coap_bin_const_t t = coap_pdu_get_token(pdu);
+    uint64_t v = 0;
+
+    *ok = t.length == 8;
+    for (size_t i = 0; *ok && i < 8; i++)
+        v = v << 8 | t.s[i];
+    return v;
+}
+
+static uint64_t
+next_token(coap_side_t *c)
+{
+    /* A counter mixed with a random base: unique for 2^64 requests, and
+     * not predictable by a device wanting to answer for another. */
+    uint64_t x = c->token_base + ++c->token_next * 0x9E3779B97F4A7C15ULL;
+
+    x ^= x >> 31;
+    return x ? x : 1;
+}
+
+static bool
+token_in_use(coap_side_t *c, uint64_t token)
+{
+    struct pending *p;
+
+    HASH_FIND(hh, c->pending, &token, 8, p);
+    return p != NULL;
+}
+
+coap_pdu_t *
+coap_side_new_request(coap_side_t *c, coap_session_t *session,
+                      coap_pdu_type_t type, coap_pdu_code_t code,
+                      const char *path, enum req_kind kind, void *owner,
+                      uint64_t *token)
+{
+    coap_pdu_t *pdu = coap_pdu_init(type, code, coap_new_message_id(session),
+                                    coap_session_max_pdu_size(session));
+    uint8_t tok[8];
+    const char *seg = path;
+
+    if (!pdu)
+        return NULL;
+    if (!*token) {
+        struct pending *p = calloc(1, sizeof(*p));
+
+        if (!p) {
+            coap_delete_pdu(pdu);
+            return NULL;
+        }
+        do
+            p->token = next_token(c);
+        while (token_in_use(c, p->token));
+        p->kind = kind;
+        p->owner = owner;
+        p->session = session;
+        HASH_ADD(hh, c->pending, token, 8, p);
+        *token = p->token;
+    }
+    for (int i = 0; i < 8; i++)
+        tok[i] = (uint8_t)(*token >> (8 * (7 - i)));
+    coap_add_token(pdu, sizeof(tok), tok);
+    while (seg && *seg) {
+        size_t n = strcspn(seg, "/");
+
+        coap_add_option(pdu, COAP_OPTION_URI_PATH, n, (const uint8_t *)seg);
+        seg += n;
+        if (*seg == '/')
+            seg++;
+    }
+    return pdu;
+}
+
+void
+coap_side_forget(coap_side_t *c, uint64_t token)
+{
+    struct pending *p;
+
+    if (!token || !c)
+        return;
+    HASH_FIND(hh, c->pending, &token, 8, p);
+    if (p) {
+        HASH_DEL(c->pending, p);
+        free(p);
+    }
+}
+
+int
+coap_side_send(coap_side_t *c, coap_session_t *session, coap_pdu_t *pdu,
+               uint64_t token)
+{
+    if (coap_send(session, pdu) == COAP_INVALID_MID) {
+        coap_side_forget(c, token);
+        return -1;
+    }
+    return 0;
+}
+
+static struct pending *
+find_pending(coap_side_t *c, const coap_pdu_t *pdu, coap_session_t *session)
+{
+    struct pending *p;
+    bool ok;
+    uint64_t token = token_from_pdu(pdu, &ok);
+
+    if (!ok)
+        return NULL;
+    HASH_FIND(hh, c->pending, &token, 8, p);
+    /* A token is only valid on the session it was sent on. */
+    return p && p->session == session ? p : NULL;
+}
+
+/* Forgets every token of a session libcoap is about to free. */
+static void
+forget_session(coap_side_t *c, coap_session_t *session)
+{
+    struct pending *p, *tmp;
+
+    HASH_ITER(hh, c->pending, p, tmp) {
+        if (p->session == session)
+            p->session = NULL;  /* owners forget them; never match again */
+    }
+}
+
+/* --- strings for logs -------------------------------------------------- */
+
+const char *
+coap_side_peer(coap_session_t *session, char *buf, size_t cap)
+{
+    const coap_address_t *a = coap_session_get_addr_remote(session);
+    size_t n = a ? coap_print_addr(a, (unsigned char *)buf, cap - 1) : 0;
+
+    buf[n] = '\0';
+    return buf;
+}
+
+const char *
+coap_side_identity(coap_session_t *session, char *buf, size_t cap)
+{
+    const coap_bin_const_t *id = coap_session_get_psk_identity(session);
+
+    if (!id || !id->length || id->length >= cap)
+        return NULL;
+    memcpy(buf, id->s, id->length);
+    buf[id->length] = '\0';
+    /* An identity with a NUL inside cannot be one of ours. */
+    return strlen(buf) == id->length ? buf : NULL;
+}
+
+/* Printable form of untrusted identity bytes: never logs raw control
+ * characters, and never anything but the identity (keys stay out). */
+static void
+sanitize(const uint8_t *s, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < len && o + 5 < cap; i++) {
+        if (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\')
+            out[o++] = (char)s[i];
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", s[i]);
+    }
+    out[o] = '\0';
+}
+
+/* --- DTLS -------------------------------------------------------------- */
+
+static const coap_bin_const_t *
+psk_lookup(coap_bin_const_t *identity, coap_session_t *session, void *arg)
+{
+    coap_side_t *c = arg;
+    size_t len = 0;
+    const uint8_t *key = c->keys ? keystore_lookup(c->keys, identity->s,
+                                                   identity->length, &len) : NULL;
+
+    if (!key) {
+        char id[200], peer[64];
+
+        c->gw->stats.psk_unknown_identity++;
+        sanitize(identity->s, identity->length, id, sizeof(id));
+        log_ratelimited(&c->gw->stats.psk_unknown_identity,
+                        "dtls: handshake from %s refused: unknown PSK identity \"%s\"",
+                        coap_side_peer(session, peer, sizeof(peer)), id);
+        return NULL;
+    }
+    c->key.s = key;
+    c->key.length = len;
+    return &c->key;
+}
+
+static void
+handshake_failed(coap_side_t *c, coap_session_t *session)
+{
+    const coap_bin_const_t *identity = coap_session_get_psk_identity(session);
+    char id[200] = "", peer[64];
+    size_t len;
+
+    c->gw->stats.handshakes_failed++;
+    if (identity && c->keys &&
+        !keystore_lookup(c->keys, identity->s, identity->length, &len))
+        return;     /* unknown identity: already said in psk_lookup */
+    if (identity)
+        sanitize(identity->s, identity->length, id, sizeof(id));
+    log_ratelimited(&c->gw->stats.handshakes_failed,
+                    "dtls: handshake from %s failed (identity \"%s\"): wrong key or protocol error",
+                    coap_side_peer(session, peer, sizeof(peer)), id);
+}
+
+static int
+on_event(coap_session_t *session, const coap_event_t event)
+{
+    coap_side_t *c = coap_get_app_data(coap_session_get_context(session));
+
+    switch (event) {
+    case COAP_EVENT_DTLS_CONNECTED:
+        c->gw->stats.handshakes_ok++;
+        break;
+    case COAP_EVENT_DTLS_ERROR:
+        if (coap_session_get_state(session) != COAP_SESSION_STATE_ESTABLISHED)
+            handshake_failed(c, session);
+        break;
+    case COAP_EVENT_SERVER_SESSION_NEW:
+        c->sessions++;
+        break;
+    case COAP_EVENT_SERVER_SESSION_DEL:
+        if (c->sessions)
+            c->sessions--;
+        c->gw->stats.sessions_closed++;
+        forget_session(c, session);
+        devices_session_gone(c->gw->devices, session);
+        break;
+    case COAP_EVENT_DTLS_CLOSED:
+    case COAP_EVENT_SESSION_CLOSED:
+        devices_session_gone(c->gw->devices, session);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* --- responses ----------------------------------------------------------- */
+
+static coap_response_t
+on_response(coap_session_t *session, const coap_pdu_t *sent,
+            const coap_pdu_t *rcvd, const coap_mid_t mid)
+{
+    coap_side_t *c = coap_get_app_data(coap_session_get_context(session));
+    struct pending *p = find_pending(c, rcvd, session);
+
+    (void)sent;
+    (void)mid;
+    if (!p || !p->owner) {
+        c->gw->stats.unknown_token++;
+        /* RFC 7641 3.6: reject a notification we did not ask for, so the
+         * device stops sending it. */
+        return coap_pdu_get_type(rcvd) == COAP_MESSAGE_CON ||
+               coap_pdu_get_type(rcvd) == COAP_MESSAGE_NON
+                   ? COAP_RESPONSE_FAIL : COAP_RESPONSE_OK;
+    }
+    if (p->kind == REQ_OBSERVE) {
+        observe_on_response(p->owner, session, rcvd);
+    } else {
+        void *cmd = p->owner;
+
+        coap_side_forget(c, p->token);   /* one answer per command */
+        commands_on_response(cmd, rcvd);
+    }
+    return COAP_RESPONSE_OK;
+}
+
+static void
+on_nack(coap_session_t *session, const coap_pdu_t *sent,
+        const coap_nack_reason_t reason, const coap_mid_t mid)
+{
+    coap_side_t *c = coap_get_app_data(coap_session_get_context(session));
+    struct pending *p;
+
+    (void)mid;
+    if (!sent || !(p = find_pending(c, sent, session)) || !p->owner)
+        return;
+    if (p->kind == REQ_OBSERVE) {
+        observe_on_nack(p->owner, reason);
+    } else {
+        void *cmd = p->owner;
+
+        coap_side_forget(c, p->token);
+        commands_on_nack(cmd, reason);
+    }
+}
+
+/* --- setup --------------------------------------------------------------- */
+
+static void
+on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    coap_side_t *c = arg;
+    struct epoll_event evs[COAP_EPOLL_BATCH];
+    int n;
+
+    (void)loop;
+    (void)events;
+    /* Bounded: one batch per wake-up, so MQTT and timers get their turn. */
+    n = epoll_wait(fd, evs, COAP_EPOLL_BATCH, 0);
+    if (n > 0)
+        coap_io_do_epoll(c->ctx, evs, (size_t)n);
+}
+
+static int
+parse_listen(const char *spec, coap_address_t *addr)
+{
+    char host[256];
+    const char *port;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM,
+                              .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
+    struct addrinfo *res;
+    size_t hl;
+
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+
+        if (!end || end[1] != ':')
+            return -1;
+        hl = (size_t)(end - spec - 1);
+        port = end + 2;
+        spec++;
+    } else {
+        const char *colon = strrchr(spec, ':');
+
+        if (!colon)
+            return -1;
+        hl = (size_t)(colon - spec);
+        port = colon + 1;
+    }
+    if (hl >= sizeof(host))
+        return -1;
+    memcpy(host, spec, hl);
+    host[hl] = '\0';
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return -1;
+    coap_address_init(addr);
+    addr->size = res->ai_addrlen;
+    memcpy(&addr->addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int
+open_endpoints(coap_side_t *c, char **list, int n, coap_proto_t proto)
+{
+    for (int i = 0; i < n; i++) {
+        coap_address_t addr;
+
+        if (parse_listen(list[i], &addr) < 0) {
+            log_warnx("coap: bad listen address %s", list[i]);
+            return -1;
+        }
+        if (!coap_new_endpoint(c->ctx, &addr, proto)) {
+            log_warnx("coap: cannot listen on %s", list[i]);
+            return -1;
+        }
+        log_notice("listening on %s (%s)", list[i],
+                   proto == COAP_PROTO_DTLS ? "coaps" : "coap, unencrypted");
+    }
+    return 0;
+}
+
+static int
+setup_dtls(coap_side_t *c)
+{
+    coap_dtls_spsk_t spsk;
+
+    if (!c->gw->cfg->coap.psk_file)
+        return 0;
+    memset(&spsk, 0, sizeof(spsk));
+    spsk.version = COAP_DTLS_SPSK_SETUP_VERSION;
+    spsk.validate_id_call_back = psk_lookup;
+    spsk.id_call_back_arg = c;
+    if (!coap_context_set_psk2(c->ctx, &spsk)) {
+        log_warnx("coap: cannot set up DTLS-PSK");
+        return -1;
+    }
+    return 0;
+}
+
+coap_side_t *
+coap_side_new(struct gw *gw)
+{
+    const struct config_coap *cc = &gw->cfg->coap;
+    coap_side_t *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->gw = gw;
+    c->fd = -1;
+    c->keys = gw->keys;
+    if (getrandom(&c->token_base, sizeof(c->token_base), 0) != sizeof(c->token_base))
+        c->token_base = (uint64_t)loop_wall_s() * 2654435761u;
+    if (!(c->ctx = coap_new_context(NULL)))
+        goto fail;
+    coap_set_app_data(c->ctx, c);
+    coap_context_set_block_mode(c->ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+    coap_context_set_max_handshake_sessions(c->ctx, (unsigned)cc->max_handshakes);
+    coap_context_set_max_idle_sessions(c->ctx, (unsigned)cc->max_sessions);
+    coap_context_set_session_timeout(c->ctx, (unsigned)cc->session_timeout);
+    coap_register_response_handler(c->ctx, on_response);
+    coap_register_nack_handler(c->ctx, on_nack);
+    coap_register_event_handler(c->ctx, on_event);
+    if (setup_dtls(c) < 0 ||
+        open_endpoints(c, cc->listen, cc->n_listen, COAP_PROTO_DTLS) < 0 ||
+        open_endpoints(c, cc->plain_listen, cc->n_plain_listen, COAP_PROTO_UDP) < 0 ||
+        coap_handlers_register(c->ctx) < 0)
+        goto fail;
+    c->fd = coap_context_get_coap_fd(c->ctx);
+    if (c->fd < 0 || loop_add_fd(gw->loop, c->fd, EPOLLIN, on_coap_fd, c) < 0) {
+        log_warnx("coap: libcoap has no epoll fd (built without epoll?)");
+        goto fail;
+    }
+    return c;
+fail:
+    coap_side_free(c);
+    return NULL;
+}
+
+void
+coap_side_set_keystore(coap_side_t *c, keystore_t *ks)
+{
+    c->keys = ks;
+}
+
+size_t
+coap_side_sessions(const coap_side_t *c)
+{
+    return c->sessions;
+}
+
+void
+coap_side_free(coap_side_t *c)
+{
+    struct pending *p, *tmp;
+
+    if (!c)
+        return;
+    if (c->fd >= 0)
+        loop_del_fd(c->gw->loop, c->fd);
+    if (c->ctx)
+        coap_free_context(c->ctx);
+    HASH_ITER(hh, c->pending, p, tmp) {
+        HASH_DEL(c->pending, p);
+        free(p);
+    }
+    free(c);
+}
+
+/* For the handlers: the gateway behind a libcoap context. */
+struct gw *
+coap_side_gw(coap_context_t *ctx)
+{
+    coap_side_t *c = coap_get_app_data(ctx);
+
+    return c ? c->gw : NULL;
+}

@@ -1,0 +1,449 @@
+/*
+ * commands.c - MQTT -> device.  A command is parsed from its topic, checked
+ * against the device's declared resources, queued per device (FIFO, one in
+ * flight, so a device sees its commands in the order they were published)
+ * and sent as a CON PUT (or GET) on the device's current session when it
+ * has one.  libcoap does the RFC 7252 retransmissions and block-wise
+ * transfer; we turn its answer, or its giving up, into exactly one result.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <jansson.h>
+#include <mqtt_protocol.h>
+
+#include "coap2mqtt/coap_side.h"
+#include "coap2mqtt/commands.h"
+#include "coap2mqtt/devices.h"
+#include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/outq.h"
+#include "coap2mqtt/payload.h"
+#include "device_internal.h"
+
+struct command {
+    struct command *next;
+    struct device *dev;
+    enum topic_kind kind;
+    char path[TOPIC_PATH_MAX + 1];
+    uint8_t *payload;
+    size_t len;
+    int ct;                     /* Content-Format to send, -1 none */
+    char *response_topic;       /* MQTT v5, or NULL */
+    uint8_t *corr;
+    size_t corr_len;
+    uint64_t token;             /* while in flight */
+    uint64_t sent_ms;
+    uint64_t expiry_timer;
+};
+
+static void send_next(struct device *dev);
+
+/* --- results ------------------------------------------------------------ */
+
+static void
+enqueue_json(struct gw *gw, const char *topic, json_t *body,
+             const uint8_t *corr, size_t corr_len)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    outmsg_t *m;
+
+    json_decref(body);
+    if (!text || !gw->outq)
+        goto out;
+    m = outmsg_new(topic, text, strlen(text), 1, false, 50);
+    if (m && corr && outmsg_set_correlation(m, corr, corr_len) < 0) {
+        outmsg_finish(m, false);
+        m = NULL;
+    }
+    if (!m || !outq_push(gw->outq, m)) {
+        if (m)
+            outmsg_finish(m, false);
+        gw->stats.drops_queue_full++;
+        goto out;
+    }
+    mqtt_side_flush(gw->mqtt);
+out:
+    free(text);
+}
+
+/* Publishes the one result of a command on its Response Topic, or on
+ * <base>/<id>/<path>/set/result (.../get/result for a failed GET). */
+static void
+publish_result(struct gw *gw, const char *id, const char *path,
+               enum topic_kind kind, const char *response_topic,
+               const uint8_t *corr, size_t corr_len, json_t *body)
+{
+    char topic[TOPIC_MAX];
+
+    if (response_topic)
+        snprintf(topic, sizeof(topic), "%s", response_topic);
+    else if (topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic, id, path,
+                         kind == TOPIC_KIND_SET ? "set/result" : "get/result") < 0) {
+        json_decref(body);
+        return;
+    }
+    enqueue_json(gw, topic, body, corr, corr_len);
+}
+
+static void
+result_error(struct command *cmd, const char *error)
+{
+    struct gw *gw = cmd->dev->gw;
+
+    publish_result(gw, cmd->dev->id, cmd->path, cmd->kind, cmd->response_topic,
+                   cmd->corr, cmd->corr_len, json_pack("{ss}", "error", error));
+}
+
+static void
+command_free(struct command *cmd)
+{
+    if (!cmd)
+        return;
+    loop_cancel_timer(cmd->dev->gw->loop, cmd->expiry_timer);
+    coap_side_forget(cmd->dev->gw->coap, cmd->token);
+    free(cmd->payload);
+    free(cmd->response_topic);
+    free(cmd->corr);
+    free(cmd);
+}
+
+/* --- the per-device queue ------------------------------------------------- */
+
+static void
+queue_remove(struct device *dev, struct command *cmd)
+{
+    struct command **pp = &dev->cmd_head, *prev = NULL;
+
+    while (*pp && *pp != cmd) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (!*pp)
+        return;
+    *pp = cmd->next;
+    if (dev->cmd_tail == cmd)
+        dev->cmd_tail = prev;
+    dev->n_cmds--;
+    cmd->next = NULL;
+}
+
+static void
+expired(loop_t *loop, void *arg)
+{
+    struct command *cmd = arg;
+    struct device *dev = cmd->dev;
+
+    (void)loop;
+    cmd->expiry_timer = 0;
+    if (dev->cmd_inflight == cmd)
+        return;     /* on the wire: its answer or timeout decides */
+    queue_remove(dev, cmd);
+    dev->gw->stats.commands_expired++;
+    result_error(cmd, "expired");
+    command_free(cmd);
+}
+
+static void
+push_front(struct device *dev, struct command *cmd)
+{
+    cmd->next = dev->cmd_head;
+    dev->cmd_head = cmd;
+    if (!dev->cmd_tail)
+        dev->cmd_tail = cmd;
+    dev->n_cmds++;
+}
+
+static void
+push_back(struct device *dev, struct command *cmd)
+{
+    cmd->next = NULL;
+    if (dev->cmd_tail)
+        dev->cmd_tail->next = cmd;
+    else
+        dev->cmd_head = cmd;
+    dev->cmd_tail = cmd;
+    dev->n_cmds++;
+}
+
+static void
+release_copy(coap_session_t *session, void *app_ptr)
+{
+    (void)session;
+    free(app_ptr);
+}
+
+static int
+send_one(struct device *dev, struct command *cmd)
+{
+    struct gw *gw = dev->gw;
+    coap_pdu_t *pdu;
+    uint64_t token = 0;
+    uint8_t buf[4];
+
+    pdu = coap_side_new_request(gw->coap, dev->session, COAP_MESSAGE_CON,
+                                cmd->kind == TOPIC_KIND_SET ? COAP_REQUEST_CODE_PUT
+                                                            : COAP_REQUEST_CODE_GET,
+                                cmd->path, REQ_COMMAND, cmd, &token);
+    if (!pdu)
+        return -1;
+    if (cmd->ct >= 0)
+        coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                        coap_encode_var_safe(buf, sizeof(buf), (unsigned)cmd->ct), buf);
+    if (cmd->kind == TOPIC_KIND_SET) {
+        /* libcoap keeps the data until the transfer ends: give it a copy. */
+        uint8_t *copy = malloc(cmd->len ? cmd->len : 1);
+
+        if (!copy) {
+            coap_side_forget(gw->coap, token);
+            coap_delete_pdu(pdu);
+            return -1;
+        }
+        memcpy(copy, cmd->payload, cmd->len);
+        if (!coap_add_data_large_request(dev->session, pdu, cmd->len, copy,
+                                         release_copy, copy)) {
+            coap_side_forget(gw->coap, token);
+            coap_delete_pdu(pdu);
+            return -1;
+        }
+    }
+    cmd->token = token;
+    cmd->sent_ms = loop_now_ms(gw->loop);
+    dev->cmd_inflight = cmd;
+    if (coap_side_send(gw->coap, dev->session, pdu, token) < 0) {
+        dev->cmd_inflight = NULL;
+        cmd->token = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static void
+send_next(struct device *dev)
+{
+    while (dev->session && !dev->cmd_inflight && dev->cmd_head &&
+           !dev->gw->stopping) {
+        struct command *cmd = dev->cmd_head;
+
+        queue_remove(dev, cmd);
+        if (send_one(dev, cmd) < 0) {
+            push_front(dev, cmd);
+            return;     /* session trouble: wait for the device */
+        }
+    }
+}
+
+void
+commands_kick(struct device *dev)
+{
+    send_next(dev);
+}
+
+/* --- answers --------------------------------------------------------------- */
+
+static void
+publish_get_value(struct command *cmd, const coap_pdu_t *rcvd)
+{
+    struct gw *gw = cmd->dev->gw;
+    char topic[TOPIC_MAX];
+    const uint8_t *data = NULL;
+    size_t len = 0, offset, total;
+    coap_opt_iterator_t it;
+    coap_opt_t *opt = coap_check_option(rcvd, COAP_OPTION_CONTENT_FORMAT, &it);
+    int ct = opt ? (int)coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)) : -1;
+    outmsg_t *m;
+
+    if (!coap_get_data_large(rcvd, &len, &data, &offset, &total))
+        len = 0;
+    if (cmd->response_topic)
+        snprintf(topic, sizeof(topic), "%s", cmd->response_topic);
+    else if (topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic,
+                         cmd->dev->id, cmd->path, NULL) < 0)
+        return;
+    m = outmsg_new(topic, data, len, 1, false, ct);
+    if (m && cmd->corr && outmsg_set_correlation(m, cmd->corr, cmd->corr_len) < 0) {
+        outmsg_finish(m, false);
+        return;
+    }
+    if (!m || !outq_push(gw->outq, m)) {
+        free(m);
+        gw->stats.drops_queue_full++;
+        return;
+    }
+    mqtt_side_flush(gw->mqtt);
+}
+
+void
+commands_on_response(struct command *cmd, const coap_pdu_t *rcvd)
+{
+    struct device *dev = cmd->dev;
+    struct gw *gw = dev->gw;
+    coap_pdu_code_t code = coap_pdu_get_code(rcvd);
+    char codestr[8];
+    unsigned cls = COAP_RESPONSE_CLASS(code);
+
+    cmd->token = 0;     /* coap_side forgot it already */
+    dev->cmd_inflight = NULL;
+    dev->last_seen = loop_wall_s();
+    snprintf(codestr, sizeof(codestr), "%u.%02u", cls, code & 0x1f);
+    if (cls == 2)
+        gw->stats.commands_ok++;
+    else
+        gw->stats.commands_error++;
+    if (cmd->kind == TOPIC_KIND_GET && cls == 2) {
+        publish_get_value(cmd, rcvd);
+    } else {
+        publish_result(gw, dev->id, cmd->path, cmd->kind, cmd->response_topic,
+                       cmd->corr, cmd->corr_len,
+                       json_pack("{sssI}", "code", codestr, "rtt_ms",
+                                 (json_int_t)(loop_now_ms(gw->loop) - cmd->sent_ms)));
+    }
+    command_free(cmd);
+    send_next(dev);
+}
+
+void
+commands_on_nack(struct command *cmd, coap_nack_reason_t reason)
+{
+    struct device *dev = cmd->dev;
+
+    cmd->token = 0;
+    dev->cmd_inflight = NULL;
+    if (reason == COAP_NACK_TOO_MANY_RETRIES || reason == COAP_NACK_RST) {
+        dev->gw->stats.commands_timeout += reason == COAP_NACK_TOO_MANY_RETRIES;
+        dev->gw->stats.commands_error += reason == COAP_NACK_RST;
+        result_error(cmd, reason == COAP_NACK_RST ? "reset" : "timeout");
+        command_free(cmd);
+        send_next(dev);
+        return;
+    }
+    /* The session died under it (deep sleep, reboot): keep it for when the
+     * device shows up again, unless its TTL says otherwise. */
+    push_front(dev, cmd);
+}
+
+void
+commands_session_lost(struct device *dev)
+{
+    struct command *cmd = dev->cmd_inflight;
+
+    if (!cmd)
+        return;
+    coap_side_forget(dev->gw->coap, cmd->token);
+    cmd->token = 0;
+    dev->cmd_inflight = NULL;
+    push_front(dev, cmd);
+}
+
+void
+commands_flush(struct device *dev, const char *why)
+{
+    struct command *cmd;
+
+    commands_session_lost(dev);
+    while ((cmd = dev->cmd_head)) {
+        queue_remove(dev, cmd);
+        result_error(cmd, why);
+        command_free(cmd);
+    }
+}
+
+/* --- MQTT in ------------------------------------------------------------------ */
+
+static void
+reject(struct gw *gw, const char *id, const char *path, enum topic_kind kind,
+       const char *rt, const uint8_t *corr, size_t corr_len, const char *why)
+{
+    gw->stats.commands_rejected++;
+    log_ratelimited(&gw->stats.commands_rejected, "command for %s/%s rejected: %s",
+                    id, path, why);
+    publish_result(gw, id, path, kind, rt, corr, corr_len, json_pack("{ss}", "error", why));
+}
+
+static struct command *
+command_new(struct device *dev, enum topic_kind kind, const char *path,
+            const struct mosquitto_message *msg, char *rt, uint8_t *corr,
+            uint16_t corr_len, int ct)
+{
+    struct command *cmd = calloc(1, sizeof(*cmd));
+
+    if (!cmd)
+        return NULL;
+    cmd->dev = dev;
+    cmd->kind = kind;
+    snprintf(cmd->path, sizeof(cmd->path), "%s", path);
+    cmd->len = (size_t)msg->payloadlen;
+    cmd->payload = malloc(cmd->len ? cmd->len : 1);
+    if (!cmd->payload) {
+        free(cmd);
+        return NULL;
+    }
+    memcpy(cmd->payload, msg->payload, cmd->len);
+    cmd->ct = ct;
+    cmd->response_topic = rt;
+    cmd->corr = corr;
+    cmd->corr_len = corr_len;
+    return cmd;
+}
+
+void
+commands_on_message(struct gw *gw, const struct mosquitto_message *msg,
+                    const mosquitto_property *props)
+{
+    char id[TOPIC_ID_MAX + 1], path[TOPIC_PATH_MAX + 1];
+    enum topic_kind kind;
+    char *rt = NULL, *mime = NULL;
+    uint8_t *corr = NULL;
+    uint16_t corr_len = 0;
+    uint32_t expiry = 0;
+    struct device *dev;
+    struct command *cmd;
+    uint64_t ttl_ms;
+
+    if (topic_parse_command(gw->cfg->mqtt.base_topic, msg->topic, id, sizeof(id),
+                            path, sizeof(path), &kind) < 0)
+        return;     /* a reading or state under our base: not for us */
+    gw->stats.commands_in++;
+    if (msg->retain) {
+        /* A retained command would be replayed at every restart. */
+        log_warnx("command on %s ignored: retained", msg->topic);
+        gw->stats.commands_rejected++;
+        return;
+    }
+    mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &rt, false);
+    mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA,
+                                   (void **)&corr, &corr_len, false);
+    mosquitto_property_read_string(props, MQTT_PROP_CONTENT_TYPE, &mime, false);
+    mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &expiry, false);
+    if (rt && !topic_base_valid(rt)) {
+        free(rt);
+        rt = NULL;
+    }
+    dev = devices_find(gw->devices, id);
+    if (!dev || gw->stopping) {
+        reject(gw, id, path, kind, rt, corr, corr_len,
+               gw->stopping ? "gateway stopping" : "unknown device");
+        goto out;
+    }
+    if (!device_resource(dev, path)) {
+        reject(gw, id, path, kind, rt, corr, corr_len, "unknown resource");
+        goto out;
+    }
+    if (dev->n_cmds >= (size_t)gw->cfg->commands.max_queued) {
+        reject(gw, id, path, kind, rt, corr, corr_len, "command queue full");
+        goto out;
+    }
+    if (!(cmd = command_new(dev, kind, path, msg, rt, corr, corr_len,
+                            payload_mime_to_ct(mime))))
+        goto out;
+    rt = NULL;
+    corr = NULL;
+    ttl_ms = (uint64_t)(expiry ? expiry : (uint32_t)gw->cfg->commands.ttl) * 1000;
+    cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, expired, cmd);
+    push_back(dev, cmd);
+    send_next(dev);
+out:
+    free(rt);
+    free(corr);
+    free(mime);
+}

@@ -1,0 +1,59 @@
+/*
+ * device_internal.h - the device record, shared by the modules that work on
+ * devices (devices.c, observe.c, commands.c, coap_side.c) and by nobody
+ * else, as libcoap does with its *_internal.h headers.
+ */
+#ifndef COAP2MQTT_DEVICE_INTERNAL_H
+#define COAP2MQTT_DEVICE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <coap3/coap.h>
+#include <uthash.h>
+
+#include "coap2mqtt/devices.h"
+#include "coap2mqtt/linkformat.h"
+#include "coap2mqtt/topics.h"
+
+struct command;
+
+/* One resource the device declared, and our observation of it. */
+struct resource {
+    struct device *dev;
+    char path[TOPIC_PATH_MAX + 1];
+    bool obs;                   /* declared observable */
+    int ct;                     /* declared Content-Format, -1 unknown */
+    uint64_t token;             /* current observation token, 0 = none */
+    bool active;                /* a notification confirmed the observation */
+    bool have_seq;              /* last_seq/last_ms are valid */
+    uint32_t last_seq;          /* last Observe value accepted (24 bit) */
+    uint64_t last_ms;           /* when it was accepted (monotonic) */
+    uint64_t refresh_timer;     /* Max-Age + grace re-registration */
+    uint64_t retry_timer;       /* retry after a refused observation */
+    unsigned failures;          /* consecutive failures, for backoff */
+};
+
+struct device {
+    char id[TOPIC_ID_MAX + 1];
+    struct gw *gw;
+    coap_session_t *session;    /* current DTLS session, NULL when none */
+    bool registered;            /* has a live /rd registration */
+    bool online;                /* availability as last published */
+    uint32_t lifetime;          /* s, from lt= */
+    int64_t registered_at;      /* wall clock s */
+    int64_t last_seen;          /* wall clock s */
+    uint64_t expiry_timer;
+    uint64_t observe_timer;     /* deferred observe_start_all */
+    struct resource res[LINKFORMAT_MAX_LINKS];
+    size_t n_res;
+    /* command queue (commands.c) */
+    struct command *cmd_head, *cmd_tail;
+    struct command *cmd_inflight;
+    size_t n_cmds;
+    UT_hash_handle hh;
+};
+
+/* Finds a declared resource by path; NULL when the device lacks it. */
+struct resource *device_resource(struct device *dev, const char *path);
+
+#endif

@@ -1,0 +1,361 @@
+/*
+ * devices.c - the registry of devices by identity (uthash), their session,
+ * lifetime and availability.  A device is "online" while it holds a live
+ * registration or, for push-only devices, while it has a session.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coap2mqtt/commands.h"
+#include "coap2mqtt/log.h"
+#include "coap2mqtt/observe.h"
+#include "coap2mqtt/status.h"
+#include "device_internal.h"
+
+struct devices {
+    struct gw *gw;
+    struct device *by_id;
+    size_t count;
+};
+
+devices_t *
+devices_new(struct gw *gw)
+{
+    devices_t *d = calloc(1, sizeof(*d));
+
+    if (d)
+        d->gw = gw;
+    return d;
+}
+
+static void
+device_free(devices_t *d, struct device *dev)
+{
+    observe_cancel_all(dev, false);
+    commands_flush(dev, "gateway stopping");
+    loop_cancel_timer(d->gw->loop, dev->expiry_timer);
+    loop_cancel_timer(d->gw->loop, dev->observe_timer);
+    if (dev->session)
+        coap_session_set_app_data(dev->session, NULL);
+    free(dev);
+}
+
+void
+devices_free(devices_t *d)
+{
+    struct device *dev, *tmp;
+
+    if (!d)
+        return;
+    HASH_ITER(hh, d->by_id, dev, tmp) {
+        HASH_DEL(d->by_id, dev);
+        device_free(d, dev);
+    }
+    free(d);
+}
+
+device_t *
+devices_find(devices_t *d, const char *id)
+{
+    struct device *dev;
+
+    HASH_FIND_STR(d->by_id, id, dev);
+    return dev;
+}
+
+size_t
+devices_count(const devices_t *d)
+{
+    return d->count;
+}
+
+static struct device *
+device_add(devices_t *d, const char *id)
+{
+    struct device *dev;
+
+    if (d->count >= (size_t)d->gw->cfg->rd.max_devices)
+        return NULL;
+    if (!(dev = calloc(1, sizeof(*dev))))
+        return NULL;
+    snprintf(dev->id, sizeof(dev->id), "%s", id);
+    dev->gw = d->gw;
+    HASH_ADD_STR(d->by_id, id, dev);
+    d->count++;
+    return dev;
+}
+
+struct resource *
+device_resource(struct device *dev, const char *path)
+{
+    for (size_t i = 0; i < dev->n_res; i++)
+        if (strcmp(dev->res[i].path, path) == 0)
+            return &dev->res[i];
+    return NULL;
+}
+
+static void
+set_online(struct device *dev, bool online)
+{
+    if (dev->online == online)
+        return;
+    dev->online = online;
+    log_info("device %s %s", dev->id, online ? "online" : "offline");
+    status_device_changed(dev->gw->status, dev);
+}
+
+/* Takes 'session' as the device's current one; the previous one (a reboot,
+ * a new port after deep sleep) is retired: nothing of ours uses it again,
+ * and libcoap frees it when it idles out. */
+static bool
+adopt_session(struct device *dev, coap_session_t *session)
+{
+    if (dev->session == session)
+        return false;
+    if (dev->session) {
+        log_info("device %s: new session, retiring the previous one", dev->id);
+        coap_session_set_app_data(dev->session, NULL);
+        observe_cancel_all(dev, false);
+        commands_session_lost(dev);
+    }
+    dev->session = session;
+    coap_session_set_app_data(session, dev);
+    return true;
+}
+
+static void
+observe_now(loop_t *loop, void *arg)
+{
+    struct device *dev = arg;
+
+    (void)loop;
+    dev->observe_timer = 0;
+    observe_start_all(dev);
+}
+
+/* Observations start after the current handler returned, so the device
+ * sees its 2.01/2.04 before our GETs. */
+static void
+schedule_observe(struct device *dev)
+{
+    if (!dev->observe_timer)
+        dev->observe_timer = loop_add_timer(dev->gw->loop, 0, observe_now, dev);
+}
+
+static void
+lifetime_expired(loop_t *loop, void *arg)
+{
+    struct device *dev = arg;
+
+    (void)loop;
+    dev->expiry_timer = 0;
+    dev->registered = false;
+    dev->gw->stats.expirations++;
+    log_info("device %s: registration lifetime (%u s) expired", dev->id,
+             dev->lifetime);
+    observe_cancel_all(dev, true);
+    set_online(dev, false);
+}
+
+static void
+arm_lifetime(struct device *dev, uint32_t lifetime)
+{
+    dev->lifetime = lifetime;
+    loop_cancel_timer(dev->gw->loop, dev->expiry_timer);
+    dev->expiry_timer = loop_add_timer(dev->gw->loop, (uint64_t)lifetime * 1000,
+                                       lifetime_expired, dev);
+}
+
+static void
+set_links(struct device *dev, const struct lf_link *links, size_t n)
+{
+    observe_cancel_all(dev, true);
+    memset(dev->res, 0, sizeof(dev->res));
+    dev->n_res = 0;
+    for (size_t i = 0; i < n && i < LINKFORMAT_MAX_LINKS; i++) {
+        struct resource *r = &dev->res[dev->n_res++];
+
+        r->dev = dev;
+        snprintf(r->path, sizeof(r->path), "%s", links[i].path);
+        r->obs = links[i].obs;
+        r->ct = links[i].ct;
+    }
+}
+
+device_t *
+devices_register(devices_t *d, const char *id, coap_session_t *session,
+                 uint32_t lifetime, const struct lf_link *links, size_t n_links)
+{
+    struct device *dev = devices_find(d, id);
+
+    if (!dev && !(dev = device_add(d, id)))
+        return NULL;
+    adopt_session(dev, session);
+    set_links(dev, links, n_links);
+    dev->registered = true;
+    dev->registered_at = dev->last_seen = loop_wall_s();
+    arm_lifetime(dev, lifetime);
+    log_info("device %s registered: %zu resources, lifetime %u s", id,
+             dev->n_res, lifetime);
+    schedule_observe(dev);
+    set_online(dev, true);
+    status_device_changed(d->gw->status, dev);
+    commands_kick(dev);
+    return dev;
+}
+
+void
+devices_refresh(device_t *dev, coap_session_t *session, uint32_t lifetime,
+                const struct lf_link *links, int n_links)
+{
+    bool new_session = adopt_session(dev, session);
+
+    dev->last_seen = loop_wall_s();
+    arm_lifetime(dev, lifetime);
+    if (n_links >= 0)
+        set_links(dev, links, (size_t)n_links);
+    if (new_session || n_links >= 0)
+        schedule_observe(dev);
+    set_online(dev, true);
+    if (n_links >= 0)
+        status_device_changed(dev->gw->status, dev);
+    commands_kick(dev);
+}
+
+void
+devices_deregister(device_t *dev)
+{
+    dev->registered = false;
+    loop_cancel_timer(dev->gw->loop, dev->expiry_timer);
+    dev->expiry_timer = 0;
+    observe_cancel_all(dev, true);
+    log_info("device %s deregistered", dev->id);
+    set_online(dev, false);
+}
+
+device_t *
+devices_seen(devices_t *d, const char *id, coap_session_t *session)
+{
+    struct device *dev = devices_find(d, id);
+    bool new_session;
+
+    if (!dev && !(dev = device_add(d, id)))
+        return NULL;
+    new_session = adopt_session(dev, session);
+    dev->last_seen = loop_wall_s();
+    if (new_session && dev->registered)
+        schedule_observe(dev);
+    if (dev->registered || new_session)
+        set_online(dev, true);
+    commands_kick(dev);
+    return dev;
+}
+
+void
+devices_session_gone(devices_t *d, coap_session_t *session)
+{
+    struct device *dev = coap_session_get_app_data(session);
+
+    if (!dev || dev->session != session)
+        return;
+    coap_session_set_app_data(session, NULL);
+    dev->session = NULL;
+    observe_cancel_all(dev, false);
+    commands_session_lost(dev);
+    /* A push-only device has nothing else telling us it is there. */
+    if (!dev->registered)
+        set_online(dev, false);
+    (void)d;
+}
+
+const char *
+device_id(const device_t *dev)
+{
+    return dev->id;
+}
+
+coap_session_t *
+device_session(const device_t *dev)
+{
+    return dev->session;
+}
+
+bool
+device_online(const device_t *dev)
+{
+    return dev->online;
+}
+
+bool
+device_registered(const device_t *dev)
+{
+    return dev->registered;
+}
+
+uint32_t
+device_lifetime(const device_t *dev)
+{
+    return dev->lifetime;
+}
+
+void
+devices_foreach(devices_t *d, void (*fn)(device_t *dev, void *arg), void *arg)
+{
+    struct device *dev, *tmp;
+
+    HASH_ITER(hh, d->by_id, dev, tmp)
+        fn(dev, arg);
+}
+
+static json_t *
+device_json(const struct device *dev)
+{
+    json_t *o = json_object();
+    json_t *res = json_array();
+
+    for (size_t i = 0; i < dev->n_res; i++) {
+        const struct resource *r = &dev->res[i];
+        json_t *jr = json_object();
+
+        json_object_set_new(jr, "path", json_string(r->path));
+        json_object_set_new(jr, "obs", json_boolean(r->obs));
+        if (r->ct >= 0)
+            json_object_set_new(jr, "ct", json_integer(r->ct));
+        if (r->obs)
+            json_object_set_new(jr, "observing", json_boolean(r->active));
+        json_array_append_new(res, jr);
+    }
+    json_object_set_new(o, "id", json_string(dev->id));
+    json_object_set_new(o, "online", json_boolean(dev->online));
+    json_object_set_new(o, "registered", json_boolean(dev->registered));
+    json_object_set_new(o, "lifetime", json_integer(dev->lifetime));
+    json_object_set_new(o, "last_seen", json_integer(dev->last_seen));
+    json_object_set_new(o, "resources", res);
+    return o;
+}
+
+json_t *
+devices_to_json(devices_t *d)
+{
+    json_t *list = json_array();
+    struct device *dev, *tmp;
+
+    if (!list)
+        return NULL;
+    HASH_ITER(hh, d->by_id, dev, tmp)
+        json_array_append_new(list, device_json(dev));
+    return list;
+}
+
+void
+devices_shutdown(devices_t *d)
+{
+    struct device *dev, *tmp;
+
+    HASH_ITER(hh, d->by_id, dev, tmp) {
+        observe_cancel_all(dev, true);
+        commands_flush(dev, "gateway stopping");
+        dev->online = false;
+    }
+}

@@ -1,0 +1,142 @@
+/*
+ * log.c - stderr logging with "<N>" priority prefixes (sd-daemon(3)), which
+ * journald turns back into levels.  libcoap and libmosquitto are routed here
+ * so one -v controls all of it.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <coap3/coap.h>
+
+#include "coap2mqtt/log.h"
+
+static enum log_level max_level = LOG_LVL_INFO;
+
+void
+log_init(enum log_level level)
+{
+    max_level = level;
+}
+
+enum log_level
+log_get_level(void)
+{
+    return max_level;
+}
+
+void
+log_vmsg(enum log_level lvl, const char *fmt, va_list ap)
+{
+    char buf[1024];
+
+    if (lvl > max_level)
+        return;
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    /* One write per line, so lines from a crash don't interleave. */
+    fprintf(stderr, "<%d>%s\n", (int)lvl, buf);
+}
+
+void
+log_msg(enum log_level lvl, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_vmsg(lvl, fmt, ap);
+    va_end(ap);
+}
+
+void
+log_warn(const char *fmt, ...)
+{
+    char buf[900];
+    int saved = errno;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    log_msg(LOG_LVL_WARNING, "%s: %s", buf, strerror(saved));
+}
+
+#define LOG_FN(name, lvl)                       \
+    void name(const char *fmt, ...)             \
+    {                                           \
+        va_list ap;                             \
+        va_start(ap, fmt);                      \
+        log_vmsg(lvl, fmt, ap);                 \
+        va_end(ap);                             \
+    }
+
+LOG_FN(log_warnx, LOG_LVL_WARNING)
+LOG_FN(log_info, LOG_LVL_INFO)
+LOG_FN(log_notice, LOG_LVL_NOTICE)
+LOG_FN(log_debug, LOG_LVL_DEBUG)
+LOG_FN(log_err, LOG_LVL_ERR)
+
+/*
+ * A small fixed table is enough: keys are the few static call sites that
+ * can be driven by the network.  Collisions only merge two limits.
+ */
+#define RL_SLOTS 64
+#define RL_PERIOD_S 10
+
+static struct {
+    const void *key;
+    time_t window;
+    unsigned suppressed;
+} rl[RL_SLOTS];
+
+void
+log_ratelimited(const void *key, const char *fmt, ...)
+{
+    unsigned slot = (unsigned)(((uintptr_t)key >> 3) % RL_SLOTS);
+    time_t now = time(NULL);
+    char buf[900];
+    va_list ap;
+
+    if (rl[slot].key == key && now - rl[slot].window < RL_PERIOD_S) {
+        rl[slot].suppressed++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (rl[slot].key == key && rl[slot].suppressed)
+        log_warnx("%s (%u similar suppressed)", buf, rl[slot].suppressed);
+    else
+        log_warnx("%s", buf);
+    rl[slot].key = key;
+    rl[slot].window = now;
+    rl[slot].suppressed = 0;
+}
+
+static void
+coap_log_to_ours(coap_log_t level, const char *message)
+{
+    size_t n = strlen(message);
+    enum log_level lvl;
+
+    while (n && (message[n - 1] == '\n' || message[n - 1] == '\r'))
+        n--;
+    if (level <= LOG_ERR)
+        lvl = LOG_LVL_ERR;
+    else if (level == LOG_WARNING)
+        lvl = LOG_LVL_WARNING;
+    else if (level <= LOG_INFO)
+        lvl = LOG_LVL_INFO;
+    else
+        lvl = LOG_LVL_DEBUG;
+    log_msg(lvl, "libcoap: %.*s", (int)n, message);
+}
+
+void
+log_hook_libraries(void)
+{
+    coap_set_log_handler(coap_log_to_ours);
+    /* libcoap's debug output is per packet: only at -vv. */
+    coap_set_log_level(max_level >= LOG_LVL_DEBUG ? LOG_INFO : LOG_WARNING);
+    coap_dtls_set_log_level(max_level >= LOG_LVL_DEBUG ? LOG_INFO : LOG_WARNING);
+}

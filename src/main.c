@@ -1,0 +1,313 @@
+/*
+ * main.c - command line, wiring, signals, systemd notification, exit codes.
+ *
+ *   coap2mqtt [-c FILE] [-t] [-v] [-V]
+ *
+ * Exit codes: 0 clean stop, 78 (EX_CONFIG) invalid configuration, 1 any
+ * other failure to start.  Never forks.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sysexits.h>
+#include <unistd.h>
+#include <coap3/coap.h>
+#include <mosquitto.h>
+#include <systemd/sd-daemon.h>
+
+#include "coap2mqtt/coap_side.h"
+#include "coap2mqtt/config.h"
+#include "coap2mqtt/devices.h"
+#include "coap2mqtt/gateway.h"
+#include "coap2mqtt/keystore.h"
+#include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/outq.h"
+#include "coap2mqtt/status.h"
+
+#ifndef COAP2MQTT_VERSION
+#define COAP2MQTT_VERSION "0.1"
+#endif
+
+#define STOP_DEADLINE_MS   1500    /* flush budget on SIGTERM (limit: 2 s) */
+#define READY_FALLBACK_MS  30000   /* READY=1 even without a broker by then */
+
+struct daemon {
+    struct gw gw;
+    int sigfd;
+    bool ready;
+    uint64_t deadline_timer;
+    uint64_t ready_timer;
+    uint64_t watchdog_timer;
+    uint64_t watchdog_ms;
+};
+
+static void
+usage(void)
+{
+    fprintf(stderr,
+            "usage: coap2mqtt [-c FILE] [-t] [-v] [-V]\n"
+            "  -c FILE  configuration (default %s)\n"
+            "  -t       check the configuration and the files it names, then exit\n"
+            "  -v       more logging (twice: debug)\n"
+            "  -V       print the version and exit\n", CONFIG_DEFAULT_PATH);
+}
+
+static void
+report_line(void *arg, const char *line)
+{
+    (void)arg;
+    fprintf(stderr, "%s\n", line);
+}
+
+/* --- readiness, watchdog ------------------------------------------------- */
+
+static void
+notify_ready(struct daemon *d, const char *why)
+{
+    if (d->ready)
+        return;
+    d->ready = true;
+    loop_cancel_timer(d->gw.loop, d->ready_timer);
+    sd_notifyf(0, "READY=1\nSTATUS=%s", why);
+    log_notice("ready: %s", why);
+}
+
+static void
+ready_fallback(loop_t *loop, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)loop;
+    d->ready_timer = 0;
+    notify_ready(d, "serving devices; broker unreachable, readings are queued");
+}
+
+/* Polled: the MQTT side does not know about systemd. */
+static void
+watch_ready(loop_t *loop, void *arg)
+{
+    struct daemon *d = arg;
+
+    if (d->ready)
+        return;
+    if (mqtt_side_connected(d->gw.mqtt))
+        notify_ready(d, "serving devices, connected to the broker");
+    else
+        loop_add_timer(loop, 50, watch_ready, d);
+}
+
+static void
+watchdog_tick(loop_t *loop, void *arg)
+{
+    struct daemon *d = arg;
+
+    sd_notify(0, "WATCHDOG=1");
+    d->watchdog_timer = loop_add_timer(loop, d->watchdog_ms, watchdog_tick, d);
+}
+
+/* --- stop and reload ----------------------------------------------------- */
+
+static void
+stop_now(loop_t *loop, void *arg)
+{
+    (void)arg;
+    loop_stop(loop);
+}
+
+/* Ends the loop as soon as everything queued is at the broker. */
+static void
+drain_check(loop_t *loop, void *arg)
+{
+    struct daemon *d = arg;
+
+    mqtt_side_flush(d->gw.mqtt);
+    if (!mqtt_side_connected(d->gw.mqtt) ||
+        (outq_len(d->gw.outq) == 0 && mqtt_side_inflight(d->gw.mqtt) == 0)) {
+        loop_stop(loop);
+        return;
+    }
+    loop_add_timer(loop, 10, drain_check, d);
+}
+
+static void
+begin_stop(struct daemon *d, const char *why)
+{
+    struct gw *gw = &d->gw;
+
+    if (gw->stopping)
+        return;
+    log_notice("stopping (%s)", why);
+    sd_notify(0, "STOPPING=1");
+    gw->stopping = true;
+    devices_shutdown(gw->devices);
+    status_publish_offline(gw->status);
+    d->deadline_timer = loop_add_timer(gw->loop, STOP_DEADLINE_MS, stop_now, d);
+    drain_check(gw->loop, d);
+}
+
+static void
+reload(struct daemon *d)
+{
+    keystore_t *ks;
+
+    if (!d->gw.cfg->coap.psk_file)
+        return;
+    ks = keystore_load(d->gw.cfg->coap.psk_file, report_line, NULL);
+    if (!ks) {
+        log_warnx("reload: keeping the old PSK file contents");
+        return;
+    }
+    coap_side_set_keystore(d->gw.coap, ks);
+    keystore_free(d->gw.keys);
+    d->gw.keys = ks;
+    log_notice("reload: %zu PSK identities", keystore_count(ks));
+}
+
+static void
+on_signal(loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    struct daemon *d = arg;
+    struct signalfd_siginfo si;
+
+    (void)loop;
+    (void)events;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP)
+            reload(d);
+        else
+            begin_stop(d, strsignal((int)si.ssi_signo));
+    }
+}
+
+static int
+setup_signals(struct daemon *d)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    d->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (d->sigfd < 0)
+        return -1;
+    return loop_add_fd(d->gw.loop, d->sigfd, EPOLLIN, on_signal, d);
+}
+
+/* --- wiring ---------------------------------------------------------------- */
+
+static int
+start(struct daemon *d)
+{
+    struct gw *gw = &d->gw;
+    uint64_t wd_usec = 0;
+
+    if (!(gw->loop = loop_new()) || setup_signals(d) < 0) {
+        log_warn("cannot set up the event loop");
+        return -1;
+    }
+    if (gw->cfg->coap.psk_file &&
+        !(gw->keys = keystore_load(gw->cfg->coap.psk_file, report_line, NULL)))
+        return -1;
+    if (!(gw->outq = outq_new((size_t)gw->cfg->queue.max_messages)) ||
+        !(gw->devices = devices_new(gw)) ||
+        !(gw->mqtt = mqtt_side_new(gw)) ||
+        !(gw->status = status_new(gw)) ||
+        !(gw->coap = coap_side_new(gw)))
+        return -1;
+    mqtt_side_start(gw->mqtt);
+    d->ready_timer = loop_add_timer(gw->loop, READY_FALLBACK_MS, ready_fallback, d);
+    watch_ready(gw->loop, d);
+    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+        d->watchdog_ms = wd_usec / 2000;
+        watchdog_tick(gw->loop, d);
+    }
+    return 0;
+}
+
+static void
+teardown(struct daemon *d)
+{
+    struct gw *gw = &d->gw;
+
+    if (gw->mqtt)
+        mqtt_side_disconnect(gw->mqtt);
+    /* Order matters: pushes waiting in the queue hold libcoap sessions,
+     * so the queue goes before the CoAP context; the context's session
+     * events still need the device registry. */
+    outq_free(gw->outq);
+    gw->outq = NULL;
+    mqtt_side_free(gw->mqtt);
+    gw->mqtt = NULL;
+    coap_side_free(gw->coap);
+    gw->coap = NULL;
+    devices_free(gw->devices);
+    gw->devices = NULL;
+    status_free(gw->status);
+    if (d->sigfd >= 0)
+        close(d->sigfd);
+    loop_free(gw->loop);
+    keystore_free(gw->keys);
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *path = CONFIG_DEFAULT_PATH;
+    bool check_only = false;
+    int verbose = 0, opt, errors, rc = 0;
+    struct config cfg;
+    struct daemon d;
+
+    while ((opt = getopt(argc, argv, "c:tvVh")) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 't': check_only = true; break;
+        case 'v': verbose++; break;
+        case 'V': printf("coap2mqtt %s\n", COAP2MQTT_VERSION); return 0;
+        default: usage(); return EX_USAGE;
+        }
+    }
+    if (optind != argc) {
+        usage();
+        return EX_USAGE;
+    }
+    log_init(verbose >= 2 ? LOG_LVL_DEBUG : verbose ? LOG_LVL_INFO : LOG_LVL_NOTICE);
+    errors = config_load(path, &cfg, report_line, NULL);
+    if (!errors)
+        errors = config_check_files(&cfg, report_line, NULL);
+    if (errors || check_only) {
+        if (!errors)
+            fprintf(stderr, "%s: configuration valid\n", path);
+        config_free(&cfg);
+        return errors ? EX_CONFIG : 0;
+    }
+
+    coap_startup();
+    log_hook_libraries();
+    mosquitto_lib_init();
+    memset(&d, 0, sizeof(d));
+    d.sigfd = -1;
+    d.gw.cfg = &cfg;
+    log_notice("coap2mqtt %s starting (libcoap %s, %s)", COAP2MQTT_VERSION,
+               coap_package_version(), coap_string_tls_version(NULL, 0) ? "DTLS" : "DTLS");
+    if (start(&d) < 0)
+        rc = 1;
+    else if (loop_run(d.gw.loop) < 0)
+        rc = 1;
+    teardown(&d);
+    mosquitto_lib_cleanup();
+    coap_cleanup();
+    config_free(&cfg);
+    log_notice("stopped");
+    return rc;
+}

@@ -1,0 +1,497 @@
+/*
+ * mqtt_side.c - libmosquitto without its thread.  The socket sits in our
+ * epoll set (EPOLLOUT only while libmosquitto has bytes to write); a 1 s
+ * timer runs mosquitto_loop_misc for keepalives.  libmosquitto keeps QoS 1
+ * messages it has accepted across reconnects and resends them, so a
+ * message handed over stays in our in-flight table (by mid) until its
+ * PUBACK; QoS 0 messages lost with a connection go back to the queue.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <uthash.h>
+
+#include "coap2mqtt/commands.h"
+#include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/outq.h"
+#include "coap2mqtt/payload.h"
+#include "coap2mqtt/status.h"
+#include "coap2mqtt/topics.h"
+
+struct inflight {
+    int mid;
+    outmsg_t *msg;
+    UT_hash_handle hh;
+};
+
+struct mqtt_side {
+    struct gw *gw;
+    struct mosquitto *mosq;
+    int fd;                     /* registered in the loop, -1 when none */
+    bool connected;             /* CONNACK success seen */
+    bool closing;               /* mqtt_side_disconnect() called */
+    unsigned attempts;          /* failed attempts since last success */
+    uint64_t reconnect_timer;
+    uint64_t misc_timer;
+    struct inflight *inflight;
+    size_t n_inflight;
+    char password[256];
+};
+
+static void arm_reconnect(mqtt_side_t *m);
+static void sync_fd(mqtt_side_t *m);
+
+/* --- socket in the loop ---------------------------------------------- */
+
+static void
+on_socket(loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    mqtt_side_t *m = arg;
+
+    (void)loop;
+    (void)fd;
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        mosquitto_loop_read(m->mosq, 1);
+    if (m->fd >= 0 && (events & EPOLLOUT))
+        mosquitto_loop_write(m->mosq, 1);
+    sync_fd(m);
+    mqtt_side_flush(m);
+}
+
+/* Follows libmosquitto's socket: registers a new fd, wants EPOLLOUT only
+ * while there is something to write. */
+static void
+sync_fd(mqtt_side_t *m)
+{
+    int fd = mosquitto_socket(m->mosq);
+    uint32_t ev = EPOLLIN;
+
+    if (fd != m->fd && m->fd >= 0) {
+        loop_del_fd(m->gw->loop, m->fd);
+        m->fd = -1;
+    }
+    if (fd < 0)
+        return;
+    if (mosquitto_want_write(m->mosq))
+        ev |= EPOLLOUT;
+    if (m->fd < 0) {
+        if (loop_add_fd(m->gw->loop, fd, ev, on_socket, m) < 0) {
+            log_warn("mqtt: cannot watch socket");
+            return;
+        }
+        m->fd = fd;
+    } else {
+        loop_mod_fd(m->gw->loop, fd, ev);
+    }
+}
+
+/* --- connection -------------------------------------------------------- */
+
+static void
+on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
+           const mosquitto_property *props)
+{
+    mqtt_side_t *m = arg;
+    struct config_mqtt *mc = &m->gw->cfg->mqtt;
+    char topic[TOPIC_MAX];
+    mosquitto_property *sprops = NULL;
+
+    (void)props;
+    if (rc != 0) {
+        log_warnx("mqtt: broker %s:%d refused the connection: %s",
+                  mc->host, mc->port, mosquitto_reason_string(rc));
+        return;     /* the broker closes; on_disconnect arms a retry */
+    }
+    m->connected = true;
+    m->attempts = 0;
+    m->gw->stats.mqtt_connects++;
+    log_notice("mqtt: connected to %s:%d (session %s)", mc->host, mc->port,
+               (flags & 1) ? "resumed" : "new");
+    /* No Local: the gateway must never take its own readings for commands. */
+    snprintf(topic, sizeof(topic), "%s/#", mc->base_topic);
+    rc = mosquitto_subscribe_v5(mosq, NULL, topic, 1 | MQTT_SUB_OPT_NO_LOCAL,
+                                0, sprops);
+    if (rc != MOSQ_ERR_SUCCESS)
+        log_warnx("mqtt: subscribe %s: %s", topic, mosquitto_strerror(rc));
+    status_on_connected(m->gw->status);
+    mqtt_side_flush(m);
+}
+
+/* QoS 0 messages written but lost with the connection go back in front,
+ * so nothing accepted from a device is lost to a broker hiccup. */
+static void
+requeue_qos0(mqtt_side_t *m)
+{
+    struct inflight *f, *tmp;
+
+    HASH_ITER(hh, m->inflight, f, tmp) {
+        if (f->msg->qos == 0) {
+            HASH_DEL(m->inflight, f);
+            m->n_inflight--;
+            outq_push_front(m->gw->outq, f->msg);
+            free(f);
+        }
+    }
+}
+
+static void
+on_disconnect(struct mosquitto *mosq, void *arg, int rc,
+              const mosquitto_property *props)
+{
+    mqtt_side_t *m = arg;
+
+    (void)mosq;
+    (void)props;
+    if (m->connected) {
+        m->gw->stats.mqtt_disconnects++;
+        log_warnx("mqtt: connection lost: %s",
+                  rc == 0 ? "closed" : mosquitto_strerror(rc));
+    }
+    m->connected = false;
+    requeue_qos0(m);
+    /* libmosquitto has closed the socket already. */
+    if (m->fd >= 0) {
+        loop_del_fd(m->gw->loop, m->fd);
+        m->fd = -1;
+    }
+    if (!m->closing)
+        arm_reconnect(m);
+}
+
+static void
+reconnect_now(loop_t *loop, void *arg)
+{
+    mqtt_side_t *m = arg;
+    int rc;
+
+    (void)loop;
+    m->reconnect_timer = 0;
+    if (m->closing || m->connected)
+        return;
+    rc = mosquitto_reconnect_async(m->mosq);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        if (m->attempts == 0 || log_get_level() >= LOG_LVL_DEBUG)
+            log_warnx("mqtt: cannot reach %s:%d: %s", m->gw->cfg->mqtt.host,
+                      m->gw->cfg->mqtt.port,
+                      rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        arm_reconnect(m);
+        return;
+    }
+    sync_fd(m);
+}
+
+/* Exponential backoff from reconnect_min to reconnect_max, with +-25 %
+ * jitter so a fleet of gateways does not reconnect in lock step. */
+static void
+arm_reconnect(mqtt_side_t *m)
+{
+    const struct config_mqtt *mc = &m->gw->cfg->mqtt;
+    uint64_t ms = (uint64_t)mc->reconnect_min * 1000;
+    uint64_t cap = (uint64_t)mc->reconnect_max * 1000;
+
+    if (m->reconnect_timer)
+        return;
+    for (unsigned i = 0; i < m->attempts && ms < cap; i++)
+        ms *= 2;
+    if (ms > cap)
+        ms = cap;
+    ms = ms * 3 / 4 + (uint64_t)(random() % (long)(ms / 2 + 1));
+    m->attempts++;
+    m->reconnect_timer = loop_add_timer(m->gw->loop, ms, reconnect_now, m);
+}
+
+static void
+misc_tick(loop_t *loop, void *arg)
+{
+    mqtt_side_t *m = arg;
+
+    if (m->fd >= 0)
+        mosquitto_loop_misc(m->mosq);
+    sync_fd(m);
+    m->misc_timer = loop_add_timer(loop, 1000, misc_tick, m);
+}
+
+/* --- publishing -------------------------------------------------------- */
+
+static void
+on_publish(struct mosquitto *mosq, void *arg, int mid, int reason,
+           const mosquitto_property *props)
+{
+    mqtt_side_t *m = arg;
+    struct inflight *f;
+
+    (void)mosq;
+    (void)props;
+    HASH_FIND_INT(m->inflight, &mid, f);
+    if (!f)
+        return;
+    HASH_DEL(m->inflight, f);
+    m->n_inflight--;
+    if (reason >= 0x80) {
+        static int warned;
+        log_ratelimited(&warned, "mqtt: broker refused publish to %s: %s",
+                        f->msg->topic, mosquitto_reason_string(reason));
+    }
+    if (f->msg->qos > 0)
+        m->gw->stats.puback++;
+    outmsg_finish(f->msg, reason < 0x80);
+    free(f);
+}
+
+static mosquitto_property *
+message_props(const outmsg_t *msg)
+{
+    mosquitto_property *props = NULL;
+    const char *mime = payload_ct_to_mime(msg->ct);
+    char ct[16];
+
+    if (mime)
+        mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, mime);
+    else if (msg->ct >= 0) {
+        /* No registered name: keep the number so nothing is lost. */
+        snprintf(ct, sizeof(ct), "%d", msg->ct);
+        mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY,
+                                           "coap-ct", ct);
+    }
+    if (msg->corr)
+        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA,
+                                      msg->corr, (uint16_t)msg->corr_len);
+    return props;
+}
+
+/* Hands one message to libmosquitto.  0 = accepted, 1 = try again later
+ * (message untouched), -1 = refused for good (message finished). */
+static int
+publish_one(mqtt_side_t *m, outmsg_t *msg)
+{
+    mosquitto_property *props = message_props(msg);
+    struct inflight *f = calloc(1, sizeof(*f));
+    int mid = 0, rc;
+
+    if (!f) {
+        mosquitto_property_free_all(&props);
+        return 1;
+    }
+    rc = mosquitto_publish_v5(m->mosq, &mid, msg->topic, (int)msg->len,
+                              msg->payload, msg->qos, msg->retain, props);
+    mosquitto_property_free_all(&props);
+    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_NOMEM) {
+        free(f);
+        return 1;
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+        static int warned;
+        log_ratelimited(&warned, "mqtt: cannot publish to %s: %s", msg->topic,
+                        mosquitto_strerror(rc));
+        free(f);
+        outmsg_finish(msg, false);
+        return -1;
+    }
+    m->gw->stats.published++;
+    f->mid = mid;
+    f->msg = msg;
+    HASH_ADD_INT(m->inflight, mid, f);
+    m->n_inflight++;
+    return 0;
+}
+
+void
+mqtt_side_flush(mqtt_side_t *m)
+{
+    size_t cap = (size_t)m->gw->cfg->mqtt.max_inflight;
+    bool any = false;
+    outmsg_t *msg;
+
+    while (m->connected && m->n_inflight < cap &&
+           (msg = outq_pop(m->gw->outq))) {
+        int rc = publish_one(m, msg);
+
+        if (rc > 0) {
+            outq_push_front(m->gw->outq, msg);
+            break;
+        }
+        any = true;
+    }
+    if (any)
+        sync_fd(m);
+}
+
+int
+mqtt_side_publish_now(mqtt_side_t *m, const char *topic, const char *payload,
+                      int qos, bool retain)
+{
+    int rc;
+
+    if (!m->connected)
+        return -1;
+    rc = mosquitto_publish_v5(m->mosq, NULL, topic, (int)strlen(payload),
+                              payload, qos, retain, NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        return -1;
+    sync_fd(m);
+    return 0;
+}
+
+static void
+on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *msg,
+           const mosquitto_property *props)
+{
+    mqtt_side_t *m = arg;
+
+    (void)mosq;
+    commands_on_message(m->gw, msg, props);
+}
+
+static void
+on_log(struct mosquitto *mosq, void *arg, int level, const char *str)
+{
+    (void)mosq;
+    (void)arg;
+    if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING))
+        log_warnx("libmosquitto: %s", str);
+    else
+        log_debug("libmosquitto: %s", str);
+}
+
+/* --- lifecycle --------------------------------------------------------- */
+
+static int
+read_password(mqtt_side_t *m, const char *path)
+{
+    FILE *f = fopen(path, "re");
+    size_t n;
+
+    if (!f) {
+        log_warn("mqtt: password_file %s", path);
+        return -1;
+    }
+    if (!fgets(m->password, sizeof(m->password), f))
+        m->password[0] = '\0';
+    fclose(f);
+    n = strcspn(m->password, "\r\n");
+    m->password[n] = '\0';
+    return 0;
+}
+
+static int
+configure(mqtt_side_t *m)
+{
+    const struct config_mqtt *mc = &m->gw->cfg->mqtt;
+    char topic[TOPIC_MAX];
+
+    mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    snprintf(topic, sizeof(topic), "%s/bridge/state", mc->base_topic);
+    if (mosquitto_will_set_v5(m->mosq, topic, 7, "offline", 1, true, NULL))
+        return -1;
+    if (mc->username) {
+        if (mc->password_file && read_password(m, mc->password_file) < 0)
+            return -1;
+        if (mosquitto_username_pw_set(m->mosq, mc->username,
+                                      mc->password_file ? m->password : NULL))
+            return -1;
+    }
+    mosquitto_connect_v5_callback_set(m->mosq, on_connect);
+    mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
+    mosquitto_publish_v5_callback_set(m->mosq, on_publish);
+    mosquitto_message_v5_callback_set(m->mosq, on_message);
+    mosquitto_log_callback_set(m->mosq, on_log);
+    return 0;
+}
+
+mqtt_side_t *
+mqtt_side_new(struct gw *gw)
+{
+    mqtt_side_t *m = calloc(1, sizeof(*m));
+
+    if (!m)
+        return NULL;
+    m->gw = gw;
+    m->fd = -1;
+    /* clean_start = false: the broker keeps our subscription and queues
+     * commands while we are away (session expiry set at connect). */
+    m->mosq = mosquitto_new(gw->cfg->mqtt.client_id, false, m);
+    if (!m->mosq || configure(m) < 0) {
+        log_warnx("mqtt: cannot set up the client");
+        mqtt_side_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void
+mqtt_side_start(mqtt_side_t *m)
+{
+    const struct config_mqtt *mc = &m->gw->cfg->mqtt;
+    mosquitto_property *props = NULL;
+    int rc;
+
+    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                 (uint32_t)mc->session_expiry);
+    /* The first attempt stores host and properties in libmosquitto (only
+     * the v5 call takes properties); it connects blocking, which at start
+     * costs at most the TCP connect.  Retries are non-blocking. */
+    rc = mosquitto_connect_bind_v5(m->mosq, mc->host, mc->port, mc->keepalive,
+                                   NULL, props);
+    mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        log_warnx("mqtt: cannot reach %s:%d: %s; retrying", mc->host, mc->port,
+                  rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        arm_reconnect(m);
+    } else {
+        sync_fd(m);
+    }
+    m->misc_timer = loop_add_timer(m->gw->loop, 1000, misc_tick, m);
+}
+
+bool
+mqtt_side_connected(const mqtt_side_t *m)
+{
+    return m->connected;
+}
+
+size_t
+mqtt_side_inflight(const mqtt_side_t *m)
+{
+    return m->n_inflight;
+}
+
+void
+mqtt_side_disconnect(mqtt_side_t *m)
+{
+    m->closing = true;
+    loop_cancel_timer(m->gw->loop, m->reconnect_timer);
+    m->reconnect_timer = 0;
+    if (m->fd >= 0) {
+        mosquitto_disconnect_v5(m->mosq, 0, NULL);
+        /* Push the DISCONNECT out now; the loop may not run again. */
+        mosquitto_loop_write(m->mosq, 1);
+    }
+    m->connected = false;
+}
+
+void
+mqtt_side_free(mqtt_side_t *m)
+{
+    struct inflight *f, *tmp;
+
+    if (!m)
+        return;
+    loop_cancel_timer(m->gw->loop, m->reconnect_timer);
+    loop_cancel_timer(m->gw->loop, m->misc_timer);
+    if (m->fd >= 0)
+        loop_del_fd(m->gw->loop, m->fd);
+    HASH_ITER(hh, m->inflight, f, tmp) {
+        HASH_DEL(m->inflight, f);
+        outmsg_finish(f->msg, false);
+        free(f);
+    }
+    if (m->mosq)
+        mosquitto_destroy(m->mosq);
+    explicit_bzero(m->password, sizeof(m->password));
+    free(m);
+}

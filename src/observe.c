@@ -1,0 +1,286 @@
+/*
+ * observe.c - observations of device resources over the device's own DTLS
+ * session (the gateway is the CoAP client on a server-side session).
+ * Every notification is checked for freshness (RFC 7641 3.4), turned into
+ * an outbound message, and re-arms a silence timer: Max-Age plus a grace
+ * without a notification means the device forgot us, so we register again.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coap2mqtt/coap_side.h"
+#include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/observe.h"
+#include "coap2mqtt/outq.h"
+#include "device_internal.h"
+
+#define OBS_GRACE_MS       10000   /* on top of Max-Age before re-registering */
+#define OBS_RETRY_MIN_MS   5000
+#define OBS_RETRY_MAX_MS   300000
+#define OBS_SEQ_HALF       (1u << 23)
+#define OBS_FRESH_MS       128000  /* RFC 7641 3.4: 128 s */
+
+static void start_one(struct resource *r);
+
+bool
+observe_is_fresh(uint32_t v1, uint64_t t1, uint32_t v2, uint64_t t2)
+{
+    return (v1 < v2 && v2 - v1 < OBS_SEQ_HALF) ||
+           (v1 > v2 && v1 - v2 > OBS_SEQ_HALF) ||
+           t2 > t1 + OBS_FRESH_MS;
+}
+
+static struct gw *
+gw_of(struct resource *r)
+{
+    return r->dev->gw;
+}
+
+static void
+forget(struct resource *r)
+{
+    struct gw *gw = gw_of(r);
+
+    coap_side_forget(gw->coap, r->token);
+    r->token = 0;
+    r->active = false;
+    r->have_seq = false;
+    loop_cancel_timer(gw->loop, r->refresh_timer);
+    loop_cancel_timer(gw->loop, r->retry_timer);
+    r->refresh_timer = r->retry_timer = 0;
+}
+
+static void
+retry_fired(loop_t *loop, void *arg)
+{
+    struct resource *r = arg;
+
+    (void)loop;
+    r->retry_timer = 0;
+    start_one(r);
+}
+
+/* Exponential backoff, so a device that refuses costs little. */
+static void
+schedule_retry(struct resource *r)
+{
+    uint64_t ms = OBS_RETRY_MIN_MS;
+
+    for (unsigned i = 0; i < r->failures && ms < OBS_RETRY_MAX_MS; i++)
+        ms *= 2;
+    if (ms > OBS_RETRY_MAX_MS)
+        ms = OBS_RETRY_MAX_MS;
+    r->failures++;
+    loop_cancel_timer(gw_of(r)->loop, r->retry_timer);
+    r->retry_timer = loop_add_timer(gw_of(r)->loop, ms, retry_fired, r);
+}
+
+static void
+silence_fired(loop_t *loop, void *arg)
+{
+    struct resource *r = arg;
+
+    (void)loop;
+    r->refresh_timer = 0;
+    log_info("device %s: no notification for /%s within Max-Age, re-observing",
+             r->dev->id, r->path);
+    start_one(r);
+}
+
+static void
+arm_silence(struct resource *r, uint32_t max_age_s)
+{
+    loop_t *loop = gw_of(r)->loop;
+
+    loop_cancel_timer(loop, r->refresh_timer);
+    r->refresh_timer = loop_add_timer(loop, (uint64_t)max_age_s * 1000 + OBS_GRACE_MS,
+                                      silence_fired, r);
+}
+
+static void
+start_one(struct resource *r)
+{
+    struct gw *gw = gw_of(r);
+    coap_session_t *session = r->dev->session;
+    coap_pdu_t *pdu;
+    uint8_t buf[4];
+    uint64_t token;
+
+    forget(r);
+    if (!session || gw->stopping)
+        return;
+    token = 0;
+    pdu = coap_side_new_request(gw->coap, session, COAP_MESSAGE_CON,
+                                COAP_REQUEST_CODE_GET, r->path, REQ_OBSERVE,
+                                r, &token);
+    if (!pdu)
+        return;
+    /* Observe sorts before Uri-Path (6 < 11): libcoap inserts in order. */
+    coap_add_option(pdu, COAP_OPTION_OBSERVE,
+                       coap_encode_var_safe(buf, sizeof(buf), COAP_OBSERVE_ESTABLISH),
+                       buf);
+    if (coap_side_send(gw->coap, session, pdu, token) < 0) {
+        schedule_retry(r);
+        return;
+    }
+    r->token = token;
+    gw->stats.observations_started++;
+    /* If the device never answers, try again after the default Max-Age. */
+    arm_silence(r, COAP_DEFAULT_MAX_AGE);
+}
+
+void
+observe_start_all(struct device *dev)
+{
+    for (size_t i = 0; i < dev->n_res; i++)
+        if (dev->res[i].obs) {
+            dev->res[i].failures = 0;
+            start_one(&dev->res[i]);
+        }
+}
+
+static void
+cancel_on_wire(struct resource *r)
+{
+    struct gw *gw = gw_of(r);
+    coap_session_t *session = r->dev->session;
+    uint64_t token = r->token;      /* same token: not registered again */
+    coap_pdu_t *pdu;
+    uint8_t buf[4];
+
+    /* RFC 7641 3.6: a GET with Observe=1 and the same token.  Sent NON:
+     * nobody waits for its answer, and if it is lost the device's next
+     * notification gets a RST (unknown token), which also ends it. */
+    pdu = coap_side_new_request(gw->coap, session, COAP_MESSAGE_NON,
+                                COAP_REQUEST_CODE_GET, r->path, REQ_OBSERVE,
+                                NULL, &token);
+    if (!pdu)
+        return;
+    coap_add_option(pdu, COAP_OPTION_OBSERVE,
+                       coap_encode_var_safe(buf, sizeof(buf), COAP_OBSERVE_CANCEL),
+                       buf);
+    coap_send(session, pdu);
+}
+
+void
+observe_cancel_all(struct device *dev, bool on_wire)
+{
+    for (size_t i = 0; i < dev->n_res; i++) {
+        struct resource *r = &dev->res[i];
+
+        if (on_wire && r->token && dev->session)
+            cancel_on_wire(r);
+        forget(r);
+    }
+}
+
+static uint32_t
+option_uint(const coap_pdu_t *pdu, coap_option_num_t num, bool *present)
+{
+    coap_opt_iterator_t it;
+    coap_opt_t *opt = coap_check_option(pdu, num, &it);
+
+    *present = opt != NULL;
+    return opt ? coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)) : 0;
+}
+
+static void
+publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
+{
+    struct gw *gw = gw_of(r);
+    char topic[TOPIC_MAX];
+    const uint8_t *data = NULL;
+    size_t len = 0, offset, total;
+    int qos;
+    outmsg_t *m;
+
+    if (!coap_get_data_large(rcvd, &len, &data, &offset, &total))
+        len = 0;
+    if (len > (size_t)gw->cfg->coap.max_payload) {
+        gw->stats.drops_too_large++;
+        log_ratelimited(&gw->stats.drops_too_large,
+                        "device %s: /%s: %zu-byte notification over coap.max_payload, dropped",
+                        r->dev->id, r->path, len);
+        return;
+    }
+    /* A NON notification gets QoS 0; a CON one (or the piggybacked first
+     * answer) QoS 1: the device asked for reliability, so do we. */
+    qos = coap_pdu_get_type(rcvd) == COAP_MESSAGE_NON ? gw->cfg->mqtt.qos_non
+                                                       : gw->cfg->mqtt.qos_con;
+    if (topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic, r->dev->id,
+                    r->path, NULL) < 0)
+        return;
+    m = outmsg_new(topic, data, len, qos, false, ct);
+    if (!m || !outq_push(gw->outq, m)) {
+        free(m);
+        gw->stats.drops_queue_full++;
+        log_ratelimited(&gw->stats.drops_queue_full,
+                        "outbound queue full (%zu): reading from %s dropped",
+                        outq_len(gw->outq), r->dev->id);
+        return;
+    }
+    mqtt_side_flush(gw->mqtt);
+}
+
+void
+observe_on_response(struct resource *r, coap_session_t *session,
+                    const coap_pdu_t *rcvd)
+{
+    struct gw *gw = gw_of(r);
+    coap_pdu_code_t code = coap_pdu_get_code(rcvd);
+    bool has_obs, has_ct, has_age;
+    uint32_t seq = option_uint(rcvd, COAP_OPTION_OBSERVE, &has_obs);
+    uint32_t ct = option_uint(rcvd, COAP_OPTION_CONTENT_FORMAT, &has_ct);
+    uint32_t max_age = option_uint(rcvd, COAP_OPTION_MAXAGE, &has_age);
+    uint64_t now = loop_now_ms(gw->loop);
+
+    (void)session;
+    if (COAP_RESPONSE_CLASS(code) != 2) {
+        gw->stats.observations_failed++;
+        log_warnx("device %s: observe /%s refused: %d.%02d", r->dev->id, r->path,
+                  COAP_RESPONSE_CLASS(code), code & 0x1f);
+        forget(r);
+        schedule_retry(r);
+        return;
+    }
+    gw->stats.notifications_in++;
+    r->dev->last_seen = loop_wall_s();
+    if (has_obs && r->have_seq && !observe_is_fresh(r->last_seq, r->last_ms, seq, now)) {
+        gw->stats.notifications_stale++;
+        return;
+    }
+    publish_reading(r, rcvd, has_ct ? (int)ct : r->ct);
+    if (!has_obs) {
+        /* The device answered without Observe: it will not notify. */
+        gw->stats.observations_failed++;
+        log_warnx("device %s: /%s is not observable after all", r->dev->id, r->path);
+        forget(r);
+        schedule_retry(r);
+        return;
+    }
+    if (!r->active)
+        log_debug("device %s: observing /%s", r->dev->id, r->path);
+    r->active = true;
+    r->failures = 0;
+    r->have_seq = true;
+    r->last_seq = seq;
+    r->last_ms = now;
+    arm_silence(r, has_age ? max_age : COAP_DEFAULT_MAX_AGE);
+}
+
+void
+observe_on_nack(struct resource *r, coap_nack_reason_t reason)
+{
+    if (reason == COAP_NACK_RST) {
+        gw_of(r)->stats.observations_failed++;
+        forget(r);
+        schedule_retry(r);
+        return;
+    }
+    /* Timeouts and lost sessions: the silence timer or the device's next
+     * appearance restarts the observation. */
+    if (reason == COAP_NACK_TOO_MANY_RETRIES)
+        schedule_retry(r);
+}
