@@ -1,0 +1,275 @@
+/*
+ * sensor.c - one simulated sensor's life: boot, periodic readings, deep
+ * sleep cycles, reboots and reconnects.  Everything here runs from the main
+ * loop (never inside a libcoap callback), so it may free and recreate the
+ * sensor's context.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coap2mqtt/log.h"
+#include "sim.h"
+
+/* bind + n, carrying across octets (127.0.1.255 + 1 = 127.0.2.0). */
+static void
+local_address(const struct sim_opts *o, unsigned n, coap_address_t *a)
+{
+    uint8_t *p;
+    size_t len;
+    unsigned carry = n;
+
+    coap_address_init(a);
+    if (!o->have_bind) {
+        /* Any address of the gateway's family; only --port may be set. */
+        a->addr.sa.sa_family = o->gateway.addr.sa.sa_family;
+        a->size = o->gateway.size;
+        return;
+    }
+    *a = o->bind;
+    if (a->addr.sa.sa_family == AF_INET) {
+        p = (uint8_t *)&a->addr.sin.sin_addr;
+        len = 4;
+    } else {
+        p = (uint8_t *)&a->addr.sin6.sin6_addr;
+        len = 16;
+    }
+    for (size_t i = len; i-- > 0 && carry;) {
+        unsigned v = p[i] + (carry & 0xff);
+        p[i] = (uint8_t)v;
+        carry = (carry >> 8) + (v >> 8);
+    }
+}
+
+int
+sensor_init(struct sensor *s, struct sim *sim, unsigned n)
+{
+    const struct sim_opts *o = &sim->opts;
+    int klen;
+
+    memset(s, 0, sizeof(*s));
+    s->sim = sim;
+    s->ctx_fd = -1;
+    s->index = o->first + n;
+    snprintf(s->id, sizeof(s->id), "%s%u", o->prefix, s->index);
+    if (o->psk_file) {
+        klen = psk_lookup(o->psk_file, s->id, s->key, sizeof(s->key));
+        if (klen < 0)
+            return -1;
+        s->key_len = (size_t)klen;
+    } else {
+        memcpy(s->key, o->key, o->key_len);
+        s->key_len = o->key_len;
+    }
+    local_address(o, n, &s->local);
+    s->rng = 0x9E3779B97F4A7C15ULL * (s->index + 1);
+    s->nres = o->kind->nres;
+    for (size_t i = 0; i < s->nres; i++) {
+        s->res[i].sensor = s;
+        s->res[i].def = &o->kind->res[i];
+        s->res[i].idx = (unsigned)i;
+        s->res[i].next_ms = SIM_NEVER;
+    }
+    s->refresh_ms = s->retry_ms = s->wake_ms = SIM_NEVER;
+    s->sleep_ms = s->reboot_ms = s->reg_retry_ms = SIM_NEVER;
+    return resources_reset(s);
+}
+
+void
+sensor_schedule_pushes(struct sensor *s, int64_t now)
+{
+    double interval = s->sim->opts.interval_ms;
+    size_t periodic = 0, j = 0;
+
+    for (size_t i = 0; i < s->nres; i++)
+        periodic += !s->res[i].def->writable;
+    /* Stagger the resources over one interval. */
+    for (size_t i = 0; i < s->nres; i++) {
+        struct res_state *r = &s->res[i];
+        if (!r->def->writable)
+            r->next_ms = now + (int64_t)(interval * (double)j++ / (double)periodic);
+    }
+}
+
+/* Opens a session and registers (fresh) or refreshes (known to the gateway). */
+static void
+connect_and_register(struct sensor *s, int64_t now)
+{
+    const struct sim_opts *o = &s->sim->opts;
+
+    if (session_open(s) < 0) {
+        s->state = SS_ACTIVE;
+        session_lost(s, "session-open-failed");
+        return;
+    }
+    for (size_t i = 0; i < s->nres; i++)
+        if (!o->push)
+            s->res[i].next_ms = SIM_NEVER;   /* starts when observed */
+    if (o->no_register) {
+        if (o->push)
+            sensor_schedule_pushes(s, now);
+        return;
+    }
+    /* Pushes wait for the registration answer; a known sensor resumes. */
+    if (o->push && s->registered)
+        sensor_schedule_pushes(s, now);
+    session_register(s, s->registered);
+}
+
+void
+sensor_start(struct sensor *s, int64_t now)
+{
+    const struct sim_opts *o = &s->sim->opts;
+
+    s->start_ms = now;
+    if (o->sleep_after_s > 0)
+        s->sleep_ms = now + (int64_t)(o->sleep_after_s * 1000);
+    if (o->reboot_after_s > 0)
+        s->reboot_ms = now + (int64_t)(o->reboot_after_s * 1000);
+    connect_and_register(s, now);
+}
+
+static void
+do_sleep(struct sensor *s, int64_t now)
+{
+    const struct sim_opts *o = &s->sim->opts;
+
+    out_event(s->sim, true, "SLEEP %s", s->id);
+    s->sim->cnt.sleeps++;
+    session_close(s, true);
+    s->state = SS_SLEEPING;
+    s->wake_ms = now + (int64_t)(o->sleep_for_s * 1000);
+    /* One sleep per run: tests need the sensor awake after it. */
+    s->sleep_ms = SIM_NEVER;
+}
+
+static void
+do_wake(struct sensor *s, int64_t now)
+{
+    out_event(s->sim, true, "WAKE %s", s->id);
+    s->wake_ms = SIM_NEVER;
+    connect_and_register(s, now);
+}
+
+static void
+do_reboot(struct sensor *s, int64_t now)
+{
+    int port = session_local_port(s);
+
+    out_event(s->sim, true, "REBOOT %s", s->id);
+    s->sim->cnt.reboots++;
+    s->reboot_ms = SIM_NEVER;
+    session_close(s, true);
+    /* RAM is gone: registration, seq counters, written values. */
+    s->registered = false;
+    s->location[0] = '\0';
+    s->refresh_ms = s->reg_retry_ms = SIM_NEVER;
+    s->backoff_s = 0;
+    if (resources_reset(s) < 0)
+        log_warnx("%s: out of memory resetting resources", s->id);
+    s->reuse_port = port;
+    connect_and_register(s, now);
+}
+
+/* One periodic resource falls due: notify observers or push. */
+static void
+reading_due(struct sensor *s, struct res_state *r, int64_t now)
+{
+    const struct sim_opts *o = &s->sim->opts;
+    static int inflight_key;
+
+    int64_t period = resources_period_ms(r);
+
+    r->next_ms += period;
+    /* After a stall (sleep, slow gateway) do not burst to catch up. */
+    if (r->next_ms < now - period)
+        r->next_ms = now + period;
+    if (!r->def->writable && o->count_readings && r->readings >= o->count_readings) {
+        r->next_ms = SIM_NEVER;
+        return;
+    }
+    if (!o->push) {
+        if (r->resource && coap_resource_notify_observers(r->resource, NULL))
+            r->notify_pending = true;
+        return;
+    }
+    if (!s->registered || r->def->writable)
+        return;
+    if (s->push_inflight >= SIM_PUSH_INFLIGHT) {
+        log_ratelimited(&inflight_key, "%s: %u pushes unanswered, skipping readings",
+                        s->id, s->push_inflight);
+        return;
+    }
+    if (resources_new_reading(r) == 0)
+        session_push(s, r);
+}
+
+static int64_t
+min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Timers of a sensor that has a session. */
+static void
+active_tick(struct sensor *s, int64_t now)
+{
+    if (!s->connected && now >= s->connect_deadline_ms) {
+        session_lost(s, "handshake-timeout");
+        return;
+    }
+    if (now >= s->reboot_ms) {
+        do_reboot(s, now);
+        return;
+    }
+    if (now >= s->sleep_ms) {
+        do_sleep(s, now);
+        return;
+    }
+    if (now >= s->reg_retry_ms && !s->reg_inflight)
+        session_register(s, false);
+    if (s->registered && now >= s->refresh_ms && !s->reg_inflight) {
+        s->refresh_ms = now + (int64_t)s->sim->opts.lifetime_s * 800;
+        session_register(s, true);
+    }
+    for (size_t i = 0; i < s->nres && s->state == SS_ACTIVE; i++)
+        if (now >= s->res[i].next_ms)
+            reading_due(s, &s->res[i], now);
+}
+
+int64_t
+sensor_tick(struct sensor *s, int64_t now)
+{
+    int64_t next;
+
+    if (s->state == SS_BACKOFF && now >= s->retry_ms) {
+        session_close(s, true);
+        connect_and_register(s, now);
+    } else if (s->state == SS_SLEEPING && now >= s->wake_ms) {
+        do_wake(s, now);
+    } else if (s->state == SS_ACTIVE) {
+        active_tick(s, now);
+    }
+    switch (s->state) {
+    case SS_BACKOFF:  return s->retry_ms;
+    case SS_SLEEPING: return s->wake_ms;
+    case SS_ACTIVE:   break;
+    }
+    next = min64(s->reboot_ms, s->sleep_ms);
+    if (!s->reg_inflight)
+        next = min64(next, s->reg_retry_ms);
+    if (!s->connected)
+        next = min64(next, s->connect_deadline_ms);
+    if (s->registered && !s->reg_inflight)
+        next = min64(next, s->refresh_ms);
+    for (size_t i = 0; i < s->nres; i++)
+        next = min64(next, s->res[i].next_ms);
+    return next;
+}
+
+void
+sensor_free(struct sensor *s)
+{
+    session_close(s, false);
+    resources_free(s);
+}
