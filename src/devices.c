@@ -200,7 +200,7 @@ devices_register(devices_t *d, const char *id, coap_session_t *session,
              dev->n_res, lifetime);
     schedule_observe(dev);
     set_online(dev, true);
-    status_device_changed(d->gw->status, dev);
+    status_devices_changed(d->gw->status);
     commands_kick(dev);
     return dev;
 }
@@ -218,8 +218,7 @@ devices_refresh(device_t *dev, coap_session_t *session, uint32_t lifetime,
     if (new_session || n_links >= 0)
         schedule_observe(dev);
     set_online(dev, true);
-    if (n_links >= 0)
-        status_device_changed(dev->gw->status, dev);
+    status_devices_changed(dev->gw->status);
     commands_kick(dev);
 }
 

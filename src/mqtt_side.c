@@ -4,7 +4,8 @@
  * timer runs mosquitto_loop_misc for keepalives.  libmosquitto keeps QoS 1
  * messages it has accepted across reconnects and resends them, so a
  * message handed over stays in our in-flight table (by mid) until its
- * PUBACK; QoS 0 messages lost with a connection go back to the queue.
+ * PUBACK.  QoS 0 is at most once by definition: done when handed over.
+ * Nothing is handed over while disconnected: readings wait in the queue.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -114,29 +115,12 @@ on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
                (flags & 1) ? "resumed" : "new");
     /* No Local: the gateway must never take its own readings for commands. */
     snprintf(topic, sizeof(topic), "%s/#", mc->base_topic);
-    rc = mosquitto_subscribe_v5(mosq, NULL, topic, 1 | MQTT_SUB_OPT_NO_LOCAL,
-                                0, sprops);
+    rc = mosquitto_subscribe_v5(mosq, NULL, topic, 1, MQTT_SUB_OPT_NO_LOCAL,
+                                sprops);
     if (rc != MOSQ_ERR_SUCCESS)
         log_warnx("mqtt: subscribe %s: %s", topic, mosquitto_strerror(rc));
     status_on_connected(m->gw->status);
     mqtt_side_flush(m);
-}
-
-/* QoS 0 messages written but lost with the connection go back in front,
- * so nothing accepted from a device is lost to a broker hiccup. */
-static void
-requeue_qos0(mqtt_side_t *m)
-{
-    struct inflight *f, *tmp;
-
-    HASH_ITER(hh, m->inflight, f, tmp) {
-        if (f->msg->qos == 0) {
-            HASH_DEL(m->inflight, f);
-            m->n_inflight--;
-            outq_push_front(m->gw->outq, f->msg);
-            free(f);
-        }
-    }
 }
 
 static void
@@ -147,13 +131,12 @@ on_disconnect(struct mosquitto *mosq, void *arg, int rc,
 
     (void)mosq;
     (void)props;
-    if (m->connected) {
+    if (m->connected && !m->closing) {
         m->gw->stats.mqtt_disconnects++;
         log_warnx("mqtt: connection lost: %s",
                   rc == 0 ? "closed" : mosquitto_strerror(rc));
     }
     m->connected = false;
-    requeue_qos0(m);
     /* libmosquitto has closed the socket already. */
     if (m->fd >= 0) {
         loop_del_fd(m->gw->loop, m->fd);
@@ -293,6 +276,13 @@ publish_one(mqtt_side_t *m, outmsg_t *msg)
         return -1;
     }
     m->gw->stats.published++;
+    if (msg->qos == 0) {
+        /* At most once: done when handed over.  (libmosquitto may already
+         * have written it and fired on_publish inside the call above.) */
+        free(f);
+        outmsg_finish(msg, true);
+        return 0;
+    }
     f->mid = mid;
     f->msg = msg;
     HASH_ADD_INT(m->inflight, mid, f);

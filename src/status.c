@@ -162,6 +162,12 @@ status_device_changed(status_t *s, struct device *dev)
     schedule_devices(s);
 }
 
+void
+status_devices_changed(status_t *s)
+{
+    schedule_devices(s);
+}
+
 static void
 offline_one(device_t *dev, void *arg)
 {

@@ -16,8 +16,10 @@ void status_free(status_t *s);
 
 /* After every (re)connect: re-publish all retained state. */
 void status_on_connected(status_t *s);
-/* A device's availability or resources changed. */
+/* A device's availability changed (publishes it, and the devices list). */
 void status_device_changed(status_t *s, struct device *dev);
+/* Only the devices list changed (resources, registration details). */
+void status_devices_changed(status_t *s);
 /* Graceful stop: every device offline, then bridge/state offline. */
 void status_publish_offline(status_t *s);
 /* The stats JSON document (new reference), also used by tests and -v. */
