@@ -36,6 +36,7 @@
 struct bigint {
     char *file;             /* libconfig's name for the file, "" = main */
     unsigned line;
+    char name[64];          /* the setting name written before it */
     int as_int;
     bool used;
     char text[32];
@@ -176,16 +177,17 @@ skip_comment(const char *p, const char *end, unsigned *line)
 }
 
 static void
-note_big(struct ctx *c, const char *file, unsigned line, const char *tok,
-         size_t len)
+note_big(struct ctx *c, const char *file, unsigned line, const char *name,
+         size_t name_len, const char *tok, size_t len)
 {
     char text[32];
     long long v;
     bool hex;
     struct bigint *nb;
 
-    if (len >= sizeof(text) || tok[len - 1] == 'L')
-        return;     /* int64 literals keep their value; huge ones fail below */
+    if (len >= sizeof(text) || tok[len - 1] == 'L' ||
+        name_len >= sizeof(nb->name))
+        return;     /* int64 literals keep their value; long names are unknown */
     memcpy(text, tok, len);
     text[len] = '\0';
     hex = len > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X');
@@ -201,6 +203,8 @@ note_big(struct ctx *c, const char *file, unsigned line, const char *tok,
         return;
     c->n_big++;
     nb->line = line;
+    memcpy(nb->name, name, name_len);
+    nb->name[name_len] = '\0';
     nb->used = false;
     /* what libconfig 1.5 stores: atoi() resp. (int)strtoul() */
     nb->as_int = hex ? (int)(uint32_t)strtoul(text, NULL, 16)
@@ -216,11 +220,13 @@ is_num_start(const char *p, const char *end)
     return (*p == '-' || *p == '+') && p + 1 < end && p[1] >= '0' && p[1] <= '9';
 }
 
-/* Finds integer literals (not names, strings, comments or floats). */
+/* Finds integer literals (not names, strings, comments or floats), each
+ * with the name last written before it. */
 static void
 scan_big(struct ctx *c, const char *file, const char *p, size_t len)
 {
-    const char *end = p + len, *tok;
+    const char *end = p + len, *tok, *name = "";
+    size_t name_len = 0;
     unsigned line = 1;
 
     while (p < end) {
@@ -234,9 +240,11 @@ scan_big(struct ctx *c, const char *file, const char *p, size_t len)
             p = skip_comment(p, end, &line);
         } else if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
                    *p == '*' || *p == '@') {
+            name = p;
             while (p < end && (strchr("-_*@", *p) || (*p >= '0' && *p <= '9') ||
                    (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
                 p++;
+            name_len = (size_t)(p - name);
         } else if (is_num_start(p, end)) {
             tok = p++;
             while (p < end && (strchr(".+-_xX", *p) || (*p >= '0' && *p <= '9') ||
@@ -245,7 +253,7 @@ scan_big(struct ctx *c, const char *file, const char *p, size_t len)
             if (!memchr(tok, '.', (size_t)(p - tok)) &&
                 (memchr(tok, 'x', (size_t)(p - tok)) || memchr(tok, 'X', (size_t)(p - tok)) ||
                  (!memchr(tok, 'e', (size_t)(p - tok)) && !memchr(tok, 'E', (size_t)(p - tok)))))
-                note_big(c, file, line, tok, (size_t)(p - tok));
+                note_big(c, file, line, name, name_len, tok, (size_t)(p - tok));
         } else {
             p++;
         }
@@ -317,6 +325,7 @@ static const char *
 truncated_literal(struct ctx *c, const config_setting_t *s, int value)
 {
     const char *label = config_setting_source_file(s);
+    const char *name = config_setting_name(s);
     unsigned line = config_setting_source_line(s);
     size_t i;
 
@@ -328,7 +337,7 @@ truncated_literal(struct ctx *c, const config_setting_t *s, int value)
         struct bigint *b = &c->big[i];
 
         if (!b->used && b->line == line && b->as_int == value &&
-            strcmp(b->file, label) == 0) {
+            name && strcmp(b->name, name) == 0 && strcmp(b->file, label) == 0) {
             b->used = true;
             return b->text;
         }
@@ -791,14 +800,16 @@ is_set(struct ctx *c, const char *name)
     return config_lookup(&c->lc, name) != NULL;
 }
 
-/* Elements the file gives a list (valid or not), so one bad entry does not
- * also read as "no endpoint". */
+/* Elements the file gives a list (valid or not; a list of the wrong type
+ * counts as one), so one bad entry does not also read as "no endpoint". */
 static int
 list_len(struct ctx *c, const char *name)
 {
     const config_setting_t *s = config_lookup(&c->lc, name);
 
-    return s ? config_setting_length(s) : 0;
+    if (s == NULL)
+        return 0;
+    return config_setting_is_aggregate(s) ? config_setting_length(s) : 1;
 }
 
 /* Presence is judged on the file, not on what survived the checks, so a

@@ -243,9 +243,11 @@ open_private(struct loader *ld)
         close(fd);
         return NULL;
     }
+    /* Write access would let them add identities: refused as well. */
     if (st.st_mode & (S_IRWXG | S_IRWXO))
-        lerror(ld, "mode %04o gives group or others access to the keys; "
-               "chmod 600 it", (unsigned)(st.st_mode & 07777));
+        lerror(ld, "%s by group or others (mode %04o); chmod 600 it",
+               st.st_mode & (S_IRGRP | S_IROTH) ? "readable" : "accessible",
+               (unsigned)(st.st_mode & 07777));
     if ((f = fdopen(fd, "r")) == NULL) {
         lerror(ld, "%s", strerror(errno));
         close(fd);

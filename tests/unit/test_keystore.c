@@ -243,16 +243,16 @@ test_permissions(void **state)
 
     (void)state;
     expect_errors(ok, sizeof(ok) - 1, 0644, 1,
-                  ": mode 0644 gives group or others access to the keys; chmod 600 it");
+                  ": readable by group or others (mode 0644); chmod 600 it");
     expect_errors(ok, sizeof(ok) - 1, 0640, 1,
-                  ": mode 0640 gives group or others access to the keys; chmod 600 it");
+                  ": readable by group or others (mode 0640); chmod 600 it");
     expect_errors(ok, sizeof(ok) - 1, 0604, 1,
-                  ": mode 0604 gives group or others access to the keys; chmod 600 it");
+                  ": readable by group or others (mode 0604); chmod 600 it");
     expect_errors(ok, sizeof(ok) - 1, 0602, 1,
-                  ": mode 0602 gives group or others access to the keys; chmod 600 it");
+                  ": accessible by group or others (mode 0602); chmod 600 it");
     /* the mode error does not hide the line errors */
     expect_errors("x\n", 2, 0660, 2,
-                  ": mode 0660 gives group or others access to the keys; chmod 600 it",
+                  ": readable by group or others (mode 0660); chmod 600 it",
                   ":1: missing ':'");
     path = tmpfile_with(ok, sizeof(ok) - 1, 0400);
     assert_non_null(ks = keystore_load(path, NULL, NULL));
