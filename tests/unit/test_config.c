@@ -579,6 +579,9 @@ test_syntax_and_io(void **state)
     (void)state;
     expect(MIN_COAP "mqtt = {\n  port = = 1;\n  host = \"x\";\n};\n", 1,
            ":6: syntax: syntax error");
+    /* libconfig 1.5 leaks the stray string here: suppressed, see config.c */
+    expect(MIN_COAP "mqtt = {\n  host \"x\";\n};\n", 1,
+           ":6: syntax: syntax error");
     /* libconfig takes a missing ';' (its separators are optional) */
     assert_int_equal(load(MIN_COAP "mqtt = {\n  port = 1\n  host = \"x\"\n}\n"), 0);
     expect(MIN_COAP "mqtt = { port = 1; port = 2; };\n", 1,
