@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <libconfig.h>
 
 #include "coap2mqtt/config.h"
 
@@ -347,8 +348,14 @@ test_truncated_literals(void **state)
            ":5: mqtt.port: must be 1..65535, got 0x100000001");
     expect(MIN_COAP "mqtt = { port = -4294965413; };\n", 1,
            ":5: mqtt.port: must be 1..65535, got -4294965413");
+#if LIBCONFIG_VER_MAJOR == 1 && LIBCONFIG_VER_MINOR < 6
     expect(MIN_COAP "mqtt = { qos_con = 99999999999999999999; };\n", 1,
            ":5: mqtt.qos_con: must be 0..1, got 99999999999999999999");
+#else
+    /* newer libconfig refuses what does not fit 64 bits itself */
+    expect(MIN_COAP "mqtt = { qos_con = 99999999999999999999; };\n", 1,
+           ":5: syntax: syntax error");
+#endif
     expect(MIN_COAP "mqtt = { qos_non = 4294967296; };\n", 1,
            ":5: mqtt.qos_non: must be 0..1, got 4294967296");
     /* a good value next to a big one on the same line is not blamed */
