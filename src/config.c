@@ -1088,10 +1088,12 @@ config_check_files(const struct config *cfg, config_report_fn report,
     size_t len;
     char *text;
 
+    if (c.path == NULL)     /* config_load() ran out of memory */
+        c.path = "(config)";
     /* Re-read only to find the lines the settings are on. */
     config_init(&c.lc);
     set_include_dir(&c);
-    if ((text = slurp(cfg->path, &len)) != NULL &&
+    if ((text = slurp(c.path, &len)) != NULL &&
         memchr(text, '\0', len) == NULL)
         config_read_string(&c.lc, text);
     free(text);
