@@ -36,6 +36,23 @@ struct pending {
     UT_hash_handle hh;
 };
 
+/*
+ * A handshake whose identity we know but which has not completed.  With a
+ * wrong key the client's Finished fails its MAC and DTLS drops it silently
+ * (RFC 6347 4.1.2.7): no error ever reaches us, so the only sign is a
+ * handshake that never completes.  We watch for exactly that.
+ */
+struct handshake {
+    coap_session_t *session;
+    uint64_t started_ms;
+    char id[KEYSTORE_ID_MAX * 4 + 1];
+    char peer[64];
+    UT_hash_handle hh;
+};
+
+#define HANDSHAKE_SUSPECT_MS 10000  /* longer than any sane handshake */
+#define HANDSHAKE_SWEEP_MS   2000
+
 struct coap_side {
     struct gw *gw;
     coap_context_t *ctx;
@@ -46,6 +63,8 @@ struct coap_side {
     uint64_t token_base;            /* random, so tokens are not guessable */
     uint64_t token_next;
     size_t sessions;
+    struct handshake *handshakes;   /* by session pointer */
+    uint64_t sweep_timer;
 };
 
 /* --- tokens ------------------------------------------------------------ */
@@ -219,6 +238,65 @@ sanitize(const uint8_t *s, size_t len, char *out, size_t cap)
 
 /* --- DTLS -------------------------------------------------------------- */
 
+static void
+handshake_track(coap_side_t *c, coap_session_t *session,
+                const coap_bin_const_t *identity)
+{
+    struct handshake *h;
+
+    HASH_FIND_PTR(c->handshakes, &session, h);
+    if (h)
+        return;
+    if (!(h = calloc(1, sizeof(*h))))
+        return;
+    h->session = session;
+    h->started_ms = loop_now_ms(c->gw->loop);
+    sanitize(identity->s, identity->length, h->id, sizeof(h->id));
+    coap_side_peer(session, h->peer, sizeof(h->peer));
+    HASH_ADD_PTR(c->handshakes, session, h);
+}
+
+static void
+handshake_report(coap_side_t *c, struct handshake *h)
+{
+    c->gw->stats.handshakes_failed++;
+    log_ratelimited(&c->handshakes,
+                    "dtls: handshake from %s (identity \"%s\") did not complete: wrong key?",
+                    h->peer, h->id);
+}
+
+/* Done with a handshake: 'failed' reports it if it never completed. */
+static void
+handshake_end(coap_side_t *c, coap_session_t *session, bool failed)
+{
+    struct handshake *h;
+
+    HASH_FIND_PTR(c->handshakes, &session, h);
+    if (!h)
+        return;
+    if (failed && !c->gw->stopping)
+        handshake_report(c, h);
+    HASH_DEL(c->handshakes, h);
+    free(h);
+}
+
+static void
+handshake_sweep(loop_t *loop, void *arg)
+{
+    coap_side_t *c = arg;
+    struct handshake *h, *tmp;
+    uint64_t now = loop_now_ms(loop);
+
+    HASH_ITER(hh, c->handshakes, h, tmp) {
+        if (now - h->started_ms >= HANDSHAKE_SUSPECT_MS) {
+            handshake_report(c, h);
+            HASH_DEL(c->handshakes, h);
+            free(h);
+        }
+    }
+    c->sweep_timer = loop_add_timer(loop, HANDSHAKE_SWEEP_MS, handshake_sweep, c);
+}
+
 static const coap_bin_const_t *
 psk_lookup(coap_bin_const_t *identity, coap_session_t *session, void *arg)
 {
@@ -239,6 +317,7 @@ psk_lookup(coap_bin_const_t *identity, coap_session_t *session, void *arg)
     }
     c->key.s = key;
     c->key.length = len;
+    handshake_track(c, session, identity);
     return &c->key;
 }
 
@@ -268,10 +347,13 @@ on_event(coap_session_t *session, const coap_event_t event)
     switch (event) {
     case COAP_EVENT_DTLS_CONNECTED:
         c->gw->stats.handshakes_ok++;
+        handshake_end(c, session, false);
         break;
     case COAP_EVENT_DTLS_ERROR:
-        if (coap_session_get_state(session) != COAP_SESSION_STATE_ESTABLISHED)
+        if (coap_session_get_state(session) != COAP_SESSION_STATE_ESTABLISHED) {
+            handshake_end(c, session, false);
             handshake_failed(c, session);
+        }
         break;
     case COAP_EVENT_SERVER_SESSION_NEW:
         c->sessions++;
@@ -280,6 +362,7 @@ on_event(coap_session_t *session, const coap_event_t event)
         if (c->sessions)
             c->sessions--;
         c->gw->stats.sessions_closed++;
+        handshake_end(c, session, true);
         forget_session(c, session);
         devices_session_gone(c->gw->devices, session);
         break;
@@ -465,6 +548,7 @@ coap_side_new(struct gw *gw)
         open_endpoints(c, cc->plain_listen, cc->n_plain_listen, COAP_PROTO_UDP) < 0 ||
         coap_handlers_register(c->ctx) < 0)
         goto fail;
+    c->sweep_timer = loop_add_timer(gw->loop, HANDSHAKE_SWEEP_MS, handshake_sweep, c);
     c->fd = coap_context_get_coap_fd(c->ctx);
     if (c->fd < 0 || loop_add_fd(gw->loop, c->fd, EPOLLIN, on_coap_fd, c) < 0) {
         log_warnx("coap: libcoap has no epoll fd (built without epoll?)");
@@ -492,13 +576,19 @@ void
 coap_side_free(coap_side_t *c)
 {
     struct pending *p, *tmp;
+    struct handshake *h, *htmp;
 
     if (!c)
         return;
     if (c->fd >= 0)
         loop_del_fd(c->gw->loop, c->fd);
+    loop_cancel_timer(c->gw->loop, c->sweep_timer);
     if (c->ctx)
         coap_free_context(c->ctx);
+    HASH_ITER(hh, c->handshakes, h, htmp) {
+        HASH_DEL(c->handshakes, h);
+        free(h);
+    }
     HASH_ITER(hh, c->pending, p, tmp) {
         HASH_DEL(c->pending, p);
         free(p);
