@@ -18,6 +18,7 @@
 
 #include "coap2mqtt/coap_side.h"
 #include "coap2mqtt/devices.h"
+#include "coap2mqtt/keystore.h"
 #include "coap2mqtt/linkformat.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
@@ -191,6 +192,13 @@ identity_or_reply(struct gw *gw, coap_session_t *session, char *buf, size_t cap,
 {
     const char *id = coap_side_identity(session, buf, cap);
 
+    /* Plain CoAP (lab use only) has no authentication: the session is
+     * bound to the ep it registered with. */
+    if (!id && coap_session_get_proto(session) == COAP_PROTO_UDP &&
+        coap_session_get_app_data(session)) {
+        snprintf(buf, cap, "%s", device_id(coap_session_get_app_data(session)));
+        id = buf;
+    }
     if (!id || !topic_id_valid(id, strlen(id))) {
         char peer[64];
 
@@ -262,9 +270,23 @@ hnd_register(coap_resource_t *resource, coap_session_t *session,
         reply_busy(response, "gateway stopping");
         return;
     }
-    if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response)))
-        return;
     rc = query_value(req, "ep", ep, sizeof(ep));
+    if (rc > 0 && coap_session_get_proto(session) == COAP_PROTO_UDP &&
+        !coap_session_get_app_data(session) && topic_id_valid(ep, strlen(ep))) {
+        size_t klen;
+
+        /* Plain CoAP: nothing to check ep against; it becomes the id -
+         * but never one that a DTLS device owns. */
+        if (gw->keys && keystore_lookup(gw->keys, (const uint8_t *)ep, strlen(ep), &klen)) {
+            gw->stats.rejected_identity++;
+            reply(response, 403, "this identity must use DTLS");
+            return;
+        }
+        snprintf(idbuf, sizeof(idbuf), "%s", ep);
+        id = idbuf;
+    } else if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response))) {
+        return;
+    }
     if (rc < 0 || (rc > 0 && strcmp(ep, id) != 0)) {
         char peer[64];
 
