@@ -37,25 +37,29 @@ endif
 # The pure modules: no sockets, unit-tested alone, linked into everything.
 PURE_SRC := src/topics.c src/linkformat.c src/config.c src/keystore.c src/log.c
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)
-SIM_SRC  := $(wildcard tools/sim/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
+# Every tools/<name>/ directory builds build/coap2mqtt-<name> from its *.c,
+# linked with the pure modules (tools/sim is the sensor simulator).
+TOOLS    := $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/*.c))))
+TOOL_BIN := $(sort $(TOOLS:%=$(BUILD)/coap2mqtt-%))
 
 GW_OBJ   := $(GW_SRC:%.c=$(BUILD)/obj/%.o)
 PURE_OBJ := $(PURE_SRC:%.c=$(BUILD)/obj/%.o)
-SIM_OBJ  := $(SIM_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/coap2mqtt $(if $(SIM_SRC),$(BUILD)/coap2mqtt-sim)
+all: $(BUILD)/coap2mqtt $(TOOL_BIN)
 
-$(BUILD)/obj/%.o: %.c $(wildcard include/coap2mqtt/*.h) $(wildcard tools/sim/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard include/coap2mqtt/*.h) $(wildcard src/*.h) $(wildcard tools/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/coap2mqtt: $(GW_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/coap2mqtt-sim: $(SIM_OBJ) $(BUILD)/obj/src/log.o $(BUILD)/obj/src/linkformat.o $(BUILD)/obj/src/topics.o
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+tool_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/$(1)/*.c))
+.SECONDEXPANSION:
+$(BUILD)/coap2mqtt-%: $$(call tool_objs,$$*) $(PURE_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(PURE_OBJ)
 	@mkdir -p $(dir $@)
@@ -71,8 +75,27 @@ unit: $(UNIT_BIN)
 # gateway exit non-zero, which the tests check at every stop.
 test: deps
 	$(MAKE) SAN=1 all unit
+	@if [ -x scripts/check-unit.sh ]; then scripts/check-unit.sh; fi
+	@if [ -x tests/fuzz/run.sh ]; then tests/fuzz/run.sh --brief; fi
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
-	  python3 -m pytest -v -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	  C2M_TOOLS=$(CURDIR)/build/san \
+	  python3 -m pytest -v -p no:cacheprovider -m "not soak" tests/integration $(PYTEST_ARGS)
+
+# The long fault-injection runs (minutes each).
+soak: deps
+	$(MAKE) SAN=1 all
+	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
+	  C2M_TOOLS=$(CURDIR)/build/san \
+	  python3 -m pytest -v -p no:cacheprovider -m soak tests/integration $(PYTEST_ARGS)
+
+# Side-by-side measurements (optimised build, no sanitizers); at most 10 min.
+bench: deps all
+	bench/run.sh
+
+# libFuzzer targets (clang); FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 run: deps all
 	@scripts/demo.sh
@@ -92,4 +115,4 @@ install: $(BUILD)/coap2mqtt
 clean:
 	rm -rf build
 
-.PHONY: all deps unit test run install clean
+.PHONY: all deps unit test soak bench fuzz run install clean
