@@ -210,46 +210,64 @@ min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-/* Timers of a sensor that has a session. */
-static void
+/* Timers of a sensor that has a session; returns whether it did anything. */
+static bool
 active_tick(struct sensor *s, int64_t now)
 {
+    bool acted = false;
+
     if (!s->connected && now >= s->connect_deadline_ms) {
         session_lost(s, "handshake-timeout");
-        return;
+        return true;
     }
     if (now >= s->reboot_ms) {
         do_reboot(s, now);
-        return;
+        return true;
     }
     if (now >= s->sleep_ms) {
         do_sleep(s, now);
-        return;
+        return true;
     }
-    if (now >= s->reg_retry_ms && !s->reg_inflight)
+    if (now >= s->reg_retry_ms && !s->reg_inflight) {
         session_register(s, false);
+        acted = true;
+    }
     if (s->registered && now >= s->refresh_ms && !s->reg_inflight) {
         s->refresh_ms = now + (int64_t)s->sim->opts.lifetime_s * 800;
         session_register(s, true);
+        acted = true;
     }
-    for (size_t i = 0; i < s->nres && s->state == SS_ACTIVE; i++)
-        if (now >= s->res[i].next_ms)
+    for (size_t i = 0; i < s->nres && s->state == SS_ACTIVE; i++) {
+        if (now >= s->res[i].next_ms) {
             reading_due(s, &s->res[i], now);
+            acted = true;
+        }
+    }
+    return acted;
 }
 
-int64_t
-sensor_tick(struct sensor *s, int64_t now)
+/* Runs the timers that are due; returns whether anything happened. */
+static bool
+sensor_timers(struct sensor *s, int64_t now)
 {
-    int64_t next;
-
     if (s->state == SS_BACKOFF && now >= s->retry_ms) {
         session_close(s, true);
         connect_and_register(s, now);
-    } else if (s->state == SS_SLEEPING && now >= s->wake_ms) {
-        do_wake(s, now);
-    } else if (s->state == SS_ACTIVE) {
-        active_tick(s, now);
+        return true;
     }
+    if (s->state == SS_SLEEPING && now >= s->wake_ms) {
+        do_wake(s, now);
+        return true;
+    }
+    return s->state == SS_ACTIVE && active_tick(s, now);
+}
+
+/* When the next timer falls due. */
+static int64_t
+sensor_next(const struct sensor *s)
+{
+    int64_t next;
+
     switch (s->state) {
     case SS_BACKOFF:  return s->retry_ms;
     case SS_SLEEPING: return s->wake_ms;
@@ -264,7 +282,26 @@ sensor_tick(struct sensor *s, int64_t now)
         next = min64(next, s->refresh_ms);
     for (size_t i = 0; i < s->nres; i++)
         next = min64(next, s->res[i].next_ms);
+    if (s->ctx)
+        next = min64(next, s->io_ms);
     return next;
+}
+
+/*
+ * libcoap arms its context timer (DTLS handshake retransmissions, block
+ * expiry) only inside coap_io_process(): run it after our own actions and
+ * at least once a second, or a lost ClientHello would never be resent.
+ */
+int64_t
+sensor_tick(struct sensor *s, int64_t now)
+{
+    bool acted = sensor_timers(s, now);
+
+    if (s->ctx && (acted || now >= s->io_ms)) {
+        s->io_ms = now + 1000;
+        coap_io_process(s->ctx, COAP_IO_NO_WAIT);
+    }
+    return sensor_next(s);
 }
 
 void

@@ -185,6 +185,7 @@ struct sensor {
     int64_t start_ms;             /* of this boot (reboot restarts) */
     int64_t refresh_ms, retry_ms, wake_ms, sleep_ms, reboot_ms, reg_retry_ms;
     int64_t connect_deadline_ms;
+    int64_t io_ms;                /* next forced coap_io_process() */
     unsigned push_inflight;
     uint16_t token_ctr;
     uint64_t rng;
