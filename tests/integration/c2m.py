@@ -651,12 +651,10 @@ class CoapResult:
         return "coap-client %s -> rc %s:\n%s" % (" ".join(self.argv), self.rc, self.out)
 
 
-def coap_client(uri, identity, key, method="get", payload=None, ct=None,
-                options=(), local=None, wait=5, block=None, non=False,
-                file=None, observe=None, timeout=20):
-    """Runs one coap-client-openssl exchange and returns what it printed
-    (stdout and stderr together; it exits 0 even on failure)."""
-    argv = ["coap-client-openssl", "-m", method, "-v", "6", "-B", str(wait)]
+def coap_argv(uri, identity, key, method="get", payload=None, ct=None,
+              options=(), local=None, wait=5, block=None, non=False,
+              file=None, observe=None, verbosity=6):
+    argv = ["coap-client-openssl", "-m", method, "-v", str(verbosity), "-B", str(wait)]
     if identity is not None:
         argv += ["-u", identity]
     if key is not None:
@@ -678,11 +676,46 @@ def coap_client(uri, identity, key, method="get", payload=None, ct=None,
     for num, text in options:
         argv += ["-O", "%d,%s" % (num, text)]
     argv.append(uri)
+    return argv
+
+
+def coap_client(uri, identity, key, timeout=20, **kw):
+    """Runs one coap-client-openssl exchange and returns what it printed
+    (stdout and stderr together; it exits 0 even on failure)."""
+    argv = coap_argv(uri, identity, key, **kw)
     t0 = time.monotonic()
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=timeout)
     return CoapResult(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
                       time.monotonic() - t0)
+
+
+class CoapClientRun:
+    """coap-client-openssl running in the background, its output awaitable
+    line by line (-v 7 shows every PDU it receives, empty ACKs included)."""
+
+    def __init__(self, tmpdir, uri, identity, key, **kw):
+        kw.setdefault("verbosity", 7)
+        self.argv = coap_argv(uri, identity, key, **kw)
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.log = LineLog(self.proc.stdout,
+                           os.path.join(tmpdir, "coap-client-%d.log" % self.proc.pid),
+                           "coap-client")
+
+    def wait(self, timeout):
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc, signal.SIGKILL)
+            raise Timeout("coap-client still running after %ss:\n%s"
+                          % (timeout, self.log.text()))
+        self.log.join()
+        return CoapResult(self.argv, rc, self.log.text(), time.monotonic() - self.t0)
+
+    def kill(self):
+        stop_process(self.proc, signal.SIGKILL)
 
 
 def find_counters(obj, regex, prefix=""):

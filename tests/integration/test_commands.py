@@ -126,19 +126,25 @@ def test_sleeping_device_gets_command_on_wake(gateway, sim, mqtt):
     assert mqtt.wait_for(setpoint + "/set/result", timeout=10, start=mark).json()["code"] == "2.04"
 
 
-def test_gateway_ignores_its_own_publications(gateway, sim, coap, mqtt):
-    """A device pushing to a path ending in /set makes the gateway publish on
-    a command topic.  With No Local that is not a command: the device's
-    setpoint must only ever get the commands sent by others."""
-    # The sensor keeps talking, so its own session stays the live one.
-    s, setpoint = ready_hvac(gateway, sim, mqtt, extra=["--interval", "300"])
-    smark = s.mark()
-    r = coap(gateway, "hvac-1", "ps/setpoint/set", method="post", ct=0, payload="30.5")
-    assert r.code == "2.04", r
-    mqtt.wait_payload(setpoint + "/set", "30.5", timeout=10)
-    # A later command from us is the fence: a reaction to the push would
-    # have been queued before it.
+def test_gateway_ignores_its_own_publications(gateway, sim, mqtt):
+    """A requester may name a command topic as its MQTT v5 Response Topic:
+    the gateway then publishes its result on a topic it subscribes to.
+    With No Local that is not a command (else the result JSON would be PUT
+    to the device, whose answer would be published there again, ...)."""
+    s, setpoint = ready_hvac(gateway, sim, mqtt)
+    smark, mark = s.mark(), mqtt.mark()
+    mqtt.subscribe(setpoint + "/set")
+    mqtt.publish(setpoint + "/set", b"23.0", response_topic=setpoint + "/set",
+                 correlation_data=b"loop?")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 23\.0$", timeout=10, start=smark)
+    # The result lands on the command topic.  Once the broker routed it to
+    # us it also routed it to the gateway, were it subscribed without No
+    # Local; so a later command from us is the fence: a reaction to the
+    # result would have been queued before it.
+    res = mqtt.wait_for(setpoint + "/set", lambda m: m.payload.startswith(b"{"),
+                        timeout=10, start=mark)
+    assert res.json()["code"] == "2.04" and res.prop("CorrelationData") == b"loop?", res
     mqtt.publish(setpoint + "/set", b"22.5")
     s.wait_for(r"^PUT hvac-1 setpoint 4 22\.5$", timeout=10, start=smark)
-    puts = [m.group(0) for m in s.out.find(r"^PUT hvac-1 ", smark)]
-    assert puts == ["PUT hvac-1 setpoint 4 22.5"], puts
+    puts = [m.string for m in s.out.find(r"^PUT hvac-1 ", smark)]
+    assert puts == ["PUT hvac-1 setpoint 4 23.0", "PUT hvac-1 setpoint 4 22.5"], puts

@@ -102,16 +102,28 @@ def test_blockwise_push(gateway, coap, mqtt, tmp_path):
     assert m.content_type == "application/octet-stream"
 
 
-def test_con_push_accepted_while_broker_down(gateway, coap, broker, mqtt_factory):
-    """2.04 means safely queued (spooled) even with no broker; the reading
-    is delivered once the broker is back."""
+def test_con_push_during_broker_outage_not_lost(gateway, coap, broker, mqtt_factory,
+                                                tmp_path, psk_file):
+    """The end-to-end promise: a CON push accepted (empty ACK) while the
+    broker is down gets its 2.04 once the reading is safe, and the reading
+    reaches the broker."""
     register(coap, gateway, "dev-9")
     topic = gateway.topic("dev-9", "meter")
     watch = mqtt_factory(clean_start=False, session_expiry=600)
     watch.subscribe(topic)
     assert broker.stop() == 0
-    r = coap(gateway, "dev-9", "ps/meter", method="post", ct=0, payload="1234.5", wait=10)
+    push = c2m.CoapClientRun(str(tmp_path), gateway.uri + "/ps/meter", "dev-9",
+                             psk_file["dev-9"], method="post", ct=0, payload="1234.5",
+                             local=c2m.peer_addr(), wait=40)
+    try:
+        # The gateway has the reading: either its 2.04 (spooled) or the
+        # empty ACK of a separate response to come.
+        push.log.wait_for(r"t:ACK c:(0\.00|2\.04)", timeout=10)
+        broker.start()
+        r = push.wait(timeout=45)
+    finally:
+        push.kill()
     assert r.code == "2.04", r
-    broker.start()
     m = watch.wait_for(topic, timeout=20)
     assert m.payload == b"1234.5"
+    assert m.qos == 1

@@ -43,14 +43,15 @@ def has_devices(*ids):
     return pred
 
 
-def test_register_returns_location(gateway, coap, mqtt):
+def test_register_returns_location(gateway, coap, mqtt, mqtt_factory):
     avail = gateway.topic("dev-1", "availability")
     mqtt.subscribe(avail)
     r = register(coap, gateway, "dev-1")
     assert r.code == "2.01", r
     assert r.options("Location-Path") == ["rd", "dev-1"], r
-    m = mqtt.wait_payload(avail, "online", timeout=5)
-    assert m.retain
+    mqtt.wait_payload(avail, "online", timeout=5)
+    m = mqtt_factory().wait_for(avail, timeout=5)
+    assert (m.payload, m.retain) == (b"online", True)
 
 
 def test_ep_must_equal_identity(gateway, coap, mqtt):
