@@ -14,6 +14,9 @@ UNITDIR  ?= /lib/systemd/system
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1)
 
 CC       ?= cc
+# Debian's interpreter: python3-pytest and python3-paho-mqtt are installed for it
+# (a python3 earlier on PATH, e.g. pyenv's, lacks them).
+PYTHON   ?= /usr/bin/python3
 PKGS     := libcoap-3-openssl libmosquitto libconfig libsystemd jansson libcbor openssl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -79,14 +82,14 @@ test: deps
 	@if [ -x tests/fuzz/run.sh ]; then tests/fuzz/run.sh --brief; fi
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
 	  C2M_TOOLS=$(CURDIR)/build/san \
-	  python3 -m pytest -v -p no:cacheprovider -m "not soak" tests/integration $(PYTEST_ARGS)
+	  $(PYTHON) -m pytest -v -p no:cacheprovider -m "not soak" tests/integration $(PYTEST_ARGS)
 
 # The long fault-injection runs (minutes each).
 soak: deps
 	$(MAKE) SAN=1 all
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
 	  C2M_TOOLS=$(CURDIR)/build/san \
-	  python3 -m pytest -v -p no:cacheprovider -m soak tests/integration $(PYTEST_ARGS)
+	  $(PYTHON) -m pytest -v -p no:cacheprovider -m soak tests/integration $(PYTEST_ARGS)
 
 # Side-by-side measurements (optimised build, no sanitizers); at most 10 min.
 bench: deps all
