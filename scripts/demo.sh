@@ -15,6 +15,7 @@
 #                        every sensor's readings reached the broker
 #   DEMO_INTERVAL=MS     sensor reporting interval (default 2000)
 #   DEMO_KEEP=1          keep the temporary directory (logs, spool) at exit
+#   DEMO_VERBOSE=1       run the gateway with -v (debug log in gateway.log)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -208,7 +209,7 @@ cat <<EOF
         'coaps://127.0.0.1:$coap_port/ps/temperature'
     tail -f $dir/gateway.log
 
-  $base/# as it arrives (time, topic, [content type], payload; binary as hex).
+  $base/# as it arrives: time, topic, [content type], payload (CBOR decoded).
 EOF
 if [ -n "$duration" ]; then
     echo "  Stopping after $duration s."
@@ -218,33 +219,11 @@ fi
 echo
 
 # mosquitto_sub prints one line per message with the payload in hex, so that
-# binary (CBOR, ct 60) cannot wreck the terminal; the formatter turns it back
-# into text when it is printable UTF-8, and keeps a copy for the summary.
+# binary cannot wreck the terminal; demo-format.py shows text as text and
+# CBOR (ct 60) in diagnostic notation, and keeps a copy for the summary.
 fifo=$dir/sub.fifo
 mkfifo "$fifo"
-python3 -u -c '
-import sys, time
-log = open(sys.argv[1], "a", buffering=1)
-binary = ("application/cbor", "application/senml+cbor", "application/octet-stream")
-for line in sys.stdin:
-    parts = line.rstrip("\n").split("\t")
-    if len(parts) != 4:
-        continue
-    topic, ctype, retained, hexpayload = parts
-    data = bytes.fromhex(hexpayload)
-    try:
-        text = data.decode("utf-8")
-        shown = " ".join(text.split()) if all(c.isprintable() or c.isspace() for c in text) else None
-    except UnicodeDecodeError:
-        shown = None
-    if shown is None or ctype in binary:
-        shown = "hex " + data[:48].hex() + ("..." if len(data) > 48 else "")
-    out = "%s  %-40s %s%s%s" % (time.strftime("%H:%M:%S"), topic,
-          "[%s] " % ctype if ctype else "", shown,
-          "  (retained)" if retained == "1" else "")
-    print(out)
-    log.write(out + "\n")
-' "$dir/readings.log" < "$fifo" &
+python3 -u "$root/scripts/demo-format.py" "$dir/readings.log" < "$fifo" &
 pids+=("$!")
 # (Not through sub(): a backgrounded function is a subshell, and killing it
 # would leave mosquitto_sub behind.)
@@ -255,7 +234,9 @@ pids+=("$sub_pid")
 
 # --- gateway and sensors ----------------------------------------------------
 
-setsid "$bin" -c "$conf" > "$dir/gateway.log" 2>&1 &
+gw_args=(-c "$conf")
+[ "${DEMO_VERBOSE:-0}" = 1 ] && gw_args+=(-v)
+setsid "$bin" "${gw_args[@]}" > "$dir/gateway.log" 2>&1 &
 gw_pid=$!
 pids+=("$gw_pid")
 
