@@ -76,17 +76,24 @@ setup_logging(const struct sim_opts *o)
 static int
 sensors_create(struct sim *sim)
 {
+    struct psk_table *psk = NULL;
+    int rc = 0;
+
+    if (sim->opts.psk_file && !(psk = psk_table_load(sim->opts.psk_file)))
+        return -1;
     sim->sensors = calloc(sim->opts.count, sizeof(*sim->sensors));
     if (!sim->sensors)
-        return -1;
-    for (unsigned i = 0; i < sim->opts.count; i++) {
-        if (sensor_init(&sim->sensors[i], sim, i) < 0) {
+        rc = -1;
+    for (unsigned i = 0; rc == 0 && i < sim->opts.count; i++) {
+        if (sensor_init(&sim->sensors[i], sim, i, psk) < 0) {
             resources_free(&sim->sensors[i]);
-            return -1;
+            rc = -1;
+        } else {
+            sim->nsensors++;
         }
-        sim->nsensors++;
     }
-    return 0;
+    psk_table_free(psk);
+    return rc;
 }
 
 static void

@@ -2,12 +2,13 @@
  * psk.c - a sensor's own key from an stunnel-style PSK file (the same file
  * format the gateway reads): "IDENTITY:SECRET" a line, '#' comments, blank
  * lines, "hex:00ff..." secrets.  The identity is everything before the first
- * ':'.  The file is read once per sensor at start-up; fleets of simulated
- * sensors are small enough that a linear scan costs nothing.
+ * ':'.  The file is read once into a sorted table, so a hundred thousand
+ * sensors find their keys in O(log n) each.
  */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sim.h"
@@ -63,19 +64,55 @@ trim(char *s)
     return s;
 }
 
-int
-psk_lookup(const char *path, const char *identity, uint8_t *key, size_t cap)
-{
-    FILE *f = fopen(path, "re");
-    char line[1024];
-    unsigned lineno = 0;
-    int ret = -2;
+struct psk_entry {
+    char *id;
+    char *secret;
+    unsigned line;
+};
 
-    if (!f) {
-        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+struct psk_table {
+    char *path;
+    struct psk_entry *e;
+    size_t n, cap;
+};
+
+static int
+entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct psk_entry *)a)->id, ((const struct psk_entry *)b)->id);
+}
+
+static int
+table_add(struct psk_table *t, const char *id, const char *secret, unsigned line)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        struct psk_entry *e = realloc(t->e, cap * sizeof(*e));
+        if (!e)
+            return -1;
+        t->e = e;
+        t->cap = cap;
+    }
+    t->e[t->n].id = strdup(id);
+    t->e[t->n].secret = strdup(secret);
+    t->e[t->n].line = line;
+    if (!t->e[t->n].id || !t->e[t->n].secret) {
+        free(t->e[t->n].id);
+        free(t->e[t->n].secret);
         return -1;
     }
-    while (ret == -2 && fgets(line, sizeof(line), f)) {
+    t->n++;
+    return 0;
+}
+
+/* Reads every "IDENTITY:SECRET" line; lines without ':' are skipped. */
+static int
+table_read(struct psk_table *t, FILE *f)
+{
+    char line[1024];
+    unsigned lineno = 0;
+
+    while (fgets(line, sizeof(line), f)) {
         char *s, *colon;
 
         lineno++;
@@ -83,24 +120,77 @@ psk_lookup(const char *path, const char *identity, uint8_t *key, size_t cap)
             int c;
             while ((c = getc(f)) != EOF && c != '\n')
                 ;
-            fprintf(stderr, "%s:%u: line too long, ignored\n", path, lineno);
+            fprintf(stderr, "%s:%u: line too long, ignored\n", t->path, lineno);
             continue;
         }
         s = trim(line);
-        if (*s == '\0' || *s == '#')
+        if (*s == '\0' || *s == '#' || !(colon = strchr(s, ':')))
             continue;
-        colon = strchr(s, ':');
-        if (!colon || (size_t)(colon - s) != strlen(identity) ||
-            strncmp(s, identity, (size_t)(colon - s)) != 0)
-            continue;
-        ret = psk_decode(colon + 1, key, cap);
-        if (ret < 0)
-            fprintf(stderr, "%s:%u: bad secret for %s\n", path, lineno, identity);
+        *colon = '\0';
+        if (table_add(t, s, colon + 1, lineno) < 0)
+            return -1;
     }
+    return 0;
+}
+
+struct psk_table *
+psk_table_load(const char *path)
+{
+    struct psk_table *t = calloc(1, sizeof(*t));
+    FILE *f;
+    int rc;
+
+    if (!t || !(t->path = strdup(path))) {
+        free(t);
+        return NULL;
+    }
+    f = fopen(path, "re");
+    if (!f) {
+        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        psk_table_free(t);
+        return NULL;
+    }
+    rc = table_read(t, f);
     fclose(f);
-    if (ret == -2) {
-        fprintf(stderr, "%s: no key for identity %s\n", path, identity);
-        ret = -1;
+    if (rc < 0) {
+        fprintf(stderr, "%s: out of memory\n", path);
+        psk_table_free(t);
+        return NULL;
     }
-    return ret;
+    /* Stable for duplicates is not needed: the gateway refuses them. */
+    qsort(t->e, t->n, sizeof(*t->e), entry_cmp);
+    return t;
+}
+
+int
+psk_table_lookup(const struct psk_table *t, const char *identity,
+                 uint8_t *key, size_t cap)
+{
+    struct psk_entry k = { .id = (char *)identity };
+    const struct psk_entry *e = bsearch(&k, t->e, t->n, sizeof(*t->e), entry_cmp);
+    int n;
+
+    if (!e) {
+        fprintf(stderr, "%s: no key for identity %s\n", t->path, identity);
+        return -1;
+    }
+    n = psk_decode(e->secret, key, cap);
+    if (n < 0)
+        fprintf(stderr, "%s:%u: bad secret for %s\n", t->path, e->line, identity);
+    return n;
+}
+
+void
+psk_table_free(struct psk_table *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->n; i++) {
+        explicit_bzero(t->e[i].secret, strlen(t->e[i].secret));
+        free(t->e[i].id);
+        free(t->e[i].secret);
+    }
+    free(t->e);
+    free(t->path);
+    free(t);
 }

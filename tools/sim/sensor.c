@@ -42,7 +42,8 @@ local_address(const struct sim_opts *o, unsigned n, coap_address_t *a)
 }
 
 int
-sensor_init(struct sensor *s, struct sim *sim, unsigned n)
+sensor_init(struct sensor *s, struct sim *sim, unsigned n,
+            const struct psk_table *psk)
 {
     const struct sim_opts *o = &sim->opts;
     int klen;
@@ -52,8 +53,8 @@ sensor_init(struct sensor *s, struct sim *sim, unsigned n)
     s->ctx_fd = -1;
     s->index = o->first + n;
     snprintf(s->id, sizeof(s->id), "%s%u", o->prefix, s->index);
-    if (o->psk_file) {
-        klen = psk_lookup(o->psk_file, s->id, s->key, sizeof(s->key));
+    if (psk) {
+        klen = psk_table_lookup(psk, s->id, s->key, sizeof(s->key));
         if (klen < 0)
             return -1;
         s->key_len = (size_t)klen;
@@ -193,7 +194,7 @@ reading_due(struct sensor *s, struct res_state *r, int64_t now)
             r->notify_pending = true;
         return;
     }
-    if (!s->registered || r->def->writable)
+    if ((!s->registered && !o->no_register) || r->def->writable)
         return;
     if (s->push_inflight >= SIM_PUSH_INFLIGHT) {
         log_ratelimited(&inflight_key, "%s: %u pushes unanswered, skipping readings",

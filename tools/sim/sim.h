@@ -109,12 +109,17 @@ int options_parse(struct sim_opts *o, int argc, char **argv);
  */
 int psk_decode(const char *secret, uint8_t *key, size_t cap);
 
+struct psk_table;
+
+/* Reads the stunnel-style PSK file 'path'; NULL (reason on stderr) on error. */
+struct psk_table *psk_table_load(const char *path);
 /*
- * Looks 'identity' up in the stunnel-style PSK file 'path'.  Returns the key
- * length, or -1 with a reason on stderr (unreadable, missing identity, bad
- * secret).
+ * Copies the key of 'identity' into key; returns its length, or -1 with a
+ * reason on stderr (missing identity, bad secret).
  */
-int psk_lookup(const char *path, const char *identity, uint8_t *key, size_t cap);
+int psk_table_lookup(const struct psk_table *t, const char *identity,
+                     uint8_t *key, size_t cap);
+void psk_table_free(struct psk_table *t);
 
 /* ---- run-wide counters and stdout protocol (out.c) ---- */
 
@@ -208,7 +213,9 @@ struct sim {
 int64_t sim_now_ms(void);
 
 /* sensor.c: life cycle driven by the main loop */
-int sensor_init(struct sensor *s, struct sim *sim, unsigned n);
+/* 'psk' may be NULL when --key gives every sensor the same key. */
+int sensor_init(struct sensor *s, struct sim *sim, unsigned n,
+                const struct psk_table *psk);
 void sensor_start(struct sensor *s, int64_t now);
 /* Runs what is due; returns the next time it wants to run. */
 int64_t sensor_tick(struct sensor *s, int64_t now);
