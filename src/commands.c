@@ -136,8 +136,19 @@ expired(loop_t *loop, void *arg)
 
     (void)loop;
     cmd->expiry_timer = 0;
-    if (dev->cmd_inflight == cmd)
-        return;     /* on the wire: its answer or timeout decides */
+    if (dev->cmd_inflight == cmd) {
+        /* On the wire to a device that has not answered within the TTL
+         * (asleep on a session it has lost, or out of radio range).  The
+         * result must come within the TTL, so it is "expired" now; libcoap
+         * may still retransmit it for the rest of EXCHANGE_LIFETIME, and
+         * an answer then is ignored (its token is forgotten). */
+        dev->cmd_inflight = NULL;
+        dev->gw->stats.commands_expired++;
+        result_error(cmd, "expired");
+        command_free(cmd);
+        send_next(dev);
+        return;
+    }
     queue_remove(dev, cmd);
     dev->gw->stats.commands_expired++;
     result_error(cmd, "expired");
@@ -378,7 +389,8 @@ command_new(struct device *dev, enum topic_kind kind, const char *path,
         free(cmd);
         return NULL;
     }
-    memcpy(cmd->payload, msg->payload, cmd->len);
+    if (cmd->len)
+        memcpy(cmd->payload, msg->payload, cmd->len);
     cmd->ct = ct;
     cmd->response_topic = rt;
     cmd->corr = corr;
