@@ -148,3 +148,50 @@ def test_gateway_ignores_its_own_publications(gateway, sim, mqtt):
     s.wait_for(r"^PUT hvac-1 setpoint 4 22\.5$", timeout=10, start=smark)
     puts = [m.string for m in s.out.find(r"^PUT hvac-1 ", smark)]
     assert puts == ["PUT hvac-1 setpoint 4 23.0", "PUT hvac-1 setpoint 4 22.5"], puts
+
+
+def test_device_error_code_is_the_result(gateway, sim, mqtt):
+    """temperature is read-only on the simulated hvac: its 4.05 answer is
+    the result, with the round-trip time."""
+    s, setpoint = ready_hvac(gateway, sim, mqtt)
+    topic = gateway.topic("hvac-1", "temperature", "set")
+    mqtt.subscribe(topic + "/result")
+    mqtt.publish(topic, b"30")
+    doc = mqtt.wait_for(topic + "/result", timeout=10).json()
+    assert doc["code"].startswith("4."), doc
+    assert isinstance(doc["rtt_ms"], (int, float)), doc
+
+
+def test_commands_delivered_in_order(gateway, sim, mqtt):
+    s, setpoint = ready_hvac(gateway, sim, mqtt)
+    smark = s.mark()
+    values = ["20.1", "20.2", "20.3", "20.4", "20.5"]
+    for v in values:
+        mqtt.publish(setpoint + "/set", v.encode())
+    s.wait_for(r"^PUT hvac-1 setpoint 4 20\.5$", timeout=15, start=smark)
+    got = [m.string.split()[-1] for m in s.out.find(r"^PUT hvac-1 setpoint ", smark)]
+    assert got == values
+    mqtt.wait_for(setpoint + "/set/result",
+                  lambda m: len(mqtt.received(setpoint + "/set/result")) >= 5, timeout=10)
+    assert [m.json().get("code") for m in mqtt.received(setpoint + "/set/result")] == ["2.04"] * 5
+
+
+def test_message_expiry_bounds_a_queued_command(gateway, sim, mqtt):
+    """MQTT v5 Message Expiry is the command's time to live: a command for
+    a sleeping device that expires is answered with an error, never sent."""
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    s = sim("hvac", extra_args=["--lifetime", "60", "--sleep-after", "1",
+                                "--sleep-for", "5", "--interval", "60000"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    _, pos = s.out.wait_line(r"^SLEEP hvac-1$", timeout=10)
+    props = c2m.Properties(c2m.PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = 1
+    info = mqtt.client.publish(setpoint + "/set", b"28.5", qos=1, properties=props)
+    info.wait_for_publish(5)
+    doc = mqtt.wait_for(setpoint + "/set/result", timeout=10).json()
+    assert "error" in doc and "code" not in doc, doc
+    s.wait_for(r"^WAKE hvac-1$", timeout=10, start=pos)
+    mqtt.publish(setpoint + "/set", b"29.5")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 29\.5$", timeout=15, start=pos)
+    assert not s.out.find(r"^PUT hvac-1 setpoint 4 28\.5$", pos)

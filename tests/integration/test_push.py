@@ -127,3 +127,26 @@ def test_con_push_during_broker_outage_not_lost(gateway, coap, broker, mqtt_fact
     m = watch.wait_for(topic, timeout=20)
     assert m.payload == b"1234.5"
     assert m.qos == 1
+
+
+def test_push_over_max_payload_refused(make_gateway, coap, mqtt, tmp_path):
+    gw = make_gateway(overrides={"coap": {"max_payload": 1024}})
+    f = tmp_path / "big.bin"
+    f.write_bytes(b"x" * 2000)
+    mqtt.subscribe(gw.topic("dev-1", "#"))
+    r = coap(gw, "dev-1", "ps/big", method="post", ct=42, file=str(f), block=256)
+    assert r.code == "4.13", r
+    # Fence: a reading within the limit is the only one published.
+    assert coap(gw, "dev-1", "ps/small", method="post", ct=0, payload="1").code == "2.04"
+    mqtt.wait_for(gw.topic("dev-1", "small"), timeout=5)
+    got = [m.topic for m in mqtt.received(gw.topic("dev-1", "#"))
+           if not m.topic.endswith("/availability")]
+    assert got == [gw.topic("dev-1", "small")], got
+
+
+def test_push_without_registration_creates_device(gateway, coap, mqtt):
+    avail = gateway.topic("dev-10", "availability")
+    mqtt.subscribe(avail)
+    r = coap(gateway, "dev-10", "ps/level", method="put", ct=0, payload="7")
+    assert r.code == "2.04", r
+    mqtt.wait_payload(avail, "online", timeout=5)

@@ -143,3 +143,52 @@ def test_ipv6_listener(make_gateway, coap, mqtt):
     r = register(coap, gw, "dev-8", local=None)
     assert r.code == "2.01", r
     mqtt.wait_payload(avail, "online", timeout=5)
+
+
+def test_refused_registrations(gateway, coap):
+    """The error answers of DEVICE-API.md's summary table for /rd."""
+    cases = [
+        ("lifetime below rd.min_lifetime", "rd?ep=dev-9&lt=0", 40, "</t>", "4.00"),
+        ("lifetime above rd.max_lifetime", "rd?ep=dev-9&lt=999999999", 40, "</t>", "4.00"),
+        ("body not link-format", "rd?ep=dev-9&lt=60", 0, "</t>", "4.15"),
+        ("link-format that does not parse", "rd?ep=dev-9&lt=60", 40, "<t;obs", "4.00"),
+        ("resource path that is a command topic", "rd?ep=dev-9&lt=60", 40, "</x/set>;obs", "4.00"),
+    ]
+    for why, path, ct, body, want in cases:
+        r = coap(gateway, "dev-9", path, method="post", ct=ct, payload=body)
+        assert r.code == want, "%s: %r" % (why, r)
+
+
+def test_refresh_and_delete_of_unknown_or_foreign_registration(gateway, coap):
+    r = coap(gateway, "dev-9", "rd/dev-9", method="post")
+    assert r.code == "4.04", r
+    assert register(coap, gateway, "dev-10").code == "2.01"
+    r = coap(gateway, "dev-9", "rd/dev-10", method="post")
+    assert r.code == "4.03", r
+    r = coap(gateway, "dev-9", "rd/dev-10", method="delete")
+    assert r.code == "4.03", r
+    r = coap(gateway, "dev-9", "rd/dev-9", method="delete")
+    assert r.code == "4.04", r
+
+
+def test_ep_defaults_to_identity(gateway, coap, mqtt):
+    avail = gateway.topic("dev-9", "availability")
+    mqtt.subscribe(avail)
+    r = coap(gateway, "dev-9", "rd?lt=60", method="post", ct=40, payload="</t>")
+    assert r.code == "2.01", r
+    assert r.options("Location-Path") == ["rd", "dev-9"], r
+    mqtt.wait_payload(avail, "online", timeout=5)
+
+
+def test_deleted_device_stays_listed_offline(gateway, coap, mqtt):
+    devices = gateway.topic("bridge", "devices")
+    mqtt.subscribe(devices)
+    assert register(coap, gateway, "dev-10").code == "2.01"
+    mqtt.wait_for(devices, has_devices("dev-10"), timeout=5)
+    mark = mqtt.mark()
+    assert coap(gateway, "dev-10", "rd/dev-10", method="delete").code == "2.02"
+    mqtt.wait_payload(gateway.topic("dev-10", "availability"), "offline", timeout=5)
+    # Its entry stays (commands still queue for it).
+    later = mqtt.received(devices, mark)
+    if later:
+        assert has_devices("dev-10")(later[-1]), later[-1]
