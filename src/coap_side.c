@@ -52,6 +52,24 @@ struct handshake {
 
 /* A PSK handshake is 3 round trips: on a good link well under a second.
  * Past this, say so (once); a lossy link may still finish it later. */
+/*
+ * Established DTLS sessions by peer address, to spot a device that reboots
+ * and handshakes again from the same address and port: OpenSSL lacks RFC
+ * 6347 4.2.8 and would drop its ClientHello on the old session (~31 s
+ * stuck, measured).  We retire the old session before libcoap reads the
+ * datagram, so the hello starts a fresh handshake at once.
+ */
+struct peer_key {
+    uint16_t family, port;
+    uint8_t addr[16];
+};
+
+struct established {
+    struct peer_key key;
+    coap_session_t *session;
+    UT_hash_handle hh;
+};
+
 #define HANDSHAKE_SUSPECT_MS 5000
 #define HANDSHAKE_SWEEP_MS   1000
 
@@ -66,6 +84,7 @@ struct coap_side {
     uint64_t token_next;
     size_t sessions;
     struct handshake *handshakes;   /* by session pointer */
+    struct established *established; /* by peer address */
     uint64_t sweep_timer;
 };
 
@@ -341,6 +360,109 @@ handshake_failed(coap_side_t *c, coap_session_t *session)
                     coap_side_peer(session, peer, sizeof(peer)), id);
 }
 
+static bool
+peer_key_of(const struct sockaddr *sa, struct peer_key *k)
+{
+    memset(k, 0, sizeof(*k));
+    k->family = sa->sa_family;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+        k->port = in->sin_port;
+        memcpy(k->addr, &in->sin_addr, 4);
+        return true;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+        k->port = in6->sin6_port;
+        memcpy(k->addr, &in6->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+static void
+established_add(coap_side_t *c, coap_session_t *session)
+{
+    const coap_address_t *a = coap_session_get_addr_remote(session);
+    struct established *e;
+    struct peer_key k;
+
+    if (!a || !peer_key_of(&a->addr.sa, &k))
+        return;
+    HASH_FIND(hh, c->established, &k, sizeof(k), e);
+    if (!e) {
+        if (!(e = calloc(1, sizeof(*e))))
+            return;
+        e->key = k;
+        HASH_ADD(hh, c->established, key, sizeof(k), e);
+    }
+    e->session = session;
+}
+
+static void
+established_del(coap_side_t *c, coap_session_t *session)
+{
+    const coap_address_t *a = coap_session_get_addr_remote(session);
+    struct established *e;
+    struct peer_key k;
+
+    if (!a || !peer_key_of(&a->addr.sa, &k))
+        return;
+    HASH_FIND(hh, c->established, &k, sizeof(k), e);
+    if (e && e->session == session) {
+        HASH_DEL(c->established, e);
+        free(e);
+    }
+}
+
+/* DTLS record: content type 22 (handshake), epoch 0, handshake type 1. */
+static bool
+is_client_hello(const uint8_t *b, ssize_t n)
+{
+    return n >= 25 && b[0] == 22 && b[3] == 0 && b[4] == 0 && b[13] == 1;
+}
+
+/*
+ * Looks at the next datagram on an endpoint socket without taking it.
+ * libcoap's epoll events carry its coap_socket_t, whose first member is
+ * the fd (4.3.1 through 4.3.4).
+ */
+static void
+check_rehandshake(coap_side_t *c, const struct epoll_event *ev)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    uint8_t buf[32];
+    struct established *e;
+    struct peer_key k;
+    ssize_t n;
+    char peer[64];
+
+    if (!ev->data.ptr || !(ev->events & EPOLLIN) || !c->established)
+        return;
+    n = recvfrom(*(const int *)ev->data.ptr, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT,
+                 (struct sockaddr *)&ss, &sl);
+    if (!is_client_hello(buf, n) || !peer_key_of((struct sockaddr *)&ss, &k))
+        return;
+    HASH_FIND(hh, c->established, &k, sizeof(k), e);
+    if (!e)
+        return;
+    c->gw->stats.sessions_reset++;
+    log_info("dtls: %s sent a new ClientHello on its established session "
+             "(rebooted?): retiring the old session",
+             coap_side_peer(e->session, peer, sizeof(peer)));
+    coap_session_t *old = e->session;
+    HASH_DEL(c->established, e);
+    free(e);
+    coap_session_disconnected(old, COAP_NACK_TLS_FAILED);
+    /* Frees sessions in state NONE now, before the hello is read. */
+    coap_tick_t now;
+    coap_ticks(&now);
+    coap_io_prepare_epoll(c->ctx, now);
+}
+
 static int
 on_event(coap_session_t *session, const coap_event_t event)
 {
@@ -350,6 +472,7 @@ on_event(coap_session_t *session, const coap_event_t event)
     case COAP_EVENT_DTLS_CONNECTED:
         c->gw->stats.handshakes_ok++;
         handshake_end(c, session, false);
+        established_add(c, session);
         break;
     case COAP_EVENT_DTLS_ERROR:
         if (coap_session_get_state(session) != COAP_SESSION_STATE_ESTABLISHED) {
@@ -365,11 +488,13 @@ on_event(coap_session_t *session, const coap_event_t event)
             c->sessions--;
         c->gw->stats.sessions_closed++;
         handshake_end(c, session, true);
+        established_del(c, session);
         forget_session(c, session);
         devices_session_gone(c->gw->devices, session);
         break;
     case COAP_EVENT_DTLS_CLOSED:
     case COAP_EVENT_SESSION_CLOSED:
+        established_del(c, session);
         devices_session_gone(c->gw->devices, session);
         break;
     default:
@@ -441,6 +566,8 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     (void)events;
     /* Bounded: one batch per wake-up, so MQTT and timers get their turn. */
     n = epoll_wait(fd, evs, COAP_EPOLL_BATCH, 0);
+    for (int i = 0; i < n; i++)
+        check_rehandshake(c, &evs[i]);
     if (n > 0)
         coap_io_do_epoll(c->ctx, evs, (size_t)n);
 }
@@ -590,6 +717,14 @@ coap_side_free(coap_side_t *c)
     HASH_ITER(hh, c->handshakes, h, htmp) {
         HASH_DEL(c->handshakes, h);
         free(h);
+    }
+    {
+        struct established *e, *etmp;
+
+        HASH_ITER(hh, c->established, e, etmp) {
+            HASH_DEL(c->established, e);
+            free(e);
+        }
     }
     HASH_ITER(hh, c->pending, p, tmp) {
         HASH_DEL(c->pending, p);

@@ -13,6 +13,7 @@
     X(handshakes_failed)     /* DTLS handshakes that failed, any cause */   \
     X(psk_unknown_identity)  /* handshakes naming an identity we lack */    \
     X(sessions_closed)       /* DTLS sessions closed or timed out */        \
+    X(sessions_reset)        /* old session retired: same-port re-handshake */ \
     X(registrations)         /* POST /rd accepted */                        \
     X(refreshes)             /* POST /rd/<id> accepted */                   \
     X(deregistrations)       /* DELETE /rd/<id> */                          \
