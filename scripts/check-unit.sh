@@ -8,6 +8,7 @@
 #
 # @BINDIR@ (substituted by "make install") is pointed at a scratch directory
 # holding a stub executable, because verify insists that ExecStart= exists.
+# Works on the source unit and on an installed one.
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,8 +24,12 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 mkdir "$tmp/bin"
 printf '#!/bin/sh\nexit 0\n' > "$tmp/bin/coap2mqtt"
 chmod 0755 "$tmp/bin/coap2mqtt"
-# The file name matters: security/verify name the unit after it.
-sed "s|@BINDIR@|$tmp/bin|g" "$unit" > "$tmp/coap2mqtt.service"
+# The file name matters: security/verify name the unit after it.  An
+# installed unit (@BINDIR@ already replaced) gets the stub too, so that it
+# can be checked on a box where the binary is not installed.
+sed -e "s|@BINDIR@|$tmp/bin|g" \
+    -e "s|^\(Exec[A-Za-z]*=[-+!@:]*\)/[^ ]*/coap2mqtt |\1$tmp/bin/coap2mqtt |" \
+    "$unit" > "$tmp/coap2mqtt.service"
 
 status=0
 if ! systemd-analyze verify "$tmp/coap2mqtt.service" > "$tmp/verify.out" 2>&1; then
