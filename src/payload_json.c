@@ -1,0 +1,895 @@
+/*
+ * payload_json.c - the JSON mode: CBOR (ct 60) and SenML CBOR (ct 112) to
+ * JSON, JSON (ct 50) and SenML JSON (ct 110) validated and compacted.
+ *
+ * CBOR goes through three steps:
+ *   1. scan: an iterative walk over the item heads that checks the bytes are
+ *      one well-formed CBOR item (RFC 8949 appendix C) with nothing after
+ *      it, bounds nesting and item counts, and copies the bytes into a form
+ *      libcbor 0.8 accepts. It exists because libcbor 0.8 (bookworm) is not
+ *      safe on hostile input alone: a definite array head of 2^32 items
+ *      makes cbor_load malloc 32 GiB before reading a single element, and
+ *      it rejects well-formed input (one-byte tag heads 0xc6..0xd4, simple
+ *      values other than false/true/null/undefined). Measured: it refuses
+ *      nesting beyond 2048 itself, but cbor_decref recurses, so we cap at
+ *      PAYLOAD_JSON_MAX_DEPTH before libcbor sees anything.
+ *   2. cbor_load on the checked copy.
+ *   3. emit: a recursive walk (depth bounded by step 1) writing JSON text
+ *      into a growing buffer whose size is capped (non-text map keys nest
+ *      escaped JSON inside JSON, which grows exponentially with depth).
+ * The rules of the mapping are written down in docs/payload-json.md.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cbor.h>
+#include <jansson.h>
+
+#include "coap2mqtt/payload_json.h"
+
+/* ---- output buffer ---------------------------------------------------- */
+
+struct jbuf {
+    char *p;
+    size_t len, cap, max;
+    const char *err;            /* first failure; later puts are no-ops */
+};
+
+static int
+jb_fail(struct jbuf *b, const char *why)
+{
+    if (!b->err)
+        b->err = why;
+    return -1;
+}
+
+static int
+jb_put(struct jbuf *b, const void *s, size_t n)
+{
+    if (b->err)
+        return -1;
+    if (n > b->max - b->len)
+        return jb_fail(b, "JSON text too large");
+    if (n + 1 > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        if (!(p = realloc(b->p, cap)))
+            return jb_fail(b, "out of memory");
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static int
+jb_puts(struct jbuf *b, const char *s)
+{
+    return jb_put(b, s, strlen(s));
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF), or 0. */
+static size_t
+utf8_seq(const uint8_t *s, size_t n)
+{
+    size_t need, i;
+    uint32_t cp, min;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        need = 2, cp = s[0] & 0x1f, min = 0x80;
+    } else if ((s[0] & 0xf0) == 0xe0) {
+        need = 3, cp = s[0] & 0x0f, min = 0x800;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        need = 4, cp = s[0] & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < need)
+        return 0;
+    for (i = 1; i < need; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return need;
+}
+
+/* The inside of a JSON string: UTF-8 checked, quote, backslash and control
+ * characters escaped, everything else copied. */
+static int
+jb_escaped(struct jbuf *b, const uint8_t *s, size_t n)
+{
+    size_t i = 0, run = 0, k;
+    char esc[8];
+
+    while (i < n) {
+        if (s[i] >= 0x20 && s[i] != '"' && s[i] != '\\') {
+            if (!(k = utf8_seq(s + i, n - i)))
+                return jb_fail(b, "invalid UTF-8 in text string");
+            i += k;
+            continue;
+        }
+        if (jb_put(b, s + run, i - run) < 0)
+            return -1;
+        switch (s[i]) {
+        case '"': strcpy(esc, "\\\""); break;
+        case '\\': strcpy(esc, "\\\\"); break;
+        case '\n': strcpy(esc, "\\n"); break;
+        case '\r': strcpy(esc, "\\r"); break;
+        case '\t': strcpy(esc, "\\t"); break;
+        default: snprintf(esc, sizeof(esc), "\\u%04x", s[i]); break;
+        }
+        if (jb_puts(b, esc) < 0)
+            return -1;
+        run = ++i;
+    }
+    return jb_put(b, s + run, n - run);
+}
+
+enum hint { HINT_B64URL, HINT_B64, HINT_B16 };     /* RFC 8949 3.4.5.2 */
+
+/* A byte string as a JSON string: base64url without padding unless an
+ * encoding hint (tags 21..23) said otherwise; 'prefix' goes inside the
+ * quotes (RFC 8949 6.1 writes a negative bignum as "~" + base64url). */
+static int
+jb_bytes(struct jbuf *b, const uint8_t *s, size_t n, enum hint hint,
+         const char *prefix)
+{
+    static const char url[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char std[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char *abc = hint == HINT_B64 ? std : url;
+    char q[4];
+    size_t i;
+
+    jb_puts(b, "\"");
+    jb_puts(b, prefix);
+    for (i = 0; hint == HINT_B16 && i < n; i++) {
+        q[0] = "0123456789ABCDEF"[s[i] >> 4];
+        q[1] = "0123456789ABCDEF"[s[i] & 15];
+        jb_put(b, q, 2);
+    }
+    for (i = 0; hint != HINT_B16 && i < n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        size_t have = n - i < 3 ? n - i : 3;
+
+        if (have > 1)
+            v |= (uint32_t)s[i + 1] << 8;
+        if (have > 2)
+            v |= s[i + 2];
+        q[0] = abc[v >> 18 & 63];
+        q[1] = abc[v >> 12 & 63];
+        q[2] = have > 1 ? abc[v >> 6 & 63] : '=';
+        q[3] = have > 2 ? abc[v & 63] : '=';
+        /* base64url goes without padding (RFC 8949 6.1), base64 with. */
+        jb_put(b, q, hint == HINT_B64 ? 4 : have + 1);
+    }
+    return jb_puts(b, "\"");
+}
+
+/* An integer that is 'v' (neg: -1 - v). Inside int64 it is a JSON number;
+ * outside, a string of decimal digits, because many JSON parsers (jansson
+ * among them) reject or round integers beyond int64. */
+static int
+jb_int(struct jbuf *b, uint64_t v, int neg)
+{
+    char t[32];
+
+    if (!neg && v <= INT64_MAX)
+        snprintf(t, sizeof(t), "%" PRIu64, v);
+    else if (!neg)
+        snprintf(t, sizeof(t), "\"%" PRIu64 "\"", v);
+    else if (v <= INT64_MAX)
+        snprintf(t, sizeof(t), "%" PRId64, -1 - (int64_t)v);
+    else if (v == UINT64_MAX)
+        snprintf(t, sizeof(t), "\"-18446744073709551616\"");
+    else
+        snprintf(t, sizeof(t), "\"-%" PRIu64 "\"", v + 1);
+    return jb_puts(b, t);
+}
+
+/* A float as the shortest decimal that reads back as the same value at the
+ * precision it was sent with (a single 21.7f is "21.7", not
+ * "21.700000762939453"); half floats use single precision. NaN and the
+ * infinities have no JSON form: null (RFC 8949 6.1). A ".0" keeps integral
+ * floats floats for typed consumers. */
+static int
+jb_float(struct jbuf *b, double d, int single)
+{
+    char t[48];
+    int prec, maxprec = single ? 9 : 17;
+    char *c;
+
+    if (!isfinite(d))
+        return jb_puts(b, "null");
+    for (prec = 1; prec <= maxprec; prec++) {
+        double r;
+
+        snprintf(t, sizeof(t), "%.*g", prec, d);
+        r = strtod(t, NULL);
+        if (single ? (float)r == (float)d : r == d)
+            break;
+    }
+    for (c = t; *c; c++)
+        if (*c == ',')          /* a locale's decimal comma */
+            *c = '.';
+    if (!strpbrk(t, ".e"))
+        strcat(t, ".0");
+    return jb_puts(b, t);
+}
+
+/* ---- step 1: scan and normalise --------------------------------------- */
+
+struct frame {
+    uint64_t left;              /* definite: items still to come */
+    uint8_t mt;                 /* major type of the container */
+    uint8_t indef;
+    uint8_t odd;                /* indefinite map: a key waits for its value */
+};
+
+struct scan {
+    const uint8_t *p, *end;
+    uint8_t *out;               /* the copy for libcbor, at most 2x the input */
+    size_t olen;
+    struct frame st[PAYLOAD_JSON_MAX_DEPTH + 2];
+    size_t sp;
+    unsigned depth;             /* arrays, maps and tags open */
+    size_t items;
+};
+
+static void
+scan_copy(struct scan *s, const uint8_t *from, size_t n)
+{
+    memcpy(s->out + s->olen, from, n);
+    s->olen += n;
+}
+
+static const char *
+scan_push(struct scan *s, uint8_t mt, int indef, uint64_t left)
+{
+    /* Indefinite strings hold only chunks: a frame, but no nesting. */
+    int nests = mt >= 4;
+
+    if ((nests && s->depth >= PAYLOAD_JSON_MAX_DEPTH) ||
+        s->sp >= sizeof(s->st) / sizeof(s->st[0]))
+        return "CBOR nested too deep";
+    s->st[s->sp++] = (struct frame){ left, mt, (uint8_t)indef, 0 };
+    s->depth += nests;
+    return NULL;
+}
+
+static void
+scan_pop(struct scan *s)
+{
+    s->depth -= s->st[--s->sp].mt >= 4;
+}
+
+/* One item is complete: count it in the enclosing containers, closing the
+ * definite ones it fills. Returns 1 when the top-level item is complete. */
+static int
+scan_item_done(struct scan *s)
+{
+    while (s->sp) {
+        struct frame *f = &s->st[s->sp - 1];
+
+        if (f->indef) {
+            f->odd ^= 1;
+            return 0;
+        }
+        if (--f->left)
+            return 0;
+        scan_pop(s);
+    }
+    return 1;
+}
+
+/* The argument of a head with additional information 'ai' (< 28). */
+static int
+scan_arg(struct scan *s, uint8_t ai, uint64_t *v)
+{
+    size_t n, i;
+
+    if (ai < 24) {
+        *v = ai;
+        return 0;
+    }
+    n = (size_t)1 << (ai - 24);
+    if ((size_t)(s->end - s->p) < n)
+        return -1;
+    for (*v = 0, i = 0; i < n; i++)
+        *v = *v << 8 | s->p[i];
+    s->p += n;
+    return 0;
+}
+
+/* A head that is not a break and not indefinite. Returns NULL and sets
+ * *opened when it opened a container, NULL when it is a complete item, or
+ * the reason it is malformed. */
+static const char *
+scan_head(struct scan *s, const uint8_t *head, uint8_t mt, uint8_t ai,
+          int *opened)
+{
+    uint64_t v;
+    size_t rest;
+
+    if (ai > 27 || scan_arg(s, ai, &v) < 0)
+        return "malformed or truncated CBOR head";
+    rest = (size_t)(s->end - s->p);
+    switch (mt) {
+    case 2: case 3:
+        if (v > rest)
+            return "CBOR string longer than the payload";
+        s->p += v;
+        break;
+    case 4: case 5:
+        /* Every item takes a byte: this bounds libcbor's allocation. */
+        if (v > rest || (mt == 5 && v > rest / 2))
+            return "CBOR container longer than the payload";
+        scan_copy(s, head, (size_t)(s->p - head));
+        *opened = v > 0;
+        return v ? scan_push(s, mt, 0, mt == 5 ? 2 * v : v) : NULL;
+    case 6:
+        if (ai >= 6 && ai <= 20) {          /* libcbor 0.8 refuses these */
+            uint8_t wide[2] = { 0xd8, ai };
+
+            scan_copy(s, wide, 2);
+        } else {
+            scan_copy(s, head, (size_t)(s->p - head));
+        }
+        *opened = 1;
+        return scan_push(s, mt, 0, 1);
+    case 7:
+        if (ai == 24 && v < 32)
+            return "malformed CBOR simple value";
+        if (ai < 20 || ai == 24) {          /* unassigned: null (RFC 8949 6.1) */
+            scan_copy(s, (const uint8_t *)"\xf6", 1);
+            return NULL;
+        }
+        break;
+    }
+    scan_copy(s, head, (size_t)(s->p - head));
+    return NULL;
+}
+
+static const char *
+scan_cbor(struct scan *s)
+{
+    for (;;) {
+        const uint8_t *head = s->p;
+        struct frame *top = s->sp ? &s->st[s->sp - 1] : NULL;
+        const char *why;
+        uint8_t mt, ai;
+        int opened = 0;
+
+        if (s->p == s->end)
+            return "truncated CBOR";
+        if (++s->items > PAYLOAD_JSON_MAX_ITEMS)
+            return "too many CBOR items";
+        mt = *s->p >> 5, ai = *s->p & 31;
+        s->p++;
+        if (*head == 0xff) {
+            if (!top || !top->indef)
+                return "unexpected CBOR break";
+            if (top->mt == 5 && top->odd)
+                return "CBOR map key without value";
+            scan_copy(s, head, 1);
+            scan_pop(s);
+        } else if (top && top->mt <= 3 && (mt != top->mt || ai == 31)) {
+            return "bad chunk in indefinite-length CBOR string";
+        } else if (ai == 31) {
+            if (mt < 2 || mt > 5)
+                return "malformed indefinite-length CBOR item";
+            scan_copy(s, head, 1);
+            if ((why = scan_push(s, mt, 1, 0)))
+                return why;
+            continue;
+        } else if ((why = scan_head(s, head, mt, ai, &opened))) {
+            return why;
+        } else if (opened) {
+            continue;
+        }
+        if (scan_item_done(s))
+            break;
+    }
+    return s->p == s->end ? NULL : "trailing bytes after the CBOR item";
+}
+
+/* ---- step 3: emit ------------------------------------------------------ */
+
+static int emit_item(struct jbuf *b, const cbor_item_t *it, unsigned depth,
+                     enum hint hint, int senml);
+
+/* The bytes of a byte string; chunks of an indefinite one are joined into
+ * a buffer returned in *tofree. */
+static int
+bytes_of(const cbor_item_t *it, const uint8_t **s, size_t *n, uint8_t **tofree)
+{
+    cbor_item_t **ch;
+    size_t i, cnt, total = 0;
+    uint8_t *p;
+
+    *tofree = NULL;
+    if (cbor_bytestring_is_definite(it)) {
+        *s = cbor_bytestring_handle(it);
+        *n = cbor_bytestring_length(it);
+        return 0;
+    }
+    ch = cbor_bytestring_chunks_handle(it);
+    cnt = cbor_bytestring_chunk_count(it);
+    for (i = 0; i < cnt; i++)
+        total += cbor_bytestring_length(ch[i]);
+    if (!(p = malloc(total + 1)))
+        return -1;
+    for (total = 0, i = 0; i < cnt; i++) {
+        size_t l = cbor_bytestring_length(ch[i]);
+
+        if (l)
+            memcpy(p + total, cbor_bytestring_handle(ch[i]), l);
+        total += l;
+    }
+    *s = *tofree = p;
+    *n = total;
+    return 0;
+}
+
+static int
+emit_bytes(struct jbuf *b, const cbor_item_t *it, enum hint hint)
+{
+    const uint8_t *s;
+    uint8_t *tofree;
+    size_t n;
+    int rc;
+
+    if (bytes_of(it, &s, &n, &tofree) < 0)
+        return jb_fail(b, "out of memory");
+    rc = jb_bytes(b, s, n, hint, "");
+    free(tofree);
+    return rc;
+}
+
+/* Text strings: every chunk of an indefinite one must be valid UTF-8 on its
+ * own (RFC 8949 3.2.3), so each is checked and escaped separately. */
+static int
+emit_text(struct jbuf *b, const cbor_item_t *it)
+{
+    jb_puts(b, "\"");
+    if (cbor_string_is_definite(it)) {
+        jb_escaped(b, cbor_string_handle(it), cbor_string_length(it));
+    } else {
+        cbor_item_t **ch = cbor_string_chunks_handle(it);
+        size_t i, cnt = cbor_string_chunk_count(it);
+
+        for (i = 0; i < cnt; i++)
+            jb_escaped(b, cbor_string_handle(ch[i]), cbor_string_length(ch[i]));
+    }
+    return jb_puts(b, "\"");
+}
+
+/* Magnitude m (big-endian, no leading zeros, n <= 64 bytes) as a quoted
+ * decimal: m, or -1 - m when neg. */
+static int
+jb_bigdec(struct jbuf *b, const uint8_t *m, size_t n, int neg)
+{
+    uint8_t w[72];
+    char dig[200];
+    size_t wn = n + 1, d = sizeof(dig), i, lead = 0;
+
+    w[0] = 0;
+    memcpy(w + 1, m, n);
+    for (i = wn; neg && i-- > 0;)       /* -1 - m = -(m + 1) */
+        if (++w[i] != 0)
+            break;
+    dig[--d] = '\0';
+    dig[--d] = '"';
+    while (lead < wn) {
+        unsigned rem = 0;
+
+        for (i = lead; i < wn; i++) {
+            unsigned cur = rem << 8 | w[i];
+
+            w[i] = (uint8_t)(cur / 10);
+            rem = cur % 10;
+        }
+        dig[--d] = (char)('0' + rem);
+        while (lead < wn && w[lead] == 0)
+            lead++;
+    }
+    if (neg)
+        dig[--d] = '-';
+    dig[--d] = '"';
+    return jb_puts(b, dig + d);
+}
+
+/* Tags 2/3 (RFC 8949 3.4.3): a number inside int64, a decimal string up to
+ * 64 bytes of magnitude, beyond that the RFC 8949 6.1 form (base64url,
+ * "~" first when negative). */
+static int
+emit_bignum(struct jbuf *b, const cbor_item_t *inner, int neg)
+{
+    const uint8_t *s;
+    uint8_t *tofree;
+    size_t n;
+    int rc;
+
+    if (bytes_of(inner, &s, &n, &tofree) < 0)
+        return jb_fail(b, "out of memory");
+    while (n > 0 && s[0] == 0)
+        s++, n--;
+    if (n <= 8) {
+        uint64_t v = 0;
+
+        for (size_t i = 0; i < n; i++)
+            v = v << 8 | s[i];
+        rc = jb_int(b, v, neg);
+    } else if (n <= 64) {
+        rc = jb_bigdec(b, s, n, neg);
+    } else {
+        rc = jb_bytes(b, s, n, HINT_B64URL, neg ? "~" : "");
+    }
+    free(tofree);
+    return rc;
+}
+
+static int
+emit_tag(struct jbuf *b, const cbor_item_t *it, unsigned depth,
+         enum hint hint)
+{
+    uint64_t tag = cbor_tag_value(it);
+    cbor_item_t *inner = cbor_tag_item(it);     /* a new reference */
+    int rc;
+
+    if ((tag == 2 || tag == 3) && cbor_isa_bytestring(inner))
+        rc = emit_bignum(b, inner, tag == 3);
+    else if (tag >= 21 && tag <= 23)
+        rc = emit_item(b, inner, depth + 1, tag == 21 ? HINT_B64URL :
+                       tag == 22 ? HINT_B64 : HINT_B16, 0);
+    else        /* dates (0, 1) and all others: the content as it is */
+        rc = emit_item(b, inner, depth + 1, hint, 0);
+    cbor_decref(&inner);
+    return rc;
+}
+
+static int
+emit_array(struct jbuf *b, const cbor_item_t *it, unsigned depth,
+           enum hint hint)
+{
+    cbor_item_t **v = cbor_array_handle(it);
+    size_t i, n = cbor_array_size(it);
+
+    jb_puts(b, "[");
+    for (i = 0; i < n; i++) {
+        if (i)
+            jb_puts(b, ",");
+        emit_item(b, v[i], depth + 1, hint, 0);
+    }
+    return jb_puts(b, "]");
+}
+
+/* RFC 8428 6, table 6: the integer labels of SenML CBOR. */
+static const char *
+senml_label(const cbor_item_t *key)
+{
+    static const char *const pos[] = {
+        "n", "u", "v", "vs", "vb", "s", "t", "ut", "vd",
+    };
+    static const char *const neg[] = {  /* -1 - index */
+        "bver", "bn", "bt", "bu", "bv", "bs",
+    };
+    uint64_t v;
+
+    if (!cbor_is_int(key))
+        return NULL;
+    v = cbor_get_int(key);
+    if (cbor_isa_uint(key))
+        return v < sizeof(pos) / sizeof(pos[0]) ? pos[v] : NULL;
+    return v < sizeof(neg) / sizeof(neg[0]) ? neg[v] : NULL;
+}
+
+/* A map key: text as it is, a SenML label by its name, anything else as
+ * the JSON string holding its JSON text (1 -> "1", [1] -> "[1]"). */
+static int
+emit_key(struct jbuf *b, const cbor_item_t *key, unsigned depth,
+         enum hint hint, int senml)
+{
+    struct jbuf t = { .max = b->max };
+    const char *label;
+
+    if (cbor_isa_string(key))
+        return emit_text(b, key);
+    if (senml && (label = senml_label(key))) {
+        jb_puts(b, "\"");
+        jb_puts(b, label);
+        return jb_puts(b, "\"");
+    }
+    emit_item(&t, key, depth + 1, hint, 0);
+    if (t.err)
+        jb_fail(b, t.err);
+    else if (jb_puts(b, "\"") == 0 && jb_escaped(b, (uint8_t *)t.p, t.len) == 0)
+        jb_puts(b, "\"");
+    free(t.p);
+    return b->err ? -1 : 0;
+}
+
+struct keyspan {
+    const char *p;
+    size_t len;
+};
+
+static int
+keyspan_cmp(const void *a, const void *b)
+{
+    const struct keyspan *x = a, *y = b;
+
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return memcmp(x->p, y->p, x->len);
+}
+
+/* The keys as written (escaping is one-to-one, so equal text means equal
+ * keys): a duplicate - in the CBOR, or made by turning 1 and "1" both into
+ * "1" - would make JSON consumers silently keep one of the values. */
+static int
+keys_unique(struct jbuf *b, const size_t *off, struct keyspan *k, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        k[i].p = b->p + off[2 * i];
+        k[i].len = off[2 * i + 1];
+    }
+    qsort(k, n, sizeof(*k), keyspan_cmp);
+    for (i = 1; i < n; i++)
+        if (keyspan_cmp(&k[i - 1], &k[i]) == 0)
+            return jb_fail(b, "duplicate map key");
+    return 0;
+}
+
+static int
+emit_map(struct jbuf *b, const cbor_item_t *it, unsigned depth,
+         enum hint hint, int senml)
+{
+    struct cbor_pair *kv = cbor_map_handle(it);
+    size_t i, n = cbor_map_size(it);
+    size_t *off = calloc(2 * n + 1, sizeof(*off));
+    struct keyspan *k = calloc(n + 1, sizeof(*k));
+
+    if (!off || !k) {
+        free(off);
+        free(k);
+        return jb_fail(b, "out of memory");
+    }
+    jb_puts(b, "{");
+    for (i = 0; i < n && !b->err; i++) {
+        if (i)
+            jb_puts(b, ",");
+        off[2 * i] = b->len;
+        emit_key(b, kv[i].key, depth, hint, senml);
+        off[2 * i + 1] = b->len - off[2 * i];
+        jb_puts(b, ":");
+        emit_item(b, kv[i].value, depth + 1, hint, 0);
+    }
+    if (jb_puts(b, "}") == 0)
+        keys_unique(b, off, k, n);
+    free(off);
+    free(k);
+    return b->err ? -1 : 0;
+}
+
+static int
+emit_simple(struct jbuf *b, const cbor_item_t *it)
+{
+    switch (cbor_float_get_width(it)) {
+    case CBOR_FLOAT_0:
+        if (cbor_ctrl_value(it) == CBOR_CTRL_TRUE)
+            return jb_puts(b, "true");
+        if (cbor_ctrl_value(it) == CBOR_CTRL_FALSE)
+            return jb_puts(b, "false");
+        return jb_puts(b, "null");      /* null, undefined */
+    case CBOR_FLOAT_16:
+    case CBOR_FLOAT_32:
+        return jb_float(b, cbor_float_get_float(it), 1);
+    default:
+        return jb_float(b, cbor_float_get_float(it), 0);
+    }
+}
+
+/* 'senml' set: 'it' is a SenML record, its integer keys are labels. */
+static int
+emit_item(struct jbuf *b, const cbor_item_t *it, unsigned depth,
+          enum hint hint, int senml)
+{
+    if (b->err)
+        return -1;
+    if (depth > PAYLOAD_JSON_MAX_DEPTH + 1)     /* the scan bounds this */
+        return jb_fail(b, "CBOR nested too deep");
+    switch (cbor_typeof(it)) {
+    case CBOR_TYPE_UINT: return jb_int(b, cbor_get_int(it), 0);
+    case CBOR_TYPE_NEGINT: return jb_int(b, cbor_get_int(it), 1);
+    case CBOR_TYPE_BYTESTRING: return emit_bytes(b, it, hint);
+    case CBOR_TYPE_STRING: return emit_text(b, it);
+    case CBOR_TYPE_ARRAY: return emit_array(b, it, depth, hint);
+    case CBOR_TYPE_MAP: return emit_map(b, it, depth, hint, senml);
+    case CBOR_TYPE_TAG: return emit_tag(b, it, depth, hint);
+    case CBOR_TYPE_FLOAT_CTRL: return emit_simple(b, it);
+    }
+    return jb_fail(b, "unknown CBOR item");
+}
+
+/* RFC 8428 6: a SenML pack is an array of records, records are maps. */
+static int
+emit_senml(struct jbuf *b, const cbor_item_t *it)
+{
+    cbor_item_t **v;
+    size_t i, n;
+
+    if (!cbor_isa_array(it))
+        return jb_fail(b, "SenML CBOR is not an array of records");
+    v = cbor_array_handle(it);
+    n = cbor_array_size(it);
+    for (i = 0; i < n; i++)
+        if (!cbor_isa_map(v[i]))
+            return jb_fail(b, "SenML CBOR is not an array of records");
+    jb_puts(b, "[");
+    for (i = 0; i < n; i++) {
+        if (i)
+            jb_puts(b, ",");
+        emit_map(b, v[i], 1, HINT_B64URL, 1);
+    }
+    return jb_puts(b, "]");
+}
+
+/* Most of any legitimate expansion (control characters escaped as
+ * \u00XX, one-byte items growing to "null") stays below 16x. */
+static size_t
+json_max(size_t len)
+{
+    return len > (SIZE_MAX - 4096) / 16 ? SIZE_MAX / 2 : 16 * len + 4096;
+}
+
+static int
+cbor_to_json(const uint8_t *data, size_t len, int senml, char **out,
+             const char **err)
+{
+    struct scan s = { .p = data, .end = data + len };
+    struct jbuf b = { .max = json_max(len) };
+    struct cbor_load_result res;
+    cbor_item_t *it;
+    const char *why;
+
+    if (len == 0 || len > SIZE_MAX / 2 - 1)
+        return *err = "empty CBOR payload", -1;
+    if (!(s.out = malloc(2 * len)))
+        return *err = "out of memory", -1;
+    if ((why = scan_cbor(&s))) {
+        free(s.out);
+        return *err = why, -1;
+    }
+    it = cbor_load(s.out, s.olen, &res);
+    free(s.out);
+    if (!it || res.error.code != CBOR_ERR_NONE || res.read != s.olen) {
+        if (it)
+            cbor_decref(&it);
+        return *err = "CBOR refused by libcbor", -1;
+    }
+    if (senml)
+        emit_senml(&b, it);
+    else
+        emit_item(&b, it, 0, HINT_B64URL, 0);
+    cbor_decref(&it);
+    if (b.err) {
+        free(b.p);
+        return *err = b.err, -1;
+    }
+    *out = b.p;
+    return 0;
+}
+
+/* ---- JSON and SenML JSON ---------------------------------------------- */
+
+static const char *
+json_reason(const json_error_t *e)
+{
+    switch (json_error_code(e)) {
+    case json_error_invalid_utf8: return "invalid UTF-8 in JSON";
+    case json_error_numeric_overflow: return "JSON number out of range";
+    case json_error_end_of_input_expected: return "trailing data after JSON";
+    case json_error_premature_end_of_input: return "truncated JSON";
+    case json_error_out_of_memory: return "out of memory";
+    default: return "invalid JSON";
+    }
+}
+
+/* The text the device sent minus whitespace outside strings: numbers keep
+ * their digits (jansson would print 21.7 as 21.699999999999999). Only run
+ * on text jansson has validated. */
+static int
+json_compact(const uint8_t *s, size_t len, char **out, const char **err)
+{
+    char *o = malloc(len + 1);
+    size_t i, n = 0;
+    int in_str = 0, esc = 0;
+    unsigned depth = 0;
+
+    if (!o)
+        return *err = "out of memory", -1;
+    for (i = 0; i < len; i++) {
+        uint8_t c = s[i];
+
+        if (in_str) {
+            if (esc)
+                esc = 0;
+            else if (c == '\\')
+                esc = 1;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            continue;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if ((c == '[' || c == '{') && ++depth > PAYLOAD_JSON_MAX_DEPTH) {
+            free(o);
+            return *err = "JSON nested too deep", -1;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+        o[n++] = (char)c;
+    }
+    o[n] = '\0';
+    *out = o;
+    return 0;
+}
+
+static int
+json_pass(const uint8_t *data, size_t len, int senml, char **out,
+          const char **err)
+{
+    json_error_t e;
+    json_t *j, *rec;
+    size_t i;
+    int ok = 1;
+
+    if (len == 0)
+        return *err = "empty JSON payload", -1;
+    /* INT_AS_REAL: integers beyond int64 are valid JSON; we only validate. */
+    j = json_loadb((const char *)data, len,
+                   JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                   &e);
+    if (!j)
+        return *err = json_reason(&e), -1;
+    if (senml) {
+        ok = json_is_array(j);
+        json_array_foreach(j, i, rec)
+            ok = ok && json_is_object(rec);
+    }
+    json_decref(j);
+    if (!ok)
+        return *err = "SenML JSON is not an array of records", -1;
+    return json_compact(data, len, out, err);
+}
+
+int
+payload_to_json(int ct, const uint8_t *data, size_t len, char **out,
+                const char **err)
+{
+    switch (ct) {
+    case 50: return json_pass(data, len, 0, out, err);
+    case 110: return json_pass(data, len, 1, out, err);
+    case 60: return cbor_to_json(data, len, 0, out, err);
+    case 112: return cbor_to_json(data, len, 1, out, err);
+    default: return 1;
+    }
+}
