@@ -7,7 +7,8 @@ PKGS="build-essential pkg-config git
       libmosquitto-dev mosquitto mosquitto-clients
       libconfig-dev libsystemd-dev libjansson-dev libcbor-dev
       libcmocka-dev uthash-dev python3 python3-pytest python3-paho-mqtt
-      nftables iproute2 procps"
+      nftables iproute2 procps systemd
+      clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
