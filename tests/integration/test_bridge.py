@@ -5,8 +5,6 @@ import re
 import signal
 import time
 
-import pytest
-
 import c2m
 
 
@@ -66,6 +64,24 @@ def test_stats_published_every_interval(gateway, mqtt):
         assert c2m.find_counters(doc, r"(^|\.)%s$" % name), \
             "counter %s missing in %s" % (name, doc)
     assert not first.retain
+
+
+def test_stats_count_activity(gateway, sim, mqtt):
+    topic = gateway.topic("meter-1", "energy")
+    mqtt.subscribe(topic)
+    s = sim("meter", extra_args=["--interval", "200"])
+    s.wait_for(r"^OBSERVED meter-1 power$", timeout=15)
+    mqtt.wait_for(topic, lambda m: len(mqtt.received(topic)) >= 5, timeout=10)
+
+    def counted(m):
+        d = m.json()
+        return (d["handshakes_ok"] >= 1 and d["registrations"] >= 1 and
+                d["observations_started"] >= 2 and d["notifications_in"] >= 5 and
+                d["published"] >= 5)
+    d = mqtt.wait_for(gateway.topic("bridge", "stats"), counted, timeout=5,
+                      start=mqtt.mark()).json()
+    assert d["handshakes_failed"] == 0 and d["rejected_identity"] == 0, d
+    assert d["registrations"] == 1, d
 
 
 def test_reconnects_after_broker_restart(gateway, sim, broker, mqtt_factory):

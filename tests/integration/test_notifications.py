@@ -3,8 +3,6 @@ content type from the Content-Format, and block-wise bodies."""
 
 import json
 
-import c2m
-
 
 def seq_of(m):
     return json.loads(m.payload)["seq"]

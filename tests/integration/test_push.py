@@ -1,8 +1,6 @@
 """coap-client-openssl as an independent device implementation: register,
 then push readings with POST|PUT /ps/<path>."""
 
-import os
-
 import pytest
 
 import c2m

@@ -1,7 +1,6 @@
 """Resource-directory registration (RFC 9176 style) from two independent
 device implementations: coap-client-openssl and the simulator."""
 
-import json
 import time
 
 import pytest
@@ -125,9 +124,12 @@ def test_devices_list(gateway, sim, mqtt, mqtt_factory):
     for i in (1, 2, 3):
         s.wait_for(r"^REGISTERED meter-%d 2\.01$" % i, timeout=15)
     m = mqtt.wait_for(devices, has_devices("meter-1", "meter-2", "meter-3"), timeout=10)
-    entries = device_entries(m.json())
-    text = json.dumps(entries["meter-2"])
-    assert "energy" in text and "power" in text, entries["meter-2"]
+    entry = device_entries(m.json())["meter-2"]
+    res = {r["path"]: r for r in entry["resources"]}
+    assert set(res) == {"energy", "power"}, entry
+    assert (res["energy"]["ct"], res["power"]["ct"]) == (50, 0), entry
+    assert res["energy"]["obs"] and res["power"]["obs"], entry
+    assert abs(entry["last_seen"] - time.time()) < 120, entry
     # A newcomer gets it retained.
     late = mqtt_factory()
     m = late.wait_for(devices, timeout=5)
@@ -188,7 +190,8 @@ def test_deleted_device_stays_listed_offline(gateway, coap, mqtt):
     mark = mqtt.mark()
     assert coap(gateway, "dev-10", "rd/dev-10", method="delete").code == "2.02"
     mqtt.wait_payload(gateway.topic("dev-10", "availability"), "offline", timeout=5)
-    # Its entry stays (commands still queue for it).
-    later = mqtt.received(devices, mark)
-    if later:
-        assert has_devices("dev-10")(later[-1]), later[-1]
+    # Its entry stays (commands still queue for it), marked offline.
+    m = mqtt.wait_for(devices, lambda m: has_devices("dev-10")(m) and
+                      device_entries(m.json())["dev-10"].get("online") is False,
+                      timeout=5, start=mark)
+    assert device_entries(m.json())["dev-10"].get("online") is False

@@ -28,7 +28,7 @@ def check_refused(gateway, coap, mqtt, identity, key, counter_rx):
     line = gateway.log.wait_for(r"%s.*\b%s\b|\b%s\b.*%s"
                                 % (re.escape(addr), re.escape(identity),
                                    re.escape(identity), re.escape(addr)),
-                                timeout=5, start=mark).string
+                                timeout=10, start=mark).string
     assert re.match(r"^<[0-4]>", line), "not logged at warning level: " + line
     hits = [l for l in gateway.log.lines[mark:] if addr in l and identity in l]
     assert len(hits) == 1, "want one line, got:\n" + "\n".join(hits)
