@@ -76,7 +76,7 @@ usage(FILE *f)
 "      --no-register         do not register with /rd\n"
 "      --ep ID               ep= to register instead of the identity\n"
 "  -q, --quiet               no per-reading lines\n"
-"  -v, --verbose             more logging (twice: libcoap packet debug)\n",
+"  -v, --verbose             debug logging, with libcoap's packet dumps\n",
             kind_names());
 }
 

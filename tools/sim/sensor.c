@@ -1,6 +1,6 @@
 /*
- * sensor.c - one simulated sensor's life: boot, periodic readings, deep
- * sleep cycles, reboots and reconnects.  Everything here runs from the main
+ * sensor.c - one simulated sensor's life: boot, periodic readings, a deep
+ * sleep, a reboot, reconnects.  Everything here runs from the main
  * loop (never inside a libcoap callback), so it may free and recreate the
  * sensor's context.
  */

@@ -180,9 +180,19 @@ on_nack(coap_session_t *session, const coap_pdu_t *sent,
     (void)mid;
     if (!s || s->teardown || !sent)
         return;
+    if (COAP_RESPONSE_CLASS(coap_pdu_get_code(sent)) >= 2) {
+        /*
+         * A CON notification nobody acknowledged: the gateway lost our
+         * session (restart, reboot).  Like a real device, start over with a
+         * new handshake and a registration refresh.
+         */
+        if (reason == COAP_NACK_TOO_MANY_RETRIES)
+            session_lost(s, "notification timeout");
+        return;
+    }
     tok = coap_pdu_get_token(sent);
     if (tok.length != TOKEN_LEN)
-        return;   /* a notification: libcoap manages its observers */
+        return;
     if (tok.s[0] == TK_REGISTER || tok.s[0] == TK_REFRESH) {
         s->reg_inflight = false;
         snprintf(why, sizeof(why), "registration %s", nack_text(reason));
