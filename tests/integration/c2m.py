@@ -75,18 +75,6 @@ def peer_addr():
     return base + ".1"
 
 
-def wait_until(pred, timeout, what, interval=0.02):
-    """Polls 'pred' (a cheap, local check) until true; raises Timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise Timeout("timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
-
-
 # --------------------------------------------------------------------------
 # Line streams: stdout/stderr of a child, kept and awaitable.
 

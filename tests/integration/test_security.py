@@ -64,3 +64,21 @@ def test_good_device_unaffected_by_failures(gateway, coap, mqtt):
     r = coap(gateway, "dev-2", "rd?ep=dev-2&lt=60", method="post", ct=40, payload="</t>")
     assert r.code == "2.01", r
     mqtt.wait_payload(avail, "online", timeout=5)
+
+
+def test_plain_coap_has_no_identity(make_gateway, coap, mqtt):
+    """With coap.plain_listen, /rd and /ps without DTLS are refused
+    (DEVICE-API.md: 4.01 Unauthorized), and nothing is published."""
+    plain = c2m.free_port(c2m.socket.SOCK_DGRAM)
+    gw = make_gateway(overrides={"coap": {"plain_listen": ["127.0.0.1:%d" % plain]}})
+    mqtt.subscribe(gw.topic("dev-1", "#"))
+    for path in ("rd?ep=dev-1&lt=60", "rd?lt=60", "ps/temp"):
+        r = c2m.coap_client("coap://127.0.0.1:%d/%s" % (plain, path), None, None,
+                            method="post", ct=0, payload="1", local=c2m.peer_addr())
+        assert r.code in ("4.01", "4.03"), r
+    # Fence: a DTLS push from dev-1 is the first thing published for it.
+    assert coap(gw, "dev-1", "ps/temp", method="post", ct=0, payload="2").code == "2.04"
+    mqtt.wait_for(gw.topic("dev-1", "temp"), timeout=5)
+    got = [(m.topic, m.payload) for m in mqtt.received(gw.topic("dev-1", "#"))
+           if not m.topic.endswith("/availability")]
+    assert got == [(gw.topic("dev-1", "temp"), b"2")], got
