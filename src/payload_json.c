@@ -202,34 +202,75 @@ jb_int(struct jbuf *b, uint64_t v, int neg)
     return jb_puts(b, t);
 }
 
-/* A float as the shortest decimal that reads back as the same value at the
- * precision it was sent with (a single 21.7f is "21.7", not
- * "21.700000762939453"); half floats use single precision. NaN and the
- * infinities have no JSON form: null (RFC 8949 6.1). A ".0" keeps integral
- * floats floats for typed consumers. */
+/* Fewest significant digits (into dig, returns how many) and the decimal
+ * exponent of d that read back as d at the precision it was sent with. */
 static int
-jb_float(struct jbuf *b, double d, int single)
+float_digits(double d, int single, char dig[20], int *exp)
 {
-    char t[48];
-    int prec, maxprec = single ? 9 : 17;
-    char *c;
+    char e[48], *c;
+    int prec, n = 0;
 
-    if (!isfinite(d))
-        return jb_puts(b, "null");
-    for (prec = 1; prec <= maxprec; prec++) {
+    for (prec = 1; prec <= 17; prec++) {
         double r;
 
-        snprintf(t, sizeof(t), "%.*g", prec, d);
-        r = strtod(t, NULL);
+        snprintf(e, sizeof(e), "%.*e", prec - 1, d);
+        r = strtod(e, NULL);
         if (single ? (float)r == (float)d : r == d)
             break;
     }
-    for (c = t; *c; c++)
-        if (*c == ',')          /* a locale's decimal comma */
-            *c = '.';
-    if (!strpbrk(t, ".e"))
-        strcat(t, ".0");
-    return jb_puts(b, t);
+    for (c = e; *c && *c != 'e' && n < 19; c++)
+        if (*c >= '0' && *c <= '9')
+            dig[n++] = *c;
+    *exp = *c == 'e' ? atoi(c + 1) : 0;
+    while (n > 1 && dig[n - 1] == '0')
+        n--;
+    return n;
+}
+
+/* A float as the shortest decimal that reads back as the same value at the
+ * precision it was sent with (a single 21.7f is "21.7", not
+ * "21.700000762939453"); half floats use single precision. Plain notation
+ * from 1e-4 up to 1e17 and always with a fraction ("65504.0"), so typed
+ * consumers still see a float; exponent notation outside. NaN and the
+ * infinities have no JSON form: null (RFC 8949 6.1). Built by hand, so no
+ * locale's decimal comma gets in. */
+static int
+jb_float(struct jbuf *b, double d, int single)
+{
+    char dig[20], t[64];
+    int n, exp, i, k = 0;
+
+    if (!isfinite(d))
+        return jb_puts(b, "null");
+    n = float_digits(d, single, dig, &exp);
+    if (signbit(d))
+        t[k++] = '-';
+    if (exp < -4 || exp >= 17) {
+        t[k++] = dig[0];
+        if (n > 1)
+            t[k++] = '.';
+        for (i = 1; i < n; i++)
+            t[k++] = dig[i];
+        snprintf(t + k, sizeof(t) - (size_t)k, "e%c%02d", exp < 0 ? '-' : '+',
+                 exp < 0 ? -exp : exp);
+        return jb_puts(b, t);
+    }
+    if (exp < 0) {
+        t[k++] = '0', t[k++] = '.';
+        for (i = -1; i > exp; i--)
+            t[k++] = '0';
+        for (i = 0; i < n; i++)
+            t[k++] = dig[i];
+    } else {
+        for (i = 0; i <= exp; i++)
+            t[k++] = i < n ? dig[i] : '0';
+        t[k++] = '.';
+        for (i = exp + 1; i < n; i++)
+            t[k++] = dig[i];
+        if (n <= exp + 1)
+            t[k++] = '0';
+    }
+    return jb_put(b, t, (size_t)k);
 }
 
 /* ---- step 1: scan and normalise --------------------------------------- */
