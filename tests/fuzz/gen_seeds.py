@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets into tests/fuzz/corpus/<target>/.
+
+    tests/fuzz/gen_seeds.py            # (re)generates every seed it owns
+
+Seeds are realistic inputs: what devices register and push (docs/DEVICE-API.md),
+the topics MQTT users send commands on, conf/coap2mqtt.conf and broken
+variants of it.  The handler seeds use fuzz_handlers.c's record format:
+op:u8 len:u16be bytes; op bits 5-6 pick the device address, the low bits
+the action (0 datagram, 1 reply to the gateway's last request,
+2 broker acknowledged all, 3 broker lost all, 4 MQTT message "topic\\0payload").
+Files are named by content; each run rewrites the four directories it owns
+(corpus/handlers, linkformat, topics, config) completely.
+"""
+import hashlib
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CORPUS = os.path.join(HERE, "corpus")
+
+# --- CoAP (RFC 7252) encoding ------------------------------------------------
+
+CON, NON, ACK, RST = 0, 1, 2, 3
+GET, POST, PUT, DELETE = 1, 2, 3, 4
+OBSERVE, URI_PATH, CONTENT_FORMAT, MAX_AGE, URI_QUERY, BLOCK1, SIZE1 = 6, 11, 12, 14, 15, 27, 60
+
+
+def _ext(v):
+    if v < 13:
+        return v, b""
+    if v < 269:
+        return 13, bytes([v - 13])
+    return 14, struct.pack(">H", v - 269)
+
+
+def uint(v):
+    """CoAP uint option value: minimal big-endian bytes."""
+    out = b""
+    while v:
+        out = bytes([v & 0xFF]) + out
+        v >>= 8
+    return out
+
+
+def pdu(type_, code, mid, token=b"", options=(), payload=b""):
+    out = bytes([0x40 | type_ << 4 | len(token), code]) + struct.pack(">H", mid) + token
+    last = 0
+    for num, val in sorted(options, key=lambda o: o[0]):
+        if isinstance(val, str):
+            val = val.encode()
+        d, dx = _ext(num - last)
+        l, lx = _ext(len(val))
+        out += bytes([d << 4 | l]) + dx + lx + val
+        last = num
+    if payload:
+        out += b"\xff" + (payload.encode() if isinstance(payload, str) else payload)
+    return out
+
+
+def path_opts(path):
+    return [(URI_PATH, s) for s in path.strip("/").split("/")]
+
+
+def query_opts(*q):
+    return [(URI_QUERY, s) for s in q]
+
+
+def code(c, d):
+    return c << 5 | d
+
+
+# --- fuzz_handlers records ---------------------------------------------------
+
+def rec(op, data=b""):
+    return bytes([op]) + struct.pack(">H", len(data)) + data
+
+
+def dgram(p, dev=0):
+    return rec(dev << 5, p)
+
+
+def reply(type_, code_, options=(), payload=b"", dev=0):
+    """Answer to the gateway's last request: token and mid are filled in."""
+    body = pdu(0, 0, 0, b"", options, payload)[4:]     # options + payload only
+    return rec(dev << 5 | 1, bytes([type_, code_]) + body)
+
+
+def mqtt(topic, payload=b""):
+    return rec(4, topic.encode() + b"\0" + payload)
+
+
+ACKED, LOST = rec(2), rec(3)
+TOK = b"\x01\x02\x03\x04"
+
+
+def register(ep, links, lt=None, mid=1, type_=CON, ct=40):
+    q = ["ep=" + ep] + (["lt=%d" % lt] if lt is not None else [])
+    opts = path_opts("rd") + query_opts(*q)
+    if ct is not None:
+        opts.append((CONTENT_FORMAT, uint(ct)))
+    return pdu(type_, POST, mid, TOK, opts, links)
+
+
+def push(path, payload, mid=10, type_=CON, ct=None, method=POST):
+    opts = path_opts("ps/" + path)
+    if ct is not None:
+        opts.append((CONTENT_FORMAT, uint(ct)))
+    return pdu(type_, method, mid, TOK + bytes([mid & 0xFF]), opts, payload)
+
+
+def handler_seeds():
+    meter = "</energy>;obs;ct=0,</power>;obs;ct=0,</relay>;ct=0"
+    s = {}
+    s["register"] = dgram(register("meter-1", meter, lt=300))
+    s["register-noct"] = dgram(register("meter-1", "</temp>;obs", ct=None))
+    s["register-badct"] = dgram(register("meter-1", "</temp>;obs", ct=0))
+    s["register-nonep"] = dgram(pdu(CON, POST, 1, TOK, path_opts("rd"), "</temp>;obs"))
+    s["register-dtls-id"] = dgram(register("dtls-only", "</temp>"))
+    s["register-badlt"] = dgram(register("meter-1", "</temp>", lt=5))
+    s["register-badlinks"] = dgram(register("meter-1", "</a/../b>;obs,<x>"))
+    s["register-refresh-delete"] = (
+        dgram(register("meter-1", meter, lt=300))
+        + dgram(pdu(CON, POST, 2, TOK, path_opts("rd/meter-1") + query_opts("lt=600")))
+        + dgram(pdu(CON, POST, 3, TOK, path_opts("rd/meter-1"), "</temp>;obs;ct=0"))
+        + dgram(pdu(CON, DELETE, 4, TOK, path_opts("rd/meter-1"))))
+    s["refresh-other"] = (dgram(register("meter-1", meter))
+                          + dgram(pdu(CON, POST, 2, TOK, path_opts("rd/meter-2"))))
+    s["refresh-unregistered"] = dgram(pdu(CON, DELETE, 4, TOK, path_opts("rd/meter-1")))
+    s["register-push-con"] = (dgram(register("soil-7", "</moisture>;ct=0"))
+                              + dgram(push("moisture", "23.5", ct=0)) + ACKED)
+    s["register-push-lost"] = (dgram(register("soil-7", "</moisture>;ct=0"))
+                               + dgram(push("moisture", "23.5", ct=0)) + LOST)
+    s["push-non"] = (dgram(register("soil-7", "</m>"))
+                     + dgram(push("a/b/c", b"\xa1\x61\x74\x18\x17", type_=NON, ct=60)))
+    s["push-unregistered"] = dgram(push("x", "1"))
+    s["push-put"] = dgram(register("hvac-2", "</sp>")) + dgram(push("sp", "21", method=PUT))
+    s["push-hostile-path"] = (dgram(register("soil-7", "</m>"))
+                              + dgram(push("a/+/b", "1", mid=10)) + dgram(push("a/#/b", "1", mid=11))
+                              + dgram(pdu(CON, POST, 12, TOK, path_opts("ps") + [(URI_PATH, "a\0b")], "1"))
+                              + dgram(pdu(CON, POST, 13, TOK, path_opts("ps") + [(URI_PATH, "")], "1"))
+                              + dgram(pdu(CON, POST, 14, TOK, path_opts("ps") + [(URI_PATH, "a/b")], "1"))
+                              + dgram(pdu(CON, POST, 15, TOK, path_opts("ps") + [(URI_PATH, "..")], "1"))
+                              + dgram(push("/".join(["l"] * 20), "1", mid=16))
+                              + dgram(pdu(CON, POST, 17, TOK, path_opts("ps") + [(URI_PATH, b"s\xc3\xa4ule"),
+                                                                 (URI_PATH, b"\xff\xfe")], "1")))
+    s["push-too-large"] = dgram(register("soil-7", "</m>")) + dgram(push("m", "x" * 300))
+    s["queue-full"] = dgram(register("soil-7", "</m>")) + b"".join(
+        dgram(push("m", str(i), mid=20 + i, type_=NON)) for i in range(8))
+    s["registry-full"] = b"".join(
+        dgram(register("dev-%d" % i, "</t>"), dev=i) for i in range(4))
+    s["two-devices-same-ep"] = (dgram(register("meter-1", meter))
+                                + dgram(register("meter-1", meter), dev=1)
+                                + dgram(push("energy", "5"), dev=1)
+                                + dgram(push("energy", "6", mid=11)))
+    s["block1-push"] = dgram(register("soil-7", "</m>")) + dgram(
+        pdu(CON, POST, 30, TOK, path_opts("ps/m") + [(BLOCK1, uint(0x08 | 0))], "x" * 16))
+    # The gateway observes /energy: answer it, then notify.
+    s["observe-notify"] = (dgram(register("meter-1", "</energy>;obs;ct=0"))
+                           + reply(ACK, code(2, 5), [(OBSERVE, uint(1)), (CONTENT_FORMAT, b""),
+                                                    (MAX_AGE, uint(60))], "1.5")
+                           + reply(CON, code(2, 5), [(OBSERVE, uint(2))], "1.6")
+                           + reply(NON, code(2, 5), [(OBSERVE, uint(1))], "stale")
+                           + reply(NON, code(2, 5), [(OBSERVE, uint(3)), (CONTENT_FORMAT, uint(60))],
+                                   b"\xa1\x61\x76\x01"))
+    s["observe-refused"] = (dgram(register("meter-1", "</energy>;obs"))
+                            + reply(ACK, code(4, 4)) + reply(RST, 0))
+    s["command-set"] = (dgram(register("hvac-2", "</setpoint>;ct=0"))
+                        + mqtt("coap2mqtt/hvac-2/setpoint/set", b"21.5")
+                        + reply(ACK, code(2, 4)))
+    s["command-get"] = (dgram(register("hvac-2", "</setpoint>;ct=0"))
+                        + mqtt("coap2mqtt/hvac-2/setpoint/get") + reply(ACK, code(2, 5), [], "21"))
+    s["command-queued-then-kick"] = (mqtt("coap2mqtt/hvac-2/setpoint/set", b"20")
+                                     + mqtt("coap2mqtt/hvac-2/setpoint/set", b"21")
+                                     + dgram(register("hvac-2", "</setpoint>;ct=0"))
+                                     + reply(ACK, code(4, 4)) + reply(RST, 0))
+    s["command-bad-topics"] = (mqtt("coap2mqtt/hvac-2/set") + mqtt("coap2mqtt/+/x/set")
+                               + mqtt("coap2mqtt/bridge/x/set") + mqtt("other/hvac-2/x/set"))
+    s["not-found"] = dgram(pdu(CON, GET, 40, TOK, path_opts(".well-known/core")))
+    s["empty-and-ping"] = dgram(pdu(CON, 0, 41)) + dgram(b"") + dgram(b"\x40")
+    return s
+
+
+# --- other targets -------------------------------------------------------------
+
+def linkformat_seeds():
+    return {
+        "meter": "</energy>;obs;ct=0,</power>;obs;ct=0,</relay>;ct=0",
+        "hvac": '</temperature>;obs;ct=0;rt="temperature-c",</setpoint>;ct="0 50"',
+        "ws": "</a> ; obs , </b>;if=\"sensor\";title*=utf-8''x",
+        "percent": "</s%C3%A4ule/1>;obs,</x%2Fy>",
+        "quoted": '</q>;rt="a,b;c \\" d";anchor="/x"',
+        "dup": "</t>;ct=0,</t>;obs",
+        "deep": "<" + "/l" * 16 + ">;obs",
+        "bad": "</set>,<//x>,</a/./b>,</..>,</+/#>",
+        "many": ",".join("</r%d>;obs" % i for i in range(40)),
+        "senml": "</sml>;obs;ct=110,</cbor>;ct=60",
+    }
+
+
+def topics_seeds():
+    return {
+        "set": b"coap2mqtt\0coap2mqtt/meter-1/relay/set",
+        "get": b"coap2mqtt\0coap2mqtt/hvac-2/zone/1/setpoint/get",
+        "base-levels": b"site/a/coap2mqtt\0site/a/coap2mqtt/x/y/set",
+        "build": b"coap2mqtt\0meter-1\0energy/total",
+        "utf8": "coap2mqtt\0s\u00e4ule\0temp/\u00b0c".encode(),
+        "hostile": b"coap2mqtt\0coap2mqtt/bridge/x/set\0a/../b",
+        "wild": b"c/+\0c/+/x/set\0#",
+        "result": b"coap2mqtt\0coap2mqtt/d/p/set/result",
+        "bad-utf8": b"coap2mqtt\0dev\xc0\xaf\0p\xed\xa0\x80",
+        "deep": b"b\0" + b"b/id/" + b"/".join([b"l"] * 17) + b"/set",
+    }
+
+
+def config_seeds():
+    base = open(os.path.join(ROOT, "conf", "coap2mqtt.conf"), "rb").read()
+    s = {"example": base,
+         "minimal": b'coap = { listen = [ "127.0.0.1:5684" ]; };\n',
+         "plain": b'coap = { plain_listen = [ "[::1]:5683" ]; };\nstate_dir = "/tmp";\n',
+         "include": b'coap = { listen = [ "0.0.0.0:5684" ]; };\n@include "inc.conf"\n',
+         "full": (b'coap = { listen = ["0.0.0.0:5684"]; max_sessions = 10; max_handshakes = 5;'
+                  b' session_timeout = 60; max_payload = 1024; };\n'
+                  b'rd = { default_lifetime = 60; min_lifetime = 10; max_lifetime = 120;'
+                  b' max_devices = 5; };\n'
+                  b'mqtt = { host = "broker"; port = 8883; base_topic = "site/a"; client_id = "gw1";'
+                  b' username = "u"; keepalive = 10; qos_con = 1; qos_non = 1; stats_interval = 0;'
+                  b' reconnect_min = 2; reconnect_max = 4; session_expiry = 0; max_inflight = 1; };\n'
+                  b'commands = { ttl = 1; max_queued = 1; };\nqueue = { max_messages = 1; };\n')}
+    broken = {
+        "big-int": base.replace(b"port = 1883;", b"port = 4294967297;"),
+        "wrong-type": base.replace(b"port = 1883;", b'port = "1883";'),
+        "range": base.replace(b"qos_con = 1;", b"qos_con = 2;"),
+        "unknown": base + b"mqtt2 = { x = 1; };\n",
+        "syntax": base.replace(b'host = "localhost";', b'host "localhost";'),
+        "cross": base.replace(b"min_lifetime = 1;", b"min_lifetime = 100000;"),
+        "no-listen": base.replace(b'listen = [ "0.0.0.0:5684", "[::]:5684" ];', b""),
+        "bad-addr": base.replace(b'"[::]:5684"', b'"[::1:5684"'),
+        "base-topic": base.replace(b'base_topic = "coap2mqtt";', b'base_topic = "a/+/#";'),
+        "nul": base.replace(b"state_dir", b"state\0dir", 1),
+        "list-type": base.replace(b'listen = [ "0.0.0.0:5684", "[::]:5684" ];', b"listen = 5684;"),
+        "hex-float": base.replace(b"keepalive = 30;", b"keepalive = 0x7fffffffffffffff;"),
+    }
+    s.update(broken)
+    return s
+
+
+def write(target, seeds):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    for old in os.listdir(d):      # this directory is generated, all of it
+        os.unlink(os.path.join(d, old))
+    for name, data in seeds.items():
+        if isinstance(data, str):
+            data = data.encode()
+        h = hashlib.sha1(data).hexdigest()[:10]
+        with open(os.path.join(d, "%s-%s" % (name, h)), "wb") as f:
+            f.write(data)
+
+
+def main():
+    write("handlers", handler_seeds())
+    write("linkformat", linkformat_seeds())
+    write("topics", topics_seeds())
+    write("config", config_seeds())
+
+
+if __name__ == "__main__":
+    main()
