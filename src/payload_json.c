@@ -640,6 +640,25 @@ senml_label(const cbor_item_t *key)
     return v < sizeof(neg) / sizeof(neg[0]) ? neg[v] : NULL;
 }
 
+/* JSON allows "\u0000" in keys, but jansson and most C consumers keep
+ * keys as C strings and refuse or cut them: such a map is refused. */
+static int
+text_has_nul(const cbor_item_t *it)
+{
+    cbor_item_t **ch;
+    size_t i, cnt;
+
+    if (cbor_string_is_definite(it))
+        return cbor_string_length(it) &&
+               memchr(cbor_string_handle(it), 0, cbor_string_length(it));
+    ch = cbor_string_chunks_handle(it);
+    cnt = cbor_string_chunk_count(it);
+    for (i = 0; i < cnt; i++)
+        if (text_has_nul(ch[i]))
+            return 1;
+    return 0;
+}
+
 /* A map key: text as it is, a SenML label by its name, anything else as
  * the JSON string holding its JSON text (1 -> "1", [1] -> "[1]"). */
 static int
@@ -650,7 +669,8 @@ emit_key(struct jbuf *b, const cbor_item_t *key, unsigned depth,
     const char *label;
 
     if (cbor_isa_string(key))
-        return emit_text(b, key);
+        return text_has_nul(key) ? jb_fail(b, "NUL in a map key")
+                                 : emit_text(b, key);
     if (senml && (label = senml_label(key))) {
         jb_puts(b, "\"");
         jb_puts(b, label);

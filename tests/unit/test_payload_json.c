@@ -293,6 +293,9 @@ test_bad_utf8(void **state)
         { "a161ff00", NULL },                   /* in a key */
         { "8161ff", NULL },
         { "6100", "\"\\u0000\"" },              /* NUL is valid text */
+        { "a1610000", NULL },                   /* ... but not in a key */
+        { "a17f6100ff00", NULL },
+        { "a18201610000", "{\"[1,\\\"\\\\u0000\\\"]\":0}" },
         { "63efbfbf", "\"\xef\xbf\xbf\"" },     /* U+FFFF */
         { "64f48fbfbf", "\"\xf4\x8f\xbf\xbf\"" }, /* U+10FFFF */
     };
@@ -549,6 +552,7 @@ test_json(void **state)
         { "[\"\\u0000\", \"\xc3\xbc\"]", "[\"\\u0000\",\"\xc3\xbc\"]" },
         { "18446744073709551616", "18446744073709551616" },
         { "{\"a\":1,\"a\":2}", "{\"a\":1,\"a\":2}" },   /* as sent */
+        { "{\"a\\u0000\":1}", NULL },      /* jansson: no NUL in keys */
         { "\t[true,false,null]\r\n", "[true,false,null]" },
         { "", NULL },
         { "{", NULL },
