@@ -925,6 +925,10 @@ json_pass(const uint8_t *data, size_t len, int senml, char **out,
 
     if (len == 0)
         return *err = "empty JSON payload", -1;
+    /* Never valid JSON, yet jansson 2.14 skips a raw NUL between tokens
+     * ("[5\0]" loads as [5]); found by fuzzing. */
+    if (memchr(data, 0, len))
+        return *err = "NUL byte in JSON", -1;
     /* INT_AS_REAL: integers beyond int64 are valid JSON; we only validate. */
     j = json_loadb((const char *)data, len,
                    JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,

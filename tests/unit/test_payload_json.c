@@ -568,9 +568,19 @@ test_json(void **state)
         { "\"a\nb\"", NULL },
         { "[01]", NULL },
     };
+    /* raw NUL bytes: jansson 2.14 alone skips them between tokens */
+    static const struct { const char *in; size_t len; } nul[] = {
+        { "[5\0]", 4 }, { "[5\0,1]", 6 }, { "\0", 1 }, { "1\0", 2 },
+        { "\"a\0b\"", 5 },
+    };
+    const char *err;
 
     (void)state;
     check_json(50, v, sizeof(v) / sizeof(v[0]));
+    for (size_t i = 0; i < sizeof(nul) / sizeof(nul[0]); i++) {
+        assert_null(conv(50, (const uint8_t *)nul[i].in, nul[i].len, &err));
+        assert_null(conv(110, (const uint8_t *)nul[i].in, nul[i].len, &err));
+    }
 }
 
 static void
