@@ -1,0 +1,258 @@
+/*
+ * main.c - coap2mqtt-bareserver: command line, the epoll loop (the same
+ * batching as the gateway's coap_side.c) and the figures written at exit.
+ *
+ *   coap2mqtt-bareserver --listen 127.0.0.1:PORT (--psk-file F | --key K)
+ *       [--cert F --cert-key F --ca F] [--observe] [--warmup S --window S]
+ *       [--duration S] [--json FILE]
+ *
+ * It stops on TERM/INT or after --duration, then writes --json.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+
+#include "coap2mqtt/log.h"
+#include "bare.h"
+
+#define BATCH 64
+
+int64_t
+bare_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+double
+bare_cpu_s(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static int
+parse_listen(const char *spec, coap_address_t *a)
+{
+    const char *colon = strrchr(spec, ':');
+    char host[64];
+    long port;
+    char *end;
+
+    if (!colon || (size_t)(colon - spec) >= sizeof(host))
+        return -1;
+    memcpy(host, spec, (size_t)(colon - spec));
+    host[colon - spec] = '\0';
+    port = strtol(colon + 1, &end, 10);
+    if (*end || port < 1 || port > 65535)
+        return -1;
+    coap_address_init(a);
+    if (inet_pton(AF_INET, host, &a->addr.sin.sin_addr) != 1)
+        return -1;
+    a->addr.sin.sin_family = AF_INET;
+    a->addr.sin.sin_port = htons((uint16_t)port);
+    a->size = sizeof(a->addr.sin);
+    return 0;
+}
+
+static int
+parse_key(const char *s, struct bare_opts *o)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > sizeof(o->key) || !strncmp(s, "hex:", 4))
+        return -1;   /* raw keys only: the bench generates printable ones */
+    memcpy(o->key, s, n);
+    o->key_len = n;
+    return 0;
+}
+
+static int
+parse_opts(struct bare_opts *o, int argc, char **argv)
+{
+    static const struct option lo[] = {
+        { "listen", 1, NULL, 'l' }, { "psk-file", 1, NULL, 'p' },
+        { "key", 1, NULL, 'k' }, { "cert", 1, NULL, 'c' },
+        { "cert-key", 1, NULL, 'K' }, { "ca", 1, NULL, 'C' },
+        { "observe", 0, NULL, 'o' }, { "max-handshakes", 1, NULL, 'm' },
+        { "warmup", 1, NULL, 'w' }, { "window", 1, NULL, 'W' },
+        { "duration", 1, NULL, 'd' }, { "json", 1, NULL, 'j' },
+        { "verbose", 0, NULL, 'v' }, { NULL, 0, NULL, 0 },
+    };
+    bool have_listen = false;
+    int c;
+
+    memset(o, 0, sizeof(*o));
+    o->max_handshakes = 1000;
+    o->warmup_s = 2;
+    o->window_s = 10;
+    o->duration_s = 600;
+    while ((c = getopt_long(argc, argv, "l:p:k:c:K:C:om:w:W:d:j:v", lo, NULL)) != -1) {
+        switch (c) {
+        case 'l': if (parse_listen(optarg, &o->listen)) return -1; have_listen = true; break;
+        case 'p': o->psk_file = optarg; break;
+        case 'k': if (parse_key(optarg, o)) return -1; break;
+        case 'c': o->cert = optarg; break;
+        case 'K': o->certkey = optarg; break;
+        case 'C': o->ca = optarg; break;
+        case 'o': o->observe = true; break;
+        case 'm': o->max_handshakes = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'w': o->warmup_s = strtod(optarg, NULL); break;
+        case 'W': o->window_s = strtod(optarg, NULL); break;
+        case 'd': o->duration_s = strtod(optarg, NULL); break;
+        case 'j': o->json = optarg; break;
+        case 'v': o->verbose++; break;
+        default: return -1;
+        }
+    }
+    if (!have_listen || (!o->psk_file && !o->key_len && !o->cert) ||
+        (o->cert && (!o->certkey || !o->ca)) || o->max_handshakes < 1 ||
+        o->warmup_s < 0 || o->window_s <= 0 || o->duration_s <= 0)
+        return -1;
+    return 0;
+}
+
+/* Opens and closes the measurement window as time passes. */
+static void
+window_tick(struct bare *b, int64_t now)
+{
+    int64_t start, end;
+
+    if (!b->first_us)
+        return;
+    start = b->first_us + (int64_t)(b->o->warmup_s * 1e6);
+    end = start + (int64_t)(b->o->window_s * 1e6);
+    if (!b->win_started && now >= start) {
+        b->win_started = true;
+        b->count_at_start = bare_readings(b);
+        b->cpu_at_start = bare_cpu_s();
+    }
+    if (b->win_started && !b->win_ended && now >= end) {
+        b->win_ended = true;
+        b->count_at_end = bare_readings(b);
+        b->cpu_at_end = bare_cpu_s();
+    }
+}
+
+static void
+run(struct bare *b, int sigfd)
+{
+    int coapfd = coap_context_get_coap_fd(b->ctx), ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = { .events = EPOLLIN }, evs[2], batch[BATCH];
+    int64_t end = bare_now_us() + (int64_t)(b->o->duration_s * 1e6);
+
+    ev.data.fd = coapfd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, coapfd, &ev);
+    ev.data.fd = sigfd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, sigfd, &ev);
+    while (bare_now_us() < end) {
+        int n = epoll_wait(ep, evs, 2, 100);
+        bool stop = false;
+        if (n < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == sigfd) {
+                stop = true;
+                continue;
+            }
+            int m = epoll_wait(coapfd, batch, BATCH, 0);
+            if (m > 0)
+                coap_io_do_epoll(b->ctx, batch, (size_t)m);
+        }
+        window_tick(b, bare_now_us());
+        if (stop)
+            break;
+    }
+    close(ep);
+}
+
+static void
+write_json(const struct bare *b)
+{
+    double win = b->o->window_s;
+    unsigned long count = b->win_ended ? b->count_at_end - b->count_at_start : 0;
+    double cpu = b->win_ended ? b->cpu_at_end - b->cpu_at_start : 0;
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:f, s:f, s:f}",
+                          "registrations", (json_int_t)b->registrations,
+                          "pushes", (json_int_t)b->pushes,
+                          "notifications", (json_int_t)b->notifications,
+                          "handshakes_ok", (json_int_t)b->hs_ok,
+                          "handshakes_failed", (json_int_t)b->hs_failed,
+                          "sessions_max", (json_int_t)b->sessions_max,
+                          "observes_sent", (json_int_t)b->observes_sent,
+                          "window_complete", b->win_ended,
+                          "window_count", (json_int_t)count,
+                          "per_s", (double)count / win,
+                          "cpu_s", cpu,
+                          "cpu_ms_per_1000", count ? cpu * 1e6 / (double)count : 0.0);
+
+    printf("bareserver: %lu registrations, %lu pushes, %lu notifications; window %s:"
+           " %lu -> %.0f/s, CPU %.1f ms per 1,000\n", b->registrations, b->pushes,
+           b->notifications, b->win_ended ? "complete" : "INCOMPLETE", count,
+           (double)count / win, count ? cpu * 1e6 / (double)count : 0.0);
+    if (b->o->json && json_dump_file(j, b->o->json, JSON_INDENT(1)) < 0)
+        log_warnx("%s: cannot write", b->o->json);
+    json_decref(j);
+}
+
+static int
+signal_fd(void)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct bare_opts o;
+    struct bare b;
+    int sigfd, rc = 1;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (parse_opts(&o, argc, argv) < 0) {
+        fprintf(stderr, "usage: coap2mqtt-bareserver --listen A.B.C.D:PORT"
+                " (--psk-file F | --key K | --cert F --cert-key F --ca F)\n"
+                "  [--observe] [--max-handshakes N] [--warmup S] [--window S]"
+                " [--duration S] [--json FILE] [-v]\n");
+        return 2;
+    }
+    memset(&b, 0, sizeof(b));
+    b.o = &o;
+    log_init(o.verbose ? LOG_LVL_DEBUG : LOG_LVL_NOTICE);
+    coap_startup();
+    log_hook_libraries();
+    sigfd = signal_fd();
+    if (sigfd >= 0 && bare_setup(&b) == 0) {
+        printf("bareserver: listening\n");
+        run(&b, sigfd);
+        write_json(&b);
+        rc = 0;
+    }
+    if (b.ctx)
+        coap_free_context(b.ctx);
+    keystore_free(b.keys);
+    coap_cleanup();
+    return rc;
+}

@@ -1,0 +1,447 @@
+/*
+ * fleet.c - the simulated sensors' libcoap contexts and DTLS client
+ * sessions: bounded ramp-up of handshakes, registration, the GET handler
+ * that accepts the gateway's observation, and the callbacks.
+ *
+ * Sensors are grouped LG_PER_CTX to a context.  The observation is not
+ * libcoap's (a resource marked observable would make libcoap notify every
+ * observer of the context at once): the handler remembers the token and
+ * emit.c builds each notification itself.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "coap2mqtt/keystore.h"
+#include "coap2mqtt/log.h"
+#include "lg.h"
+
+#define HS_TIMEOUT_US 20000000   /* a handshake that takes longer failed */
+#define HS_TRIES 3
+
+/* bind + n, carrying across octets (127.1.0.255 + 1 = 127.1.1.0). */
+static void
+local_address(const coap_address_t *bind, unsigned n, coap_address_t *a)
+{
+    uint8_t *p;
+    size_t len;
+    unsigned carry = n;
+
+    *a = *bind;
+    if (a->addr.sa.sa_family == AF_INET) {
+        p = (uint8_t *)&a->addr.sin.sin_addr;
+        len = 4;
+    } else {
+        p = (uint8_t *)&a->addr.sin6.sin6_addr;
+        len = 16;
+    }
+    for (size_t i = len; i-- > 0 && carry;) {
+        unsigned v = p[i] + (carry & 0xff);
+        p[i] = (uint8_t)v;
+        carry = (carry >> 8) + (v >> 8);
+    }
+}
+
+static void
+hs_done(struct sensor *s, bool ok)
+{
+    struct fleet *f = s->f;
+    int64_t now = lg_now_us();
+
+    if (s->state != SS_HANDSHAKE)
+        return;
+    if (f->hs_inflight)
+        f->hs_inflight--;
+    if (ok) {
+        f->cnt.hs_ok++;
+        f->hs_last_us = now;
+        s->state = s->idx < f->active && !f->o->handshake_only ? SS_REGISTERING
+                                                                : SS_CONNECTED;
+        return;
+    }
+    f->cnt.hs_failed++;
+    s->state = SS_FAILED;
+    s->retry_us = now + 500000;
+}
+
+static int
+on_event(coap_session_t *session, const coap_event_t event)
+{
+    struct sensor *s = coap_session_get_app_data(session);
+
+    if (!s)
+        return 0;
+    switch (event) {
+    case COAP_EVENT_DTLS_CONNECTED:
+        hs_done(s, true);
+        break;
+    case COAP_EVENT_DTLS_ERROR:
+    case COAP_EVENT_DTLS_CLOSED:
+    case COAP_EVENT_SESSION_FAILED:
+    case COAP_EVENT_SESSION_CLOSED:
+        if (s->state == SS_HANDSHAKE) {
+            hs_done(s, false);
+        } else if (s->state != SS_FAILED) {
+            s->f->cnt.errors++;
+            log_ratelimited(s->f, "%s: session lost (event 0x%x)", s->id, event);
+            s->state = SS_FAILED;
+            s->retry_us = INT64_MAX;   /* no reconnect mid-measurement */
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static coap_response_t
+on_response(coap_session_t *session, const coap_pdu_t *sent,
+            const coap_pdu_t *rcvd, const coap_mid_t mid)
+{
+    struct sensor *s = coap_session_get_app_data(session);
+    coap_bin_const_t tok = coap_pdu_get_token(rcvd);
+    coap_pdu_code_t code = coap_pdu_get_code(rcvd);
+    bool ok = COAP_RESPONSE_CLASS(code) == 2;
+
+    (void)sent;
+    (void)mid;
+    if (!s || tok.length != LG_TOKEN_LEN)
+        return COAP_RESPONSE_OK;
+    if (tok.s[0] == TK_REGISTER && s->state == SS_REGISTERING) {
+        if (!ok) {
+            s->f->cnt.reg_failed++;
+            log_ratelimited(&s->f->cnt.reg_failed, "%s: registration answered %d.%02d",
+                            s->id, COAP_RESPONSE_CLASS(code), code & 0x1f);
+            s->state = SS_FAILED;
+            s->retry_us = INT64_MAX;
+            return COAP_RESPONSE_OK;
+        }
+        s->f->cnt.reg_ok++;
+        s->state = s->f->o->observe ? SS_REGISTERED : SS_READY;
+    } else if (tok.s[0] == TK_PUSH) {
+        emit_on_push_response(s, tok.s, ok);
+    }
+    return COAP_RESPONSE_OK;
+}
+
+static void
+on_nack(coap_session_t *session, const coap_pdu_t *sent,
+        const coap_nack_reason_t reason, const coap_mid_t mid)
+{
+    struct sensor *s = coap_session_get_app_data(session);
+    coap_bin_const_t tok;
+
+    (void)mid;
+    if (!s || !sent)
+        return;
+    tok = coap_pdu_get_token(sent);
+    s->f->cnt.errors++;
+    log_ratelimited(&s->f->cnt.errors, "%s: NACK %d", s->id, (int)reason);
+    if (tok.length == LG_TOKEN_LEN && tok.s[0] == TK_PUSH)
+        emit_on_push_response(s, tok.s, false);
+}
+
+/* GET <path> with Observe=0 from the gateway: the observation. */
+static void
+on_get(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *req,
+       const coap_string_t *query, coap_pdu_t *response)
+{
+    struct sensor *s = coap_session_get_app_data(session);
+
+    (void)r;
+    (void)query;
+    if (!s) {
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE(503));
+        return;
+    }
+    emit_observe_answer(s, req, response);
+}
+
+static int
+new_ctx(struct fleet *f, struct lg_ctx *c)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+    coap_resource_t *r;
+
+    c->ctx = coap_new_context(NULL);
+    if (!c->ctx)
+        return -1;
+    coap_register_response_handler(c->ctx, on_response);
+    coap_register_nack_handler(c->ctx, on_nack);
+    coap_register_event_handler(c->ctx, on_event);
+    r = coap_resource_init(coap_make_str_const(f->o->path), 0);
+    if (!r)
+        return -1;
+    coap_register_request_handler(r, COAP_REQUEST_GET, on_get);
+    coap_add_resource(c->ctx, r);
+    c->fd = coap_context_get_coap_fd(c->ctx);
+    if (c->fd < 0 || epoll_ctl(f->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+load_keys(struct fleet *f)
+{
+    keystore_t *ks = NULL;
+
+    if (f->o->psk_file && !(ks = keystore_load(f->o->psk_file, NULL, NULL))) {
+        log_warnx("%s: cannot load the PSK file", f->o->psk_file);
+        return -1;
+    }
+    for (unsigned i = 0; i < f->n; i++) {
+        struct sensor *s = &f->s[i];
+        const uint8_t *k = NULL;
+        size_t len = f->o->key_len;
+
+        if (ks) {
+            k = keystore_lookup(ks, (const uint8_t *)s->id, strlen(s->id), &len);
+            if (!k || len > LG_KEY_MAX) {
+                log_warnx("%s: no key for identity %s", f->o->psk_file, s->id);
+                keystore_free(ks);
+                return -1;
+            }
+        }
+        memcpy(s->key, k ? k : f->o->key, len);
+        s->key_len = len;
+    }
+    keystore_free(ks);
+    return 0;
+}
+
+int
+fleet_init(struct fleet *f, const struct lg_opts *o, int epfd)
+{
+    memset(f, 0, sizeof(*f));
+    f->o = o;
+    f->epfd = epfd;
+    f->n = o->sensors;
+    f->active = o->active;
+    f->s = calloc(f->n, sizeof(*f->s));
+    f->nctx = (f->n + LG_PER_CTX - 1) / LG_PER_CTX;
+    f->ctxs = calloc(f->nctx, sizeof(*f->ctxs));
+    if (!f->s || !f->ctxs)
+        return -1;
+    for (unsigned i = 0; i < f->nctx; i++)
+        if (new_ctx(f, &f->ctxs[i]) < 0) {
+            log_warnx("cannot create libcoap context %u", i);
+            return -1;
+        }
+    for (unsigned i = 0; i < f->n; i++) {
+        struct sensor *s = &f->s[i];
+        s->f = f;
+        s->idx = i;
+        s->c = &f->ctxs[i / LG_PER_CTX];
+        snprintf(s->id, sizeof(s->id), "%s%u", o->prefix, i);
+        local_address(&o->bind, i, &s->local);
+    }
+    return o->cert ? 0 : load_keys(f);
+}
+
+static coap_session_t *
+open_psk(struct sensor *s)
+{
+    coap_dtls_cpsk_t psk;
+
+    memset(&psk, 0, sizeof(psk));
+    psk.version = COAP_DTLS_CPSK_SETUP_VERSION;
+    psk.psk_info.identity.s = (const uint8_t *)s->id;
+    psk.psk_info.identity.length = strlen(s->id);
+    psk.psk_info.key.s = s->key;
+    psk.psk_info.key.length = s->key_len;
+    return coap_new_client_session_psk2(s->c->ctx, &s->local, &s->f->o->target,
+                                        COAP_PROTO_DTLS, &psk);
+}
+
+static coap_session_t *
+open_pki(struct sensor *s)
+{
+    const struct lg_opts *o = s->f->o;
+    coap_dtls_pki_t pki;
+
+    memset(&pki, 0, sizeof(pki));
+    pki.version = COAP_DTLS_PKI_SETUP_VERSION;
+    pki.verify_peer_cert = 1;
+    pki.check_common_ca = 1;
+    pki.cert_chain_validation = 1;
+    pki.cert_chain_verify_depth = 2;
+    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
+    pki.pki_key.key.pem.ca_file = o->ca;
+    pki.pki_key.key.pem.public_cert = o->cert;
+    pki.pki_key.key.pem.private_key = o->certkey;
+    return coap_new_client_session_pki(s->c->ctx, &s->local, &o->target,
+                                       COAP_PROTO_DTLS, &pki);
+}
+
+static void
+make_token(struct sensor *s, uint8_t tok[LG_TOKEN_LEN], int kind, int64_t t_us)
+{
+    uint64_t t = (uint64_t)t_us;
+
+    tok[0] = (uint8_t)kind;
+    s->token_ctr++;
+    tok[1] = (uint8_t)s->token_ctr;
+    for (int i = 0; i < 6; i++)
+        tok[2 + i] = (uint8_t)(t >> (8 * (5 - i)));
+}
+
+coap_pdu_t *
+fleet_request(struct sensor *s, coap_pdu_type_t type, int kind, int64_t t_us)
+{
+    uint8_t tok[LG_TOKEN_LEN];
+    coap_pdu_t *pdu = coap_pdu_init(type, COAP_REQUEST_CODE_POST,
+                                    coap_new_message_id(s->session),
+                                    coap_session_max_pdu_size(s->session));
+
+    if (!pdu)
+        return NULL;
+    make_token(s, tok, kind, t_us);
+    if (!coap_add_token(pdu, sizeof(tok), tok)) {
+        coap_delete_pdu(pdu);
+        return NULL;
+    }
+    return pdu;
+}
+
+void
+fleet_register(struct sensor *s)
+{
+    const struct lg_opts *o = s->f->o;
+    char q[128], body[160];
+    uint8_t buf[4];
+    coap_pdu_t *pdu = fleet_request(s, COAP_MESSAGE_CON, TK_REGISTER, 0);
+    int blen;
+
+    if (!pdu)
+        return;
+    blen = snprintf(body, sizeof(body), "</%s>;%sct=0", o->path,
+                    o->observe ? "obs;" : "");
+    coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, (const uint8_t *)"rd");
+    coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                    coap_encode_var_safe(buf, sizeof(buf), COAP_MEDIATYPE_APPLICATION_LINK_FORMAT),
+                    buf);
+    snprintf(q, sizeof(q), "ep=%s", s->id);
+    coap_add_option(pdu, COAP_OPTION_URI_QUERY, strlen(q), (const uint8_t *)q);
+    snprintf(q, sizeof(q), "lt=%u", o->lifetime);
+    coap_add_option(pdu, COAP_OPTION_URI_QUERY, strlen(q), (const uint8_t *)q);
+    coap_add_data(pdu, (size_t)blen, (const uint8_t *)body);
+    if (coap_send(s->session, pdu) == COAP_INVALID_MID)
+        log_warnx("%s: cannot send the registration", s->id);
+    s->c->dirty = true;
+}
+
+static void
+connect_one(struct fleet *f, struct sensor *s, int64_t now)
+{
+    if (s->session) {
+        coap_session_set_app_data(s->session, NULL);
+        coap_session_release(s->session);
+        s->session = NULL;
+    }
+    s->tries++;
+    s->session = f->o->cert ? open_pki(s) : open_psk(s);
+    if (!s->session) {
+        f->cnt.hs_failed++;
+        s->state = SS_FAILED;
+        s->retry_us = INT64_MAX;
+        log_ratelimited(f, "%s: cannot open a session", s->id);
+        return;
+    }
+    coap_session_set_app_data(s->session, s);
+    s->state = SS_HANDSHAKE;
+    s->hs_start_us = now;
+    if (!f->hs_first_us)
+        f->hs_first_us = now;
+    f->hs_inflight++;
+    s->c->dirty = true;
+    /* Queued by libcoap until the handshake completes. */
+    if (s->idx < f->active && !f->o->handshake_only)
+        fleet_register(s);
+}
+
+/* A sensor whose handshake is over for good (done, or out of tries). */
+static bool
+settled(const struct sensor *s)
+{
+    if (s->state == SS_IDLE || s->state == SS_HANDSHAKE)
+        return false;
+    return s->state != SS_FAILED || s->tries >= HS_TRIES || s->retry_us == INT64_MAX;
+}
+
+bool
+fleet_connect_more(struct fleet *f, int64_t now)
+{
+    bool all = f->next_connect == f->n;
+
+    /* Retries, timeouts, completion: a scan every 100 ms. */
+    if (now - f->scan_us >= 100000) {
+        f->scan_us = now;
+        for (unsigned i = 0; i < f->next_connect; i++) {
+            struct sensor *s = &f->s[i];
+            if (s->state == SS_HANDSHAKE && now - s->hs_start_us > HS_TIMEOUT_US)
+                hs_done(s, false);
+            if (s->state == SS_FAILED && s->retry_us <= now &&
+                s->tries < HS_TRIES && f->hs_inflight < f->o->ramp) {
+                f->cnt.hs_retries++;
+                connect_one(f, s, now);
+            }
+            all = all && settled(s);
+        }
+    } else {
+        all = false;
+    }
+    while (f->next_connect < f->n && f->hs_inflight < f->o->ramp)
+        connect_one(f, &f->s[f->next_connect++], now);
+    return all;
+}
+
+void
+fleet_io(struct fleet *f, struct lg_ctx *c)
+{
+    struct epoll_event evs[64];
+    int n;
+
+    (void)f;
+    n = epoll_wait(c->fd, evs, 64, 0);
+    if (n > 0)
+        coap_io_do_epoll(c->ctx, evs, (size_t)n);
+    c->dirty = false;
+}
+
+void
+fleet_flush(struct fleet *f)
+{
+    coap_tick_t now;
+
+    coap_ticks(&now);
+    for (unsigned i = 0; i < f->nctx; i++)
+        if (f->ctxs[i].dirty) {
+            coap_io_prepare_epoll(f->ctxs[i].ctx, now);
+            f->ctxs[i].dirty = false;
+        }
+}
+
+unsigned
+fleet_count(const struct fleet *f, enum sensor_state st, unsigned upto)
+{
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < upto && i < f->n; i++)
+        n += f->s[i].state >= st && f->s[i].state <= SS_READY;
+    return n;
+}
+
+void
+fleet_free(struct fleet *f)
+{
+    for (unsigned i = 0; i < f->n && f->s; i++)
+        if (f->s[i].session)
+            coap_session_set_app_data(f->s[i].session, NULL);
+    for (unsigned i = 0; i < f->nctx && f->ctxs; i++)
+        if (f->ctxs[i].ctx)
+            coap_free_context(f->ctxs[i].ctx);
+    free(f->ctxs);
+    free(f->s);
+    free(f->rtt);
+}

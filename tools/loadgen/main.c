@@ -1,0 +1,237 @@
+/*
+ * main.c - coap2mqtt-loadgen: the phases of one run and the one epoll loop.
+ *
+ *   connect   --sensors DTLS sessions, --ramp handshakes at a time
+ *             (handshakes/s; VmRSS of --watch-pid before and after)
+ *   ready     the --active sensors register (and are observed)
+ *   emit      --warmup, then the --duration measurement window
+ *   drain     --drain s for the last answers and MQTT messages
+ *
+ * Figures go to stdout and, with --json, to a file (report.c).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+
+#include "coap2mqtt/log.h"
+#include "lg.h"
+#include "report.h"
+
+#define MAX_EVENTS 256
+
+static int
+signal_fd(void)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* One socket per session plus two fds per context. */
+static void
+raise_fd_limit(unsigned sessions)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)sessions + 3 * (sessions / LG_PER_CTX + 1) + 64;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < need)
+        log_warnx("open-file limit %llu is too low for %u sessions (ulimit -n)",
+                  (unsigned long long)rl.rlim_cur, sessions);
+}
+
+/* One pass of the loop: wait up to 'wait_us', then let libcoap work. */
+static bool
+pump(struct fleet *f, int64_t wait_us)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    int n, ms = wait_us <= 0 ? 0 : (int)((wait_us + 999) / 1000);
+
+    fleet_flush(f);
+    n = epoll_wait(f->epfd, evs, MAX_EVENTS, ms > 10 ? 10 : ms);
+    if (n < 0 && errno != EINTR)
+        return false;
+    for (int i = 0; i < n; i++) {
+        if (!evs[i].data.ptr)
+            return false;   /* the signalfd: stop */
+        fleet_io(f, evs[i].data.ptr);
+    }
+    return true;
+}
+
+static bool
+phase_connect(struct fleet *f, struct run_figures *rf)
+{
+    int64_t deadline = lg_now_us() + 60000000 + (int64_t)f->n * 2000;
+
+    proc_sample(f->o->watch_pid, &rf->before);
+    while (lg_now_us() < deadline) {
+        if (fleet_connect_more(f, lg_now_us()))
+            break;
+        if (!pump(f, 10000))
+            return false;
+    }
+    /* Let the server settle (its last handshakes, our registrations). */
+    for (int64_t end = lg_now_us() + 1000000; lg_now_us() < end;)
+        if (!pump(f, 10000))
+            return false;
+    proc_sample(f->o->watch_pid, &rf->connected);
+    return true;
+}
+
+static bool
+phase_ready(struct fleet *f)
+{
+    int64_t deadline = lg_now_us() + 30000000;
+
+    while (lg_now_us() < deadline &&
+           fleet_count(f, SS_READY, f->active) < fleet_count(f, SS_CONNECTED, f->active))
+        if (!pump(f, 10000))
+            return false;
+    return true;
+}
+
+static bool
+phase_emit(struct fleet *f, struct lg_sub *sub, struct run_figures *rf)
+{
+    const struct lg_opts *o = f->o;
+    bool in = false, done = false;
+
+    f->t0_us = lg_now_us();
+    f->win_start_us = f->t0_us + (int64_t)(o->warmup_s * 1e6);
+    f->win_end_us = f->win_start_us + (int64_t)(o->duration_s * 1e6);
+    f->emitting = true;
+    if (sub)
+        sub_set_window(sub, f->win_start_us, f->win_end_us);
+    while (!done) {
+        int64_t now = lg_now_us(), wait = emit_due(f, now);
+        if (!in && now >= f->win_start_us) {
+            proc_sample(o->watch_pid, &rf->win_start);
+            in = true;
+        }
+        if (now >= f->win_end_us) {
+            proc_sample(o->watch_pid, &rf->win_end);
+            done = true;
+        }
+        if (wait > f->win_end_us - now)
+            wait = f->win_end_us - now;
+        if (!pump(f, wait))
+            return false;
+    }
+    return true;
+}
+
+static void
+phase_drain(struct fleet *f, struct lg_sub *sub)
+{
+    int64_t end = lg_now_us() + (int64_t)(f->o->drain_s * 1e6);
+
+    while (lg_now_us() < end) {
+        unsigned long inflight = f->cnt.sent - f->cnt.acked - f->cnt.errors;
+        bool coap_done = !f->o->con || f->o->observe || inflight == 0;
+        if (coap_done && (!sub || sub_received(sub) >= f->cnt.sent))
+            break;
+        if (!pump(f, 10000))
+            break;
+    }
+}
+
+static int
+run_coap(const struct lg_opts *o, int epfd)
+{
+    struct fleet f;
+    struct lg_sub *sub = NULL;
+    struct run_figures rf;
+    int rc = 1;
+
+    memset(&rf, 0, sizeof(rf));
+    raise_fd_limit(o->sensors);
+    if (fleet_init(&f, o, epfd) < 0)
+        goto out;
+    if (o->mqtt_port && !o->handshake_only && !(sub = sub_start(o, o->active)))
+        goto out;
+    if (!phase_connect(&f, &rf))
+        goto out;
+    if (o->handshake_only) {
+        for (int64_t end = lg_now_us() + (int64_t)(o->hold_s * 1e6); lg_now_us() < end;)
+            if (!pump(&f, 10000))
+                break;
+    } else if (!phase_ready(&f) || !phase_emit(&f, sub, &rf)) {
+        goto out;
+    } else {
+        phase_drain(&f, sub);
+    }
+    if (sub)
+        sub_stop(sub);
+    rc = report_coap(o, &f, sub, &rf);
+out:
+    sub_free(sub);
+    fleet_free(&f);
+    return rc;
+}
+
+static int
+run_mqtt(const struct lg_opts *o)
+{
+    struct lg_sub *sub = sub_start(o, o->publishers);
+    struct pub_result pr;
+    int64_t ws = 0, we = 0;
+    int rc = 1;
+
+    if (!sub)
+        return 1;
+    if (pub_run(o, sub, &pr, &ws, &we) == 0) {
+        sub_stop(sub);
+        rc = report_mqtt(o, sub, &pr);
+    }
+    sub_free(sub);
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct lg_opts o;
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+    int rc, epfd, sigfd;
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    rc = opts_parse(&o, argc, argv);
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    log_init(o.verbose ? LOG_LVL_DEBUG : LOG_LVL_NOTICE);
+    coap_startup();
+    log_hook_libraries();
+    if (o.verbose >= 2)
+        coap_set_log_level(LOG_DEBUG);
+    if (o.selftest)
+        return selftest(argv[0]);
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    sigfd = signal_fd();
+    if (epfd < 0 || sigfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0) {
+        log_warn("epoll/signalfd");
+        return 1;
+    }
+    rc = o.mqtt_mode ? run_mqtt(&o) : run_coap(&o, epfd);
+    coap_cleanup();
+    close(sigfd);
+    close(epfd);
+    return rc;
+}
