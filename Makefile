@@ -25,7 +25,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(PKG_CFLAGS) \
             -DCOAP2MQTT_VERSION='"$(VERSION)"' -fstack-protector-strong
-LDLIBS   += $(PKG_LIBS)
+LDLIBS   += $(PKG_LIBS) -lz
 
 # Sanitized variant: "make SAN=1" builds into build/san/.
 ifeq ($(SAN),1)

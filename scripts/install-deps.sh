@@ -6,7 +6,7 @@ PKGS="build-essential pkg-config git
       libcoap3-dev libcoap3-bin libssl-dev openssl
       libmosquitto-dev mosquitto mosquitto-clients
       libconfig-dev libsystemd-dev libjansson-dev libcbor-dev
-      libcmocka-dev uthash-dev python3 python3-pytest python3-paho-mqtt
+      libcmocka-dev uthash-dev zlib1g-dev python3 python3-pytest python3-paho-mqtt
       nftables iproute2 procps systemd
       clang libclang-rt-14-dev"
 missing=""

@@ -23,6 +23,7 @@
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/spool.h"
 #include "coap2mqtt/topics.h"
 #include "coap_handlers.h"
 
@@ -441,21 +442,26 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
                        option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
     else
         m = NULL;
-    if (m && con && await_safe(session, req, m) < 0) {
+    /* Without a spool, "safe" means the broker's PUBACK: wait for it. */
+    if (m && con && !gw->spool && await_safe(session, req, m) < 0) {
         free(m);
         m = NULL;
     }
-    if (!m || !outq_push(gw->outq, m)) {
-        free(m);
+    if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
+        if (m)
+            outmsg_finish(m, false);    /* releases an async wait */
         gw->stats.drops_queue_full++;
         log_ratelimited(&gw->stats.drops_queue_full,
-                        "outbound queue full: push from %s refused", id);
-        reply_busy(response, "gateway queue full");
+                        "outbound queue and spool full: push from %s refused", id);
+        /* The async wait (if any) now answers 5.03 itself. */
+        if (!con || gw->spool)
+            reply_busy(response, "gateway queue full");
         return;
     }
     mqtt_side_flush(gw->mqtt);
-    /* CON: no code now, libcoap sends the empty ACK; 2.04 follows. */
-    if (!con)
+    /* With the spool the reading is on disk now: 2.04 at once.  Without,
+     * a CON push gets the empty ACK now and its 2.04 at PUBACK. */
+    if (!con || gw->spool)
         coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
 }
 

@@ -523,7 +523,8 @@ on_response(coap_session_t *session, const coap_pdu_t *sent,
                    ? COAP_RESPONSE_FAIL : COAP_RESPONSE_OK;
     }
     if (p->kind == REQ_OBSERVE) {
-        observe_on_response(p->owner, session, rcvd);
+        if (!observe_on_response(p->owner, session, rcvd))
+            return COAP_RESPONSE_FAIL;
     } else {
         void *cmd = p->owner;
 

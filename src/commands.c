@@ -19,6 +19,7 @@
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/payload.h"
+#include "coap2mqtt/spool.h"
 #include "device_internal.h"
 
 struct command {
@@ -56,7 +57,7 @@ enqueue_json(struct gw *gw, const char *topic, json_t *body,
         outmsg_finish(m, false);
         m = NULL;
     }
-    if (!m || !outq_push(gw->outq, m)) {
+    if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
         if (m)
             outmsg_finish(m, false);
         gw->stats.drops_queue_full++;
@@ -276,8 +277,9 @@ publish_get_value(struct command *cmd, const coap_pdu_t *rcvd)
         outmsg_finish(m, false);
         return;
     }
-    if (!m || !outq_push(gw->outq, m)) {
-        free(m);
+    if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
+        if (m)
+            outmsg_finish(m, false);
         gw->stats.drops_queue_full++;
         return;
     }

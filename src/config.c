@@ -408,6 +408,9 @@ config_defaults(struct config *cfg, const char *path)
     cfg->commands.ttl = 300;
     cfg->commands.max_queued = 16;
     cfg->queue.max_messages = 100000;
+    cfg->queue.spool = true;
+    cfg->queue.spool_max_mb = 1024;
+    cfg->queue.fsync_interval = 100;
     return set_str(&cfg->path, path) &&
            set_str(&cfg->state_dir, "/var/lib/coap2mqtt") &&
            set_str(&cfg->mqtt.host, "localhost") &&
@@ -546,7 +549,7 @@ check_addr(const char *v)
 
 /* --- the schema ------------------------------------------------------------ */
 
-enum kind { K_INT, K_STR, K_ADDRS, K_GROUP };
+enum kind { K_INT, K_BOOL, K_STR, K_ADDRS, K_GROUP };
 
 struct item {
     const char *name;
@@ -560,6 +563,7 @@ struct item {
 
 #define F(field)            offsetof(struct config, field)
 #define INT(n, f, lo, hi)   { n, K_INT, F(f), 0, lo, hi, NULL, NULL }
+#define BOOL(n, f)          { n, K_BOOL, F(f), 0, 0, 0, NULL, NULL }
 #define STR(n, f, chk)      { n, K_STR, F(f), 0, 0, 0, chk, NULL }
 #define ADDRS(n, f, fn)     { n, K_ADDRS, F(f), F(fn), 0, 0, NULL, NULL }
 #define GROUP(n, items)     { n, K_GROUP, 0, 0, 0, 0, NULL, items }
@@ -613,6 +617,9 @@ static const struct item commands_items[] = {
 
 static const struct item queue_items[] = {
     INT("max_messages", queue.max_messages, 1, 100000000),
+    BOOL("spool", queue.spool),
+    INT("spool_max_mb", queue.spool_max_mb, 1, 16777216),
+    INT("fsync_interval", queue.fsync_interval, 0, 60000),
     END
 };
 
@@ -760,6 +767,12 @@ load_item(struct ctx *c, const config_setting_t *s, const char *name,
     switch (it->kind) {
     case K_INT:
         load_int(c, s, name, it);
+        break;
+    case K_BOOL:
+        if (type != CONFIG_TYPE_BOOL)
+            serr(c, s, name, "must be true or false, got %s", type_name(type));
+        else
+            *(bool *)field(c, it->off) = config_setting_get_bool(s);
         break;
     case K_STR:
         load_str(c, s, name, it);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 #include <coap3/coap.h>
@@ -28,6 +29,7 @@
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
 
 #ifndef COAP2MQTT_VERSION
@@ -205,6 +207,20 @@ setup_signals(struct daemon *d)
 
 /* --- wiring ---------------------------------------------------------------- */
 
+static spool_t *
+open_spool(struct gw *gw)
+{
+    char dir[4096];
+
+    /* systemd's StateDirectory= makes state_dir; by hand, we do. */
+    if (mkdir(gw->cfg->state_dir, 0700) < 0 && errno != EEXIST) {
+        log_warn("state_dir %s", gw->cfg->state_dir);
+        return NULL;
+    }
+    snprintf(dir, sizeof(dir), "%s/spool", gw->cfg->state_dir);
+    return spool_open(gw, dir);
+}
+
 static int
 start(struct daemon *d)
 {
@@ -218,8 +234,11 @@ start(struct daemon *d)
     if (gw->cfg->coap.psk_file &&
         !(gw->keys = keystore_load(gw->cfg->coap.psk_file, report_line, NULL)))
         return -1;
-    if (!(gw->outq = outq_new((size_t)gw->cfg->queue.max_messages)) ||
-        !(gw->devices = devices_new(gw)) ||
+    if (!(gw->outq = outq_new((size_t)gw->cfg->queue.max_messages)))
+        return -1;
+    if (gw->cfg->queue.spool && !(gw->spool = open_spool(gw)))
+        return -1;
+    if (!(gw->devices = devices_new(gw)) ||
         !(gw->mqtt = mqtt_side_new(gw)) ||
         !(gw->status = status_new(gw)) ||
         !(gw->coap = coap_side_new(gw)))
@@ -248,6 +267,10 @@ teardown(struct daemon *d)
     gw->outq = NULL;
     mqtt_side_free(gw->mqtt);
     gw->mqtt = NULL;
+    /* What the broker did not acknowledge stays in the spool for the
+     * next start. */
+    spool_close(gw->spool);
+    gw->spool = NULL;
     coap_side_free(gw->coap);
     gw->coap = NULL;
     devices_free(gw->devices);

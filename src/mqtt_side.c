@@ -21,6 +21,7 @@
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/payload.h"
+#include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
 #include "coap2mqtt/topics.h"
 
@@ -222,6 +223,8 @@ on_publish(struct mosquitto *mosq, void *arg, int mid, int reason,
     }
     if (f->msg->qos > 0)
         m->gw->stats.puback++;
+    /* A refusal is final too: retrying the same publish would not help. */
+    spool_delivered(m->gw->spool, f->msg->seq);
     outmsg_finish(f->msg, reason < 0x80);
     free(f);
 }
@@ -272,6 +275,7 @@ publish_one(mqtt_side_t *m, outmsg_t *msg)
         log_ratelimited(&warned, "mqtt: cannot publish to %s: %s", msg->topic,
                         mosquitto_strerror(rc));
         free(f);
+        spool_delivered(m->gw->spool, msg->seq);
         outmsg_finish(msg, false);
         return -1;
     }
@@ -280,6 +284,7 @@ publish_one(mqtt_side_t *m, outmsg_t *msg)
         /* At most once: done when handed over.  (libmosquitto may already
          * have written it and fired on_publish inside the call above.) */
         free(f);
+        spool_delivered(m->gw->spool, msg->seq);
         outmsg_finish(msg, true);
         return 0;
     }
@@ -297,10 +302,16 @@ mqtt_side_flush(mqtt_side_t *m)
     bool any = false;
     outmsg_t *msg;
 
-    while (m->connected && m->n_inflight < cap &&
-           (msg = outq_pop(m->gw->outq))) {
-        int rc = publish_one(m, msg);
+    while (m->connected && m->n_inflight < cap) {
+        int rc;
 
+        if (!(msg = outq_pop(m->gw->outq))) {
+            /* Memory drained: read the next part of a disk backlog. */
+            spool_refill(m->gw->spool, m->gw->outq);
+            if (!(msg = outq_pop(m->gw->outq)))
+                break;
+        }
+        rc = publish_one(m, msg);
         if (rc > 0) {
             outq_push_front(m->gw->outq, msg);
             break;

@@ -14,6 +14,7 @@
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/spool.h"
 #include "device_internal.h"
 
 #define OBS_GRACE_MS       10000   /* on top of Max-Age before re-registering */
@@ -186,7 +187,8 @@ option_uint(const coap_pdu_t *pdu, coap_option_num_t num, bool *present)
     return opt ? coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)) : 0;
 }
 
-static void
+/* False when the reading could not be stored (queue and spool full). */
+static bool
 publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
 {
     struct gw *gw = gw_of(r);
@@ -203,7 +205,7 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
         log_ratelimited(&gw->stats.drops_too_large,
                         "device %s: /%s: %zu-byte notification over coap.max_payload, dropped",
                         r->dev->id, r->path, len);
-        return;
+        return true;    /* refused for good: retrying would not help */
     }
     /* A NON notification gets QoS 0; a CON one (or the piggybacked first
      * answer) QoS 1: the device asked for reliability, so do we. */
@@ -211,20 +213,21 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
                                                        : gw->cfg->mqtt.qos_con;
     if (topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic, r->dev->id,
                     r->path, NULL) < 0)
-        return;
+        return true;
     m = outmsg_new(topic, data, len, qos, false, ct);
-    if (!m || !outq_push(gw->outq, m)) {
+    if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
         free(m);
         gw->stats.drops_queue_full++;
         log_ratelimited(&gw->stats.drops_queue_full,
-                        "outbound queue full (%zu): reading from %s dropped",
-                        outq_len(gw->outq), r->dev->id);
-        return;
+                        "outbound queue and spool full: reading from %s refused",
+                        r->dev->id);
+        return false;
     }
     mqtt_side_flush(gw->mqtt);
+    return true;
 }
 
-void
+bool
 observe_on_response(struct resource *r, coap_session_t *session,
                     const coap_pdu_t *rcvd)
 {
@@ -243,22 +246,24 @@ observe_on_response(struct resource *r, coap_session_t *session,
                   COAP_RESPONSE_CLASS(code), code & 0x1f);
         forget(r);
         schedule_retry(r);
-        return;
+        return true;
     }
     gw->stats.notifications_in++;
     r->dev->last_seen = loop_wall_s();
     if (has_obs && r->have_seq && !observe_is_fresh(r->last_seq, r->last_ms, seq, now)) {
         gw->stats.notifications_stale++;
-        return;
+        return true;
     }
-    publish_reading(r, rcvd, has_ct ? (int)ct : r->ct);
+    if (!publish_reading(r, rcvd, has_ct ? (int)ct : r->ct) &&
+        coap_pdu_get_type(rcvd) == COAP_MESSAGE_CON)
+        return false;   /* not stored: do not acknowledge it */
     if (!has_obs) {
         /* The device answered without Observe: it will not notify. */
         gw->stats.observations_failed++;
         log_warnx("device %s: /%s is not observable after all", r->dev->id, r->path);
         forget(r);
         schedule_retry(r);
-        return;
+        return true;
     }
     if (!r->active)
         log_debug("device %s: observing /%s", r->dev->id, r->path);
@@ -268,6 +273,7 @@ observe_on_response(struct resource *r, coap_session_t *session,
     r->last_seq = seq;
     r->last_ms = now;
     arm_silence(r, has_age ? max_age : COAP_DEFAULT_MAX_AGE);
+    return true;
 }
 
 void

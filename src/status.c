@@ -15,6 +15,7 @@
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
 #include "coap2mqtt/topics.h"
 
@@ -87,6 +88,8 @@ status_stats_json(status_t *s)
     json_object_set_new(o, "sessions", json_integer((json_int_t)coap_side_sessions(gw->coap)));
     json_object_set_new(o, "queue_depth", json_integer((json_int_t)outq_len(gw->outq)));
     json_object_set_new(o, "queue_max", json_integer((json_int_t)outq_max(gw->outq)));
+    json_object_set_new(o, "spool_bytes", json_integer((json_int_t)spool_bytes(gw->spool)));
+    json_object_set_new(o, "spool_backlog", json_integer((json_int_t)spool_backlog(gw->spool)));
     json_object_set_new(o, "mqtt_inflight", json_integer((json_int_t)mqtt_side_inflight(gw->mqtt)));
     json_object_set_new(o, "mqtt_connected", json_boolean(mqtt_side_connected(gw->mqtt)));
     json_object_set_new(o, "time", json_integer((json_int_t)loop_wall_s()));

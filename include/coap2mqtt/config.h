@@ -59,6 +59,10 @@ struct config_commands {
 
 struct config_queue {
     int max_messages;       /* readings held in memory, default 100000 */
+    bool spool;             /* keep a durable log in state_dir/spool, default true */
+    int spool_max_mb;       /* disk the spool may use, MiB, default 1024 */
+    int fsync_interval;     /* ms between fdatasync of the spool, default 100;
+                               0 = every record (slow, no power-loss window) */
 };
 
 struct config {

@@ -20,6 +20,7 @@ typedef struct mqtt_side mqtt_side_t;
 typedef struct devices devices_t;
 typedef struct outq outq_t;
 typedef struct status status_t;
+typedef struct spool spool_t;
 
 struct gw {
     struct config *cfg;
@@ -29,6 +30,7 @@ struct gw {
     mqtt_side_t *mqtt;
     devices_t *devices;
     outq_t *outq;
+    spool_t *spool;         /* NULL when queue.spool is off */
     status_t *status;
     struct stats stats;
     bool stopping;          /* graceful stop in progress: no new work */

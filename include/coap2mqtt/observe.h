@@ -20,8 +20,12 @@ void observe_start_all(struct device *dev);
 /* Cancels every observation (NON GET Observe=1) and forgets the tokens. */
 void observe_cancel_all(struct device *dev, bool on_wire);
 
-/* A response or notification for an observation token. */
-void observe_on_response(struct resource *res, coap_session_t *session,
+/*
+ * A response or notification for an observation token.  False when a CON
+ * notification could not be stored: it must not be acknowledged (RST),
+ * so the device keeps it; the observation is re-established later.
+ */
+bool observe_on_response(struct resource *res, coap_session_t *session,
                          const coap_pdu_t *rcvd);
 /* The observe request itself was not delivered. */
 void observe_on_nack(struct resource *res, coap_nack_reason_t reason);

@@ -35,6 +35,7 @@ struct outmsg {
     size_t corr_len;
     outmsg_done_fn done;
     void *done_arg;
+    uint64_t seq;           /* spool sequence number, 0 = not spooled */
 };
 
 /* One allocation holding topic and payload.  NULL on failure. */

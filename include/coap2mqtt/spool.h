@@ -1,0 +1,59 @@
+/*
+ * spool.h - the durable half of the outbound queue.  Every message bound
+ * for the broker is appended to an on-disk log in state_dir/spool before
+ * the device is told it was accepted (a write() survives kill -9; fsync
+ * is batched every spool.fsync_interval ms against power loss).  The log
+ * is replayed in order after a restart from the last message the broker
+ * acknowledged.  When the in-memory queue is full, messages live on disk
+ * only and are read back in order as the broker catches up, so memory
+ * stays bounded whatever the outage.
+ *
+ * Records: a 24-byte header (magic "C2M1", body length, CRC-32 of the body,
+ * flags, sequence number) and the body (QoS, retain, Content-Format,
+ * topic, correlation data, payload).  A torn last record (crash mid-write)
+ * fails its CRC and ends the replay of that segment.
+ */
+#ifndef COAP2MQTT_SPOOL_H
+#define COAP2MQTT_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coap2mqtt/gateway.h"
+#include "coap2mqtt/outq.h"
+
+typedef struct spool spool_t;
+
+/*
+ * Opens (creating) the spool directory and replays what the broker had
+ * not acknowledged into gw->outq (and the disk backlog).  NULL on failure,
+ * logged.
+ */
+spool_t *spool_open(struct gw *gw, const char *dir);
+/* Flushes, syncs, records the acknowledged position, closes. */
+void spool_close(spool_t *sp);
+
+enum spool_put_result {
+    SPOOL_QUEUED,       /* in the memory queue (and on disk when enabled) */
+    SPOOL_ON_DISK,      /* on disk only: the memory queue is full */
+    SPOOL_FULL,         /* refused: memory queue full and spool full/off */
+};
+
+/*
+ * The one way into the outbound queue.  Takes ownership of 'm' unless
+ * SPOOL_FULL is returned.  With sp == NULL (no spool) this is the bounded
+ * memory queue alone.
+ */
+enum spool_put_result spool_put(spool_t *sp, outq_t *q, outmsg_t *m);
+
+/* The broker has message 'seq' (PUBACK, or QoS 0 handed over). */
+void spool_delivered(spool_t *sp, uint64_t seq);
+
+/* Moves disk-only messages back into the memory queue as room allows. */
+void spool_refill(spool_t *sp, outq_t *q);
+
+uint64_t spool_bytes(const spool_t *sp);       /* on disk now */
+uint64_t spool_backlog(const spool_t *sp);     /* messages on disk only */
+
+#endif

@@ -1,0 +1,642 @@
+/*
+ * spool.c - an append-only log of outbound messages in segment files
+ * (<dir>/<first seq, 16 hex digits>.seg), plus <dir>/acked holding the
+ * highest sequence number below which the broker has everything.
+ *
+ * Acknowledgements arrive out of order (QoS 0 at hand-over, QoS 1 at
+ * PUBACK), so a ring of per-message flags over the unacknowledged window
+ * moves the watermark forward only across contiguous deliveries.  Whole
+ * segments behind the watermark are deleted.  Nothing here blocks on the
+ * network; disk writes are plain write()s and a batched fdatasync().
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "coap2mqtt/log.h"
+#include "coap2mqtt/spool.h"
+
+#define SEG_MAX_BYTES   (16u << 20)
+#define REC_MAGIC       0x43324d31u     /* "C2M1" */
+#define REC_HDR         24
+#define REC_BODY_FIXED  16
+#define REC_MAX_BODY    (REC_BODY_FIXED + 65535 + 65535 + (64u << 20))
+
+struct segment {
+    struct segment *next;
+    uint64_t first_seq;
+    uint64_t bytes;
+    char name[32];
+};
+
+struct spool {
+    struct gw *gw;
+    int dirfd;
+    struct segment *segs, *tail;    /* oldest first */
+    int wfd;                        /* the tail segment, append only */
+    uint64_t next_seq;
+    uint64_t acked;                 /* everything <= acked is delivered */
+    uint64_t acked_on_disk;
+    int ackfd;
+    uint8_t *done;                  /* ring over (acked, next_seq) */
+    size_t cap;
+    uint64_t bytes, max_bytes;
+    bool dirty;
+    uint64_t sync_timer;
+    /* disk-only backlog, read back in order */
+    uint64_t backlog;               /* messages on disk only */
+    struct segment *rseg;
+    int rfd;
+    uint64_t roff;
+};
+
+/* --- little-endian encoding ------------------------------------------- */
+
+static void
+put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void
+put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void
+put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t
+get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t
+get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t
+get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* --- records ------------------------------------------------------------ */
+
+/* Encodes header + body into a malloc'd buffer; *len gets its size. */
+static uint8_t *
+encode(const outmsg_t *m, uint64_t seq, size_t *len)
+{
+    size_t tlen = strlen(m->topic);
+    size_t body = REC_BODY_FIXED + tlen + m->corr_len + m->len;
+    uint8_t *buf, *b;
+
+    if (tlen > 65535 || m->corr_len > 65535 || body > REC_MAX_BODY)
+        return NULL;
+    if (!(buf = malloc(REC_HDR + body)))
+        return NULL;
+    b = buf + REC_HDR;
+    b[0] = (uint8_t)m->qos;
+    b[1] = m->retain;
+    put16(b + 2, 0);
+    put32(b + 4, (uint32_t)m->ct);
+    put16(b + 8, (uint16_t)tlen);
+    put16(b + 10, (uint16_t)m->corr_len);
+    put32(b + 12, (uint32_t)m->len);
+    memcpy(b + REC_BODY_FIXED, m->topic, tlen);
+    if (m->corr_len)
+        memcpy(b + REC_BODY_FIXED + tlen, m->corr, m->corr_len);
+    if (m->len)
+        memcpy(b + REC_BODY_FIXED + tlen + m->corr_len, m->payload, m->len);
+    put32(buf, REC_MAGIC);
+    put32(buf + 4, (uint32_t)body);
+    put32(buf + 8, (uint32_t)crc32(0, b, (uInt)body));
+    put32(buf + 12, 0);
+    put64(buf + 16, seq);
+    *len = REC_HDR + body;
+    return buf;
+}
+
+/* Rebuilds a message from a verified body. */
+static outmsg_t *
+decode(const uint8_t *b, size_t body, uint64_t seq)
+{
+    size_t tlen, clen, plen;
+    char topic[65536];
+    outmsg_t *m;
+
+    if (body < REC_BODY_FIXED)
+        return NULL;
+    tlen = get16(b + 8);
+    clen = get16(b + 10);
+    plen = get32(b + 12);
+    if (REC_BODY_FIXED + tlen + clen + plen != body || b[0] > 2)
+        return NULL;
+    memcpy(topic, b + REC_BODY_FIXED, tlen);
+    topic[tlen] = '\0';
+    m = outmsg_new(topic, b + REC_BODY_FIXED + tlen + clen, plen, b[0], b[1] != 0,
+                   (int)get32(b + 4));
+    if (m && clen && outmsg_set_correlation(m, b + REC_BODY_FIXED + tlen, clen) < 0) {
+        outmsg_finish(m, false);
+        return NULL;
+    }
+    if (m)
+        m->seq = seq;
+    return m;
+}
+
+/*
+ * Reads the record at 'off' of fd.  Returns its total size and fills *seq
+ * and *m (if m != NULL), 0 at a clean end, -1 for a torn or corrupt record.
+ */
+static ssize_t
+read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m)
+{
+    uint8_t hdr[REC_HDR], *body;
+    uint32_t len;
+    ssize_t n = pread(fd, hdr, sizeof(hdr), (off_t)off);
+
+    if (n == 0)
+        return 0;
+    if (n != REC_HDR || get32(hdr) != REC_MAGIC)
+        return -1;
+    len = get32(hdr + 4);
+    if (len < REC_BODY_FIXED || len > REC_MAX_BODY || !(body = malloc(len)))
+        return -1;
+    if (pread(fd, body, len, (off_t)(off + REC_HDR)) != (ssize_t)len ||
+        (uint32_t)crc32(0, body, len) != get32(hdr + 8)) {
+        free(body);
+        return -1;
+    }
+    *seq = get64(hdr + 16);
+    if (m && !(*m = decode(body, len, *seq))) {
+        free(body);
+        return -1;
+    }
+    free(body);
+    return (ssize_t)(REC_HDR + len);
+}
+
+/* --- the acknowledged window ------------------------------------------- */
+
+static int
+window_fit(spool_t *sp, uint64_t seq)
+{
+    size_t need = (size_t)(seq - sp->acked) + 1, cap;
+    uint8_t *ring;
+
+    if (need <= sp->cap)
+        return 0;
+    for (cap = sp->cap ? sp->cap : 1024; cap < need; cap *= 2)
+        ;
+    if (!(ring = calloc(cap, 1)))
+        return -1;
+    for (uint64_t s = sp->acked + 1; s < sp->next_seq; s++)
+        ring[s % cap] = sp->done[s % sp->cap];
+    free(sp->done);
+    sp->done = ring;
+    sp->cap = cap;
+    return 0;
+}
+
+static void
+drop_acked_segments(spool_t *sp)
+{
+    while (sp->segs && sp->segs->next && sp->segs->next->first_seq <= sp->acked + 1 &&
+           sp->segs != sp->rseg) {
+        struct segment *s = sp->segs;
+
+        unlinkat(sp->dirfd, s->name, 0);
+        sp->bytes -= s->bytes;
+        sp->segs = s->next;
+        free(s);
+    }
+}
+
+void
+spool_delivered(spool_t *sp, uint64_t seq)
+{
+    if (!sp || seq <= sp->acked || seq >= sp->next_seq)
+        return;
+    sp->done[seq % sp->cap] = 1;
+    while (sp->acked + 1 < sp->next_seq && sp->done[(sp->acked + 1) % sp->cap]) {
+        sp->done[(sp->acked + 1) % sp->cap] = 0;
+        sp->acked++;
+    }
+    drop_acked_segments(sp);
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+static void
+sync_now(spool_t *sp)
+{
+    if (sp->dirty && sp->wfd >= 0 && fdatasync(sp->wfd) < 0)
+        log_warn("spool: fdatasync");
+    sp->dirty = false;
+    if (sp->acked != sp->acked_on_disk) {
+        uint8_t b[8];
+
+        put64(b, sp->acked);
+        if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
+            log_warn("spool: writing the acknowledged position");
+        sp->acked_on_disk = sp->acked;
+    }
+}
+
+static void
+sync_tick(loop_t *loop, void *arg)
+{
+    spool_t *sp = arg;
+
+    sync_now(sp);
+    sp->sync_timer = loop_add_timer(loop, (uint64_t)(sp->gw->cfg->queue.fsync_interval
+                                                     ? sp->gw->cfg->queue.fsync_interval
+                                                     : 100),
+                                    sync_tick, sp);
+}
+
+static struct segment *
+segment_new(spool_t *sp, uint64_t first_seq)
+{
+    struct segment *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return NULL;
+    s->first_seq = first_seq;
+    snprintf(s->name, sizeof(s->name), "%016" PRIx64 ".seg", first_seq);
+    if (sp->tail)
+        sp->tail->next = s;
+    else
+        sp->segs = s;
+    sp->tail = s;
+    return s;
+}
+
+/* Starts a new tail segment for appending. */
+static int
+rotate(spool_t *sp)
+{
+    struct segment *s;
+
+    if (sp->wfd >= 0) {
+        if (fdatasync(sp->wfd) < 0)
+            log_warn("spool: fdatasync");
+        close(sp->wfd);
+        sp->wfd = -1;
+    }
+    if (!(s = segment_new(sp, sp->next_seq)))
+        return -1;
+    sp->wfd = openat(sp->dirfd, s->name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (sp->wfd < 0) {
+        log_warn("spool: cannot create %s", s->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Appends; *off gets the record's offset in the tail segment. */
+static int
+append(spool_t *sp, outmsg_t *m, uint64_t *off)
+{
+    size_t len;
+    uint8_t *rec;
+    ssize_t n;
+
+    if (window_fit(sp, sp->next_seq) < 0)
+        return -1;
+    if (!(rec = encode(m, sp->next_seq, &len)))
+        return -1;
+    if (sp->bytes + len > sp->max_bytes) {
+        free(rec);
+        return -1;
+    }
+    if ((sp->wfd < 0 || sp->tail->bytes + len > SEG_MAX_BYTES) && rotate(sp) < 0) {
+        free(rec);
+        return -1;
+    }
+    n = write(sp->wfd, rec, len);
+    free(rec);
+    if (n != (ssize_t)len) {
+        static int warned;
+
+        log_ratelimited(&warned, "spool: write failed (%s)", n < 0 ? strerror(errno) : "short");
+        /* A short write leaves a torn record: start clean in a new segment. */
+        if (n > 0) {
+            sp->tail->bytes += (uint64_t)n;
+            sp->bytes += (uint64_t)n;
+            rotate(sp);
+        }
+        return -1;
+    }
+    *off = sp->tail->bytes;
+    m->seq = sp->next_seq++;
+    sp->done[m->seq % sp->cap] = 0;
+    sp->tail->bytes += len;
+    sp->bytes += len;
+    sp->dirty = true;
+    if (sp->gw->cfg->queue.fsync_interval == 0)
+        sync_now(sp);
+    return 0;
+}
+
+static int
+open_reader(spool_t *sp, struct segment *seg, uint64_t off)
+{
+    if (sp->rfd >= 0)
+        close(sp->rfd);
+    sp->rseg = seg;
+    sp->roff = off;
+    sp->rfd = openat(sp->dirfd, seg->name, O_RDONLY | O_CLOEXEC);
+    if (sp->rfd < 0)
+        log_warn("spool: cannot read %s", seg->name);
+    return sp->rfd < 0 ? -1 : 0;
+}
+
+enum spool_put_result
+spool_put(spool_t *sp, outq_t *q, outmsg_t *m)
+{
+    uint64_t off;
+
+    if (!sp)
+        return outq_push(q, m) ? SPOOL_QUEUED : SPOOL_FULL;
+    if (append(sp, m, &off) < 0)
+        return SPOOL_FULL;
+    if (!sp->backlog && outq_push(q, m))
+        return SPOOL_QUEUED;
+    /* Memory is full: from here on everything waits on disk, in order,
+     * until spool_refill() has read the backlog back. */
+    if (!sp->backlog && open_reader(sp, sp->tail, off) < 0) {
+        /* Cannot read it back: keep it in memory beyond the bound rather
+         * than lose a reading that is already acknowledged. */
+        outq_push_front(q, m);
+        return SPOOL_QUEUED;
+    }
+    sp->backlog++;
+    outmsg_finish(m, true);
+    return SPOOL_ON_DISK;
+}
+
+void
+spool_refill(spool_t *sp, outq_t *q)
+{
+    while (sp && sp->backlog && outq_len(q) < outq_max(q)) {
+        outmsg_t *m = NULL;
+        uint64_t seq;
+        ssize_t n = read_record(sp->rfd, sp->roff, &seq, &m);
+
+        if (n > 0) {
+            sp->roff += (uint64_t)n;
+            sp->backlog--;
+            outq_push(q, m);
+            continue;
+        }
+        if (n == 0 && sp->rseg->next) {
+            if (open_reader(sp, sp->rseg->next, 0) < 0)
+                break;
+            continue;
+        }
+        /* A record we wrote cannot be read back: give up on the rest. */
+        log_warnx("spool: %s unreadable at offset %" PRIu64 "; %" PRIu64
+                  " spooled messages lost", sp->rseg->name, sp->roff, sp->backlog);
+        sp->backlog = 0;
+    }
+    if (sp && !sp->backlog && sp->rfd >= 0) {
+        close(sp->rfd);
+        sp->rfd = -1;
+        sp->rseg = NULL;
+    }
+}
+
+uint64_t
+spool_bytes(const spool_t *sp)
+{
+    return sp ? sp->bytes : 0;
+}
+
+uint64_t
+spool_backlog(const spool_t *sp)
+{
+    return sp ? sp->backlog : 0;
+}
+
+/* --- recovery ------------------------------------------------------------- */
+
+static int
+seg_cmp(const void *a, const void *b)
+{
+    uint64_t x = (*(struct segment *const *)a)->first_seq;
+    uint64_t y = (*(struct segment *const *)b)->first_seq;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Lists *.seg files, oldest first, into sp->segs. */
+static int
+list_segments(spool_t *sp)
+{
+    DIR *d = fdopendir(dup(sp->dirfd));
+    struct segment **v = NULL, *s;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+
+    if (!d)
+        return -1;
+    while ((e = readdir(d))) {
+        uint64_t first;
+        char tail[8];
+
+        if (sscanf(e->d_name, "%16" SCNx64 "%7s", &first, tail) != 2 ||
+            strcmp(tail, ".seg") != 0 || strlen(e->d_name) != 20)
+            continue;
+        if (n == cap) {
+            struct segment **nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v));
+
+            if (!nv)
+                break;
+            v = nv;
+        }
+        if (!(s = calloc(1, sizeof(*s))))
+            break;
+        s->first_seq = first;
+        memcpy(s->name, e->d_name, 21);     /* 20 characters, checked above */
+        v[n++] = s;
+    }
+    closedir(d);
+    if (n)
+        qsort(v, n, sizeof(*v), seg_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (sp->tail)
+            sp->tail->next = v[i];
+        else
+            sp->segs = v[i];
+        sp->tail = v[i];
+    }
+    free(v);
+    return 0;
+}
+
+/* Replays one segment: unacknowledged records go to the queue (or start
+ * the backlog); a torn tail is cut off. */
+static void
+replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
+{
+    int fd = openat(sp->dirfd, seg->name, O_RDWR | O_CLOEXEC);
+    uint64_t off = 0, seq;
+    ssize_t n;
+
+    if (fd < 0) {
+        log_warn("spool: cannot open %s", seg->name);
+        return;
+    }
+    for (;;) {
+        outmsg_t *m = NULL;
+        bool want = true;
+
+        n = read_record(fd, off, &seq, NULL);
+        if (n <= 0)
+            break;
+        if (seq <= sp->acked || seq < sp->next_seq)
+            want = false;           /* delivered, or a duplicate number */
+        if (want) {
+            if (window_fit(sp, seq) < 0)
+                break;
+            sp->next_seq = seq + 1;
+            sp->done[seq % sp->cap] = 0;
+            if (!sp->backlog && outq_len(q) < outq_max(q) &&
+                read_record(fd, off, &seq, &m) > 0) {
+                outq_push(q, m);
+            } else {
+                if (!sp->backlog)
+                    open_reader(sp, seg, off);
+                sp->backlog++;
+            }
+            (*replayed)++;
+        }
+        off += (uint64_t)n;
+    }
+    if (n < 0) {
+        log_warnx("spool: %s: torn record at offset %" PRIu64 " (crash during a write), cut",
+                  seg->name, off);
+        if (ftruncate(fd, (off_t)off) < 0)
+            log_warn("spool: truncate %s", seg->name);
+    }
+    seg->bytes = off;
+    sp->bytes += off;
+    close(fd);
+}
+
+/* A segment created just before a crash may hold nothing: remove it, so
+ * that a new one of the same name cannot be mistaken for it. */
+static void
+drop_empty_segments(spool_t *sp)
+{
+    struct segment **pp = &sp->segs, *s;
+
+    sp->tail = NULL;
+    while ((s = *pp)) {
+        if (s->bytes == 0 && s != sp->rseg) {
+            unlinkat(sp->dirfd, s->name, 0);
+            *pp = s->next;
+            free(s);
+            continue;
+        }
+        sp->tail = s;
+        pp = &s->next;
+    }
+}
+
+static void
+read_acked(spool_t *sp)
+{
+    uint8_t b[8];
+
+    sp->ackfd = openat(sp->dirfd, "acked", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (sp->ackfd >= 0 && pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b))
+        sp->acked = get64(b);
+    sp->acked_on_disk = sp->acked;
+}
+
+spool_t *
+spool_open(struct gw *gw, const char *dir)
+{
+    spool_t *sp = calloc(1, sizeof(*sp));
+    uint64_t replayed = 0;
+
+    if (!sp)
+        return NULL;
+    sp->gw = gw;
+    sp->wfd = sp->rfd = sp->ackfd = -1;
+    sp->max_bytes = (uint64_t)gw->cfg->queue.spool_max_mb << 20;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        log_warn("spool: cannot create %s", dir);
+        free(sp);
+        return NULL;
+    }
+    sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sp->dirfd < 0 || (read_acked(sp), sp->ackfd < 0) || list_segments(sp) < 0) {
+        log_warn("spool: cannot use %s", dir);
+        spool_close(sp);
+        return NULL;
+    }
+    sp->next_seq = sp->acked + 1;
+    for (struct segment *s = sp->segs; s; s = s->next)
+        replay_segment(sp, s, gw->outq, &replayed);
+    drop_empty_segments(sp);
+    drop_acked_segments(sp);
+    if (replayed)
+        log_notice("spool: %" PRIu64 " messages from before the restart will be "
+                   "delivered (%" PRIu64 " waiting on disk)", replayed, sp->backlog);
+    sp->sync_timer = loop_add_timer(gw->loop, 100, sync_tick, sp);
+    return sp;
+}
+
+void
+spool_close(spool_t *sp)
+{
+    struct segment *s;
+
+    if (!sp)
+        return;
+    if (sp->gw->loop)
+        loop_cancel_timer(sp->gw->loop, sp->sync_timer);
+    if (sp->ackfd >= 0) {
+        sync_now(sp);
+        fsync(sp->ackfd);
+        close(sp->ackfd);
+    }
+    if (sp->wfd >= 0)
+        close(sp->wfd);
+    if (sp->rfd >= 0)
+        close(sp->rfd);
+    if (sp->dirfd >= 0)
+        close(sp->dirfd);
+    while ((s = sp->segs)) {
+        sp->segs = s->next;
+        free(s);
+    }
+    free(sp->done);
+    free(sp);
+}
