@@ -17,7 +17,7 @@
  *   3. emit: a recursive walk (depth bounded by step 1) writing JSON text
  *      into a growing buffer whose size is capped (non-text map keys nest
  *      escaped JSON inside JSON, which grows exponentially with depth).
- * The rules of the mapping are written down in docs/payload-json.md.
+ * The rules of the mapping are listed in payload_json.h.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -825,7 +825,7 @@ static int
 cbor_to_json(const uint8_t *data, size_t len, int senml, char **out,
              const char **err)
 {
-    struct scan s = { .p = data, .end = data + len };
+    struct scan s = { .p = data };
     struct jbuf b = { .max = json_max(len) };
     struct cbor_load_result res;
     cbor_item_t *it;
@@ -833,6 +833,7 @@ cbor_to_json(const uint8_t *data, size_t len, int senml, char **out,
 
     if (len == 0 || len > SIZE_MAX / 2 - 1)
         return *err = "empty CBOR payload", -1;
+    s.end = data + len;
     if (!(s.out = malloc(2 * len)))
         return *err = "out of memory", -1;
     if ((why = scan_cbor(&s))) {
