@@ -531,9 +531,11 @@ jb_bigdec(struct jbuf *b, const uint8_t *m, size_t n, int neg)
 
     w[0] = 0;
     memcpy(w + 1, m, n);
-    for (i = wn; neg && i-- > 0;)       /* -1 - m = -(m + 1) */
-        if (++w[i] != 0)
+    for (i = wn; neg && i-- > 0;) {     /* -1 - m = -(m + 1) */
+        w[i] = (uint8_t)(w[i] + 1);     /* 0xff wraps and carries on */
+        if (w[i] != 0)
             break;
+    }
     dig[--d] = '\0';
     dig[--d] = '"';
     while (lead < wn) {
