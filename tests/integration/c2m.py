@@ -519,14 +519,25 @@ class Gateway:
         return "coaps://%s:%d" % (host, self.port)
 
     def start(self):
+        self.runs = getattr(self, "runs", 0) + 1
+        suffix = "" if self.runs == 1 else ".%d" % self.runs
         self.proc = subprocess.Popen(
             [self.binary, "-c", self.conf, "-v"], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env=gateway_env(), close_fds=True)
         self.log = LineLog(self.proc.stderr,
-                           os.path.join(self.dir, self.name + ".stderr"),
-                           "gateway " + self.name)
+                           os.path.join(self.dir, self.name + suffix + ".stderr"),
+                           "gateway " + self.name + suffix)
         return self
+
+    def respawn(self):
+        """A new process on the same config, port and state_dir (after the
+        old one exited: a restart, or recovery after kill -9)."""
+        assert not self.running()
+        self.old_logs = getattr(self, "old_logs", []) + [self.log]
+        self.exit_code = None
+        self.expect_death = False
+        return self.start()
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -542,7 +553,8 @@ class Gateway:
         return self.exit_code
 
     def sanitizer_reports(self):
-        text = self.log.text() if self.log else ""
+        logs = getattr(self, "old_logs", []) + ([self.log] if self.log else [])
+        text = "\n".join(log.text() for log in logs)
         return [l for l in text.splitlines() if any(s in l for s in SANITIZER_MARKERS)]
 
     def topic(self, *levels):
