@@ -195,3 +195,16 @@ def test_deleted_device_stays_listed_offline(gateway, coap, mqtt):
                       device_entries(m.json())["dev-10"].get("online") is False,
                       timeout=5, start=mark)
     assert device_entries(m.json())["dev-10"].get("online") is False
+
+
+@pytest.mark.skipif(not c2m.ipv6_loopback_available(), reason="no ::1")
+def test_ipv6_sensor_observed_and_commanded(make_gateway, sim, mqtt):
+    gw = make_gateway(listen_host="::1")
+    setpoint = gw.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    s = sim("hvac", bind=False)            # ::1 is the only v6 loopback address
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    mqtt.wait_for(gw.topic("hvac-1", "temperature"), timeout=10)
+    mqtt.publish(setpoint + "/set", b"22.0")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 22\.0$", timeout=10)
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
