@@ -185,7 +185,7 @@ void emit_add_rtt(struct fleet *f, uint64_t us);
 
 struct lg_sub;
 
-/* Connects and subscribes to <base>/+/<path> at QoS 1; NULL on failure. */
+/* Connects and subscribes to <base>/+/<path> at QoS 0; NULL on failure. */
 struct lg_sub *sub_start(const struct lg_opts *o, unsigned devices);
 /* Messages sent in [start, end) are the measurement window. */
 void sub_set_window(struct lg_sub *s, int64_t start_us, int64_t end_us);

@@ -93,7 +93,7 @@ on_connect(struct mosquitto *m, void *arg, int rc)
     struct lg_sub *s = arg;
 
     if (rc == 0)
-        mosquitto_subscribe(m, NULL, s->topic, 1);
+        mosquitto_subscribe(m, NULL, s->topic, 0);   /* the lightest instrument */
 }
 
 static void

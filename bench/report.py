@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""bench/report.py DIR OUT SESSIONS RMEM - collects the raw JSON of one
+bench/run.sh run into OUT (bench/results.json): every figure next to the
+baseline measured in the same run, the ratio, and the goals of issue 6."""
+import json, os, platform, subprocess, sys, time
+
+d, out, sessions, rmem = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
+
+def load(name):
+    try:
+        with open(os.path.join(d, name + ".json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+def get(j, *path):
+    for k in path:
+        if not isinstance(j, dict) or k not in j:
+            return None
+        j = j[k]
+    return j
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+def pkg(name):
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+def cpu_model():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+R = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+     "host": {"cpu": cpu_model(), "cpus": os.cpu_count(), "kernel": platform.release(),
+              "udp_rmem": rmem},
+     "versions": {"libcoap3": pkg("libcoap3"), "mosquitto": pkg("mosquitto"),
+                  "libmosquitto1": pkg("libmosquitto1"), "openssl": pkg("libssl3"),
+                  "coap2mqtt": subprocess.run(["git", "-C", os.path.dirname(out), "describe",
+                                               "--always", "--dirty"], capture_output=True,
+                                              text=True).stdout.strip()}}
+
+# Throughput: (a) delivered to the subscriber, (b) answered / counted by the
+# bare server, (c) delivered to the subscriber.
+a_push = get(load("a_push_con"), "mqtt", "per_s")
+b_push = get(load("b_push_con"), "coap", "acked_per_s")
+a_obs = get(load("a_obs_non"), "mqtt", "per_s")
+b_obs = get(load("bare-obs_non"), "per_s")
+c = get(load("c_mqtt"), "mqtt", "per_s")
+T = R["throughput"] = {
+    "push_con": {"a_gateway": a_push, "b_bare_coap": b_push, "c_mqtt": c,
+                 "ratio_a_min_bc": ratio(a_push, min(x for x in (b_push, c) if x) if (b_push or c) else None)},
+    "observe_non": {"a_gateway": a_obs, "b_bare_coap": b_obs, "c_mqtt": c,
+                    "ratio_a_min_bc": ratio(a_obs, min(x for x in (b_obs, c) if x) if (b_obs or c) else None)},
+}
+for k in ("a_push_con", "a_obs_non"):
+    j = load(k)
+    T[k.split("_", 1)[1].replace("obs_non", "observe_non")]["a_lost"] = get(j, "mqtt", "lost")
+    T[k.split("_", 1)[1].replace("obs_non", "observe_non")]["a_reordered"] = get(j, "mqtt", "reordered")
+
+# Latency at 50 % and 80 % of (a)'s maximum.
+L = R["latency"] = {}
+for kind in ("push_con", "obs_non"):
+    for pct in (50, 80):
+        j = load("lat_%s_%d" % (kind, pct))
+        L["%s_%d" % (kind, pct)] = {"offered_per_s": get(j, "rate"),
+                                    "delivered_per_s": get(j, "mqtt", "per_s"),
+                                    "end_to_end": get(j, "mqtt", "latency"),
+                                    "coap_rtt": get(j, "coap", "rtt"),
+                                    "lost": get(j, "mqtt", "lost")}
+
+# CPU per 1,000 readings: the gateway (a) against the bare server (b); the
+# broker's own in (c) for scale.
+gw_cpu = get(load("a_push_con"), "server_cpu_ms_per_1000")
+bare_cpu = get(load("b_push_con"), "server_cpu_ms_per_1000")
+gw_cpu_obs = get(load("a_obs_non"), "server_cpu_ms_per_1000")
+bare_cpu_obs = get(load("bare-obs_non"), "cpu_ms_per_1000")
+R["cpu_ms_per_1000"] = {
+    "push_con": {"gateway": gw_cpu, "bare": bare_cpu, "ratio": ratio(gw_cpu, bare_cpu)},
+    "observe_non": {"gateway": gw_cpu_obs, "bare": bare_cpu_obs, "ratio": ratio(gw_cpu_obs, bare_cpu_obs)},
+    "mosquitto_in_c": get(load("c_mqtt"), "server_cpu_ms_per_1000"),
+}
+
+hp = get(load("hs_bare_psk"), "handshakes", "per_s")
+he = get(load("hs_bare_ecdsa"), "handshakes", "per_s")
+hg = get(load("hs_gw_psk"), "handshakes", "per_s")
+R["handshakes_per_s"] = {"bare_psk": hp, "bare_ecdsa": he, "gateway_psk": hg,
+                         "gateway_psk_over_bare_psk": ratio(hg, hp),
+                         "bare_ecdsa_over_bare_psk": ratio(he, hp),
+                         "sessions": {k: get(load(k), "handshakes", "ok")
+                                      for k in ("hs_bare_psk", "hs_bare_ecdsa", "hs_gw_psk")}}
+
+S = R["sessions"] = {}
+base = get(load("sess_gw_100"), "mqtt", "per_s")
+for n in ["100"] + sessions:
+    j = load("sess_gw_" + n)
+    S[n] = {"rss_per_session_kib": get(j, "handshakes", "rss_per_session_kib"),
+            "handshakes_per_s": get(j, "handshakes", "per_s"),
+            "throughput_per_s": get(j, "mqtt", "per_s"),
+            "throughput_vs_100": ratio(get(j, "mqtt", "per_s"), base),
+            "gateway_cpu_ms_per_1000": get(j, "server_cpu_ms_per_1000")}
+top = sessions[-1]
+bare_rss = get(load("sess_bare_" + top), "handshakes", "rss_per_session_kib")
+R["sessions_bare_rss_per_session_kib"] = {top: bare_rss}
+
+def goal(name, value, target, ok):
+    return {"goal": name, "value": value, "target": target,
+            "met": None if value is None else bool(ok(value))}
+
+gw_rss_top = S[top]["rss_per_session_kib"]
+R["goals"] = [
+    goal("a / min(b, c), CON pushes", T["push_con"]["ratio_a_min_bc"], ">= 0.8", lambda v: v >= 0.8),
+    goal("a / min(b, c), NON notifications", T["observe_non"]["ratio_a_min_bc"], ">= 0.8", lambda v: v >= 0.8),
+    goal("p99 at 50 % load, CON pushes (ms)", get(L, "push_con_50", "end_to_end", "p99_ms"), "<= 5", lambda v: v <= 5),
+    goal("p99 at 50 % load, NON notifications (ms)", get(L, "obs_non_50", "end_to_end", "p99_ms"), "<= 5", lambda v: v <= 5),
+    goal("RSS per idle session at %s (KiB)" % top, gw_rss_top, "<= 64", lambda v: v <= 64),
+    goal("throughput %s sessions / 100" % top, S[top]["throughput_vs_100"], ">= 0.8", lambda v: v >= 0.8),
+    goal("gateway PSK handshakes / bare", R["handshakes_per_s"]["gateway_psk_over_bare_psk"], ">= 0.8", lambda v: v >= 0.8),
+]
+with open(out, "w") as f:
+    json.dump(R, f, indent=1)
+    f.write("\n")
+
+def fmt(v, p=0):
+    return "-" if v is None else ("%.*f" % (p, v))
+
+print("\ncoap2mqtt bench, %s, %s (%d CPUs)" % (R["date"], R["host"]["cpu"], R["host"]["cpus"]))
+print("libcoap3 %(libcoap3)s, mosquitto %(mosquitto)s, OpenSSL %(openssl)s, coap2mqtt %(coap2mqtt)s" % R["versions"])
+print("\n| figure | gateway (a) | baseline | ratio |\n|---|---:|---:|---:|")
+for k, name in (("push_con", "CON pushes/s (closed loop)"), ("observe_non", "NON notifications/s (open loop)")):
+    t = T[k]
+    print("| %s | %s | b %s, c %s | %s |" % (name, fmt(t["a_gateway"]), fmt(t["b_bare_coap"]),
+                                              fmt(t["c_mqtt"]), fmt(t["ratio_a_min_bc"], 2)))
+for k in ("push_con", "obs_non"):
+    for pct in (50, 80):
+        e = L["%s_%d" % (k, pct)]["end_to_end"] or {}
+        print("| latency %s at %d %% (%s/s): p50 / p99 / p99.9 ms | %s / %s / %s | | |" % (
+            k, pct, fmt(L["%s_%d" % (k, pct)]["offered_per_s"]), fmt(e.get("p50_ms"), 2),
+            fmt(e.get("p99_ms"), 2), fmt(e.get("p999_ms"), 2)))
+for k in ("push_con", "observe_non"):
+    cc = R["cpu_ms_per_1000"][k]
+    print("| CPU ms per 1,000, %s | %s | bare %s | %s |" % (k, fmt(cc["gateway"], 1), fmt(cc["bare"], 1), fmt(cc["ratio"], 2)))
+h = R["handshakes_per_s"]
+print("| PSK handshakes/s | %s | bare %s | %s |" % (fmt(h["gateway_psk"]), fmt(h["bare_psk"]), fmt(h["gateway_psk_over_bare_psk"], 2)))
+print("| ECDSA handshakes/s (bare only) | - | bare PSK %s | %s |" % (fmt(h["bare_psk"]), fmt(h["bare_ecdsa_over_bare_psk"], 2)) + " (bare ECDSA %s/s)" % fmt(h["bare_ecdsa"]))
+for n in sessions:
+    s = S[n]
+    print("| %s sessions: RSS KiB/session, CON pushes/s | %s, %s | 100 sessions: %s/s | %s |" % (
+        n, fmt(s["rss_per_session_kib"], 1), fmt(s["throughput_per_s"]), fmt(base), fmt(s["throughput_vs_100"], 2)))
+print("| bare server RSS KiB/session at %s | | %s | %s |" % (top, fmt(bare_rss, 1), fmt(ratio(gw_rss_top, bare_rss), 2)))
+print("\n| goal | value | target | met |\n|---|---:|---|---|")
+for g in R["goals"]:
+    print("| %s | %s | %s | %s |" % (g["goal"], fmt(g["value"], 2), g["target"],
+                                     {True: "yes", False: "NO", None: "-"}[g["met"]]))

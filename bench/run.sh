@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# bench/run.sh - what `make bench` runs: the gateway measured side by side
+# with its two ceilings, in one run, on loopback, in at most 10 minutes.
+#
+#   (a) sensors -> coap2mqtt -> mosquitto -> subscriber
+#   (b) the same sensors -> coap2mqtt-bareserver (bare libcoap DTLS, answers only)
+#   (c) one libmosquitto QoS 1 publisher -> the same mosquitto -> subscriber
+#
+# plus latency at 50 % and 80 % of (a)'s maximum, CPU per 1,000 readings,
+# PSK / ECDSA handshakes/s, VmRSS per idle DTLS session at 1k/5k/10k
+# sessions and throughput at 10k sessions / at 100.  Every figure is also
+# given as a ratio against a baseline measured in this same run.
+#
+#   bench/run.sh [--profile] [--quick] [--keep]
+#     --profile  also record the gateway with perf (installs linux-perf if
+#                missing) during one extra run; report in bench/perf.txt
+#     --quick    shorter windows and 2k sessions at most (a smoke run)
+#     --keep     keep the temporary directory (logs, configs, raw JSON)
+#
+# Writes bench/results.json and prints the table.  As root it raises
+# net.core.rmem_max/rmem_default to 8 MiB for the run (restored at exit) and
+# the open-file limit to 65536.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=$ROOT/build
+PROFILE=0 QUICK=0 KEEP=0
+for a in "$@"; do
+  case $a in
+    --profile) PROFILE=1 ;;
+    --quick) QUICK=1 ;;
+    --keep) KEEP=1 ;;
+    *) echo "usage: $0 [--profile] [--quick] [--keep]" >&2; exit 2 ;;
+  esac
+done
+
+WARMUP=2 DUR=8 DRAIN=2
+SESSIONS="1000 5000 10000"
+if [ $QUICK = 1 ]; then WARMUP=1 DUR=3 DRAIN=1 SESSIONS="1000 2000"; fi
+SENSORS=100           # active sensors in every throughput run
+PSK_IDS=10100         # identities in the PSK file
+START=$(date +%s)
+DIR=$(mktemp -d /tmp/c2m-bench.XXXXXX)
+PIDS=()
+SYSCTL_SAVED=""
+
+log() { printf '%s [%3ds] %s\n' "$(date +%T)" $(( $(date +%s) - START )) "$*" | tee -a "$DIR/bench.log" >&2; }
+
+cleanup() {
+  local rc=$?
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && timeout 10 tail --pid="$p" -f /dev/null 2>/dev/null || true
+    [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
+  done
+  if [ -n "$SYSCTL_SAVED" ]; then
+    # shellcheck disable=SC2086
+    sysctl -q -w $SYSCTL_SAVED >/dev/null 2>&1 || true
+  fi
+  if [ $KEEP = 1 ] || [ $rc != 0 ]; then
+    echo "bench: files kept in $DIR" >&2
+  else
+    rm -rf "$DIR"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The whole run is bounded: 10 minutes, then everything is stopped.
+MAIN=$$
+( trap 'kill $sp 2>/dev/null; exit 0' TERM
+  sleep 590 & sp=$!; wait $sp
+  echo "bench: 10-minute bound reached, stopping" >&2; kill -TERM $MAIN ) &
+WATCHDOG=$!
+PIDS+=("$WATCHDOG")
+
+free_port() {   # $1 = tcp|udp
+  python3 - "$1" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+EOF
+}
+
+forget_pid() {
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+stop() {   # $1 = pid: TERM, wait (10 s), KILL
+  kill -TERM "$1" 2>/dev/null || true
+  timeout 10 tail --pid="$1" -f /dev/null 2>/dev/null || kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  forget_pid "$1"
+}
+
+# --- environment ------------------------------------------------------------
+
+setup_host() {
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  if [ "$(id -u)" = 0 ] && [ -w /proc/sys/net/core/rmem_max ]; then
+    SYSCTL_SAVED="net.core.rmem_max=$(sysctl -n net.core.rmem_max) net.core.rmem_default=$(sysctl -n net.core.rmem_default)"
+    sysctl -q -w net.core.rmem_max=8388608 net.core.rmem_default=8388608
+    RMEM="8 MiB (raised for the run, restored after)"
+  else
+    RMEM="$(sysctl -n net.core.rmem_default) bytes (not root: left as is)"
+  fi
+  log "open files $(ulimit -n); UDP receive buffer $RMEM"
+}
+
+make_keys() {
+  python3 - "$DIR/psk.keys" "$PSK_IDS" <<'EOF'
+import os, sys
+path, n = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as f:
+    for i in range(n):
+        f.write("lg-%d:hex:%s\n" % (i, os.urandom(16).hex()))
+EOF
+  chmod 600 "$DIR/psk.keys"
+  # ECDSA P-256: a CA, the server's certificate and one device certificate.
+  (
+    cd "$DIR"
+    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+    openssl req -x509 -new -key ca.key -subj /CN=bench-ca -days 2 -out ca.crt
+    for n in server device; do
+      openssl ecparam -name prime256v1 -genkey -noout -out $n.key
+      openssl req -new -key $n.key -subj "/CN=$n" -out $n.csr
+      openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+        -days 2 -out $n.crt
+    done
+  ) >"$DIR/openssl.log" 2>&1
+}
+
+start_broker() {
+  MQTT_PORT=$(free_port tcp)
+  cat >"$DIR/mosquitto.conf" <<EOF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+# The ceiling: nothing written to disk, no queue or in-flight limits that
+# would drop or throttle (the demo and tests run with persistence on).
+persistence false
+max_inflight_messages 0
+max_queued_messages 0
+log_dest file $DIR/mosquitto.log
+EOF
+  mosquitto -c "$DIR/mosquitto.conf" >/dev/null 2>&1 &
+  BROKER=$!
+  PIDS+=("$BROKER")
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "mosquitto did not start"; exit 1
+}
+
+start_gateway() {
+  COAP_PORT=$(free_port udp)
+  mkdir -p "$DIR/state"
+  rm -rf "$DIR/state"/*
+  cat >"$DIR/gateway.conf" <<EOF
+coap = {
+  listen = [ "127.0.0.1:$COAP_PORT" ];
+  psk_file = "$DIR/psk.keys";
+  max_sessions = 20000;
+  max_handshakes = 1000;
+  session_timeout = 600;
+};
+state_dir = "$DIR/state";
+rd = { max_devices = 20000; };
+mqtt = {
+  host = "127.0.0.1";  port = $MQTT_PORT;
+  base_topic = "coap2mqtt";  client_id = "c2m-bench";
+  stats_interval = 0;
+};
+EOF
+  "$B/coap2mqtt" -c "$DIR/gateway.conf" >>"$DIR/gateway.log" 2>&1 &
+  GW=$!
+  PIDS+=("$GW")
+  for _ in $(seq 50); do
+    grep -q "listening on" "$DIR/gateway.log" 2>/dev/null && { sleep 0.5; return 0; }
+    sleep 0.1
+  done
+  log "coap2mqtt did not start (see $DIR/gateway.log)"; exit 1
+}
+
+start_bare() {   # extra args: --cert ... / --observe
+  BARE_PORT=$(free_port udp)
+  BARE_JSON=$DIR/bare-$1.json
+  local label=$1; shift
+  "$B/coap2mqtt-bareserver" --listen "127.0.0.1:$BARE_PORT" --psk-file "$DIR/psk.keys" \
+    --warmup "$WARMUP" --window "$DUR" --duration 300 --json "$BARE_JSON" "$@" \
+    >>"$DIR/bare.log" 2>&1 &
+  BARE=$!
+  PIDS+=("$BARE")
+  sleep 0.3
+  log "bare server ($label) on udp $BARE_PORT"
+}
+
+loadgen() {   # $1 = label, rest = loadgen args
+  local label=$1; shift
+  log "run $label"
+  timeout 180 "$B/coap2mqtt-loadgen" --label "$label" --json "$DIR/$label.json" \
+    --warmup "$WARMUP" --duration "$DUR" --drain "$DRAIN" "$@" 2>>"$DIR/loadgen.err" \
+    | tee -a "$DIR/loadgen.log" >&2 || log "$label: the load generator failed (see $DIR/loadgen.err)"
+}
+
+psk() { echo --psk-file "$DIR/psk.keys"; }
+sub() { echo --mqtt-port "$MQTT_PORT"; }
+
+jget() {   # file, python expression on j
+  python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+
+# --- the runs ---------------------------------------------------------------
+
+throughput() {
+  # (a) the gateway path: closed-loop CON pushes (2.04 only after PUBACK) and
+  # open-loop NON notifications offered faster than any path here carries.
+  # (CON notifications are not offered open loop: libcoap's NSTART=1 queues
+  # them in the sensor, so the figure would be the sensor's queue, not the
+  # server's capacity.)
+  start_gateway
+  loadgen a_push_con --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) -n $SENSORS \
+    --push --con --rate 0 --window 4 --watch-pid "$GW"
+  loadgen a_obs_non --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) -n $SENSORS \
+    --bind 127.1.1.1 --observe --non --rate 60000 --watch-pid "$GW"
+  stop "$GW"
+  # (b) the CoAP ceiling, the same sensors.
+  start_bare push_con
+  loadgen b_push_con --target "127.0.0.1:$BARE_PORT" $(psk) -n $SENSORS \
+    --push --con --rate 0 --window 4 --watch-pid "$BARE"
+  stop "$BARE"
+  start_bare obs_non --observe
+  loadgen b_obs_non --target "127.0.0.1:$BARE_PORT" $(psk) -n $SENSORS \
+    --bind 127.1.1.1 --observe --non --rate 60000 --watch-pid "$BARE"
+  stop "$BARE"
+  # (c) the MQTT ceiling: one QoS 1 publisher, 256 in flight like the gateway.
+  loadgen c_mqtt --mqtt $(sub) --publishers 1 --pub-inflight 256 --watch-pid "$BROKER"
+}
+
+latency() {
+  local max r
+  max=$(jget "$DIR/a_obs_non.json" 'j["mqtt"]["per_s"]')
+  for pct in 50 80; do
+    r=$(python3 -c "print(max(100, int($max * $pct / 100)))")
+    start_gateway
+    loadgen "lat_obs_non_$pct" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) \
+      -n $SENSORS --bind 127.1.2.1 --observe --non --rate "$r" --watch-pid "$GW"
+    stop "$GW"
+  done
+  max=$(jget "$DIR/a_push_con.json" 'j["mqtt"]["per_s"]')
+  for pct in 50 80; do
+    r=$(python3 -c "print(max(100, int($max * $pct / 100)))")
+    start_gateway
+    loadgen "lat_push_con_$pct" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) \
+      -n $SENSORS --bind 127.1.3.1 --push --con --rate "$r" --watch-pid "$GW"
+    stop "$GW"
+  done
+}
+
+handshakes() {
+  local n=2000 ne=1000
+  [ $QUICK = 1 ] && { n=500; ne=300; }
+  start_bare hs_psk
+  loadgen hs_bare_psk --target "127.0.0.1:$BARE_PORT" $(psk) -n $n --bind 127.2.0.1 \
+    --handshake-only --watch-pid "$BARE"
+  stop "$BARE"
+  start_bare hs_ecdsa --cert "$DIR/server.crt" --cert-key "$DIR/server.key" --ca "$DIR/ca.crt"
+  loadgen hs_bare_ecdsa --target "127.0.0.1:$BARE_PORT" -n $ne --bind 127.3.0.1 \
+    --cert "$DIR/device.crt" --cert-key "$DIR/device.key" --ca "$DIR/ca.crt" \
+    --handshake-only --watch-pid "$BARE"
+  stop "$BARE"
+  start_gateway
+  loadgen hs_gw_psk --target "127.0.0.1:$COAP_PORT" $(psk) -n $n --bind 127.4.0.1 \
+    --handshake-only --watch-pid "$GW"
+  stop "$GW"
+}
+
+sessions() {
+  local n
+  # Throughput with 100 sensors busy while N-100 sessions sit idle; VmRSS
+  # per session from the handshake phase (before any registration traffic).
+  for n in 100 $SESSIONS; do
+    start_gateway
+    loadgen "sess_gw_$n" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) -n "$n" \
+      --active $SENSORS --bind 127.5.0.1 --ramp 200 --push --con --rate 0 --window 4 \
+      --watch-pid "$GW"
+    stop "$GW"
+  done
+  n=${SESSIONS##* }
+  start_bare "sess_$n"
+  loadgen "sess_bare_$n" --target "127.0.0.1:$BARE_PORT" $(psk) -n "$n" --bind 127.6.0.1 \
+    --ramp 200 --handshake-only --watch-pid "$BARE"
+  stop "$BARE"
+}
+
+profile() {
+  command -v perf >/dev/null || apt-get install -y -q linux-perf >/dev/null
+  start_gateway
+  perf record -g -o "$DIR/perf.data" -p "$GW" -- sleep $(( WARMUP + DUR + 4 )) \
+    >/dev/null 2>&1 &
+  local perfpid=$!
+  PIDS+=("$perfpid")
+  loadgen prof_push_con --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) -n 2000 \
+    --active $SENSORS --bind 127.7.0.1 --ramp 200 --push --con --rate 0 --window 4 \
+    --watch-pid "$GW"
+  wait "$perfpid" 2>/dev/null || true
+  forget_pid "$perfpid"
+  stop "$GW"
+  perf report -i "$DIR/perf.data" --stdio --no-children --percent-limit 1 \
+    --sort symbol 2>/dev/null | grep -v '^$' | head -120 >"$ROOT/bench/perf.txt" || true
+  log "profile written to bench/perf.txt"
+}
+
+[ -x "$B/coap2mqtt" ] && [ -x "$B/coap2mqtt-loadgen" ] && [ -x "$B/coap2mqtt-bareserver" ] || {
+  echo "bench: build first (make)" >&2; exit 1; }
+setup_host
+make_keys
+start_broker
+throughput
+latency
+handshakes
+sessions
+[ $PROFILE = 1 ] && profile
+kill "$WATCHDOG" 2>/dev/null || true
+forget_pid "$WATCHDOG"
+stop "$BROKER"
+python3 "$ROOT/bench/report.py" "$DIR" "$ROOT/bench/results.json" "$SESSIONS" "$RMEM"
+log "done in $(( $(date +%s) - START )) s"
