@@ -417,6 +417,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     size_t len;
     uint32_t ct;
     outmsg_t *m;
+    device_t *dev;
 
     if (join_path(segs, n, path, sizeof(path)) < 0) {
         bad_request(gw, session, response, id, "invalid push path");
@@ -428,9 +429,16 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         reply(response, 413, "payload over coap.max_payload");
         return;
     }
-    if (!devices_seen(gw->devices, id, session)) {
+    if (!(dev = devices_seen(gw->devices, id, session))) {
         gw->stats.rejected_capacity++;
         reply_busy(response, "device registry full");
+        return;
+    }
+    if (con && device_duplicate_mid(dev, (uint16_t)coap_pdu_get_mid(req),
+                                    loop_now_ms(gw->loop))) {
+        /* Our answer was lost: answer again, publish once. */
+        gw->stats.duplicates_in++;
+        coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
         return;
     }
     gw->stats.pushes_in++;

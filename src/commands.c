@@ -400,6 +400,38 @@ command_new(struct device *dev, enum topic_kind kind, const char *path,
     return cmd;
 }
 
+/* FNV-1a over topic and payload, mixed with the packet id. */
+static uint64_t
+command_key(const struct mosquitto_message *msg)
+{
+    uint64_t h = 1469598103934665603ULL;
+    const uint8_t *p = (const uint8_t *)msg->topic;
+
+    while (*p)
+        h = (h ^ *p++) * 1099511628211ULL;
+    p = msg->payload;
+    for (int i = 0; i < msg->payloadlen; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h ^ ((uint64_t)(uint16_t)msg->mid << 48);
+}
+
+static bool
+redelivered(struct gw *gw, const struct mosquitto_message *msg)
+{
+    uint64_t key;
+
+    if (msg->qos == 0)
+        return false;
+    key = command_key(msg);
+    for (size_t i = 0; i < sizeof(gw->recent_cmds) / sizeof(gw->recent_cmds[0]); i++)
+        if (gw->recent_cmds[i] == key)
+            return true;
+    gw->recent_cmds[gw->recent_cmds_pos] = key;
+    gw->recent_cmds_pos = (gw->recent_cmds_pos + 1) %
+                          (unsigned)(sizeof(gw->recent_cmds) / sizeof(gw->recent_cmds[0]));
+    return false;
+}
+
 void
 commands_on_message(struct gw *gw, const struct mosquitto_message *msg,
                     const mosquitto_property *props)
@@ -418,6 +450,10 @@ commands_on_message(struct gw *gw, const struct mosquitto_message *msg,
                             path, sizeof(path), &kind) < 0)
         return;     /* a reading or state under our base: not for us */
     gw->stats.commands_in++;
+    if (redelivered(gw, msg)) {
+        gw->stats.commands_duplicate++;
+        return;
+    }
     if (msg->retain) {
         /* A retained command would be replayed at every restart. */
         log_warnx("command on %s ignored: retained", msg->topic);

@@ -17,6 +17,8 @@
 
 struct command;
 
+#define DEVICE_RECENT_MIDS 16
+
 /* One resource the device declared, and our observation of it. */
 struct resource {
     struct device *dev;
@@ -46,6 +48,11 @@ struct device {
     uint64_t observe_timer;     /* deferred observe_start_all */
     struct resource res[LINKFORMAT_MAX_LINKS];
     size_t n_res;
+    /* Message IDs of recent CON pushes on this session: libcoap remembers
+     * only the last one, and a device whose ACK got lost sends again. */
+    uint16_t recent_mid[DEVICE_RECENT_MIDS];
+    uint64_t recent_ms[DEVICE_RECENT_MIDS];
+    unsigned recent_pos;
     /* command queue (commands.c) */
     struct command *cmd_head, *cmd_tail;
     struct command *cmd_inflight;

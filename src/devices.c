@@ -121,6 +121,8 @@ adopt_session(struct device *dev, coap_session_t *session)
     }
     dev->session = session;
     coap_session_set_app_data(session, dev);
+    /* Message IDs start over on a new session. */
+    memset(dev->recent_ms, 0, sizeof(dev->recent_ms));
     return true;
 }
 
@@ -266,6 +268,22 @@ devices_session_gone(devices_t *d, coap_session_t *session)
     if (!dev->registered)
         set_online(dev, false);
     (void)d;
+}
+
+bool
+device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms)
+{
+    /* RFC 7252 EXCHANGE_LIFETIME: a retransmission comes within 247 s. */
+    const uint64_t lifetime_ms = 247000;
+
+    for (unsigned i = 0; i < DEVICE_RECENT_MIDS; i++)
+        if (dev->recent_ms[i] && dev->recent_mid[i] == mid &&
+            now_ms - dev->recent_ms[i] < lifetime_ms)
+            return true;
+    dev->recent_mid[dev->recent_pos] = mid;
+    dev->recent_ms[dev->recent_pos] = now_ms ? now_ms : 1;
+    dev->recent_pos = (dev->recent_pos + 1) % DEVICE_RECENT_MIDS;
+    return false;
 }
 
 const char *

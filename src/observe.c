@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "coap2mqtt/coap_side.h"
+#include "coap2mqtt/commands.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
@@ -269,6 +270,9 @@ observe_on_response(struct resource *r, coap_session_t *session,
         log_debug("device %s: observing /%s", r->dev->id, r->path);
     r->active = true;
     r->failures = 0;
+    /* A notification shows the device is awake: deliver what waits. */
+    if (r->dev->cmd_head && !r->dev->cmd_inflight)
+        commands_kick(r->dev);
     r->have_seq = true;
     r->last_seq = seq;
     r->last_ms = now;

@@ -33,6 +33,10 @@ struct gw {
     spool_t *spool;         /* NULL when queue.spool is off */
     status_t *status;
     struct stats stats;
+    /* (packet id, topic+payload hash) of recent QoS 1 commands, so a
+     * broker redelivery (lost PUBACK) is not PUT twice. */
+    uint64_t recent_cmds[256];
+    unsigned recent_cmds_pos;
     bool stopping;          /* graceful stop in progress: no new work */
 };
 

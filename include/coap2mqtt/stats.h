@@ -28,6 +28,8 @@
     X(notifications_stale)   /* dropped: stale or duplicate (RFC 7641 3.4) */ \
     X(unknown_token)         /* responses matching no request of ours */    \
     X(pushes_in)             /* POST/PUT /ps/... readings received */       \
+    X(duplicates_in)         /* CON pushes seen twice (lost ACK): once out */ \
+    X(commands_duplicate)    /* QoS 1 redeliveries of a command: not re-sent */ \
     X(published)             /* messages handed to the broker */            \
     X(puback)                /* QoS 1 publishes acknowledged */             \
     X(drops_queue_full)      /* readings dropped: outbound queue full */    \
