@@ -6,10 +6,15 @@ gateway (C2M_BIN, normally the ASan+UBSan build), the real sensor simulator
 
 import os
 import signal
+import sys
 
 import pytest
 
-import c2m
+try:
+    import c2m
+except ImportError as e:          # e.g. a pyenv/venv python without Debian's paho
+    pytest.exit("%s: %s; run the tests with /usr/bin/python3 (python3-paho-mqtt)"
+                % (sys.executable, e), returncode=4)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))

@@ -52,6 +52,27 @@ def test_will_after_sigkill(make_gateway, mqtt):
     assert m.payload == b"offline"
 
 
+def test_will_on_keepalive_timeout_then_recovery(make_gateway, mqtt):
+    """A frozen gateway keeps its TCP connection open: only the keepalive
+    tells the broker it is gone (after 1.5 x keepalive).  Thawed, it finds
+    the connection closed, reconnects and is online again."""
+    gw = make_gateway(overrides={"mqtt": {"keepalive": 5}})
+    mark = mqtt.mark()
+    gw.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        # mosquitto 2.0 checks keepalives in its main loop, a few seconds
+        # past the 1.5 x keepalive deadline at worst.
+        mqtt.wait_for(state(gw), lambda m: m.payload == b"offline",
+                      timeout=1.5 * 5 + 8, start=mark)
+        took = time.monotonic() - t0
+    finally:
+        gw.proc.send_signal(signal.SIGCONT)
+    assert took > 5, "will after %.1fs, before the keepalive could expire" % took
+    mqtt.wait_for(state(gw), lambda m: m.payload == b"online", timeout=15,
+                  start=mqtt.mark())
+
+
 def test_stats_published_every_interval(gateway, mqtt):
     topic = gateway.topic("bridge", "stats")
     first = mqtt.wait_for(topic, timeout=5)
