@@ -5,7 +5,11 @@
 #
 # A target that needs extra link flags names them in its source on a line
 #   /* fuzz-ldflags: -Wl,--wrap=foo */
-# (fuzz_handlers.c uses this to learn the libcoap context coap_side makes).
+# (fuzz_handlers.c uses this to learn the libcoap context coap_side makes),
+# and one that wants another libcoap flavour says so:
+#   /* fuzz-libcoap: notls */
+# (plain CoAP needs no TLS back-end, and OpenSSL's per-context set-up made
+# fuzz_handlers 13 times slower: 485 against 6,500 inputs/s).
 
 fuzz-all:
 
@@ -45,10 +49,12 @@ $(FZ_OUT)/obj/%.o: src/%.c $(FZ_HDRS)
 	$(FUZZ_CC) $(FZ_SRC_CFLAGS) -c -o $@ $<
 
 ldflags_of = $(shell sed -n 's|.*fuzz-ldflags: *\(.*[^ ]\) *\*/.*|\1|p' $(1))
+flavour_of = $(shell sed -n 's|.*fuzz-libcoap: *\([a-z]*\) *\*/.*|\1|p' $(1))
+ldlibs_of = $(if $(call flavour_of,$(1)),$(subst -lcoap-3-openssl,-lcoap-3-$(call flavour_of,$(1)),$(LDLIBS)),$(LDLIBS))
 
 $(FZ_OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(FZ_OBJ) $(FZ_HDRS) $(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FZ_HARNESS_CFLAGS) -o $@ $< $(FZ_OBJ) $(call ldflags_of,$<) $(LDLIBS)
+	$(FUZZ_CC) $(FZ_HARNESS_CFLAGS) -o $@ $< $(FZ_OBJ) $(call ldflags_of,$<) $(call ldlibs_of,$<)
 
 # Keep the objects: they are shared by every target.
 .SECONDARY: $(FZ_OBJ)

@@ -9,6 +9,7 @@
 # target starts from its seeds (tests/fuzz/corpus/<target>/) copied into
 # build/fuzz/corpus-<target>/, which is where the corpus grows, so the repo
 # never changes and later runs continue where earlier ones stopped.
+# tests/fuzz/dict/<target>.dict, when present, is passed as -dict.
 # A crash, leak, UB report or timeout leaves build/fuzz/crash-<target>-*
 # (the input that did it), prints the report, and makes the exit status 1
 # after all targets ran.  Per target it prints executions, exec/s and the
@@ -75,10 +76,12 @@ for bin in $targets; do
         # -n: never overwrite what earlier runs found.
         cp -n "tests/fuzz/corpus/$name"/* "$work"/ 2>/dev/null || true
     fi
+    dict=""
+    [ -f "tests/fuzz/dict/$name.dict" ] && dict="-dict=tests/fuzz/dict/$name.dict"
     rc=0
     # The outer timeout only catches a hung harness: libFuzzer stops itself.
     timeout -k 10 $((secs + 120)) "$bin" -max_total_time="$secs" \
-        -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 $dict \
         -artifact_prefix="build/fuzz/crash-$name-" "$work" >"$log" 2>&1 || rc=$?
     summary "$name" "$log"
     if [ "$rc" -ne 0 ]; then
