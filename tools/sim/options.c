@@ -71,7 +71,7 @@ usage(FILE *f)
 "      --con, --non          force the message type of pushes\n"
 "      --count-readings K    stop after K readings per resource\n"
 "  -d, --duration S          exit 0 after S seconds\n"
-"      --sleep-after S --sleep-for S   deep sleep cycle (new session after)\n"
+"      --sleep-after S --sleep-for S   one deep sleep, then a new session\n"
 "      --reboot-after S      reboot: drop state, reconnect from the same port\n"
 "      --no-register         do not register with /rd\n"
 "      --ep ID               ep= to register instead of the identity\n"
