@@ -23,6 +23,7 @@
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/readings.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/topics.h"
 #include "coap_handlers.h"
@@ -412,7 +413,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
      coap_pdu_t *response, const char *id, const struct seg *segs, size_t n)
 {
     bool con = coap_pdu_get_type(req) == COAP_MESSAGE_CON;
-    char path[TOPIC_PATH_MAX + 1], topic[TOPIC_MAX];
+    char path[TOPIC_PATH_MAX + 1];
     const uint8_t *data;
     size_t len;
     uint32_t ct;
@@ -442,12 +443,11 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         return;
     }
     gw->stats.pushes_in++;
-    topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic, id, path, NULL);
     /* Checked first: once the async wait is set up, the push must not fail. */
-    if (outq_len(gw->outq) < outq_max(gw->outq))
-        m = outmsg_new(topic, data, len,
-                       con ? gw->cfg->mqtt.qos_con : gw->cfg->mqtt.qos_non, false,
-                       option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
+    if (gw->spool || outq_len(gw->outq) < outq_max(gw->outq))
+        m = reading_message(gw, id, path, data, len,
+                            con ? gw->cfg->mqtt.qos_con : gw->cfg->mqtt.qos_non,
+                            option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
     else
         m = NULL;
     /* Without a spool, "safe" means the broker's PUBACK: wait for it. */

@@ -606,6 +606,7 @@ static const struct item mqtt_items[] = {
     INT("reconnect_max", mqtt.reconnect_max, 1, 86400),
     INT("session_expiry", mqtt.session_expiry, 0, INT_MAX),
     INT("max_inflight", mqtt.max_inflight, 1, 65535),
+    BOOL("json", mqtt.json),
     END
 };
 

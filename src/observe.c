@@ -15,6 +15,7 @@
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/readings.h"
 #include "coap2mqtt/spool.h"
 #include "device_internal.h"
 
@@ -193,7 +194,6 @@ static bool
 publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
 {
     struct gw *gw = gw_of(r);
-    char topic[TOPIC_MAX];
     const uint8_t *data = NULL;
     size_t len = 0, offset, total;
     int qos;
@@ -212,10 +212,7 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
      * answer) QoS 1: the device asked for reliability, so do we. */
     qos = coap_pdu_get_type(rcvd) == COAP_MESSAGE_NON ? gw->cfg->mqtt.qos_non
                                                        : gw->cfg->mqtt.qos_con;
-    if (topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic, r->dev->id,
-                    r->path, NULL) < 0)
-        return true;
-    m = outmsg_new(topic, data, len, qos, false, ct);
+    m = reading_message(gw, r->dev->id, r->path, data, len, qos, ct);
     if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
         free(m);
         gw->stats.drops_queue_full++;

@@ -24,6 +24,7 @@
 #include "coap2mqtt/spool.h"
 
 #define SEG_MAX_BYTES   (16u << 20)
+#define SEG_MIN_BYTES   (64u << 10)
 #define REC_MAGIC       0x43324d31u     /* "C2M1" */
 #define REC_HDR         24
 #define REC_BODY_FIXED  16
@@ -48,6 +49,7 @@ struct spool {
     uint8_t *done;                  /* ring over (acked, next_seq) */
     size_t cap;
     uint64_t bytes, max_bytes;
+    uint64_t seg_max;               /* rotate beyond this */
     bool dirty;
     uint64_t sync_timer;
     /* disk-only backlog, read back in order */
@@ -235,6 +237,30 @@ drop_acked_segments(spool_t *sp)
     }
 }
 
+/* Everything is delivered: the tail segment can go too, so that a
+ * gateway in good times holds (almost) nothing on disk. */
+static void
+retire_tail(spool_t *sp)
+{
+    struct segment **pp = &sp->segs;
+
+    if (!sp->tail || sp->backlog || sp->acked + 1 != sp->next_seq || !sp->tail->bytes)
+        return;
+    if (sp->wfd >= 0) {
+        close(sp->wfd);
+        sp->wfd = -1;
+    }
+    unlinkat(sp->dirfd, sp->tail->name, 0);
+    sp->bytes -= sp->tail->bytes;
+    while (*pp != sp->tail)
+        pp = &(*pp)->next;
+    *pp = NULL;
+    free(sp->tail);
+    sp->tail = NULL;
+    for (struct segment *s = sp->segs; s; s = s->next)
+        sp->tail = s;
+}
+
 void
 spool_delivered(spool_t *sp, uint64_t seq)
 {
@@ -246,6 +272,8 @@ spool_delivered(spool_t *sp, uint64_t seq)
         sp->acked++;
     }
     drop_acked_segments(sp);
+    if (sp->tail && sp->tail->bytes >= sp->seg_max / 2)
+        retire_tail(sp);
 }
 
 /* --- writing ------------------------------------------------------------- */
@@ -271,6 +299,7 @@ sync_tick(loop_t *loop, void *arg)
 {
     spool_t *sp = arg;
 
+    retire_tail(sp);
     sync_now(sp);
     sp->sync_timer = loop_add_timer(loop, (uint64_t)(sp->gw->cfg->queue.fsync_interval
                                                      ? sp->gw->cfg->queue.fsync_interval
@@ -333,7 +362,7 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
         free(rec);
         return -1;
     }
-    if ((sp->wfd < 0 || sp->tail->bytes + len > SEG_MAX_BYTES) && rotate(sp) < 0) {
+    if ((sp->wfd < 0 || sp->tail->bytes + len > sp->seg_max) && rotate(sp) < 0) {
         free(rec);
         return -1;
     }
@@ -590,6 +619,13 @@ spool_open(struct gw *gw, const char *dir)
     sp->gw = gw;
     sp->wfd = sp->rfd = sp->ackfd = -1;
     sp->max_bytes = (uint64_t)gw->cfg->queue.spool_max_mb << 20;
+    /* Small enough that a spool of a few segments frees space as the
+     * broker catches up; large enough that rotation is rare. */
+    sp->seg_max = sp->max_bytes / 8;
+    if (sp->seg_max < SEG_MIN_BYTES)
+        sp->seg_max = SEG_MIN_BYTES;
+    if (sp->seg_max > SEG_MAX_BYTES)
+        sp->seg_max = SEG_MAX_BYTES;
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
         log_warn("spool: cannot create %s", dir);
         free(sp);

@@ -50,6 +50,7 @@ struct config_mqtt {
     int reconnect_max;      /* s, reconnect delay cap, default 60 */
     int session_expiry;     /* s the broker keeps our session, default 86400 */
     int max_inflight;       /* QoS 1 publishes awaiting PUBACK, default 256 */
+    bool json;              /* publish CBOR/SenML/JSON readings as JSON, default false */
 };
 
 struct config_commands {

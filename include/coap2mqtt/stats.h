@@ -34,6 +34,7 @@
     X(puback)                /* QoS 1 publishes acknowledged */             \
     X(drops_queue_full)      /* readings dropped: outbound queue full */    \
     X(drops_too_large)       /* readings refused: payload over the cap */   \
+    X(json_failed)           /* mqtt.json: payload did not parse, sent as is */ \
     X(commands_in)           /* /set and /get messages received */          \
     X(commands_ok)           /* answered 2.xx */                            \
     X(commands_error)        /* answered 4.xx/5.xx */                       \
