@@ -312,8 +312,8 @@ profile() {
   wait "$perfpid" 2>/dev/null || true
   forget_pid "$perfpid"
   stop "$GW"
-  perf report -i "$DIR/perf.data" --stdio --no-children --percent-limit 1 \
-    --sort symbol 2>/dev/null | grep -v '^$' | head -120 >"$ROOT/bench/perf.txt" || true
+  perf report -i "$DIR/perf.data" --stdio --no-children -g none --percent-limit 0.5 \
+    --sort dso,symbol 2>/dev/null | grep -v '^$' | head -60 >"$ROOT/bench/perf.txt" || true
   log "profile written to bench/perf.txt"
 }
 
