@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <utlist.h>
 #include <uthash.h>
 
 #include "coap2mqtt/coap_side.h"
@@ -70,6 +71,20 @@ struct established {
     UT_hash_handle hh;
 };
 
+/*
+ * Hello sessions: what libcoap allocates for every ClientHello from a new
+ * address, before the cookie exchange proves the address is real.  libcoap
+ * keeps each 30 s and refuses all new hellos once max_handshakes are open,
+ * so 1,000 spoofed ClientHellos locked a real sensor out for 20 s
+ * (measured).  We evict the oldest beyond half the limit: a real client
+ * answers the HelloVerifyRequest within a round trip and leaves this list.
+ */
+struct hello {
+    coap_session_t *session;
+    struct hello *prev, *next;
+    UT_hash_handle hh;
+};
+
 #define HANDSHAKE_SUSPECT_MS 5000
 #define HANDSHAKE_SWEEP_MS   1000
 
@@ -85,6 +100,9 @@ struct coap_side {
     size_t sessions;
     struct handshake *handshakes;   /* by session pointer */
     struct established *established; /* by peer address */
+    struct hello *hellos;           /* by session pointer */
+    struct hello *hello_fifo;       /* oldest first */
+    size_t n_hellos;
     uint64_t sweep_timer;
 };
 
@@ -463,6 +481,49 @@ check_rehandshake(coap_side_t *c, const struct epoll_event *ev)
     coap_io_prepare_epoll(c->ctx, now);
 }
 
+static void
+hello_forget(coap_side_t *c, coap_session_t *session)
+{
+    struct hello *h;
+
+    HASH_FIND_PTR(c->hellos, &session, h);
+    if (!h)
+        return;
+    HASH_DEL(c->hellos, h);
+    DL_DELETE(c->hello_fifo, h);
+    c->n_hellos--;
+    free(h);
+}
+
+static void
+hello_track(coap_side_t *c, coap_session_t *session)
+{
+    size_t limit = (size_t)c->gw->cfg->coap.max_handshakes / 2;
+    struct hello *h;
+
+    if (coap_session_get_type(session) != COAP_SESSION_TYPE_HELLO)
+        return;
+    if ((h = calloc(1, sizeof(*h)))) {
+        h->session = session;
+        HASH_ADD_PTR(c->hellos, session, h);
+        DL_APPEND(c->hello_fifo, h);
+        c->n_hellos++;
+    }
+    while (c->n_hellos > limit && c->hello_fifo) {
+        coap_session_t *old = c->hello_fifo->session;
+
+        hello_forget(c, old);
+        if (old == session || coap_session_get_type(old) != COAP_SESSION_TYPE_HELLO)
+            continue;
+        c->gw->stats.handshakes_evicted++;
+        log_ratelimited(&c->gw->stats.handshakes_evicted,
+                        "dtls: over %zu unanswered ClientHellos (spoofed flood?): "
+                        "evicting the oldest", limit);
+        /* State NONE: libcoap frees it at the end of this batch. */
+        coap_session_disconnected(old, COAP_NACK_TLS_FAILED);
+    }
+}
+
 static int
 on_event(coap_session_t *session, const coap_event_t event)
 {
@@ -471,6 +532,7 @@ on_event(coap_session_t *session, const coap_event_t event)
     switch (event) {
     case COAP_EVENT_DTLS_CONNECTED:
         c->gw->stats.handshakes_ok++;
+        hello_forget(c, session);
         handshake_end(c, session, false);
         established_add(c, session);
         break;
@@ -482,11 +544,13 @@ on_event(coap_session_t *session, const coap_event_t event)
         break;
     case COAP_EVENT_SERVER_SESSION_NEW:
         c->sessions++;
+        hello_track(c, session);
         break;
     case COAP_EVENT_SERVER_SESSION_DEL:
         if (c->sessions)
             c->sessions--;
         c->gw->stats.sessions_closed++;
+        hello_forget(c, session);
         handshake_end(c, session, true);
         established_del(c, session);
         forget_session(c, session);
@@ -718,6 +782,14 @@ coap_side_free(coap_side_t *c)
     HASH_ITER(hh, c->handshakes, h, htmp) {
         HASH_DEL(c->handshakes, h);
         free(h);
+    }
+    {
+        struct hello *hl, *hltmp;
+
+        HASH_ITER(hh, c->hellos, hl, hltmp) {
+            HASH_DEL(c->hellos, hl);
+            free(hl);
+        }
     }
     {
         struct established *e, *etmp;

@@ -389,7 +389,7 @@ config_defaults(struct config *cfg, const char *path)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->coap.max_sessions = 0;
-    cfg->coap.max_handshakes = 100;
+    cfg->coap.max_handshakes = 1000;
     cfg->coap.session_timeout = 300;
     cfg->coap.max_payload = 65536;
     cfg->rd.default_lifetime = 90000;
@@ -577,7 +577,7 @@ static const struct item coap_items[] = {
     STR("cert_file", coap.cert_file, check_path),
     STR("key_file", coap.key_file, check_path),
     INT("max_sessions", coap.max_sessions, 0, 10000000),
-    INT("max_handshakes", coap.max_handshakes, 1, 1000000),
+    INT("max_handshakes", coap.max_handshakes, 16, 1000000),
     INT("session_timeout", coap.session_timeout, 10, 604800),
     INT("max_payload", coap.max_payload, 64, 16777216),
     END

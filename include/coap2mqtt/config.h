@@ -23,7 +23,7 @@ struct config_coap {
     char *cert_file;        /* X.509: gateway certificate; may be NULL */
     char *key_file;         /* X.509: gateway key; may be NULL */
     int max_sessions;       /* DTLS sessions kept (0 = libcoap default) */
-    int max_handshakes;     /* half-open handshakes (libcoap default 100) */
+    int max_handshakes;     /* half-open handshakes, default 1000 */
     int session_timeout;    /* s an idle session is kept (default 300) */
     int max_payload;        /* bytes accepted in one reassembled body (default 65536) */
 };

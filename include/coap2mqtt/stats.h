@@ -12,6 +12,7 @@
     X(handshakes_ok)         /* DTLS sessions established */                \
     X(handshakes_failed)     /* DTLS handshakes that failed, any cause */   \
     X(psk_unknown_identity)  /* handshakes naming an identity we lack */    \
+    X(handshakes_evicted)    /* unanswered ClientHellos dropped (flood) */  \
     X(sessions_closed)       /* DTLS sessions closed or timed out */        \
     X(sessions_reset)        /* old session retired: same-port re-handshake */ \
     X(registrations)         /* POST /rd accepted */                        \
