@@ -17,7 +17,7 @@
  *
  * An input is a sequence of records  op:u8  len:u16be  bytes[len]:
  * op bits 5-6 pick one of four device addresses (a plain CoAP session is
- * bound to the ep it registered), (op & 0x1f) % 5 the action:
+ * bound to the ep it registered), (op & 0x1f) % 6 the action:
  *            0  DGRAM  bytes are one datagram from the device
  *            1  REPLY  answer the last request the gateway sent that
  *                       device: bytes[0] low 2 bits = type, bytes[1] = code,
@@ -26,6 +26,10 @@
  *            2  ACKED  the broker acknowledged every queued message
  *            3  LOST   every queued message was dropped (shutdown)
  *            4  MQTT   a message on a command topic: "topic\0payload"
+ *            5  TIME   time passes: bytes (up to 4, big-endian) are the
+ *                       seconds; none means until every timer pending now
+ *                       is due.  Registration lifetimes, observe retries,
+ *                       silence checks, command expiry fire, in order
  * After every record the gateway runs: libcoap I/O, then one pass of the
  * gateway's loop (timers that are due: observe requests, ...).
  *
@@ -36,7 +40,7 @@
  * outbound queue has a topic the broker can take (below the base, no '+',
  * '#' or empty level, bounded depth) - hostile paths never reach MQTT.
  */
-/* fuzz-ldflags: -Wl,--wrap=coap_new_context */
+/* fuzz-ldflags: -Wl,--wrap=coap_new_context,--wrap=loop_add_timer,--wrap=loop_cancel_timer */
 /* fuzz-libcoap: notls */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -73,7 +77,28 @@ coap_context_t *__wrap_coap_new_context(const coap_address_t *listen_addr);
 /* A PSK identity (so plain CoAP may not claim it: 4.03). */
 #define DTLS_ID     "dtls-only"
 
-enum op { OP_DGRAM, OP_REPLY, OP_ACKED, OP_LOST, OP_MQTT, OP_COUNT };
+enum op { OP_DGRAM, OP_REPLY, OP_ACKED, OP_LOST, OP_MQTT, OP_TIME, OP_COUNT };
+
+/*
+ * The gateway's timers pass through here (link-time wrap of the loop's
+ * timer API): each one is armed in the real loop with a trampoline, and
+ * remembered, so that TIME can fire the pending ones early, in deadline
+ * order, exactly as the loop would once they fall due.
+ */
+struct fz_timer {
+    struct fz_timer *next;
+    uint64_t id;            /* the loop's id, which the gateway holds */
+    uint64_t seq;           /* arming order, the tie-break */
+    uint64_t ms;            /* delay asked for, from arming */
+    uint64_t armed_at;      /* harness clock when armed */
+    loop_timer_cb cb;
+    void *arg;
+    bool live;
+};
+uint64_t __real_loop_add_timer(loop_t *loop, uint64_t ms, loop_timer_cb cb, void *arg);
+uint64_t __wrap_loop_add_timer(loop_t *loop, uint64_t ms, loop_timer_cb cb, void *arg);
+void __real_loop_cancel_timer(loop_t *loop, uint64_t id);
+void __wrap_loop_cancel_timer(loop_t *loop, uint64_t id);
 
 /* What the harness keeps for the whole run (set up once). */
 struct harness {
@@ -83,6 +108,9 @@ struct harness {
     struct sockaddr_in gw_addr;     /* the gateway's plain CoAP endpoint */
     int dev_fd[N_DEVICES];          /* the devices' sockets */
     coap_context_t *ctx;            /* the one coap_side made, via the wrap */
+    struct fz_timer *timers;        /* this input's, freed at its end */
+    uint64_t timer_seq;
+    uint64_t clock_ms;              /* advanced by TIME */
 };
 
 /* The last request the gateway sent to one device. */
@@ -100,6 +128,99 @@ __wrap_coap_new_context(const coap_address_t *listen_addr)
 {
     H.ctx = __real_coap_new_context(listen_addr);
     return H.ctx;
+}
+
+static void
+timer_trampoline(loop_t *loop, void *arg)
+{
+    struct fz_timer *t = arg;
+
+    t->live = false;
+    t->cb(loop, t->arg);
+}
+
+uint64_t
+__wrap_loop_add_timer(loop_t *loop, uint64_t ms, loop_timer_cb cb, void *arg)
+{
+    struct fz_timer *t = calloc(1, sizeof(*t));
+
+    if (!t)
+        return 0;
+    if (!(t->id = __real_loop_add_timer(loop, ms, timer_trampoline, t))) {
+        free(t);
+        return 0;
+    }
+    t->seq = ++H.timer_seq;
+    t->ms = ms;
+    t->armed_at = H.clock_ms;
+    t->cb = cb;
+    t->arg = arg;
+    t->live = true;
+    t->next = H.timers;
+    H.timers = t;
+    return t->id;
+}
+
+void
+__wrap_loop_cancel_timer(loop_t *loop, uint64_t id)
+{
+    for (struct fz_timer *t = H.timers; t && id; t = t->next)
+        if (t->id == id)
+            t->live = false;
+    __real_loop_cancel_timer(loop, id);
+}
+
+/* The live timer armed by 'last' that is due first, or NULL. */
+static struct fz_timer *
+next_due(uint64_t last)
+{
+    struct fz_timer *best = NULL;
+
+    for (struct fz_timer *t = H.timers; t; t = t->next) {
+        if (!t->live || t->seq > last)
+            continue;
+        if (!best || t->armed_at + t->ms < best->armed_at + best->ms ||
+            (t->armed_at + t->ms == best->armed_at + best->ms && t->seq < best->seq))
+            best = t;
+    }
+    return best;
+}
+
+/* TIME: fires what falls due within the seconds in p (all of it when
+ * len is 0); what those timers arm waits for the next TIME. */
+static void
+time_passes(loop_t *loop, const uint8_t *p, size_t len)
+{
+    uint64_t last = H.timer_seq, until = UINT64_MAX, secs = 0;
+    struct fz_timer *t;
+
+    for (size_t i = 0; i < len && i < 4; i++)
+        secs = secs << 8 | p[i];
+    if (len)
+        until = H.clock_ms + secs * 1000;
+    while ((t = next_due(last)) && t->armed_at + t->ms <= until) {
+        if (t->armed_at + t->ms > H.clock_ms)
+            H.clock_ms = t->armed_at + t->ms;
+        __real_loop_cancel_timer(loop, t->id);
+        if (H.trace)
+            fprintf(stderr, "  timer of %llu ms fires\n", (unsigned long long)t->ms);
+        timer_trampoline(loop, t);
+    }
+    if (until != UINT64_MAX && until > H.clock_ms)
+        H.clock_ms = until;
+}
+
+static void
+timers_free(void)
+{
+    while (H.timers) {
+        struct fz_timer *t = H.timers;
+
+        H.timers = t->next;
+        free(t);
+    }
+    H.timer_seq = 0;
+    H.clock_ms = 0;
 }
 
 /* --- one-time setup -------------------------------------------------------- */
@@ -410,7 +531,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case OP_REPLY: send_reply(dev, &last[dev], data, len, &next_mid); break;
         case OP_ACKED: walk_queue(&gw, OP_ACKED); break;
         case OP_LOST: walk_queue(&gw, OP_LOST); break;
-        default: mqtt_command(&gw, data, len); break;
+        case OP_MQTT: mqtt_command(&gw, data, len); break;
+        default: time_passes(gw.loop, data, len); break;
         }
         pump(&gw, last);
         data += len;
@@ -418,5 +540,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     walk_queue(&gw, -1);
     gw_stop(&gw, stop_fd);
+    timers_free();
     return 0;
 }

@@ -8,7 +8,8 @@ the topics MQTT users send commands on, conf/coap2mqtt.conf and broken
 variants of it.  The handler seeds use fuzz_handlers.c's record format:
 op:u8 len:u16be bytes; op bits 5-6 pick the device address, the low bits
 the action (0 datagram, 1 reply to the gateway's last request,
-2 broker acknowledged all, 3 broker lost all, 4 MQTT message "topic\\0payload").
+2 broker acknowledged all, 3 broker lost all, 4 MQTT message "topic\\0payload",
+5 time passes: u32be seconds, or until every pending timer is due).
 Files are named by content; each run rewrites the four directories it owns
 (corpus/handlers, linkformat, topics, config) completely.
 """
@@ -92,7 +93,11 @@ def mqtt(topic, payload=b""):
     return rec(4, topic.encode() + b"\0" + payload)
 
 
-ACKED, LOST = rec(2), rec(3)
+ACKED, LOST, TIME = rec(2), rec(3), rec(5)
+
+
+def after(seconds):
+    return rec(5, struct.pack(">I", seconds))
 TOK = b"\x01\x02\x03\x04"
 
 
@@ -178,6 +183,19 @@ def handler_seeds():
                                      + reply(ACK, code(4, 4)) + reply(RST, 0))
     s["command-bad-topics"] = (mqtt("coap2mqtt/hvac-2/set") + mqtt("coap2mqtt/+/x/set")
                                + mqtt("coap2mqtt/bridge/x/set") + mqtt("other/hvac-2/x/set"))
+    s["lifetime-expires"] = (dgram(register("meter-1", "</energy>;obs", lt=10)) + TIME
+                             + dgram(push("energy", "1", type_=NON)) + TIME)
+    s["push-waits-expiry"] = (dgram(register("soil-7", "</m>", lt=10))
+                              + dgram(push("m", "1")) + TIME + ACKED
+                              + dgram(pdu(CON, DELETE, 4, TOK, path_opts("rd/soil-7"))) + TIME)
+    s["command-expires"] = (dgram(register("hvac-2", "</setpoint>;ct=0"))
+                            + mqtt("coap2mqtt/hvac-2/setpoint/set", b"21") + after(61)
+                            + mqtt("coap2mqtt/hvac-2/setpoint/set", b"22") + after(30) + after(31)
+                            + reply(ACK, code(2, 4)))
+    s["observe-retry-silence"] = (dgram(register("meter-1", "</energy>;obs"))
+                                  + reply(ACK, code(5, 3), [(MAX_AGE, uint(1))]) + after(10)
+                                  + reply(ACK, code(2, 5), [(OBSERVE, uint(5)), (MAX_AGE, uint(2))], "1")
+                                  + after(20) + after(20) + reply(NON, code(2, 5), [(OBSERVE, uint(6))], "2"))
     s["not-found"] = dgram(pdu(CON, GET, 40, TOK, path_opts(".well-known/core")))
     s["empty-and-ping"] = dgram(pdu(CON, 0, 41)) + dgram(b"") + dgram(b"\x40")
     return s
