@@ -441,6 +441,7 @@ config_free(struct config *cfg)
     free(cfg->coap.ca_file);
     free(cfg->coap.cert_file);
     free(cfg->coap.key_file);
+    free(cfg->coap.crl_file);
     free(cfg->mqtt.host);
     free(cfg->mqtt.base_topic);
     free(cfg->mqtt.client_id);
@@ -576,6 +577,7 @@ static const struct item coap_items[] = {
     STR("ca_file", coap.ca_file, check_path),
     STR("cert_file", coap.cert_file, check_path),
     STR("key_file", coap.key_file, check_path),
+    STR("crl_file", coap.crl_file, check_path),
     INT("max_sessions", coap.max_sessions, 0, 10000000),
     INT("max_handshakes", coap.max_handshakes, 16, 1000000),
     INT("session_timeout", coap.session_timeout, 10, 604800),
@@ -871,6 +873,9 @@ check_coap(struct ctx *c)
     if (ca && !cert && !key)
         serr(c, near(c, "coap.ca_file"), "coap.ca_file", "needs the gateway's "
              "own coap.cert_file and coap.key_file");
+    if (is_set(c, "coap.crl_file") && !ca)
+        serr(c, near(c, "coap.crl_file"), "coap.crl_file",
+             "needs coap.ca_file (the CA whose revocations it lists)");
     if (list_len(c, "coap.listen") > 0 && !psk && !(cert && key))
         serr(c, near(c, "coap.listen"), "coap.listen", "DTLS needs "
              "coap.psk_file, or coap.cert_file and coap.key_file");
@@ -1115,6 +1120,8 @@ config_check_files(const struct config *cfg, config_report_fn report,
         check_psk_file(&c, cfg->coap.psk_file);
     if (cfg->coap.ca_file)
         check_readable(&c, "coap.ca_file", cfg->coap.ca_file, false);
+    if (cfg->coap.crl_file)
+        check_readable(&c, "coap.crl_file", cfg->coap.crl_file, false);
     if (cfg->coap.cert_file)
         check_readable(&c, "coap.cert_file", cfg->coap.cert_file, false);
     if (cfg->coap.key_file)

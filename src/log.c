@@ -4,6 +4,7 @@
  * so one -v controls all of it.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -113,11 +114,39 @@ log_ratelimited(const void *key, const char *fmt, ...)
     rl[slot].suppressed = 0;
 }
 
+static bool eagain_muted;
+static unsigned eagain_count;
+
+void
+log_coap_eagain_begin(void)
+{
+    eagain_muted = true;
+    eagain_count = 0;
+}
+
+unsigned
+log_coap_eagain_end(void)
+{
+    eagain_muted = false;
+    return eagain_count;
+}
+
 static void
 coap_log_to_ours(coap_log_t level, const char *message)
 {
     size_t n = strlen(message);
     enum log_level lvl;
+
+    /* Each empty read logs two lines: "coap_network_read: <EAGAIN text>"
+     * and "...: read failed".  Count the first, drop both. */
+    if (eagain_muted && level == LOG_WARNING) {
+        if (strstr(message, "coap_network_read: ") && strstr(message, strerror(EAGAIN))) {
+            eagain_count++;
+            return;
+        }
+        if (strstr(message, ": read failed"))
+            return;
+    }
 
     while (n && (message[n - 1] == '\n' || message[n - 1] == '\r'))
         n--;

@@ -158,6 +158,10 @@ reload(struct daemon *d)
 {
     keystore_t *ks;
 
+    if (coap_side_reload_pki(d->gw.coap) < 0)
+        log_warnx("reload: certificates not reloaded, keeping the old ones");
+    else if (d->gw.cfg->coap.cert_file)
+        log_notice("reload: certificates reloaded");
     if (!d->gw.cfg->coap.psk_file)
         return;
     ks = keystore_load(d->gw.cfg->coap.psk_file, report_line, NULL);

@@ -22,6 +22,9 @@ void coap_side_free(coap_side_t *c);
 
 /* Swaps in a new keystore (SIGHUP); the caller frees the old one. */
 void coap_side_set_keystore(coap_side_t *c, keystore_t *ks);
+/* Reloads certificate, key, CA and CRL files (SIGHUP).  -1 on failure
+ * (logged; the old ones stay). */
+int coap_side_reload_pki(coap_side_t *c);
 
 /*
  * A new request PDU for 'session' (type CON or NON) with the Uri-Path

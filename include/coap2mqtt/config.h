@@ -22,6 +22,7 @@ struct config_coap {
     char *ca_file;          /* X.509: CA for device certificates; may be NULL */
     char *cert_file;        /* X.509: gateway certificate; may be NULL */
     char *key_file;         /* X.509: gateway key; may be NULL */
+    char *crl_file;         /* X.509: PEM CRLs of ca_file's CA; NULL = no revocation check */
     int max_sessions;       /* DTLS sessions kept (0 = libcoap default) */
     int max_handshakes;     /* half-open handshakes, default 1000 */
     int session_timeout;    /* s an idle session is kept (default 300) */

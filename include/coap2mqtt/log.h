@@ -36,4 +36,13 @@ void log_ratelimited(const void *key, const char *fmt, ...) LOG_PRINTF(2, 3);
 /* Route libcoap's and libmosquitto's logs through this module. */
 void log_hook_libraries(void);
 
+/*
+ * While on, libcoap's warnings about a read that found no datagram
+ * (EAGAIN: we asked for one more than was queued, on purpose, see
+ * coap_side.c) are counted instead of logged.  log_coap_eagain_end()
+ * returns how many there were.
+ */
+void log_coap_eagain_begin(void);
+unsigned log_coap_eagain_end(void);
+
 #endif
