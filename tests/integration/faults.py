@@ -205,7 +205,9 @@ class Netns:
         self.entered = False
         run(["ip", "netns", "add", name])
         try:
-            run(["ip", "-n", name, "link", "set", "lo", "up"])
+            # An Ethernet-sized MTU: lo's 64 KiB segments would not fit a
+            # tbf bucket of a few KiB.
+            run(["ip", "-n", name, "link", "set", "lo", "mtu", "1500", "up"])
             self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             fd = os.open("/run/netns/" + name, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -241,15 +243,21 @@ table inet c2m_loss {
         return [int(x) for x in re.findall(rb"packets (\d+)", p.stdout)]
 
     def throttle_tcp_port(self, port, rate="256kbit", burst="16kb", latency="2s"):
-        """tc tbf on lo for TCP traffic of 'port' (the broker) only, both
-        directions; everything else keeps its speed."""
-        run(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "prio"])
-        run(["tc", "qdisc", "add", "dev", "lo", "parent", "1:3", "handle", "30:",
+        """tc tbf on lo for TCP traffic *to* 'port' (clients -> broker)
+        only; the other direction and everything else keep their speed."""
+        # sch_prio is not built into every kernel (it is not here): htb
+        # with an unlimited default class does the classifying.
+        run(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb",
+             "default", "10", "r2q", "100000"])
+        run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:10",
+             "htb", "rate", "10gbit"])
+        run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:30",
+             "htb", "rate", "10gbit"])
+        run(["tc", "qdisc", "add", "dev", "lo", "parent", "1:30", "handle", "30:",
              "tbf", "rate", rate, "burst", burst, "latency", latency])
-        for field in ("dport", "sport"):
-            run(["tc", "filter", "add", "dev", "lo", "parent", "1:0", "protocol", "ip",
-                 "prio", "1", "u32", "match", "ip", "protocol", "6", "0xff",
-                 "match", "tcp", field, str(port), "0xffff", "flowid", "1:3"])
+        run(["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip",
+             "prio", "1", "u32", "match", "ip", "protocol", "6", "0xff",
+             "match", "ip", "dport", str(port), "0xffff", "flowid", "1:30"])
 
     def unthrottle(self):
         run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)

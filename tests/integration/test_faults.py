@@ -291,3 +291,225 @@ def test_gateway_crash_restart_short(make_gateway, sim, mqtt, psk_file):
 def test_gateway_restart_soak(make_gateway, sim, mqtt, psk_file):
     gateway_restart(make_gateway, sim, mqtt, psk_file, sensors=100, sig=signal.SIGTERM,
                     lifetime=300, limit=60, name="e-restart-soak")
+
+
+# --------------------------------------------------------------------------
+# c and f run inside a private network namespace (nftables loss, tc tbf).
+# The fixture must come first in a test's arguments: the broker, gateway
+# and simulators started after it live in the namespace.
+
+@pytest.fixture
+def netns():
+    why = faults.netns_available()
+    if why:
+        pytest.skip(why)
+    try:
+        ns = faults.Netns("c2m-%d-%d" % (os.getpid(), int(time.monotonic() * 1000) % 100000))
+    except (OSError, RuntimeError) as e:
+        pytest.skip("cannot create a network namespace: %s" % e)
+    yield ns
+    ns.leave()
+
+
+# --------------------------------------------------------------------------
+# c. 20 % packet loss both ways
+
+def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_device,
+                   alive_s, min_success, name):
+    prefix = "fc-"
+    fleet(psk_file, prefix, devices)
+    gw = make_gateway()
+    netns.udp_loss(gw.port, 20)
+    s = sim("hvac", count=devices,
+            extra_args=["--prefix", prefix, "--interval", "1000", "--lifetime", "3600"])
+    paths = ("temperature", "humidity", "setpoint")
+    for i in range(1, devices + 1):
+        observed_all(s, prefix + str(i), paths, 0, 60)
+
+    replies = "c2m-test/replies"
+    mqtt.subscribe(replies + "/#")
+    sent = {}          # correlation -> (device, value, time)
+    results = {}       # correlation -> [result documents]
+    pending = {i: 0 for i in range(1, devices + 1)}   # commands sent per device
+    waiting = {}       # device -> correlation awaiting its result
+    t0 = time.monotonic()
+    pos = 0
+    deadline = t0 + per_device * 60 + 120
+    while (pending and any(n < per_device for n in pending.values())) or waiting:
+        for i in list(pending):
+            if i in waiting or pending[i] >= per_device:
+                continue
+            k = pending[i]
+            pending[i] += 1
+            corr = "%s%d/%d" % (prefix, i, k)
+            value = "%d.%d" % (10 + k % 20, i % 10)
+            mqtt.publish(gw.topic(prefix + str(i), "setpoint", "set"), value.encode(),
+                         response_topic="%s/%s%d" % (replies, prefix, i),
+                         correlation_data=corr.encode())
+            sent[corr] = (prefix + str(i), value, time.monotonic())
+            waiting[i] = corr
+        new = mqtt.received(replies + "/#", pos)
+        pos += len(new)
+        for m in new:
+            corr = (m.prop("CorrelationData") or b"").decode()
+            results.setdefault(corr, []).append(m.json())
+            dev = int(corr[len(prefix):].split("/")[0]) if corr.startswith(prefix) else None
+            if dev in waiting and waiting[dev] == corr:
+                del waiting[dev]
+        assert time.monotonic() < deadline, "commands still without result: %s" % waiting
+        time.sleep(0.05)
+    commands_s = time.monotonic() - t0
+
+    # A late duplicate result would show up here.
+    time.sleep(3)
+    for m in mqtt.received(replies + "/#", pos):
+        corr = (m.prop("CorrelationData") or b"").decode()
+        results.setdefault(corr, []).append(m.json())
+    n = len(sent)
+    ok = sum(1 for c in sent if results.get(c) and results[c][0].get("code", "").startswith("2."))
+    errors = [results[c][0] for c in sent if results.get(c) and "code" not in results[c][0]]
+    multi = {c: r for c, r in results.items() if len(r) != 1}
+    missing = [c for c in sent if c not in results]
+    unknown = [c for c in results if c not in sent]
+    puts = collections_counter(m.group(1) + " " + m.group(2)
+                               for m in s.out.find(r"^PUT (\S+) setpoint \d+ (\S+)$"))
+
+    # Observations still alive: every resource notifies again after alive_s.
+    time.sleep(alive_s)
+    mark = mqtt.mark()
+    dead = []
+    for i in range(1, devices + 1):
+        for p in ("temperature", "humidity"):
+            try:
+                mqtt.wait_for(gw.topic(prefix + str(i), p), timeout=20, start=mark)
+            except AssertionError:
+                dead.append("%s%d/%s" % (prefix, i, p))
+    stats = faults.last_stats(mqtt, gw) or {}
+    doc = {"commands": n, "succeeded": ok, "success_pct": round(100.0 * ok / n, 2),
+           "errors": errors[:10], "results_not_one": len(multi), "no_result": len(missing),
+           "commands_s": round(commands_s, 1), "alive_after_s": alive_s,
+           "dead_observations": dead, "loss_drops": netns.loss_counters(),
+           "max_puts_of_one_value": max(puts.values()) if puts else 0,
+           "gw_stats": c2m.find_counters(stats, r"command|reregist|stale|dup|retrans")}
+    print("FAULTS %s %s" % (name, faults.json.dumps(doc, sort_keys=True)))
+    faults.record(name, doc)
+    assert not missing, "commands without a result: %s" % missing[:20]
+    assert not multi, "commands with more than one result: %s" % list(multi.items())[:10]
+    assert not unknown, "results for commands never sent: %s" % unknown[:10]
+    assert ok >= min_success * n, "%d of %d commands succeeded" % (ok, n)
+    assert not dead, "observations dead after %ds of loss: %s" % (alive_s, dead)
+
+
+def collections_counter(it):
+    return faults.collections.Counter(it)
+
+
+# 100 commands: at 20 % loss each way one exchange succeeds with p = 0.64,
+# so a command times out after 5 transmissions with p = 0.36^5 = 0.6 %.  The
+# issue's 99 % is a statistical figure for 1,000 commands (soak); a sample of
+# 100 allows 3 timeouts (P(more) < 2 %), so the short run is not flaky.
+@pytest.mark.timeout(400)
+def test_packet_loss_short(netns, make_gateway, sim, mqtt, psk_file):
+    lossy_commands(netns, make_gateway, sim, mqtt, psk_file, devices=10, per_device=10,
+                   alive_s=30, min_success=0.97, name="c-loss-short")
+
+
+@SOAK
+@pytest.mark.timeout(1500)
+def test_packet_loss_soak(netns, make_gateway, sim, mqtt, psk_file):
+    lossy_commands(netns, make_gateway, sim, mqtt, psk_file, devices=20, per_device=50,
+                   alive_s=300, min_success=0.99, name="c-loss-soak")
+
+
+# --------------------------------------------------------------------------
+# f. broker throttled under full load: memory stays bounded
+
+def quiet_asan(monkeypatch):
+    """ASan keeps freed memory in a quarantine (256 MiB by default) that
+    would count as RSS and hide the gateway's own bound: shrink it."""
+    env = c2m.gateway_env
+
+    def patched():
+        e = env()
+        e["ASAN_OPTIONS"] = e.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=1"
+        return e
+    monkeypatch.setattr(c2m, "gateway_env", patched)
+
+
+def spool_disk_bytes(gw):
+    d = os.path.join(gw.state_dir, "spool")
+    total = 0
+    for n in os.listdir(d) if os.path.isdir(d) else ():
+        if n.endswith(".seg"):
+            try:
+                total += os.path.getsize(os.path.join(d, n))
+            except OSError:
+                pass
+    return total
+
+
+def throttled_broker(netns, monkeypatch, make_gateway, sim, broker, mqtt_factory, psk_file, *,
+                     sensors, rate, payload, load_s, max_messages, name):
+    quiet_asan(monkeypatch)
+    prefix = "ff-"
+    fleet(psk_file, prefix, sensors)
+    faults.unlimit_broker(broker)
+    gw = make_gateway(overrides={"queue": {"max_messages": max_messages}})
+    watch = subscriber(mqtt_factory, gw, "energy")
+    pid = gw.proc.pid
+    s = push_fleet(sim, prefix, sensors, rate, ["--payload-size", str(payload)])
+    await_all_pushing(s, prefix, sensors)
+    time.sleep(2)
+    rss_before = faults.rss_kib(pid)
+    netns.throttle_tcp_port(broker.port)
+    samples = []            # (t, rss KiB, spool bytes on disk)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < load_s:
+        assert gw.running(), "gateway died under load"
+        samples.append((time.monotonic() - t0, faults.rss_kib(pid), spool_disk_bytes(gw)))
+        time.sleep(1)
+    netns.unthrottle()
+    t_free = time.monotonic()
+    assert s.stop() == 0
+    v = faults.wait_delivered(watch, gw, s, timeout=180)
+    drain = time.monotonic() - t_free
+    # The memory queue is full once the spool starts to grow on disk; from
+    # there on RSS must stay flat while the disk backlog keeps growing.
+    growth = [x for x in samples if x[2] > samples[0][2] + 4 * payload * max_messages]
+    base = growth[0] if growth else samples[-1]
+    rss_peak = max(x[1] for x in samples)
+    rss_late = max(x[1] for x in samples if x[0] >= base[0])
+    disk_peak = max(x[2] for x in samples)
+    _, failed = faults.device_acks(s)
+    doc = v.report(name, sensors=sensors, rate_per_sensor=rate, payload=payload,
+                   max_messages=max_messages, load_s=load_s,
+                   rss_before_kib=rss_before, rss_at_backlog_kib=base[1],
+                   rss_peak_kib=rss_peak, rss_growth_during_backlog_kib=rss_late - base[1],
+                   spool_peak_bytes=disk_peak, drain_s=round(drain, 1),
+                   push_failures=dict(failed),
+                   samples=[(round(t), r, d) for t, r, d in samples[::max(1, len(samples) // 20)]])
+    v.check()
+    assert growth, "the throttle never built a disk backlog (spool peak %d bytes)" % disk_peak
+    backlog_growth = disk_peak - base[2]
+    # Holding the disk backlog in memory would cost at least its size.
+    assert (rss_late - base[1]) * 1024 < max(8 << 20, backlog_growth // 4), (
+        "RSS grew %d KiB while the disk backlog grew %d KiB"
+        % (rss_late - base[1], backlog_growth // 1024))
+    return doc
+
+
+@pytest.mark.timeout(300)
+def test_throttled_broker_memory_short(netns, monkeypatch, make_gateway, sim, broker,
+                                       mqtt_factory, psk_file):
+    throttled_broker(netns, monkeypatch, make_gateway, sim, broker, mqtt_factory, psk_file,
+                     sensors=20, rate=20, payload=2000, load_s=30, max_messages=1000,
+                     name="f-throttle-short")
+
+
+@SOAK
+@pytest.mark.timeout(900)
+def test_throttled_broker_memory_soak(netns, monkeypatch, make_gateway, sim, broker,
+                                      mqtt_factory, psk_file):
+    throttled_broker(netns, monkeypatch, make_gateway, sim, broker, mqtt_factory, psk_file,
+                     sensors=100, rate=10, payload=2000, load_s=180, max_messages=1000,
+                     name="f-throttle-soak")
