@@ -47,11 +47,14 @@ def binary(var, default):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long test, run with C2M_SLOW=1 or -m slow")
+    config.addinivalue_line("markers", "soak: long fault-injection run (make soak: -m soak)")
     config.addinivalue_line("markers", "timeout(seconds): hard limit of the test body")
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("C2M_SLOW") == "1" or config.option.markexpr:
+    # "make test" passes -m "not soak": only an expression naming "slow"
+    # selects the slow tests.
+    if os.environ.get("C2M_SLOW") == "1" or "slow" in (config.option.markexpr or ""):
         return
     skip = pytest.mark.skip(reason="slow: set C2M_SLOW=1 or select with -m slow")
     for item in items:

@@ -49,7 +49,9 @@ def test_command_queue_bound(make_gateway, sim, mqtt):
 
 
 def test_queue_full_refuses_con_push(make_gateway, coap, broker, mqtt_factory):
-    gw = make_gateway(overrides={"queue": {"max_messages": 3}})
+    """Without the disk spool, queue.max_messages bounds what waits for the
+    broker: a CON push beyond it gets 5.03 + Max-Age (keep it, retry)."""
+    gw = make_gateway(overrides={"queue": {"max_messages": 3, "spool": False}})
     topic = gw.topic("dev-1", "count")
     watch = mqtt_factory(clean_start=False, session_expiry=600)
     watch.subscribe(topic)
@@ -57,7 +59,7 @@ def test_queue_full_refuses_con_push(make_gateway, coap, broker, mqtt_factory):
     assert broker.stop() == 0
     codes = []
     for i in range(1, 7):
-        r = coap(gw, "dev-1", "ps/count", method="post", ct=0, payload=str(i), wait=3)
+        r = coap(gw, "dev-1", "ps/count", method="post", ct=0, payload=str(i), wait=6)
         codes.append(r.code)
         if r.code == "5.03":
             assert r.options("Max-Age") == ["10"], r
