@@ -41,6 +41,23 @@ def test_graceful_stop_publishes_offline(gateway, sim, mqtt, mqtt_factory):
     s.stop()
 
 
+def test_stop_answers_queued_commands(gateway, sim, mqtt):
+    """A command waiting for a sleeping device gets an error result at
+    shutdown instead of vanishing."""
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    s = sim("hvac", extra_args=["--sleep-after", "1", "--sleep-for", "30",
+                                "--interval", "60000"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    s.wait_for(r"^SLEEP hvac-1$", timeout=10)
+    mark = mqtt.mark()
+    mqtt.publish(setpoint + "/set", b"25.5")
+    assert gateway.stop(signal.SIGTERM, timeout=5) == 0
+    doc = mqtt.wait_for(setpoint + "/set/result", timeout=5, start=mark).json()
+    assert "error" in doc and "code" not in doc, doc
+    assert not s.out.find(r"^PUT ")
+
+
 def test_will_after_sigkill(make_gateway, mqtt):
     gw = make_gateway(overrides={"mqtt": {"keepalive": 5}})
     mark = mqtt.mark()

@@ -208,3 +208,18 @@ def test_ipv6_sensor_observed_and_commanded(make_gateway, sim, mqtt):
     mqtt.publish(setpoint + "/set", b"22.0")
     s.wait_for(r"^PUT hvac-1 setpoint 4 22\.0$", timeout=10)
     assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
+
+
+def test_reregistration_replaces_resources(gateway, coap, mqtt):
+    devices = gateway.topic("bridge", "devices")
+    mqtt.subscribe(devices)
+
+    def paths(m):
+        e = device_entries(m.json()).get("dev-9")
+        return e and sorted(r["path"] for r in e["resources"])
+
+    assert register(coap, gateway, "dev-9", links="</a>;ct=0,</b>;ct=0").code == "2.01"
+    mqtt.wait_for(devices, lambda m: paths(m) == ["a", "b"], timeout=5)
+    assert register(coap, gateway, "dev-9", links="</c/d>;ct=50").code == "2.01"
+    m = mqtt.wait_for(devices, lambda m: paths(m) == ["c/d"], timeout=5, start=mqtt.mark())
+    assert device_entries(m.json())["dev-9"]["resources"][0]["ct"] == 50
