@@ -186,6 +186,25 @@ reply_busy(coap_pdu_t *response, const char *diag)
     reply(response, 503, diag);
 }
 
+/* coap.max_request_rate: false (after answering 5.03) when over it. */
+static bool
+within_rate(struct gw *gw, const char *id, coap_pdu_t *response)
+{
+    device_t *dev = devices_find(gw->devices, id);
+    uint8_t buf[4];
+
+    if (!dev || device_allow_request(dev, loop_now_ms(gw->loop)))
+        return true;
+    gw->stats.requests_throttled++;
+    log_ratelimited(&gw->stats.requests_throttled,
+                    "coap: %s over coap.max_request_rate (%d/s): 5.03", id,
+                    gw->cfg->coap.max_request_rate);
+    coap_add_option(response, COAP_OPTION_MAXAGE,
+                    coap_encode_var_safe(buf, sizeof(buf), 1), buf);
+    reply(response, 503, "too many requests");
+    return false;
+}
+
 /* The session's authenticated identity, usable as a device id; else
  * answers 4.01 and returns NULL. */
 static const char *
@@ -289,6 +308,8 @@ hnd_register(coap_resource_t *resource, coap_session_t *session,
     } else if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response))) {
         return;
     }
+    if (!within_rate(gw, id, response))
+        return;
     if (rc < 0 || (rc > 0 && strcmp(ep, id) != 0)) {
         char peer[64];
 
@@ -494,6 +515,8 @@ hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
         return;
     }
     if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response)))
+        return;
+    if (!within_rate(gw, id, response))
         return;
     n = uri_segments(req, segs, MAX_SEGMENTS);
     if (n < 0) {

@@ -392,6 +392,7 @@ config_defaults(struct config *cfg, const char *path)
     cfg->coap.max_handshakes = 1000;
     cfg->coap.session_timeout = 300;
     cfg->coap.max_payload = 65536;
+    cfg->coap.max_request_rate = 100;
     cfg->rd.default_lifetime = 90000;
     cfg->rd.min_lifetime = 1;
     cfg->rd.max_lifetime = 31536000;
@@ -447,6 +448,11 @@ config_free(struct config *cfg)
     free(cfg->mqtt.client_id);
     free(cfg->mqtt.username);
     free(cfg->mqtt.password_file);
+    free(cfg->mqtt.tls_ca_file);
+    free(cfg->mqtt.tls_cert_file);
+    free(cfg->mqtt.tls_key_file);
+    free(cfg->mqtt.tls_version);
+    free(cfg->mqtt.tls_ciphers);
     free(cfg->state_dir);
     free(cfg->path);
     memset(cfg, 0, sizeof(*cfg));
@@ -459,6 +465,25 @@ check_path(const char *v)
 {
     if (*v == '\0' || strlen(v) >= PATH_MAX)
         return "must be a non-empty path";
+    return NULL;
+}
+
+static const char *
+check_tls_version(const char *v)
+{
+    if (strcmp(v, "tlsv1.2") != 0 && strcmp(v, "tlsv1.3") != 0)
+        return "must be \"tlsv1.2\" or \"tlsv1.3\" (the minimum accepted)";
+    return NULL;
+}
+
+static const char *
+check_ciphers(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 1024 || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:+!@=,. ") != n)
+        return "must be an OpenSSL cipher list such as \"ECDHE-ECDSA-AES128-GCM-SHA256\"";
     return NULL;
 }
 
@@ -582,6 +607,7 @@ static const struct item coap_items[] = {
     INT("max_handshakes", coap.max_handshakes, 16, 1000000),
     INT("session_timeout", coap.session_timeout, 10, 604800),
     INT("max_payload", coap.max_payload, 64, 16777216),
+    INT("max_request_rate", coap.max_request_rate, 0, 1000000),
     END
 };
 
@@ -609,6 +635,11 @@ static const struct item mqtt_items[] = {
     INT("session_expiry", mqtt.session_expiry, 0, INT_MAX),
     INT("max_inflight", mqtt.max_inflight, 1, 65535),
     BOOL("json", mqtt.json),
+    STR("tls_ca_file", mqtt.tls_ca_file, check_path),
+    STR("tls_cert_file", mqtt.tls_cert_file, check_path),
+    STR("tls_key_file", mqtt.tls_key_file, check_path),
+    STR("tls_version", mqtt.tls_version, check_tls_version),
+    STR("tls_ciphers", mqtt.tls_ciphers, check_ciphers),
     END
 };
 
@@ -873,6 +904,13 @@ check_coap(struct ctx *c)
     if (ca && !cert && !key)
         serr(c, near(c, "coap.ca_file"), "coap.ca_file", "needs the gateway's "
              "own coap.cert_file and coap.key_file");
+    if (is_set(c, "mqtt.tls_cert_file") != is_set(c, "mqtt.tls_key_file"))
+        serr(c, near(c, "mqtt.tls_cert_file"), "mqtt.tls_cert_file",
+             "mqtt.tls_cert_file and mqtt.tls_key_file go together");
+    if ((is_set(c, "mqtt.tls_cert_file") || is_set(c, "mqtt.tls_version") ||
+         is_set(c, "mqtt.tls_ciphers")) && !is_set(c, "mqtt.tls_ca_file"))
+        serr(c, near(c, "mqtt.tls_ca_file"), "mqtt.tls_ca_file",
+             "TLS to the broker needs mqtt.tls_ca_file (the CA to verify it with)");
     if (is_set(c, "coap.crl_file") && !ca)
         serr(c, near(c, "coap.crl_file"), "coap.crl_file",
              "needs coap.ca_file (the CA whose revocations it lists)");
@@ -1128,6 +1166,12 @@ config_check_files(const struct config *cfg, config_report_fn report,
         check_readable(&c, "coap.key_file", cfg->coap.key_file, false);
     if (cfg->mqtt.password_file)
         check_readable(&c, "mqtt.password_file", cfg->mqtt.password_file, true);
+    if (cfg->mqtt.tls_ca_file)
+        check_readable(&c, "mqtt.tls_ca_file", cfg->mqtt.tls_ca_file, false);
+    if (cfg->mqtt.tls_cert_file)
+        check_readable(&c, "mqtt.tls_cert_file", cfg->mqtt.tls_cert_file, false);
+    if (cfg->mqtt.tls_key_file)
+        check_readable(&c, "mqtt.tls_key_file", cfg->mqtt.tls_key_file, false);
     if (cfg->state_dir)
         check_state_dir(&c, cfg->state_dir);
     ctx_done(&c);

@@ -53,6 +53,9 @@ struct device {
     uint16_t recent_mid[DEVICE_RECENT_MIDS];
     uint64_t recent_ms[DEVICE_RECENT_MIDS];
     unsigned recent_pos;
+    /* token bucket for coap.max_request_rate */
+    double tokens;
+    uint64_t tokens_ms;
     /* command queue (commands.c) */
     struct command *cmd_head, *cmd_tail;
     struct command *cmd_inflight;

@@ -271,6 +271,28 @@ devices_session_gone(devices_t *d, coap_session_t *session)
 }
 
 bool
+device_allow_request(device_t *dev, uint64_t now_ms)
+{
+    int rate = dev->gw->cfg->coap.max_request_rate;
+    double burst = 2.0 * rate;
+
+    if (rate <= 0)
+        return true;
+    if (!dev->tokens_ms) {
+        dev->tokens = burst;
+    } else {
+        dev->tokens += (double)(now_ms - dev->tokens_ms) * rate / 1000.0;
+        if (dev->tokens > burst)
+            dev->tokens = burst;
+    }
+    dev->tokens_ms = now_ms ? now_ms : 1;
+    if (dev->tokens < 1.0)
+        return false;
+    dev->tokens -= 1.0;
+    return true;
+}
+
+bool
 device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms)
 {
     /* RFC 7252 EXCHANGE_LIFETIME: a retransmission comes within 247 s. */

@@ -379,6 +379,31 @@ read_password(mqtt_side_t *m, const char *path)
     return 0;
 }
 
+/* TLS to the broker: its certificate must chain to tls_ca_file and name
+ * mqtt.host (hostname verification is never turned off). */
+static int
+configure_tls(mqtt_side_t *m)
+{
+    const struct config_mqtt *mc = &m->gw->cfg->mqtt;
+    int rc;
+
+    if (!mc->tls_ca_file)
+        return 0;
+    rc = mosquitto_tls_set(m->mosq, mc->tls_ca_file, NULL, mc->tls_cert_file,
+                           mc->tls_key_file, NULL);
+    if (rc == MOSQ_ERR_SUCCESS)
+        rc = mosquitto_tls_opts_set(m->mosq, 1 /* SSL_VERIFY_PEER */,
+                                    mc->tls_version ? mc->tls_version : "tlsv1.2",
+                                    mc->tls_ciphers);
+    if (rc == MOSQ_ERR_SUCCESS)
+        rc = mosquitto_tls_insecure_set(m->mosq, false);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        log_warnx("mqtt: TLS setup: %s", mosquitto_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 static int
 configure(mqtt_side_t *m)
 {
@@ -386,6 +411,8 @@ configure(mqtt_side_t *m)
     char topic[TOPIC_MAX];
 
     mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    if (configure_tls(m) < 0)
+        return -1;
     snprintf(topic, sizeof(topic), "%s/bridge/state", mc->base_topic);
     if (mosquitto_will_set_v5(m->mosq, topic, 7, "offline", 1, true, NULL))
         return -1;

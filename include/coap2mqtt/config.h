@@ -27,6 +27,7 @@ struct config_coap {
     int max_handshakes;     /* half-open handshakes, default 1000 */
     int session_timeout;    /* s an idle session is kept (default 300) */
     int max_payload;        /* bytes accepted in one reassembled body (default 65536) */
+    int max_request_rate;   /* requests/s per device (burst 2x), default 100; 0 = no limit */
 };
 
 struct config_rd {
@@ -52,6 +53,11 @@ struct config_mqtt {
     int session_expiry;     /* s the broker keeps our session, default 86400 */
     int max_inflight;       /* QoS 1 publishes awaiting PUBACK, default 256 */
     bool json;              /* publish CBOR/SenML/JSON readings as JSON, default false */
+    char *tls_ca_file;      /* TLS to the broker: CA to verify it; NULL = plain TCP */
+    char *tls_cert_file;    /* client certificate (optional) */
+    char *tls_key_file;     /* its key */
+    char *tls_version;      /* minimum: "tlsv1.2" (default) or "tlsv1.3" */
+    char *tls_ciphers;      /* OpenSSL cipher list for TLS 1.2; NULL = OpenSSL's */
 };
 
 struct config_commands {

@@ -56,6 +56,8 @@ const char *device_id(const device_t *dev);
 coap_session_t *device_session(const device_t *dev);
 bool device_online(const device_t *dev);
 bool device_registered(const device_t *dev);
+/* Token bucket of coap.max_request_rate (burst: twice the rate). */
+bool device_allow_request(device_t *dev, uint64_t now_ms);
 /* True if a CON with this Message ID came on the current session within
  * EXCHANGE_LIFETIME; otherwise remembers it and returns false. */
 bool device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms);

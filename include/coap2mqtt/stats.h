@@ -23,6 +23,7 @@
     X(rejected_bad_request)  /* malformed query, body, path: 4.00 */        \
     X(rejected_unauthenticated) /* request on a session without identity */ \
     X(rejected_capacity)     /* over max devices / queue full: 5.03 */      \
+    X(requests_throttled)    /* over coap.max_request_rate: 5.03 */         \
     X(observations_started)  /* GET Observe=0 sent */                       \
     X(observations_failed)   /* observe refused or ended by the device */   \
     X(notifications_in)      /* observe notifications received */           \
