@@ -140,9 +140,11 @@ assert_defaults_except_coap(const struct config *c)
     assert_null(c->coap.cert_file);
     assert_null(c->coap.key_file);
     assert_int_equal(c->coap.max_sessions, 0);
-    assert_int_equal(c->coap.max_handshakes, 100);
+    assert_int_equal(c->coap.max_handshakes, 1000);
     assert_int_equal(c->coap.session_timeout, 300);
     assert_int_equal(c->coap.max_payload, 65536);
+    assert_int_equal(c->coap.max_request_rate, 100);
+    assert_null(c->coap.crl_file);
     assert_int_equal(c->rd.default_lifetime, 90000);
     assert_int_equal(c->rd.min_lifetime, 1);
     assert_int_equal(c->rd.max_lifetime, 31536000);
@@ -260,9 +262,12 @@ struct range {
 
 static const struct range ranges[] = {
     { "coap", "max_sessions", 0, 10000000 },
-    { "coap", "max_handshakes", 1, 1000000 },
+    { "coap", "max_handshakes", 16, 1000000 },
     { "coap", "session_timeout", 10, 604800 },
     { "coap", "max_payload", 64, 16777216 },
+    { "coap", "max_request_rate", 0, 1000000 },
+    { "queue", "spool_max_mb", 1, 16777216 },
+    { "queue", "fsync_interval", 0, 60000 },
     { "rd", "max_devices", 1, 10000000 },
     { "mqtt", "port", 1, 65535 },
     { "mqtt", "keepalive", 5, 65535 },
