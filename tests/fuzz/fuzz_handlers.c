@@ -273,7 +273,7 @@ load_config(void)
 
     inet_ntop(AF_INET, &H.gw_addr.sin_addr, ip, sizeof(ip));
     snprintf(text, sizeof(text),
-             "coap = { plain_listen = [ \"%s:%u\" ]; max_payload = 256; };\n"
+             "coap = { plain_listen = [ \"%s:%u\" ]; max_payload = 256; max_sessions = 2; };\n"
              "rd = { max_devices = 3; min_lifetime = 10; max_lifetime = 100000; };\n"
              "mqtt = { stats_interval = 0; };\n"
              "commands = { max_queued = 3; ttl = 60; };\n"
