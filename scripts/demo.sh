@@ -15,7 +15,8 @@
 #                        every sensor's readings reached the broker
 #   DEMO_INTERVAL=MS     sensor reporting interval (default 2000)
 #   DEMO_KEEP=1          keep the temporary directory (logs, spool) at exit
-#   DEMO_VERBOSE=1       run the gateway with -v (debug log in gateway.log)
+#   DEMO_VERBOSE=1       run the gateway with -v (devices coming and going
+#                        are logged to gateway.log)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,10 +41,7 @@ case $duration in
     ''|[1-9]|[1-9][0-9]|[1-9][0-9][0-9]|[1-9][0-9][0-9][0-9]) ;;
     *) die "DEMO_DURATION must be a number of seconds (1-9999)" ;;
 esac
-case $interval in
-    [1-9][0-9]*) ;;
-    *) die "DEMO_INTERVAL must be a number of milliseconds" ;;
-esac
+[[ $interval =~ ^[1-9][0-9]{0,7}$ ]] || die "DEMO_INTERVAL must be a number of milliseconds"
 
 # --- cleanup: stop in reverse start order (sensors, gateway, subscriber, broker)
 
