@@ -10,7 +10,7 @@
 # build/fuzz/corpus-<target>/, which is where the corpus grows, so the repo
 # never changes and later runs continue where earlier ones stopped.
 # tests/fuzz/dict/<target>.dict, when present, is passed as -dict.
-# A crash, leak, UB report or timeout leaves build/fuzz/crash-<target>-*
+# A crash, leak, UB report or timeout leaves build/fuzz/<target>-crash-*
 # (the input that did it), prints the report, and makes the exit status 1
 # after all targets ran.  Per target it prints executions, exec/s and the
 # coverage (cov: edges, ft: features) from libFuzzer's final statistics.
@@ -82,7 +82,7 @@ for bin in $targets; do
     # The outer timeout only catches a hung harness: libFuzzer stops itself.
     timeout -k 10 $((secs + 120)) "$bin" -max_total_time="$secs" \
         -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 $dict \
-        -artifact_prefix="build/fuzz/crash-$name-" "$work" >"$log" 2>&1 || rc=$?
+        -artifact_prefix="build/fuzz/$name-" "$work" >"$log" 2>&1 || rc=$?
     summary "$name" "$log"
     if [ "$rc" -ne 0 ]; then
         echo "fuzz: $name FAILED (exit $rc); report in $log:" >&2
