@@ -1,0 +1,273 @@
+"""
+Security test helpers (test_x509, test_hostile, test_cve, test_broker_tls):
+a throw-away PKI made with the openssl command line (ECDSA P-256, an
+"openssl ca" database so that certificates can be back- or forward-dated
+and revoked into a CRL), coap-client-openssl as a certificate device, a
+ClientHello capture/replay flood, raw CoAP option helpers and bridge/stats
+readers.  Fixtures that need these live in the test files; nothing here
+starts a daemon by itself.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import c2m
+
+URI_PATH = 11
+URI_QUERY = 15
+HOP_LIMIT = 16
+
+
+def run(argv, **kw):
+    """Runs a short command, raising with its output when it fails."""
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30, **kw)
+    if p.returncode != 0:
+        raise RuntimeError("%s -> %d:\n%s" % (" ".join(argv), p.returncode,
+                                              p.stdout.decode(errors="replace")))
+    return p.stdout.decode(errors="replace")
+
+
+# --------------------------------------------------------------------------
+# A throw-away PKI
+
+CA_CNF = """\
+[ ca ]
+default_ca = c2m_ca
+
+[ c2m_ca ]
+dir = {dir}
+database = {dir}/index.txt
+new_certs_dir = {dir}/newcerts
+serial = {dir}/serial
+crlnumber = {dir}/crlnumber
+certificate = {dir}/ca.crt
+private_key = {dir}/ca.key
+default_md = sha256
+default_days = 365
+default_crl_days = 30
+policy = anything
+unique_subject = no
+copy_extensions = copy
+email_in_dn = no
+
+[ anything ]
+countryName = optional
+organizationName = optional
+organizationalUnitName = optional
+commonName = optional
+
+[ req ]
+distinguished_name = dn
+prompt = no
+
+[ dn ]
+CN = unused
+
+[ v3_ca ]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+
+[ v3_leaf ]
+basicConstraints = critical, CA:false
+keyUsage = critical, digitalSignature, keyAgreement
+extendedKeyUsage = clientAuth, serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+def openssl_date(t):
+    """openssl ca's -startdate/-enddate format for a Unix time."""
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))
+
+
+class Cert:
+    def __init__(self, name, cert, key, serial):
+        self.name = name
+        self.cert = cert
+        self.key = key
+        self.serial = serial
+
+    def __repr__(self):
+        return "<Cert %s serial %s>" % (self.name, self.serial)
+
+
+class Pki:
+    """A CA in 'directory' (ECDSA P-256) that issues leaf certificates with
+    any subject, SANs and validity, revokes them and writes a PEM CRL."""
+
+    def __init__(self, directory, name="c2m test CA"):
+        self.dir = directory
+        os.makedirs(os.path.join(directory, "newcerts"), exist_ok=True)
+        self.cnf = os.path.join(directory, "ca.cnf")
+        with open(self.cnf, "w") as f:
+            f.write(CA_CNF.format(dir=directory))
+        open(os.path.join(directory, "index.txt"), "w").close()
+        with open(os.path.join(directory, "serial"), "w") as f:
+            f.write("1000\n")
+        with open(os.path.join(directory, "crlnumber"), "w") as f:
+            f.write("01\n")
+        self.ca_key = os.path.join(directory, "ca.key")
+        self.ca_crt = os.path.join(directory, "ca.crt")
+        run(["openssl", "req", "-x509", "-new", "-newkey", "ec",
+             "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", self.ca_key, "-out", self.ca_crt, "-days", "3650",
+             "-subj", "/O=coap2mqtt tests/CN=%s" % name,
+             "-config", self.cnf, "-extensions", "v3_ca"])
+        os.chmod(self.ca_key, 0o600)
+        self.crl = os.path.join(directory, "ca.crl")
+
+    def issue(self, name, subject, dns=(), not_before=None, not_after=None):
+        """A leaf certificate and key (files name.crt / name.key).  'subject'
+        is an openssl -subj string such as "/CN=meter-1"; 'dns' the DNS
+        subjectAltNames in order; not_before/not_after Unix times (default:
+        valid from an hour ago for a year)."""
+        key = os.path.join(self.dir, name + ".key")
+        csr = os.path.join(self.dir, name + ".csr")
+        crt = os.path.join(self.dir, name + ".crt")
+        argv = ["openssl", "req", "-new", "-newkey", "ec",
+                "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", key, "-out", csr, "-subj", subject, "-config", self.cnf]
+        if dns:
+            argv += ["-addext", "subjectAltName=" + ",".join("DNS:" + d for d in dns)]
+        run(argv)
+        os.chmod(key, 0o600)
+        now = time.time()
+        start = openssl_date(now - 3600 if not_before is None else not_before)
+        end = openssl_date(now + 365 * 86400 if not_after is None else not_after)
+        run(["openssl", "ca", "-batch", "-config", self.cnf, "-notext",
+             "-extensions", "v3_leaf", "-startdate", start, "-enddate", end,
+             "-in", csr, "-out", crt])
+        serial = run(["openssl", "x509", "-in", crt, "-noout", "-serial"]).strip()
+        return Cert(name, crt, key, serial.split("=", 1)[1])
+
+    def revoke(self, cert):
+        run(["openssl", "ca", "-batch", "-config", self.cnf, "-revoke", cert.cert])
+
+    def write_crl(self, path=None):
+        """Writes the current CRL (PEM) atomically and returns its path."""
+        path = path or self.crl
+        run(["openssl", "ca", "-batch", "-config", self.cnf, "-gencrl",
+             "-out", path + ".new"])
+        os.replace(path + ".new", path)
+        return path
+
+
+# --------------------------------------------------------------------------
+# coap-client-openssl as a certificate (or PSK) device
+
+def cert_client(uri, cert, ca=None, key=None, **kw):
+    """Runs coap-client-openssl with a client certificate ('cert' a Cert or
+    a certificate path with 'key'); returns c2m.CoapResult.  Without -C
+    the gateway's certificate is not checked (-n is implied)."""
+    crt, k = (cert.cert, cert.key) if isinstance(cert, Cert) else (cert, key)
+    argv = c2m.coap_argv(uri, None, None, **kw)
+    extra = ["-c", crt, "-j", k]
+    extra += ["-C", ca] if ca else ["-n"]
+    argv = argv[:1] + extra + argv[1:]
+    t0 = time.monotonic()
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=kw.get("wait", 5) + 15)
+    return c2m.CoapResult(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
+                          time.monotonic() - t0)
+
+
+def register_links(links="</t>;ct=0"):
+    return dict(method="post", ct=40, payload=links)
+
+
+# --------------------------------------------------------------------------
+# bridge/stats
+
+def stats(mqtt, gw, pred=None, timeout=5, start=None):
+    """The next bridge/stats document (from 'start', default: now) for
+    which pred(doc) holds."""
+    start = mqtt.mark() if start is None else start
+    return mqtt.wait_for(gw.topic("bridge", "stats"),
+                         (lambda m: pred(m.json())) if pred else None,
+                         timeout=timeout, start=start).json()
+
+
+def counter(doc, name):
+    """Sum of the numeric leaves called 'name' anywhere in a stats doc."""
+    return sum(c2m.find_counters(doc, r"(^|\.)%s$" % re.escape(name)).values())
+
+
+# --------------------------------------------------------------------------
+# ClientHello capture and a spoofed-source flood
+
+def capture_client_hello(identity="flood", key="flood-key", timeout=5):
+    """The first datagram coap-client-openssl sends to a UDP socket of ours:
+    a genuine DTLS ClientHello (PSK suites)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(timeout)
+        port = s.getsockname()[1]
+        p = subprocess.Popen(["coap-client-openssl", "-B", "2", "-u", identity,
+                              "-k", key, "coaps://127.0.0.1:%d/x" % port],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        try:
+            data, _ = s.recvfrom(4096)
+        finally:
+            c2m.stop_process(p, timeout=3)
+    assert data[0] == 22 and data[13] == 1, "not a DTLS ClientHello: %r" % data[:16]
+    return data
+
+
+class HelloFlood:
+    """Replays one ClientHello from n_sources sockets bound to 127.9.x.y,
+    round robin, as fast as Python can (or at 'rate' datagrams/s), in a
+    thread, until stop().  The sources never answer a HelloVerifyRequest:
+    what a spoofer can do."""
+
+    def __init__(self, target, hello, n_sources=1000, net="127.9", rate=None):
+        self.target = target
+        self.hello = hello
+        self.rate = rate
+        self.sent = 0
+        self.socks = []
+        for i in range(n_sources):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            s.bind(("%s.%d.%d" % (net, 1 + i // 250, 1 + i % 250), 0))
+            self.socks.append(s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hello-flood", daemon=True)
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _run(self):
+        i = 0
+        while not self._stop.is_set():
+            s = self.socks[i % len(self.socks)]
+            try:
+                s.sendto(self.hello, self.target)
+                self.sent += 1
+            except (BlockingIOError, OSError):
+                pass
+            try:    # drain HelloVerifyRequests so our buffers never fill
+                s.recv(2048)
+            except (BlockingIOError, OSError):
+                pass
+            i += 1
+            if self.rate and self.sent > self.rate * (time.monotonic() - self.t0):
+                time.sleep(0.001)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.elapsed = time.monotonic() - self.t0
+        for s in self.socks:
+            s.close()
+        return self.sent / self.elapsed if self.elapsed else 0
