@@ -130,7 +130,8 @@ drain_check(loop_t *loop, void *arg)
 
     mqtt_side_flush(d->gw.mqtt);
     if (!mqtt_side_connected(d->gw.mqtt) ||
-        (outq_len(d->gw.outq) == 0 && mqtt_side_inflight(d->gw.mqtt) == 0)) {
+        (outq_len(d->gw.outq) == 0 && spool_backlog(d->gw.spool) == 0 &&
+         mqtt_side_idle(d->gw.mqtt))) {
         loop_stop(loop);
         return;
     }

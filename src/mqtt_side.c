@@ -42,6 +42,7 @@ struct mqtt_side {
     uint64_t misc_timer;
     struct inflight *inflight;
     size_t n_inflight;
+    size_t state_pending;       /* QoS 1 state publishes awaiting PUBACK */
     char password[256];
 };
 
@@ -138,6 +139,7 @@ on_disconnect(struct mosquitto *mosq, void *arg, int rc,
                   rc == 0 ? "closed" : mosquitto_strerror(rc));
     }
     m->connected = false;
+    m->state_pending = 0;   /* resent by status_on_connected() anyway */
     /* libmosquitto has closed the socket already. */
     if (m->fd >= 0) {
         loop_del_fd(m->gw->loop, m->fd);
@@ -212,8 +214,12 @@ on_publish(struct mosquitto *mosq, void *arg, int mid, int reason,
     (void)mosq;
     (void)props;
     HASH_FIND_INT(m->inflight, &mid, f);
-    if (!f)
+    if (!f) {
+        /* Not a queued message: one of the state publishes. */
+        if (m->state_pending)
+            m->state_pending--;
         return;
+    }
     HASH_DEL(m->inflight, f);
     m->n_inflight--;
     if (reason >= 0x80) {
@@ -334,8 +340,17 @@ mqtt_side_publish_now(mqtt_side_t *m, const char *topic, const char *payload,
                               payload, qos, retain, NULL);
     if (rc != MOSQ_ERR_SUCCESS)
         return -1;
+    if (qos > 0)
+        m->state_pending++;
     sync_fd(m);
     return 0;
+}
+
+bool
+mqtt_side_idle(const mqtt_side_t *m)
+{
+    return !m->connected ||
+           (m->n_inflight == 0 && m->state_pending == 0 && !mosquitto_want_write(m->mosq));
 }
 
 static void

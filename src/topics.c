@@ -122,8 +122,8 @@ topic_id_valid(const char *id, size_t len)
 bool
 topic_path_valid(const char *path, size_t len)
 {
-    const char *last;
-    size_t last_len;
+    const char *last = NULL;
+    size_t last_len = 0;
 
     if (path == NULL || len == 0 || len > TOPIC_PATH_MAX)
         return false;
@@ -139,8 +139,8 @@ topic_path_valid(const char *path, size_t len)
 bool
 topic_base_valid(const char *base)
 {
-    const char *last;
-    size_t len, last_len;
+    const char *last = NULL;
+    size_t len, last_len = 0;
 
     if (base == NULL)
         return false;

@@ -34,6 +34,11 @@ void mqtt_side_flush(mqtt_side_t *m);
 int mqtt_side_publish_now(mqtt_side_t *m, const char *topic,
                           const char *payload, int qos, bool retain);
 
+/* Nothing left to hand to or hear back from the broker (or not connected):
+ * no queued message in flight, no state publish unacknowledged, no bytes
+ * waiting in libmosquitto. */
+bool mqtt_side_idle(const mqtt_side_t *m);
+
 /* Clean DISCONNECT (the will is not sent).  No reconnect afterwards. */
 void mqtt_side_disconnect(mqtt_side_t *m);
 

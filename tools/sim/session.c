@@ -165,6 +165,7 @@ nack_text(coap_nack_reason_t reason)
     case COAP_NACK_RST:              return "rst";
     case COAP_NACK_TLS_FAILED:       return "tls-failed";
     case COAP_NACK_ICMP_ISSUE:       return "icmp";
+    default:                         break;   /* newer libcoap has more */
     }
     return "nack";
 }
