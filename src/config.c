@@ -55,6 +55,11 @@ struct ctx {
     size_t n_scanned;
 };
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#define __SANITIZE_ADDRESS__ 1      /* clang < 15 spells it this way */
+#endif
+#endif
 #if defined(__SANITIZE_ADDRESS__)
 /*
  * libconfig 1.5's parser leaks a string token that appears where the
