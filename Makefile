@@ -120,3 +120,5 @@ clean:
 	rm -rf build
 
 .PHONY: all deps unit test soak bench fuzz run install clean
+# Keep the tools' objects: they are intermediate files of a pattern rule.
+.SECONDARY:
