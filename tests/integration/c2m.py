@@ -591,6 +591,7 @@ class Sim:
         self.out = LineLog(self.proc.stdout, os.path.join(tmpdir, self.name + ".stdout"),
                            self.name)
         self.exit_code = None
+        self.expect_death = False   # set when a test kills it on purpose
 
     def wait_for(self, regex, timeout=10, start=0):
         return self.out.wait_for(regex, timeout, start)

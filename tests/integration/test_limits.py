@@ -58,8 +58,8 @@ def test_queue_full_refuses_con_push(make_gateway, coap, broker, mqtt_factory):
     assert coap(gw, "dev-1", "ps/count", method="post", ct=0, payload="0").code == "2.04"
     assert broker.stop() == 0
     codes = []
-    for i in range(1, 7):
-        r = coap(gw, "dev-1", "ps/count", method="post", ct=0, payload=str(i), wait=6)
+    for i in range(1, 6):
+        r = coap(gw, "dev-1", "ps/count", method="post", ct=0, payload=str(i), wait=4)
         codes.append(r.code)
         if r.code == "5.03":
             assert r.options("Max-Age") == ["10"], r

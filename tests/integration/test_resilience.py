@@ -77,8 +77,8 @@ def test_command_to_vanished_device_times_out(gateway, sim, mqtt):
     mqtt.subscribe(setpoint + "/set/result")
     s = sim("hvac", extra_args=["--interval", "60000"])
     s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    s.expect_death = True
     s.stop(c2m.signal.SIGKILL)
-    s.exit_code = 0          # killed on purpose: not a simulator failure
     t0 = time.monotonic()
     mqtt.publish(setpoint + "/set", b"25.0")
     doc = mqtt.wait_for(setpoint + "/set/result", timeout=150).json()
