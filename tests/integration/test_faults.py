@@ -326,6 +326,7 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
     for i in range(1, devices + 1):
         observed_all(s, prefix + str(i), paths, 0, 60)
 
+    mqtt.subscribe(gw.topic("bridge", "stats"))
     replies = "c2m-test/replies"
     mqtt.subscribe(replies + "/#")
     sent = {}          # correlation -> (device, value, time)
@@ -342,14 +343,16 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
             k = pending[i]
             pending[i] += 1
             corr = "%s%d/%d" % (prefix, i, k)
-            value = "%d.%d" % (10 + k % 20, i % 10)
+            value = "%d.%02d" % (k, i % 100)
             mqtt.publish(gw.topic(prefix + str(i), "setpoint", "set"), value.encode(),
                          response_topic="%s/%s%d" % (replies, prefix, i),
                          correlation_data=corr.encode())
             sent[corr] = (prefix + str(i), value, time.monotonic())
             waiting[i] = corr
-        new = mqtt.received(replies + "/#", pos)
-        pos += len(new)
+        end = mqtt.mark()
+        new = [m for m in mqtt.messages[pos:end]
+               if m.topic.startswith(replies + "/")]
+        pos = end
         for m in new:
             corr = (m.prop("CorrelationData") or b"").decode()
             results.setdefault(corr, []).append(m.json())
@@ -362,7 +365,7 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
 
     # A late duplicate result would show up here.
     time.sleep(3)
-    for m in mqtt.received(replies + "/#", pos):
+    for m in [m for m in mqtt.messages[pos:mqtt.mark()] if m.topic.startswith(replies + "/")]:
         corr = (m.prop("CorrelationData") or b"").decode()
         results.setdefault(corr, []).append(m.json())
     n = len(sent)
@@ -377,18 +380,22 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
     # Observations still alive: every resource notifies again after alive_s.
     time.sleep(alive_s)
     mark = mqtt.mark()
-    dead = []
-    for i in range(1, devices + 1):
-        for p in ("temperature", "humidity"):
-            try:
-                mqtt.wait_for(gw.topic(prefix + str(i), p), timeout=20, start=mark)
-            except AssertionError:
-                dead.append("%s%d/%s" % (prefix, i, p))
+    want = {gw.topic(prefix + str(i), p) for i in range(1, devices + 1)
+            for p in ("temperature", "humidity")}
+    for t in want:
+        mqtt.subscribe(t)
+    try:
+        faults.wait_until(lambda: want <= {m.topic for m in mqtt.received("#", mark)}, 20,
+                          what="a notification of every observed resource")
+    except AssertionError:
+        pass
+    dead = sorted(want - {m.topic for m in mqtt.received("#", mark)})
     stats = faults.last_stats(mqtt, gw) or {}
     doc = {"commands": n, "succeeded": ok, "success_pct": round(100.0 * ok / n, 2),
            "errors": errors[:10], "results_not_one": len(multi), "no_result": len(missing),
            "commands_s": round(commands_s, 1), "alive_after_s": alive_s,
            "dead_observations": dead, "loss_drops": netns.loss_counters(),
+           "device_notification_timeouts": len(s.out.find(r"^ERROR \S+ notification timeout")),
            "max_puts_of_one_value": max(puts.values()) if puts else 0,
            "gw_stats": c2m.find_counters(stats, r"command|reregist|stale|dup|retrans")}
     print("FAULTS %s %s" % (name, faults.json.dumps(doc, sort_keys=True)))
