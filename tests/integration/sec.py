@@ -15,6 +15,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 import c2m
 
 URI_PATH = 11
@@ -30,6 +32,26 @@ def run(argv, **kw):
         raise RuntimeError("%s -> %d:\n%s" % (" ".join(argv), p.returncode,
                                               p.stdout.decode(errors="replace")))
     return p.stdout.decode(errors="replace")
+
+
+@pytest.fixture(autouse=True)
+def libcoap_san(monkeypatch):
+    """C2M_LIBCOAP_SAN=DIR: the daemon runs on the libcoap-3-openssl.so.3 in
+    DIR (an ASan build of libcoap 4.3.1, docs/SECURITY.md says how), so
+    that memory errors inside libcoap are reported too, not only those in
+    the gateway's own code.  Only the daemon gets it: coap-client keeps
+    Debian's library."""
+    d = os.environ.get("C2M_LIBCOAP_SAN")
+    if d:
+        assert os.path.exists(os.path.join(d, "libcoap-3-openssl.so.3")), d
+        plain_env = c2m.gateway_env
+
+        def env():
+            e = plain_env()
+            e["LD_LIBRARY_PATH"] = d + ":" + e.get("LD_LIBRARY_PATH", "")
+            return e
+        monkeypatch.setattr(c2m, "gateway_env", env)
+    return d
 
 
 # --------------------------------------------------------------------------
@@ -271,3 +293,80 @@ class HelloFlood:
         for s in self.socks:
             s.close()
         return self.sent / self.elapsed if self.elapsed else 0
+
+
+# --------------------------------------------------------------------------
+# mosquitto with a TLS listener (and a plain one on loopback for the tests)
+
+class TlsBroker:
+    """mosquitto with two listeners on 127.0.0.1: 'plain_port' (anonymous,
+    for the test's own MQTT clients) and 'tls_port' with the given server
+    certificate, optional client-certificate requirement and password file.
+    stop() must be called (the test's finally or a fixture)."""
+
+    def __init__(self, directory, pki, server, require_certificate=False,
+                 password_file=None):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = self.plain_port = c2m.free_port()
+        self.tls_port = c2m.free_port()
+        self.conf = os.path.join(directory, "mosquitto.conf")
+        lines = ["per_listener_settings true",
+                 "persistence false",
+                 "log_dest stderr", "log_type all", "connection_messages true",
+                 "listener %d 127.0.0.1" % self.plain_port,
+                 "allow_anonymous true",
+                 "listener %d 127.0.0.1" % self.tls_port,
+                 "cafile %s" % pki.ca_crt,
+                 "certfile %s" % server.cert,
+                 "keyfile %s" % server.key,
+                 "require_certificate %s" % ("true" if require_certificate else "false")]
+        if password_file:
+            lines += ["allow_anonymous false", "password_file %s" % password_file]
+        else:
+            lines += ["allow_anonymous true"]
+        if os.geteuid() == 0:
+            lines.insert(0, "user root")
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(["mosquitto", "-c", self.conf],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, close_fds=True)
+        self.log = c2m.LineLog(self.proc.stdout, os.path.join(directory, "mosquitto.log"),
+                               "tls-mosquitto")
+        deadline = time.monotonic() + 10
+        for port in (self.plain_port, self.tls_port):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("mosquitto exited:\n" + self.log.text())
+                try:
+                    with socket.create_connection((self.host, port), timeout=0.5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise c2m.Timeout("TLS mosquitto did not listen")
+                    time.sleep(0.05)
+
+    def stop(self):
+        c2m.stop_process(self.proc, timeout=5)
+        self.log.join()
+
+
+def mosquitto_passwd(path, user, password):
+    open(path, "w").close()
+    os.chmod(path, 0o600)
+    run(["mosquitto_passwd", "-b", path, user, password])
+    return path
+
+
+def config_supported(binary, tmpdir, cfg):
+    """True when 'coap2mqtt -t' accepts a config with these settings (the
+    broker TLS settings are newer than some builds)."""
+    path = os.path.join(tmpdir, "probe.conf")
+    with open(path, "w") as f:
+        f.write(c2m.libconfig_text(cfg))
+    p = subprocess.run([binary, "-t", "-c", path], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
+    out = p.stdout.decode(errors="replace")
+    return p.returncode == 0 or "unknown setting" not in out.lower(), out

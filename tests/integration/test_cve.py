@@ -16,28 +16,11 @@ directory holding an ASan build of libcoap 4.3.1 as libcoap-3-openssl.so.3
 (docs/SECURITY.md says how) and it is put first in LD_LIBRARY_PATH.
 """
 
-import os
-
 import pytest
 
 import c2m
 import sec
-
-
-@pytest.fixture(autouse=True)
-def libcoap_san(monkeypatch):
-    d = os.environ.get("C2M_LIBCOAP_SAN")
-    if d:
-        assert os.path.exists(os.path.join(d, "libcoap-3-openssl.so.3")), d
-        plain_env = c2m.gateway_env
-
-        def env():
-            e = plain_env()
-            e["LD_LIBRARY_PATH"] = d + ":" + e.get("LD_LIBRARY_PATH", "")
-            return e
-        # Only the daemon (ASan-linked) gets it; coap-client keeps Debian's.
-        monkeypatch.setattr(c2m, "gateway_env", env)
-    return d
+from sec import libcoap_san  # noqa: F401 (autouse fixture)
 
 
 def hop_limit(value):

@@ -11,6 +11,7 @@ import pytest
 
 import c2m
 import sec
+from sec import libcoap_san  # noqa: F401 (autouse fixture)
 
 FLOOD_SOURCES = 1000
 FLOOD_LEAD_S = 2.0       # flood alone before the genuine sensor tries

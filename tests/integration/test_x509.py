@@ -12,6 +12,7 @@ import pytest
 
 import c2m
 import sec
+from sec import libcoap_san  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture
