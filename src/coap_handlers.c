@@ -477,13 +477,14 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         m = NULL;
     }
     if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
+        bool waiting = m && m->done;
+
         if (m)
-            outmsg_finish(m, false);    /* releases an async wait */
+            outmsg_finish(m, false);    /* an async wait then answers 5.03 */
         gw->stats.drops_queue_full++;
         log_ratelimited(&gw->stats.drops_queue_full,
                         "outbound queue and spool full: push from %s refused", id);
-        /* The async wait (if any) now answers 5.03 itself. */
-        if (!con || gw->spool)
+        if (!waiting)
             reply_busy(response, "gateway queue full");
         return;
     }

@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stddef.h>
 #include <utlist.h>
 #include <uthash.h>
@@ -117,7 +118,7 @@ struct coap_side {
     struct hello *hellos;           /* by session pointer */
     struct cert_id *cert_ids;       /* by session pointer */
     coap_dtls_pki_t pki;
-    bool crl_loaded;
+    X509_STORE *store;              /* device trust: ca_file + crl_file */
     uint8_t unused_key[32];
     struct hello *hello_fifo;       /* oldest first */
     size_t n_hellos;
@@ -393,25 +394,88 @@ psk_lookup(coap_bin_const_t *identity, coap_session_t *session, void *arg)
     return &c->key;
 }
 
+/* Copies an ASN.1 string as UTF-8 if it holds no NUL; false otherwise. */
+static bool
+asn1_text(ASN1_STRING *s, char *out, size_t cap)
+{
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, s);
+    bool ok = n > 0 && (size_t)n < cap && memchr(utf8, 0, (size_t)n) == NULL;
+
+    if (ok) {
+        memcpy(out, utf8, (size_t)n);
+        out[n] = '\0';
+    }
+    OPENSSL_free(utf8);
+    return ok;
+}
+
+/*
+ * The device id a certificate names: its first DNS subjectAltName, else its
+ * subject commonName - read from the certificate itself, not from the
+ * one-line text of the subject (where "O=CN=meter-2" would pass for a CN).
+ * A subject with more than one CN names nobody.
+ */
+static bool
+cert_identity(const uint8_t *der, size_t len, char *out, size_t cap)
+{
+    const unsigned char *p = der;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    GENERAL_NAMES *sans;
+    X509_NAME *subject;
+    bool ok = false;
+    int i;
+
+    if (!x)
+        return false;
+    if ((sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL))) {
+        int n = sk_GENERAL_NAME_num(sans);
+        bool found = false;
+
+        for (i = 0; i < n; i++) {
+            GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+
+            if (gn->type == GEN_DNS) {
+                /* The first DNS name decides, usable or not. */
+                found = true;
+                ok = asn1_text(gn->d.dNSName, out, cap);
+                break;
+            }
+        }
+        GENERAL_NAMES_free(sans);
+        if (found)
+            goto out;
+    }
+    subject = X509_get_subject_name(x);
+    i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    if (i >= 0 && X509_NAME_get_index_by_NID(subject, NID_commonName, i) < 0)
+        ok = asn1_text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i)),
+                       out, cap);
+out:
+    X509_free(x);
+    ERR_clear_error();
+    return ok;
+}
+
 /*
  * Called by libcoap for each certificate of the chain once OpenSSL has
- * checked it against coap.ca_file (expiry, signature, CRL).  The device's
- * own certificate (depth 0) names the device: libcoap hands us its first
- * DNS subjectAltName, or the subject CN when there is none.
+ * checked it against our store (expiry, signature, CRL).  The device's own
+ * certificate (depth 0) names the device.
  */
 static int
-cert_cn(const char *cn, const uint8_t *asn1, size_t asn1_len,
+cert_cn(const char *cn_text, const uint8_t *asn1, size_t asn1_len,
         coap_session_t *session, unsigned depth, int validated, void *arg)
 {
     coap_side_t *c = arg;
     struct cert_id *ci;
-    char peer[64];
+    char peer[64], cn[TOPIC_ID_MAX + 1];
+    bool named;
 
-    (void)asn1;
-    (void)asn1_len;
+    (void)cn_text;
     if (depth > 0)
         return validated;
-    if (!validated || !cn || !topic_id_valid(cn, strlen(cn))) {
+    named = asn1 && cert_identity(asn1, asn1_len, cn, sizeof(cn));
+    if (!validated || !named || !topic_id_valid(cn, strlen(cn))) {
         c->gw->stats.handshakes_failed++;
         log_ratelimited(&c->cert_ids, "dtls: certificate from %s refused: %s",
                         coap_side_peer(session, peer, sizeof(peer)),
@@ -853,31 +917,39 @@ open_endpoints(coap_side_t *c, char **list, int n, coap_proto_t proto)
             log_warnx("coap: cannot listen on %s", list[i]);
             return -1;
         }
-        log_notice("listening on %s (%s)", list[i],
-                   proto == COAP_PROTO_DTLS ? "coaps" : "coap, unencrypted");
+        if (proto == COAP_PROTO_DTLS)
+            log_notice("listening on %s (coaps)", list[i]);
+        else
+            log_warnx("listening on %s: plain CoAP, unencrypted and unauthenticated "
+                      "(any host can claim any device id not in the PSK file)", list[i]);
     }
     return 0;
 }
 
 /*
- * Puts the CRLs of coap.crl_file into the store OpenSSL verifies device
- * certificates with (libcoap 4.3.1 has no CRL setting of its own).  Runs
- * for every new session; the store is shared, so the file is read once.
+ * The trust our device certificates are checked against: coap.ca_file and
+ * the CRLs of coap.crl_file, in a store of our own.  libcoap 4.3.1 can only
+ * add to the store of its SSL_CTX (a reload would never remove a CA or
+ * replace a CRL), so every handshake is given this store instead, and a
+ * reload simply builds a new one.  NULL on failure, logged.
  */
-static int
-add_crl(void *tls_session, coap_dtls_pki_t *setup)
+static X509_STORE *
+build_store(const struct config_coap *cc)
 {
-    coap_side_t *c = (coap_side_t *)((char *)setup - offsetof(coap_side_t, pki));
-    X509_STORE *store = SSL_CTX_get_cert_store(SSL_get_SSL_CTX(tls_session));
+    X509_STORE *store = X509_STORE_new();
     BIO *bio;
     X509_CRL *crl;
     int n = 0;
 
-    if (c->crl_loaded || !store)
-        return 1;
-    if (!(bio = BIO_new_file(c->gw->cfg->coap.crl_file, "r"))) {
-        log_warnx("coap: cannot read crl_file %s", c->gw->cfg->coap.crl_file);
-        return 0;   /* fail closed: revocation was asked for */
+    if (!store || !X509_STORE_load_locations(store, cc->ca_file, NULL)) {
+        log_warnx("coap: cannot load ca_file %s", cc->ca_file);
+        goto fail;
+    }
+    if (!cc->crl_file)
+        return store;
+    if (!(bio = BIO_new_file(cc->crl_file, "r"))) {
+        log_warnx("coap: cannot read crl_file %s", cc->crl_file);
+        goto fail;
     }
     while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL))) {
         X509_STORE_add_crl(store, crl);
@@ -887,10 +959,27 @@ add_crl(void *tls_session, coap_dtls_pki_t *setup)
     BIO_free(bio);
     ERR_clear_error();
     if (!n) {
-        log_warnx("coap: no CRL in %s", c->gw->cfg->coap.crl_file);
-        return 0;
+        log_warnx("coap: no CRL in %s", cc->crl_file);
+        goto fail;
     }
-    c->crl_loaded = true;
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    return store;
+fail:
+    ERR_clear_error();
+    X509_STORE_free(store);
+    return NULL;
+}
+
+/* Called by libcoap for every handshake it sets up. */
+static int
+attach_store(void *tls_session, coap_dtls_pki_t *setup)
+{
+    /* libcoap passes its own copy of our settings; the callback argument
+     * is copied along with it and is the way back to us. */
+    coap_side_t *c = setup->cn_call_back_arg;
+
+    if (c && c->store)
+        SSL_set1_verify_cert_store(tls_session, c->store);
     return 1;
 }
 
@@ -904,6 +993,8 @@ setup_pki(coap_side_t *c)
 
     if (!cc->cert_file)
         return 0;
+    if (cc->ca_file && !(c->store = build_store(cc)))
+        return -1;
     memset(pki, 0, sizeof(*pki));
     pki->version = COAP_DTLS_PKI_SETUP_VERSION;
     pki->verify_peer_cert = cc->ca_file != NULL;
@@ -916,7 +1007,7 @@ setup_pki(coap_side_t *c)
     pki->allow_no_crl = 0;
     pki->validate_cn_call_back = cert_cn;
     pki->cn_call_back_arg = c;
-    pki->additional_tls_setup_call_back = cc->crl_file ? add_crl : NULL;
+    pki->additional_tls_setup_call_back = attach_store;
     pki->pki_key.key_type = COAP_PKI_KEY_PEM;
     pki->pki_key.key.pem.public_cert = cc->cert_file;
     pki->pki_key.key.pem.private_key = cc->key_file;
@@ -1007,10 +1098,20 @@ coap_side_reload_pki(coap_side_t *c)
 {
     if (!c->gw->cfg->coap.cert_file)
         return 0;
-    /* New sessions get the new certificate, CA and CRL; existing ones keep
-     * what they were established with. */
-    c->crl_loaded = false;
-    return coap_context_set_pki(c->ctx, &c->pki) ? 0 : -1;
+    const struct config_coap *cc = &c->gw->cfg->coap;
+    X509_STORE *store = NULL;
+
+    /* New handshakes get the new certificate, CA and CRL; established
+     * sessions keep what they were verified with. */
+    if (cc->ca_file && !(store = build_store(cc)))
+        return -1;
+    if (!coap_context_set_pki(c->ctx, &c->pki)) {
+        X509_STORE_free(store);
+        return -1;
+    }
+    X509_STORE_free(c->store);  /* handshakes in progress hold their own reference */
+    c->store = store;
+    return 0;
 }
 
 size_t
@@ -1031,6 +1132,7 @@ coap_side_free(coap_side_t *c)
         loop_del_fd(c->gw->loop, c->fd);
     loop_cancel_timer(c->gw->loop, c->sweep_timer);
     loop_cancel_timer(c->gw->loop, c->resume_timer);
+    X509_STORE_free(c->store);
     if (c->ctx)
         coap_free_context(c->ctx);
     HASH_ITER(hh, c->handshakes, h, htmp) {
