@@ -225,18 +225,15 @@ class Netns:
         if p.returncode != 0:
             raise RuntimeError("nft: %s\n%s" % (p.stdout.decode(errors="replace"), ruleset))
 
-    def udp_loss(self, port, percent):
-        """Drops 'percent' % of UDP datagrams to and from 'port', each way
-        on its own: on loopback each datagram passes 'input' once."""
-        self.nft("""
-table inet c2m_loss {
-  chain input {
-    type filter hook input priority 0; policy accept;
-    udp dport %(p)d numgen random mod 100 < %(n)d counter drop
-    udp sport %(p)d numgen random mod 100 < %(n)d counter drop
-  }
-}
-""" % {"p": port, "n": percent})
+    def udp_loss(self, port, percent, directions=("dport", "sport")):
+        """Drops 'percent' % of UDP datagrams to ("dport") and from
+        ("sport") 'port', each way on its own: on loopback each datagram
+        passes 'input' once."""
+        rules = "".join("    udp %s %d numgen random mod 100 < %d counter drop\n"
+                        % (d, port, percent) for d in directions)
+        self.nft("table inet c2m_loss {\n  chain input {\n"
+                 "    type filter hook input priority 0; policy accept;\n"
+                 + rules + "  }\n}\n")
 
     def loss_counters(self):
         p = run(["nft", "list", "table", "inet", "c2m_loss"], check=False)
