@@ -440,6 +440,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     uint32_t ct;
     outmsg_t *m;
     device_t *dev;
+    enum spool_put_result put = SPOOL_FULL;
 
     if (join_path(segs, n, path, sizeof(path)) < 0) {
         bad_request(gw, session, response, id, "invalid push path");
@@ -465,7 +466,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     }
     gw->stats.pushes_in++;
     /* Checked first: once the async wait is set up, the push must not fail. */
-    if (gw->spool || outq_len(gw->outq) < outq_max(gw->outq))
+    if (gw->spool || !con || outq_len(gw->outq) < outq_max(gw->outq))
         m = reading_message(gw, id, path, data, len,
                             con ? gw->cfg->mqtt.qos_con : gw->cfg->mqtt.qos_non,
                             option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
@@ -476,7 +477,9 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         free(m);
         m = NULL;
     }
-    if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
+    if (m && (put = spool_put(gw->spool, gw->outq, m)) == SPOOL_DROPPED_OLDEST)
+        gw->stats.drops_oldest_non++;
+    if (!m || put == SPOOL_FULL) {
         bool waiting = m && m->done;
 
         if (m)

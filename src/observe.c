@@ -196,6 +196,7 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
     struct gw *gw = gw_of(r);
     const uint8_t *data = NULL;
     size_t len = 0, offset, total;
+    enum spool_put_result put = SPOOL_FULL;
     int qos;
     outmsg_t *m;
 
@@ -213,7 +214,9 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
     qos = coap_pdu_get_type(rcvd) == COAP_MESSAGE_NON ? gw->cfg->mqtt.qos_non
                                                        : gw->cfg->mqtt.qos_con;
     m = reading_message(gw, r->dev->id, r->path, data, len, qos, ct);
-    if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
+    if (m && (put = spool_put(gw->spool, gw->outq, m)) == SPOOL_DROPPED_OLDEST)
+        gw->stats.drops_oldest_non++;
+    if (!m || put == SPOOL_FULL) {
         free(m);
         gw->stats.drops_queue_full++;
         log_ratelimited(&gw->stats.drops_queue_full,

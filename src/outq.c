@@ -107,6 +107,25 @@ outq_push_front(outq_t *q, outmsg_t *m)
 }
 
 outmsg_t *
+outq_take_oldest_qos0(outq_t *q)
+{
+    outmsg_t **pp = &q->head, *prev = NULL, *m;
+
+    while ((m = *pp) && m->qos != 0) {
+        prev = m;
+        pp = &m->next;
+    }
+    if (!m)
+        return NULL;
+    *pp = m->next;
+    if (q->tail == m)
+        q->tail = prev;
+    q->len--;
+    m->next = NULL;
+    return m;
+}
+
+outmsg_t *
 outq_pop(outq_t *q)
 {
     outmsg_t *m = q->head;

@@ -409,8 +409,19 @@ spool_put(spool_t *sp, outq_t *q, outmsg_t *m)
 {
     uint64_t off;
 
-    if (!sp)
-        return outq_push(q, m) ? SPOOL_QUEUED : SPOOL_FULL;
+    if (!sp) {
+        outmsg_t *old;
+
+        if (outq_push(q, m))
+            return SPOOL_QUEUED;
+        /* Memory only and full: a QoS 0 (NON) reading makes room by
+         * dropping the oldest QoS 0 one - fresher telemetry wins. */
+        if (m->qos != 0 || !(old = outq_take_oldest_qos0(q)))
+            return SPOOL_FULL;
+        outmsg_finish(old, false);
+        outq_push(q, m);
+        return SPOOL_DROPPED_OLDEST;
+    }
     if (append(sp, m, &off) < 0)
         return SPOOL_FULL;
     if (!sp->backlog && outq_push(q, m))

@@ -54,6 +54,9 @@ void outq_free(outq_t *q);
 bool outq_push(outq_t *q, outmsg_t *m);
 /* Puts a message back at the head (after a lost connection). */
 void outq_push_front(outq_t *q, outmsg_t *m);
+/* Removes and returns the oldest QoS 0 message, or NULL if there is none
+ * (O(n): only used when the queue is full). */
+outmsg_t *outq_take_oldest_qos0(outq_t *q);
 /* Removes and returns the head, or NULL when empty. */
 outmsg_t *outq_pop(outq_t *q);
 size_t outq_len(const outq_t *q);

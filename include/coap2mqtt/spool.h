@@ -37,6 +37,8 @@ void spool_close(spool_t *sp);
 enum spool_put_result {
     SPOOL_QUEUED,       /* in the memory queue (and on disk when enabled) */
     SPOOL_ON_DISK,      /* on disk only: the memory queue is full */
+    SPOOL_DROPPED_OLDEST, /* queued; without a spool, the oldest QoS 0
+                           * message was dropped to make room */
     SPOOL_FULL,         /* refused: memory queue full and spool full/off */
 };
 

@@ -34,7 +34,8 @@
     X(commands_duplicate)    /* QoS 1 redeliveries of a command: not re-sent */ \
     X(published)             /* messages handed to the broker */            \
     X(puback)                /* QoS 1 publishes acknowledged */             \
-    X(drops_queue_full)      /* readings dropped: outbound queue full */    \
+    X(drops_queue_full)      /* readings refused: queue and spool full */   \
+    X(drops_oldest_non)      /* no spool, queue full: oldest NON dropped */ \
     X(drops_too_large)       /* readings refused: payload over the cap */   \
     X(json_failed)           /* mqtt.json: payload did not parse, sent as is */ \
     X(commands_in)           /* /set and /get messages received */          \
