@@ -144,14 +144,21 @@ def wait_until(pred, timeout, step=0.2, what="condition"):
         time.sleep(step)
 
 
-def wait_delivered(client, gw, sim, timeout, path="energy"):
+def wait_delivered(client, gw, sim, timeout, path="energy", idle=30):
     """Waits until every reading the devices were told about is on the
-    broker (or the timeout passes); returns the Verdict."""
+    broker; gives up after 'timeout' s, or earlier when nothing new has
+    arrived for 'idle' s (a backlog still draining is not a loss).
+    Returns the Verdict."""
     deadline = time.monotonic() + timeout
+    last_n, last_t = -1, time.monotonic()
     while True:
         acked, _ = device_acks(sim, path)
-        v = Verdict(acked, broker_readings(client, gw, path))
-        if not v.lost or time.monotonic() > deadline:
+        got = broker_readings(client, gw, path)
+        v = Verdict(acked, got)
+        now = time.monotonic()
+        if len(got) != last_n:
+            last_n, last_t = len(got), now
+        if not v.lost or now > deadline or now - last_t > idle:
             return v
         time.sleep(0.5)
 
