@@ -491,7 +491,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
             reply_busy(response, "gateway queue full");
         return;
     }
-    mqtt_side_flush(gw->mqtt);
+    mqtt_side_kick(gw->mqtt);
     /* With the spool the reading is on disk now: 2.04 at once.  Without,
      * a CON push gets the empty ACK now and its 2.04 at PUBACK. */
     if (!con || gw->spool)

@@ -63,7 +63,7 @@ enqueue_json(struct gw *gw, const char *topic, json_t *body,
         gw->stats.drops_queue_full++;
         goto out;
     }
-    mqtt_side_flush(gw->mqtt);
+    mqtt_side_kick(gw->mqtt);
 out:
     free(text);
 }
@@ -283,7 +283,7 @@ publish_get_value(struct command *cmd, const coap_pdu_t *rcvd)
         gw->stats.drops_queue_full++;
         return;
     }
-    mqtt_side_flush(gw->mqtt);
+    mqtt_side_kick(gw->mqtt);
 }
 
 void

@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <uthash.h>
@@ -40,6 +43,7 @@ struct mqtt_side {
     unsigned attempts;          /* failed attempts since last success */
     uint64_t reconnect_timer;
     uint64_t misc_timer;
+    uint64_t kick_timer;
     struct inflight *inflight;
     size_t n_inflight;
     size_t state_pending;       /* QoS 1 state publishes awaiting PUBACK */
@@ -301,11 +305,36 @@ publish_one(mqtt_side_t *m, outmsg_t *msg)
     return 0;
 }
 
+static void
+kicked(loop_t *loop, void *arg)
+{
+    mqtt_side_t *m = arg;
+
+    (void)loop;
+    m->kick_timer = 0;
+    mqtt_side_flush(m);
+}
+
+void
+mqtt_side_kick(mqtt_side_t *m)
+{
+    if (!m->kick_timer && m->connected)
+        m->kick_timer = loop_add_timer(m->gw->loop, 0, kicked, m);
+}
+
+/* TCP_CORK around a burst of publishes: the kernel sends full segments. */
+static void
+cork(mqtt_side_t *m, int on)
+{
+    if (m->fd >= 0)
+        setsockopt(m->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+}
+
 void
 mqtt_side_flush(mqtt_side_t *m)
 {
     size_t cap = (size_t)m->gw->cfg->mqtt.max_inflight;
-    bool any = false;
+    bool any = false, corked = false;
     outmsg_t *msg;
 
     while (m->connected && m->n_inflight < cap) {
@@ -317,6 +346,10 @@ mqtt_side_flush(mqtt_side_t *m)
             if (!(msg = outq_pop(m->gw->outq)))
                 break;
         }
+        if (!corked && outq_len(m->gw->outq) > 0) {
+            cork(m, 1);
+            corked = true;
+        }
         rc = publish_one(m, msg);
         if (rc > 0) {
             outq_push_front(m->gw->outq, msg);
@@ -324,6 +357,8 @@ mqtt_side_flush(mqtt_side_t *m)
         }
         any = true;
     }
+    if (corked)
+        cork(m, 0);
     if (any)
         sync_fd(m);
 }
@@ -526,6 +561,7 @@ mqtt_side_free(mqtt_side_t *m)
         return;
     loop_cancel_timer(m->gw->loop, m->reconnect_timer);
     loop_cancel_timer(m->gw->loop, m->misc_timer);
+    loop_cancel_timer(m->gw->loop, m->kick_timer);
     if (m->fd >= 0)
         loop_del_fd(m->gw->loop, m->fd);
     HASH_ITER(hh, m->inflight, f, tmp) {

@@ -224,7 +224,7 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
                         r->dev->id);
         return false;
     }
-    mqtt_side_flush(gw->mqtt);
+    mqtt_side_kick(gw->mqtt);
     return true;
 }
 

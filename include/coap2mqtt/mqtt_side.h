@@ -25,6 +25,12 @@ size_t mqtt_side_inflight(const mqtt_side_t *m);
 
 /* Moves queued messages from gw->outq to the broker, as far as allowed. */
 void mqtt_side_flush(mqtt_side_t *m);
+/*
+ * Something was queued: flush once the current batch of work is done, so
+ * that a burst of readings leaves in a few large TCP writes instead of one
+ * per reading (each write woke the broker: 69 % of the CPU was kernel).
+ */
+void mqtt_side_kick(mqtt_side_t *m);
 
 /*
  * Publishes gateway state directly, bypassing the queue: state is
