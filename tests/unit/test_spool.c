@@ -534,7 +534,8 @@ test_watermark_only_over_contiguous_deliveries(void **state)
 static void
 test_acknowledged_segments_deleted(void **state)
 {
-    struct fix *f = fix_new(1000, 64, 100);
+    /* 128 MiB of spool: segments of 16 MiB (an eighth, at most 16 MiB). */
+    struct fix *f = fix_new(1000, 128, 100);
     const size_t big = 1u << 20;
     uint64_t before;
 
@@ -552,7 +553,9 @@ test_acknowledged_segments_deleted(void **state)
     assert_int_equal(count_segments(f), 2);
     assert_true(spool_bytes(f->sp) < before - 14 * big);
     drain_expect(f, 21, 20);
-    assert_int_equal(count_segments(f), 1);          /* the one being written */
+    /* All delivered: the tail goes too once it is half full (or at the
+     * next sync), so at most the one being written is left. */
+    assert_true(count_segments(f) <= 1);
     /* Restart: nothing replays. */
     gw_down(f);
     gw_up(f);
