@@ -30,7 +30,10 @@
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
+#include "coap2mqtt/outq.h"
+#include "coap2mqtt/spool.h"
 #include "coap2mqtt/topics.h"
 #include "coap_handlers.h"
 
@@ -836,6 +839,22 @@ should_coalesce(const coap_side_t *c)
     return !c->resumed && c->last_batch_reads <= 4 && c->last_batch_ns >= 150000;
 }
 
+/*
+ * Back-pressure: when more readings wait for the broker than it takes in,
+ * reading faster only grows the spool (and end-to-end latency) while the
+ * broker side starves of CPU.  Pausing intake for 1 ms lets the MQTT side
+ * catch up; datagrams wait in the socket buffer, devices see a slower
+ * answer, and nothing acknowledged is at risk.
+ */
+#define BACKLOG_HIGH 1024
+
+static bool
+should_yield_to_broker(const coap_side_t *c)
+{
+    return !c->resumed && mqtt_side_connected(c->gw->mqtt) &&
+           outq_len(c->gw->outq) + spool_backlog(c->gw->spool) > BACKLOG_HIGH;
+}
+
 static void
 on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
 {
@@ -847,7 +866,7 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     int n;
 
     (void)events;
-    if (should_coalesce(c) && !c->resume_timer) {
+    if ((should_coalesce(c) || should_yield_to_broker(c)) && !c->resume_timer) {
         loop_mod_fd(loop, fd, 0);
         c->resume_timer = loop_add_timer(loop, 1, resume_reading, c);
         return;
