@@ -11,6 +11,7 @@ Every test has a short version in the normal run and a long one marked
 docs/RELIABILITY.md quotes them.
 """
 
+import collections
 import os
 import signal
 import time
@@ -413,7 +414,7 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
     multi = {c: r for c, r in results.items() if len(r) != 1}
     missing = [c for c in sent if c not in results]
     unknown = [c for c in results if c not in sent]
-    puts = collections_counter(m.group(1) + " " + m.group(2)
+    puts = collections.Counter(m.group(1) + " " + m.group(2)
                                for m in s.out.find(r"^PUT (\S+) setpoint \d+ (\S+)$"))
 
     # Observations still alive: every resource notifies again after alive_s.
@@ -444,10 +445,6 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
     assert not unknown, "results for commands never sent: %s" % unknown[:10]
     assert ok >= min_success * n, "%d of %d commands succeeded" % (ok, n)
     assert not dead, "observations dead after %ds of loss: %s" % (alive_s, dead)
-
-
-def collections_counter(it):
-    return faults.collections.Counter(it)
 
 
 # 100 commands: at 20 % loss each way one exchange succeeds with p = 0.64,
