@@ -126,6 +126,7 @@ struct coap_side {
     struct hello *hello_fifo;       /* oldest first */
     size_t n_hellos;
     unsigned reads_per_event;       /* learnt, 1..COAP_READS_MAX */
+    long con_mid_offset;            /* libcoap 4.3.1 last_con_mid; -1 unknown, -2 off */
     int tuned_fds[16];              /* endpoint sockets given a big SO_RCVBUF */
     size_t n_tuned;
     uint64_t last_batch_ns;         /* duration of the last batch */
@@ -744,6 +745,95 @@ on_event(coap_session_t *session, const coap_event_t event)
     return 0;
 }
 
+/* --- libcoap 4.3.1 duplicate-CON bug ------------------------------------- */
+
+/*
+ * libcoap <= 4.3.4 (issue #1306, fixed in 4.3.5 by c7c3275e) drops a
+ * repeated CON response whose Message ID equals session->last_con_mid
+ * *without acknowledging it again*.  When our ACK of a CON notification is
+ * lost, the device retransmits in vain, holds back its other CON
+ * notifications for 62-93 s and then drops the observation: measured at
+ * 20 % loss, observations went silent for 30-90 s at a time.
+ *
+ * The fix is to forget last_con_mid once we have handled the notification,
+ * so that a retransmission reaches our handler (which drops it as stale by
+ * RFC 7641 3.4) and is acknowledged.  The field is internal.  For 4.3.1
+ * only, we locate it from the layout of struct coap_session_t in that
+ * release: 76 bytes after the app-data pointer (which we set, so we can
+ * find it), and we check that layout against three fields the public API
+ * reads - ack_timeout (app + 8), max_retransmit (app + 16) - and against
+ * the Message ID libcoap has just stored.  Any mismatch turns the
+ * workaround off for good, with one log line.
+ */
+#define COAP431_ACK_TIMEOUT_OFF     8
+#define COAP431_MAX_RETRANSMIT_OFF  16
+#define COAP431_LAST_CON_MID_OFF    76
+#define COAP431_SCAN_MAX            4096
+
+static int *
+last_con_mid_field(coap_side_t *c, coap_session_t *s, int mid)
+{
+#if defined(LIBCOAP_VERSION) && LIBCOAP_VERSION == 4003001U
+    void *app = coap_session_get_app_data(s);
+    coap_fixed_point_t at = coap_session_get_ack_timeout(s);
+    uint16_t mr = coap_session_get_max_retransmit(s);
+    char *base = (char *)s;
+    coap_fixed_point_t at_seen;
+    uint16_t mr_seen;
+    int mid_seen;
+
+    if (c->con_mid_offset == -2 || !app)
+        return NULL;
+    if (c->con_mid_offset == -1) {
+        /* The app pointer is 8-aligned and inside the struct: the scan
+         * stops there and never reads past it. */
+        for (long off = 0; off < COAP431_SCAN_MAX; off += 8) {
+            void *v;
+
+            memcpy(&v, base + off, sizeof(v));
+            if (v == app) {
+                c->con_mid_offset = off + 8 /* sizeof app */;
+                break;
+            }
+        }
+        if (c->con_mid_offset == -1)
+            goto off;
+    }
+    memcpy(&at_seen, base + c->con_mid_offset - 8 + COAP431_ACK_TIMEOUT_OFF, sizeof(at_seen));
+    memcpy(&mr_seen, base + c->con_mid_offset - 8 + COAP431_MAX_RETRANSMIT_OFF, sizeof(mr_seen));
+    memcpy(&mid_seen, base + c->con_mid_offset - 8 + COAP431_LAST_CON_MID_OFF, sizeof(mid_seen));
+    if (memcmp(&at, &at_seen, sizeof(at)) != 0 || mr != mr_seen || mid != mid_seen)
+        goto off;
+    return (int *)(base + c->con_mid_offset - 8 + COAP431_LAST_CON_MID_OFF);
+off:
+    if (c->con_mid_offset != -2)
+        log_warnx("coap: libcoap session layout not as expected; lost ACKs of CON "
+                  "notifications will stall observations (libcoap issue #1306)");
+    c->con_mid_offset = -2;
+    return NULL;
+#else
+    (void)c;
+    (void)s;
+    (void)mid;
+    return NULL;
+#endif
+}
+
+/* After a CON notification was handled: let its retransmission through. */
+static void
+forget_last_con_mid(coap_side_t *c, coap_session_t *s, const coap_pdu_t *rcvd)
+{
+    int *field;
+
+    if (coap_pdu_get_type(rcvd) != COAP_MESSAGE_CON)
+        return;
+    if ((field = last_con_mid_field(c, s, (int)coap_pdu_get_mid(rcvd)))) {
+        int none = -1;      /* no Message ID is -1 */
+
+        memcpy(field, &none, sizeof(none));
+    }
+}
+
 /* --- responses ----------------------------------------------------------- */
 
 static coap_response_t
@@ -766,6 +856,7 @@ on_response(coap_session_t *session, const coap_pdu_t *sent,
     if (p->kind == REQ_OBSERVE) {
         if (!observe_on_response(p->owner, session, rcvd))
             return COAP_RESPONSE_FAIL;
+        forget_last_con_mid(c, session, rcvd);
     } else {
         void *cmd = p->owner;
 
@@ -907,6 +998,7 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
         c->reads_per_event = (unsigned)(found / sockets);
         if (c->reads_per_event < 1)
             c->reads_per_event = 1;
+    c->con_mid_offset = -1;
     }
 }
 
