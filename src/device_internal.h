@@ -30,6 +30,7 @@ struct resource {
     bool have_seq;              /* last_seq/last_ms are valid */
     uint32_t last_seq;          /* last Observe value accepted (24 bit) */
     uint64_t last_ms;           /* when it was accepted (monotonic) */
+    uint64_t interval_ms;       /* learnt gap between notifications, 0 = unknown */
     uint64_t refresh_timer;     /* Max-Age + grace re-registration */
     uint64_t retry_timer;       /* retry after a refused observation */
     unsigned failures;          /* consecutive failures, for backoff */
