@@ -552,16 +552,29 @@ peer_key_of(const struct sockaddr *sa, struct peer_key *k)
     return false;
 }
 
+/* The entry for the session's peer address (NULL if none); false when the
+ * address cannot be a key at all. */
+static bool
+established_find(coap_side_t *c, coap_session_t *session, struct peer_key *k,
+                 struct established **e)
+{
+    const coap_address_t *a = coap_session_get_addr_remote(session);
+
+    *e = NULL;
+    if (!a || !peer_key_of(&a->addr.sa, k))
+        return false;
+    HASH_FIND(hh, c->established, k, sizeof(*k), *e);
+    return true;
+}
+
 static void
 established_add(coap_side_t *c, coap_session_t *session)
 {
-    const coap_address_t *a = coap_session_get_addr_remote(session);
     struct established *e;
     struct peer_key k;
 
-    if (!a || !peer_key_of(&a->addr.sa, &k))
+    if (!established_find(c, session, &k, &e))
         return;
-    HASH_FIND(hh, c->established, &k, sizeof(k), e);
     if (!e) {
         if (!(e = calloc(1, sizeof(*e))))
             return;
@@ -574,14 +587,10 @@ established_add(coap_side_t *c, coap_session_t *session)
 static void
 established_del(coap_side_t *c, coap_session_t *session)
 {
-    const coap_address_t *a = coap_session_get_addr_remote(session);
     struct established *e;
     struct peer_key k;
 
-    if (!a || !peer_key_of(&a->addr.sa, &k))
-        return;
-    HASH_FIND(hh, c->established, &k, sizeof(k), e);
-    if (e && e->session == session) {
+    if (established_find(c, session, &k, &e) && e && e->session == session) {
         HASH_DEL(c->established, e);
         free(e);
     }
