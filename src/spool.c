@@ -404,26 +404,36 @@ open_reader(spool_t *sp, struct segment *seg, uint64_t off)
     return sp->rfd < 0 ? -1 : 0;
 }
 
+/*
+ * Memory only (no spool, or the spool is full): a QoS 0 (NON) reading is
+ * best effort anyway, so when the queue is full it takes the place of the
+ * oldest QoS 0 one - fresher telemetry wins, and the drop is counted.
+ * Never while a disk backlog exists: the new reading would overtake it.
+ */
+static enum spool_put_result
+put_in_memory(spool_t *sp, outq_t *q, outmsg_t *m)
+{
+    outmsg_t *old;
+
+    if (outq_push(q, m))
+        return SPOOL_QUEUED;
+    if (m->qos != 0 || !(old = outq_take_oldest_qos0(q)))
+        return SPOOL_FULL;
+    spool_delivered(sp, old->seq);      /* gone for good: let the watermark pass */
+    outmsg_finish(old, false);
+    outq_push(q, m);
+    return SPOOL_DROPPED_OLDEST;
+}
+
 enum spool_put_result
 spool_put(spool_t *sp, outq_t *q, outmsg_t *m)
 {
     uint64_t off;
 
-    if (!sp) {
-        outmsg_t *old;
-
-        if (outq_push(q, m))
-            return SPOOL_QUEUED;
-        /* Memory only and full: a QoS 0 (NON) reading makes room by
-         * dropping the oldest QoS 0 one - fresher telemetry wins. */
-        if (m->qos != 0 || !(old = outq_take_oldest_qos0(q)))
-            return SPOOL_FULL;
-        outmsg_finish(old, false);
-        outq_push(q, m);
-        return SPOOL_DROPPED_OLDEST;
-    }
+    if (!sp)
+        return put_in_memory(NULL, q, m);
     if (append(sp, m, &off) < 0)
-        return SPOOL_FULL;
+        return m->qos == 0 && !sp->backlog ? put_in_memory(sp, q, m) : SPOOL_FULL;
     if (!sp->backlog && outq_push(q, m))
         return SPOOL_QUEUED;
     /* Memory is full: from here on everything waits on disk, in order,

@@ -397,6 +397,38 @@ test_spool_full(void **state)
 }
 
 /*
+ * Spool full: NON (QoS 0) readings still get through in memory, and when
+ * memory is full too, the oldest QoS 0 one makes way (issue 4: "NON
+ * readings are dropped oldest-first"); CON ones stay refused.
+ */
+static void
+test_spool_full_non_oldest_first(void **state)
+{
+    struct fix *f = fix_new(20, 1, 100);
+    unsigned i;
+    outmsg_t *m;
+
+    (void)state;
+    gw_up(f);
+    for (i = 1; put(f, i, 64 * 1024) == SPOOL_QUEUED; i++)
+        ;
+    /* Disk full at reading i; memory (20) has room left. */
+    while (outq_len(f->gw.outq) < outq_max(f->gw.outq)) {
+        m = msg(f, 1000 + (unsigned)outq_len(f->gw.outq), 64 * 1024);
+        m->qos = 0;
+        assert_int_equal(spool_put(f->sp, f->gw.outq, m), SPOOL_QUEUED);
+    }
+    m = msg(f, 9999, 64 * 1024);
+    m->qos = 0;
+    assert_int_equal(spool_put(f->sp, f->gw.outq, m), SPOOL_DROPPED_OLDEST);
+    assert_int_equal(outq_len(f->gw.outq), outq_max(f->gw.outq));
+    m = msg(f, 9998, 64 * 1024);    /* QoS 1: no room, no drop */
+    assert_int_equal(spool_put(f->sp, f->gw.outq, m), SPOOL_FULL);
+    outmsg_finish(m, false);
+    fix_free(f);
+}
+
+/*
  * Once the broker has everything, the space is free again.  (The segment
  * in use is only deleted behind a newer one, and segments rotate at
  * 16 MiB: with spool_max_mb below that, this is where it would stick.)
@@ -595,6 +627,7 @@ main(void)
         cmocka_unit_test(test_garbage_header_ends_replay),
         cmocka_unit_test(test_spool_full),
         cmocka_unit_test(test_spool_space_comes_back),
+        cmocka_unit_test(test_spool_full_non_oldest_first),
         cmocka_unit_test(test_memory_full_goes_to_disk_and_back_in_order),
         cmocka_unit_test(test_crash_with_disk_backlog),
         cmocka_unit_test(test_watermark_only_over_contiguous_deliveries),
