@@ -43,8 +43,9 @@ PURE_SRC := src/topics.c src/linkformat.c src/config.c src/keystore.c src/log.c 
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 # Every tools/<name>/ directory builds build/coap2mqtt-<name> from its *.c,
-# linked with the pure modules (tools/sim is the sensor simulator).
-TOOLS    := $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/*.c))))
+# linked with tools/common/ (what the tools share) and the pure modules
+# (tools/sim is the sensor simulator).
+TOOLS    := $(filter-out common,$(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/*.c)))))
 TOOL_BIN := $(sort $(TOOLS:%=$(BUILD)/coap2mqtt-%))
 
 GW_OBJ   := $(GW_SRC:%.c=$(BUILD)/obj/%.o)
@@ -60,7 +61,7 @@ $(BUILD)/obj/%.o: %.c $(wildcard include/coap2mqtt/*.h) $(wildcard src/*.h) $(wi
 $(BUILD)/coap2mqtt: $(GW_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-tool_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/$(1)/*.c))
+tool_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/$(1)/*.c tools/common/*.c))
 .SECONDEXPANSION:
 $(BUILD)/coap2mqtt-%: $$(call tool_objs,$$*) $(PURE_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LDLIBS)
