@@ -1,12 +1,12 @@
 /*
- * main.c - command line, wiring, signals, systemd notification, exit codes.
+ * main.c - command line, signals, systemd notification, reload, graceful
+ * stop, exit codes.  The modules are wired by gw_open() (gateway.c).
  *
  *   coap2mqtt [-c FILE] [-t] [-v] [-V]
  *
  * Exit codes: 0 clean stop, 78 (EX_CONFIG) invalid configuration, 1 any
  * other failure to start.  Never forks.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
 #include <coap3/coap.h>
@@ -192,8 +191,10 @@ on_signal(loop_t *loop, int fd, uint32_t events, void *arg)
     }
 }
 
+/* Blocked before anything is built, so a signal during start-up waits in
+ * the signalfd until the loop runs. */
 static int
-setup_signals(struct daemon *d)
+block_signals(struct daemon *d)
 {
     sigset_t set;
 
@@ -205,55 +206,37 @@ setup_signals(struct daemon *d)
         return -1;
     signal(SIGPIPE, SIG_IGN);
     d->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (d->sigfd < 0)
-        return -1;
-    return loop_add_fd(d->gw.loop, d->sigfd, EPOLLIN, on_signal, d);
+    return d->sigfd < 0 ? -1 : 0;
 }
 
-/* --- wiring ---------------------------------------------------------------- */
-
-static spool_t *
-open_spool(struct gw *gw)
-{
-    char dir[4096];
-
-    /* systemd's StateDirectory= makes state_dir; by hand, we do. */
-    if (mkdir(gw->cfg->state_dir, 0700) < 0 && errno != EEXIST) {
-        log_warn("state_dir %s", gw->cfg->state_dir);
-        return NULL;
-    }
-    snprintf(dir, sizeof(dir), "%s/spool", gw->cfg->state_dir);
-    return spool_open(gw, dir);
-}
+/* --- start and teardown ---------------------------------------------------- */
 
 static int
-start(struct daemon *d)
+start(struct daemon *d, struct config *cfg)
 {
-    struct gw *gw = &d->gw;
+    keystore_t *keys = NULL;
     uint64_t wd_usec = 0;
 
-    if (!(gw->loop = loop_new()) || setup_signals(d) < 0) {
+    if (block_signals(d) < 0) {
         log_warn("cannot set up the event loop");
         return -1;
     }
-    if (gw->cfg->coap.psk_file &&
-        !(gw->keys = keystore_load(gw->cfg->coap.psk_file, report_line, NULL)))
+    /* Ours, not the gateway's: reload() replaces it. */
+    if (cfg->coap.psk_file &&
+        !(keys = keystore_load(cfg->coap.psk_file, report_line, NULL)))
         return -1;
-    if (!(gw->outq = outq_new((size_t)gw->cfg->queue.max_messages)))
+    if (gw_open(&d->gw, cfg, keys) < 0)
         return -1;
-    if (gw->cfg->queue.spool && !(gw->spool = open_spool(gw)))
+    if (loop_add_fd(d->gw.loop, d->sigfd, EPOLLIN, on_signal, d) < 0) {
+        log_warn("cannot set up the event loop");
         return -1;
-    if (!(gw->devices = devices_new(gw)) ||
-        !(gw->mqtt = mqtt_side_new(gw)) ||
-        !(gw->status = status_new(gw)) ||
-        !(gw->coap = coap_side_new(gw)))
-        return -1;
-    mqtt_side_start(gw->mqtt);
-    d->ready_timer = loop_add_timer(gw->loop, READY_FALLBACK_MS, ready_fallback, d);
-    watch_ready(gw->loop, d);
+    }
+    mqtt_side_start(d->gw.mqtt);
+    d->ready_timer = loop_add_timer(d->gw.loop, READY_FALLBACK_MS, ready_fallback, d);
+    watch_ready(d->gw.loop, d);
     if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
         d->watchdog_ms = wd_usec / 2000;
-        watchdog_tick(gw->loop, d);
+        watchdog_tick(d->gw.loop, d);
     }
     return 0;
 }
@@ -261,30 +244,12 @@ start(struct daemon *d)
 static void
 teardown(struct daemon *d)
 {
-    struct gw *gw = &d->gw;
-
-    if (gw->mqtt)
-        mqtt_side_disconnect(gw->mqtt);
-    /* Order matters: pushes waiting in the queue hold libcoap sessions,
-     * so the queue goes before the CoAP context; the context's session
-     * events still need the device registry. */
-    outq_free(gw->outq);
-    gw->outq = NULL;
-    mqtt_side_free(gw->mqtt);
-    gw->mqtt = NULL;
-    /* What the broker did not acknowledge stays in the spool for the
-     * next start. */
-    spool_close(gw->spool);
-    gw->spool = NULL;
-    coap_side_free(gw->coap);
-    gw->coap = NULL;
-    devices_free(gw->devices);
-    gw->devices = NULL;
-    status_free(gw->status);
+    if (d->gw.mqtt)
+        mqtt_side_disconnect(d->gw.mqtt);
+    gw_close(&d->gw);
     if (d->sigfd >= 0)
         close(d->sigfd);
-    loop_free(gw->loop);
-    keystore_free(gw->keys);
+    keystore_free(d->gw.keys);      /* the one reload() left, if any */
 }
 
 int
@@ -325,10 +290,9 @@ main(int argc, char **argv)
     mosquitto_lib_init();
     memset(&d, 0, sizeof(d));
     d.sigfd = -1;
-    d.gw.cfg = &cfg;
     log_notice("coap2mqtt %s starting (libcoap %s, %s)", COAP2MQTT_VERSION,
                coap_package_version(), coap_string_tls_version(NULL, 0) ? "DTLS" : "DTLS");
-    if (start(&d) < 0)
+    if (start(&d, &cfg) < 0)
         rc = 1;
     else if (loop_run(d.gw.loop) < 0)
         rc = 1;

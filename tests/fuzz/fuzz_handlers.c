@@ -1,8 +1,9 @@
 /*
  * fuzz_handlers.c - the device-facing /rd and /ps handlers, fed raw CoAP
- * datagrams through a real gateway: config, devices, observe, commands,
- * outq, status, an MQTT side that is created but never started (so
- * publishes wait in the queue), and coap_side with a plain CoAP endpoint.
+ * datagrams through a real gateway, wired by gw_open() as the daemon's is:
+ * config, devices, observe, commands, outq, status, an MQTT side that is
+ * created but never started (so publishes wait in the queue), and
+ * coap_side with a plain CoAP endpoint; no spool (nothing on disk).
  *
  * libcoap 4.3.1 does not export coap_handle_dgram(), so datagrams travel
  * the supported way: sent over a real UDP socket on a loopback address of
@@ -55,16 +56,12 @@
 #include <coap3/coap.h>
 #include <mosquitto.h>
 
-#include "coap2mqtt/coap_side.h"
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/config.h"
-#include "coap2mqtt/devices.h"
 #include "coap2mqtt/gateway.h"
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
-#include "coap2mqtt/status.h"
 #include "coap2mqtt/topics.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -277,7 +274,7 @@ load_config(void)
              "rd = { max_devices = 3; min_lifetime = 10; max_lifetime = 100000; };\n"
              "mqtt = { stats_interval = 0; };\n"
              "commands = { max_queued = 3; ttl = 60; };\n"
-             "queue = { max_messages = 6; };\n",
+             "queue = { max_messages = 6; spool = false; };\n",
              ip, ntohs(H.gw_addr.sin_port));
     path = write_file("conf", text);
     if (config_load(path, &H.cfg, quiet, NULL) != 0) {
@@ -330,19 +327,13 @@ stop_cb(loop_t *loop, int fd, uint32_t events, void *arg)
     loop_stop(loop);
 }
 
-/* As main.c's start(), without signals, systemd and the broker. */
+/* The daemon's wiring, without signals, systemd and the broker. */
 static int
 gw_start(struct gw *gw, int *stop_fd)
 {
-    memset(gw, 0, sizeof(*gw));
-    gw->cfg = &H.cfg;
-    gw->keys = H.keys;
     H.ctx = NULL;
     *stop_fd = -1;
-    if (!(gw->loop = loop_new()) ||
-        !(gw->outq = outq_new((size_t)H.cfg.queue.max_messages)) ||
-        !(gw->devices = devices_new(gw)) || !(gw->mqtt = mqtt_side_new(gw)) ||
-        !(gw->status = status_new(gw)) || !(gw->coap = coap_side_new(gw)) || !H.ctx)
+    if (gw_open(gw, &H.cfg, H.keys) < 0 || !H.ctx)
         return -1;
     /* Always readable: a loop_run() pass ends after one epoll_wait. */
     *stop_fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -351,23 +342,15 @@ gw_start(struct gw *gw, int *stop_fd)
     return 0;
 }
 
-/* As main.c's teardown(); the keystore and config live on. */
+/* The keystore and config live on for the next input. */
 static void
 gw_stop(struct gw *gw, int stop_fd)
 {
-    outq_free(gw->outq);
-    gw->outq = NULL;
-    mqtt_side_free(gw->mqtt);
-    gw->mqtt = NULL;
-    coap_side_free(gw->coap);
-    gw->coap = NULL;
-    devices_free(gw->devices);
-    status_free(gw->status);
     if (stop_fd >= 0) {
         loop_del_fd(gw->loop, stop_fd);
         close(stop_fd);
     }
-    loop_free(gw->loop);
+    gw_close(gw);
 }
 
 /* --- what reaches the broker must be safe ------------------------------------ */
