@@ -171,6 +171,18 @@ def last_stats(client, gw, start=0):
     return msgs[-1].json() if msgs else None
 
 
+def fresh_stats(client, gw, timeout=10):
+    """The first bridge/stats document the gateway made after this call,
+    so its counters include everything that happened before it.  A document
+    received later may have been made earlier (on its way already), so the
+    one awaited carries a "time" (the gateway's wall clock, whole seconds)
+    past the current second: up to two stats intervals."""
+    now = int(time.time())
+    return client.wait_for(gw.topic("bridge", "stats"),
+                           lambda m: m.json().get("time", 0) > now,
+                           timeout=timeout, start=client.mark()).json()
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
