@@ -1,6 +1,7 @@
 /*
  * coap_util.c - small libcoap helpers the tools share: the batched drain of
- * a context's epoll fd and the options every request or notification adds.
+ * a context's epoll fd, a request with our token, and the options every
+ * request or notification adds.
  */
 #include <string.h>
 #include <sys/epoll.h>
@@ -18,6 +19,22 @@ tool_coap_drain(coap_context_t *ctx, int fd)
 
     if (n > 0)
         coap_io_do_epoll(ctx, evs, (size_t)n);
+}
+
+coap_pdu_t *
+tool_request(coap_session_t *session, coap_pdu_type_t type,
+             coap_pdu_code_t code, const uint8_t *tok, size_t len)
+{
+    coap_pdu_t *pdu = coap_pdu_init(type, code, coap_new_message_id(session),
+                                    coap_session_max_pdu_size(session));
+
+    if (!pdu)
+        return NULL;
+    if (!coap_add_token(pdu, len, tok)) {
+        coap_delete_pdu(pdu);
+        return NULL;
+    }
+    return pdu;
 }
 
 void

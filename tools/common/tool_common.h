@@ -94,6 +94,13 @@ void tool_dtls_pki(coap_dtls_pki_t *pki, const char *ca, const char *cert,
  */
 void tool_coap_drain(coap_context_t *ctx, int fd);
 
+/*
+ * A new request on 'session' with the next Message ID and the token 'tok';
+ * NULL if libcoap is out of memory.  The caller sends or deletes it.
+ */
+coap_pdu_t *tool_request(coap_session_t *session, coap_pdu_type_t type,
+                         coap_pdu_code_t code, const uint8_t *tok, size_t len);
+
 /* Adds one Uri-Path option per '/'-separated segment of 'path'. */
 void tool_add_uri_path(coap_pdu_t *pdu, const char *path);
 
