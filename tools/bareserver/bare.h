@@ -16,6 +16,7 @@
 #include <coap3/coap.h>
 
 #include "coap2mqtt/keystore.h"
+#include "../common/tool_common.h"
 
 struct bare_opts {
     coap_address_t listen;
@@ -49,7 +50,7 @@ struct bare {
 int bare_setup(struct bare *b);
 unsigned long bare_readings(const struct bare *b);
 
-int64_t bare_now_us(void);
+/* main.c */
 double bare_cpu_s(void);
 
 #endif

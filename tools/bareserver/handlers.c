@@ -28,7 +28,7 @@ static void
 reading(struct bare *b)
 {
     if (!b->first_us)
-        b->first_us = bare_now_us();
+        b->first_us = tool_now_us();
 }
 
 static void
@@ -36,28 +36,19 @@ observe_links(struct bare *b, coap_session_t *session, const struct lf_link *l,
               int n)
 {
     for (int i = 0; i < n; i++) {
-        uint8_t tok[8], buf[4];
+        uint8_t tok[8];
         uint64_t t = ++b->token_ctr;
-        const char *p = l[i].path;
         coap_pdu_t *pdu;
 
         if (!l[i].obs)
             continue;
-        pdu = coap_pdu_init(COAP_MESSAGE_CON, COAP_REQUEST_CODE_GET,
-                            coap_new_message_id(session),
-                            coap_session_max_pdu_size(session));
+        memcpy(tok, &t, sizeof(tok));
+        pdu = tool_request(session, COAP_MESSAGE_CON, COAP_REQUEST_CODE_GET, tok,
+                           sizeof(tok));
         if (!pdu)
             return;
-        memcpy(tok, &t, sizeof(tok));
-        coap_add_token(pdu, sizeof(tok), tok);
-        coap_add_option(pdu, COAP_OPTION_OBSERVE,
-                        coap_encode_var_safe(buf, sizeof(buf), COAP_OBSERVE_ESTABLISH), buf);
-        while (*p) {
-            const char *slash = strchr(p, '/');
-            size_t len = slash ? (size_t)(slash - p) : strlen(p);
-            coap_add_option(pdu, COAP_OPTION_URI_PATH, len, (const uint8_t *)p);
-            p += len + (slash != NULL);
-        }
+        tool_add_uint_option(pdu, COAP_OPTION_OBSERVE, COAP_OBSERVE_ESTABLISH);
+        tool_add_uri_path(pdu, l[i].path);
         if (coap_send(session, pdu) != COAP_INVALID_MID)
             b->observes_sent++;
     }
@@ -183,16 +174,7 @@ setup_security(struct bare *b)
     }
     if (o->cert) {
         coap_dtls_pki_t pki;
-        memset(&pki, 0, sizeof(pki));
-        pki.version = COAP_DTLS_PKI_SETUP_VERSION;
-        pki.verify_peer_cert = 1;
-        pki.check_common_ca = 1;
-        pki.cert_chain_validation = 1;
-        pki.cert_chain_verify_depth = 2;
-        pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-        pki.pki_key.key.pem.ca_file = o->ca;
-        pki.pki_key.key.pem.public_cert = o->cert;
-        pki.pki_key.key.pem.private_key = o->certkey;
+        tool_dtls_pki(&pki, o->ca, o->cert, o->certkey);
         if (!coap_context_set_pki(b->ctx, &pki))
             return -1;
     }

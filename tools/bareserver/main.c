@@ -8,33 +8,18 @@
  *
  * It stops on TERM/INT or after --duration, then writes --json.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <jansson.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 
 #include "coap2mqtt/log.h"
 #include "bare.h"
-
-#define BATCH 64
-
-int64_t
-bare_now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 double
 bare_cpu_s(void)
@@ -46,28 +31,21 @@ bare_cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* "A.B.C.D:PORT": IPv4 only, the port required (1..65535). */
 static int
 parse_listen(const char *spec, coap_address_t *a)
 {
     const char *colon = strrchr(spec, ':');
     char host[64];
-    long port;
-    char *end;
+    uint16_t port;
 
     if (!colon || (size_t)(colon - spec) >= sizeof(host))
         return -1;
     memcpy(host, spec, (size_t)(colon - spec));
     host[colon - spec] = '\0';
-    port = strtol(colon + 1, &end, 10);
-    if (*end || port < 1 || port > 65535)
+    if (tool_parse_port(colon + 1, 1, &port) < 0 || tool_addr_ip(host, port, a) < 0)
         return -1;
-    coap_address_init(a);
-    if (inet_pton(AF_INET, host, &a->addr.sin.sin_addr) != 1)
-        return -1;
-    a->addr.sin.sin_family = AF_INET;
-    a->addr.sin.sin_port = htons((uint16_t)port);
-    a->size = sizeof(a->addr.sin);
-    return 0;
+    return a->addr.sa.sa_family == AF_INET ? 0 : -1;
 }
 
 static int
@@ -153,14 +131,14 @@ static void
 run(struct bare *b, int sigfd)
 {
     int coapfd = coap_context_get_coap_fd(b->ctx), ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = { .events = EPOLLIN }, evs[2], batch[BATCH];
-    int64_t end = bare_now_us() + (int64_t)(b->o->duration_s * 1e6);
+    struct epoll_event ev = { .events = EPOLLIN }, evs[2];
+    int64_t end = tool_now_us() + (int64_t)(b->o->duration_s * 1e6);
 
     ev.data.fd = coapfd;
     epoll_ctl(ep, EPOLL_CTL_ADD, coapfd, &ev);
     ev.data.fd = sigfd;
     epoll_ctl(ep, EPOLL_CTL_ADD, sigfd, &ev);
-    while (bare_now_us() < end) {
+    while (tool_now_us() < end) {
         int n = epoll_wait(ep, evs, 2, 100);
         bool stop = false;
         if (n < 0 && errno != EINTR)
@@ -170,11 +148,9 @@ run(struct bare *b, int sigfd)
                 stop = true;
                 continue;
             }
-            int m = epoll_wait(coapfd, batch, BATCH, 0);
-            if (m > 0)
-                coap_io_do_epoll(b->ctx, batch, (size_t)m);
+            tool_coap_drain(b->ctx, coapfd);
         }
-        window_tick(b, bare_now_us());
+        window_tick(b, tool_now_us());
         if (stop)
             break;
     }
@@ -210,19 +186,6 @@ write_json(const struct bare *b)
     json_decref(j);
 }
 
-static int
-signal_fd(void)
-{
-    sigset_t set;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -243,7 +206,7 @@ main(int argc, char **argv)
     log_init(o.verbose ? LOG_LVL_DEBUG : LOG_LVL_NOTICE);
     coap_startup();
     log_hook_libraries();
-    sigfd = signal_fd();
+    sigfd = tool_signal_fd();
     if (sigfd >= 0 && bare_setup(&b) == 0) {
         printf("bareserver: listening\n");
         run(&b, sigfd);
