@@ -43,14 +43,6 @@ in_window(const struct fleet *f, int64_t t)
 }
 
 static void
-add_uint_opt(coap_pdu_t *pdu, coap_option_num_t num, unsigned v)
-{
-    uint8_t buf[4];
-
-    coap_add_option(pdu, num, coap_encode_var_safe(buf, sizeof(buf), v), buf);
-}
-
-static void
 count_sent(struct sensor *s, int64_t now)
 {
     s->f->cnt.sent++;
@@ -72,7 +64,7 @@ emit_push(struct sensor *s, int64_t now)
     len = emit_payload(body, sizeof(body), o->payload_size, s->idx, ++s->seq, now);
     coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, (const uint8_t *)"ps");
     coap_add_option(pdu, COAP_OPTION_URI_PATH, strlen(o->path), (const uint8_t *)o->path);
-    add_uint_opt(pdu, COAP_OPTION_CONTENT_FORMAT, COAP_MEDIATYPE_TEXT_PLAIN);
+    tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT, COAP_MEDIATYPE_TEXT_PLAIN);
     coap_add_data(pdu, len, (const uint8_t *)body);
     if (coap_send(s->session, pdu) == COAP_INVALID_MID) {
         s->f->cnt.errors++;
@@ -92,8 +84,8 @@ fill_reading(struct sensor *s, coap_pdu_t *pdu, int64_t now)
     size_t len = emit_payload(body, sizeof(body), s->f->o->payload_size, s->idx,
                               ++s->seq, now);
 
-    add_uint_opt(pdu, COAP_OPTION_OBSERVE, ++s->obs_seq & 0xffffff);
-    add_uint_opt(pdu, COAP_OPTION_CONTENT_FORMAT, COAP_MEDIATYPE_TEXT_PLAIN);
+    tool_add_uint_option(pdu, COAP_OPTION_OBSERVE, ++s->obs_seq & 0xffffff);
+    tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT, COAP_MEDIATYPE_TEXT_PLAIN);
     coap_add_data(pdu, len, (const uint8_t *)body);
     count_sent(s, now);
 }
@@ -129,12 +121,12 @@ emit_observe_answer(struct sensor *s, const coap_pdu_t *req, coap_pdu_t *respons
     coap_pdu_set_code(response, COAP_RESPONSE_CODE(205));
     if (!coap_check_option(req, COAP_OPTION_OBSERVE, &it) || tok.length == 0 ||
         tok.length > LG_TOKEN_LEN) {
-        fill_reading(s, response, lg_now_us());   /* a plain GET */
+        fill_reading(s, response, tool_now_us());   /* a plain GET */
         return;
     }
     memcpy(s->obs_token, tok.s, tok.length);
     s->obs_token_len = tok.length;
-    fill_reading(s, response, lg_now_us());
+    fill_reading(s, response, tool_now_us());
     if (s->state == SS_REGISTERED || s->state == SS_REGISTERING) {
         s->state = SS_READY;
         s->f->cnt.observed++;
@@ -172,7 +164,7 @@ void
 emit_on_push_response(struct sensor *s, const uint8_t *tok, bool ok)
 {
     struct fleet *f = s->f;
-    int64_t now = lg_now_us(), sent = token_time(tok);
+    int64_t now = tool_now_us(), sent = token_time(tok);
 
     if (!f->o->con)
         return;   /* NON pushes: answers are not tracked */

@@ -20,34 +20,11 @@
 #define HS_TIMEOUT_US 20000000   /* a handshake that takes longer failed */
 #define HS_TRIES 3
 
-/* bind + n, carrying across octets (127.1.0.255 + 1 = 127.1.1.0). */
-static void
-local_address(const coap_address_t *bind, unsigned n, coap_address_t *a)
-{
-    uint8_t *p;
-    size_t len;
-    unsigned carry = n;
-
-    *a = *bind;
-    if (a->addr.sa.sa_family == AF_INET) {
-        p = (uint8_t *)&a->addr.sin.sin_addr;
-        len = 4;
-    } else {
-        p = (uint8_t *)&a->addr.sin6.sin6_addr;
-        len = 16;
-    }
-    for (size_t i = len; i-- > 0 && carry;) {
-        unsigned v = p[i] + (carry & 0xff);
-        p[i] = (uint8_t)v;
-        carry = (carry >> 8) + (v >> 8);
-    }
-}
-
 static void
 hs_done(struct sensor *s, bool ok)
 {
     struct fleet *f = s->f;
-    int64_t now = lg_now_us();
+    int64_t now = tool_now_us();
 
     if (s->state != SS_HANDSHAKE)
         return;
@@ -234,7 +211,7 @@ fleet_init(struct fleet *f, const struct lg_opts *o, int epfd)
         s->idx = i;
         s->c = &f->ctxs[i / LG_PER_CTX];
         snprintf(s->id, sizeof(s->id), "%s%u", o->prefix, i);
-        local_address(&o->bind, i, &s->local);
+        tool_addr_step(&o->bind, i, &s->local);
     }
     return o->cert ? 0 : load_keys(f);
 }
@@ -244,12 +221,7 @@ open_psk(struct sensor *s)
 {
     coap_dtls_cpsk_t psk;
 
-    memset(&psk, 0, sizeof(psk));
-    psk.version = COAP_DTLS_CPSK_SETUP_VERSION;
-    psk.psk_info.identity.s = (const uint8_t *)s->id;
-    psk.psk_info.identity.length = strlen(s->id);
-    psk.psk_info.key.s = s->key;
-    psk.psk_info.key.length = s->key_len;
+    tool_dtls_cpsk(&psk, s->id, s->key, s->key_len);
     return coap_new_client_session_psk2(s->c->ctx, &s->local, &s->f->o->target,
                                         COAP_PROTO_DTLS, &psk);
 }
@@ -260,16 +232,7 @@ open_pki(struct sensor *s)
     const struct lg_opts *o = s->f->o;
     coap_dtls_pki_t pki;
 
-    memset(&pki, 0, sizeof(pki));
-    pki.version = COAP_DTLS_PKI_SETUP_VERSION;
-    pki.verify_peer_cert = 1;
-    pki.check_common_ca = 1;
-    pki.cert_chain_validation = 1;
-    pki.cert_chain_verify_depth = 2;
-    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-    pki.pki_key.key.pem.ca_file = o->ca;
-    pki.pki_key.key.pem.public_cert = o->cert;
-    pki.pki_key.key.pem.private_key = o->certkey;
+    tool_dtls_pki(&pki, o->ca, o->cert, o->certkey);
     return coap_new_client_session_pki(s->c->ctx, &s->local, &o->target,
                                        COAP_PROTO_DTLS, &pki);
 }
@@ -290,18 +253,9 @@ coap_pdu_t *
 fleet_request(struct sensor *s, coap_pdu_type_t type, int kind, int64_t t_us)
 {
     uint8_t tok[LG_TOKEN_LEN];
-    coap_pdu_t *pdu = coap_pdu_init(type, COAP_REQUEST_CODE_POST,
-                                    coap_new_message_id(s->session),
-                                    coap_session_max_pdu_size(s->session));
 
-    if (!pdu)
-        return NULL;
     make_token(s, tok, kind, t_us);
-    if (!coap_add_token(pdu, sizeof(tok), tok)) {
-        coap_delete_pdu(pdu);
-        return NULL;
-    }
-    return pdu;
+    return tool_request(s->session, type, COAP_REQUEST_CODE_POST, tok, sizeof(tok));
 }
 
 void
@@ -309,7 +263,6 @@ fleet_register(struct sensor *s)
 {
     const struct lg_opts *o = s->f->o;
     char q[128], body[160];
-    uint8_t buf[4];
     coap_pdu_t *pdu = fleet_request(s, COAP_MESSAGE_CON, TK_REGISTER, 0);
     int blen;
 
@@ -318,9 +271,8 @@ fleet_register(struct sensor *s)
     blen = snprintf(body, sizeof(body), "</%s>;%sct=0", o->path,
                     o->observe ? "obs;" : "");
     coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, (const uint8_t *)"rd");
-    coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
-                    coap_encode_var_safe(buf, sizeof(buf), COAP_MEDIATYPE_APPLICATION_LINK_FORMAT),
-                    buf);
+    tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                         COAP_MEDIATYPE_APPLICATION_LINK_FORMAT);
     snprintf(q, sizeof(q), "ep=%s", s->id);
     coap_add_option(pdu, COAP_OPTION_URI_QUERY, strlen(q), (const uint8_t *)q);
     snprintf(q, sizeof(q), "lt=%u", o->lifetime);
@@ -399,13 +351,8 @@ fleet_connect_more(struct fleet *f, int64_t now)
 void
 fleet_io(struct fleet *f, struct lg_ctx *c)
 {
-    struct epoll_event evs[64];
-    int n;
-
     (void)f;
-    n = epoll_wait(c->fd, evs, 64, 0);
-    if (n > 0)
-        coap_io_do_epoll(c->ctx, evs, (size_t)n);
+    tool_coap_drain(c->ctx, c->fd);
     c->dirty = false;
 }
 

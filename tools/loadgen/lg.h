@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <coap3/coap.h>
 
+#include "../common/tool_common.h"
+
 #define LG_KEY_MAX     64
 #define LG_ID_MAX      64
 #define LG_TOKEN_LEN   8
@@ -72,10 +74,6 @@ struct lg_opts {
 
 /* Parses argv; 0 ok, 1 exit 0 (--help), -1 usage error (reported). */
 int opts_parse(struct lg_opts *o, int argc, char **argv);
-
-/* ---- time ---- */
-
-int64_t lg_now_us(void);
 
 /* ---- the sensors (fleet.c, emit.c) ---- */
 

@@ -10,34 +10,18 @@
  * Figures go to stdout and, with --json, to a file (report.c).
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 
 #include "coap2mqtt/log.h"
 #include "lg.h"
 #include "report.h"
 
 #define MAX_EVENTS 256
-
-static int
-signal_fd(void)
-{
-    sigset_t set;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-}
 
 /* One socket per session plus two fds per context. */
 static void
@@ -79,17 +63,17 @@ pump(struct fleet *f, int64_t wait_us)
 static bool
 phase_connect(struct fleet *f, struct run_figures *rf)
 {
-    int64_t deadline = lg_now_us() + 60000000 + (int64_t)f->n * 2000;
+    int64_t deadline = tool_now_us() + 60000000 + (int64_t)f->n * 2000;
 
     proc_sample(f->o->watch_pid, &rf->before);
-    while (lg_now_us() < deadline) {
-        if (fleet_connect_more(f, lg_now_us()))
+    while (tool_now_us() < deadline) {
+        if (fleet_connect_more(f, tool_now_us()))
             break;
         if (!pump(f, 10000))
             return false;
     }
     /* Let the server settle (its last handshakes, our registrations). */
-    for (int64_t end = lg_now_us() + 1000000; lg_now_us() < end;)
+    for (int64_t end = tool_now_us() + 1000000; tool_now_us() < end;)
         if (!pump(f, 10000))
             return false;
     proc_sample(f->o->watch_pid, &rf->connected);
@@ -99,9 +83,9 @@ phase_connect(struct fleet *f, struct run_figures *rf)
 static bool
 phase_ready(struct fleet *f)
 {
-    int64_t deadline = lg_now_us() + 30000000;
+    int64_t deadline = tool_now_us() + 30000000;
 
-    while (lg_now_us() < deadline &&
+    while (tool_now_us() < deadline &&
            fleet_count(f, SS_READY, f->active) < fleet_count(f, SS_CONNECTED, f->active))
         if (!pump(f, 10000))
             return false;
@@ -114,14 +98,14 @@ phase_emit(struct fleet *f, struct lg_sub *sub, struct run_figures *rf)
     const struct lg_opts *o = f->o;
     bool in = false, done = false;
 
-    f->t0_us = lg_now_us();
+    f->t0_us = tool_now_us();
     f->win_start_us = f->t0_us + (int64_t)(o->warmup_s * 1e6);
     f->win_end_us = f->win_start_us + (int64_t)(o->duration_s * 1e6);
     f->emitting = true;
     if (sub)
         sub_set_window(sub, f->win_start_us, f->win_end_us);
     while (!done) {
-        int64_t now = lg_now_us(), wait = emit_due(f, now);
+        int64_t now = tool_now_us(), wait = emit_due(f, now);
         if (!in && now >= f->win_start_us) {
             proc_sample(o->watch_pid, &rf->win_start);
             in = true;
@@ -141,9 +125,9 @@ phase_emit(struct fleet *f, struct lg_sub *sub, struct run_figures *rf)
 static void
 phase_drain(struct fleet *f, struct lg_sub *sub)
 {
-    int64_t end = lg_now_us() + (int64_t)(f->o->drain_s * 1e6);
+    int64_t end = tool_now_us() + (int64_t)(f->o->drain_s * 1e6);
 
-    while (lg_now_us() < end) {
+    while (tool_now_us() < end) {
         unsigned long inflight = f->cnt.sent - f->cnt.acked - f->cnt.errors;
         bool coap_done = !f->o->con || f->o->observe || inflight == 0;
         if (coap_done && (!sub || sub_received(sub) >= f->cnt.sent))
@@ -170,7 +154,7 @@ run_coap(const struct lg_opts *o, int epfd)
     if (!phase_connect(&f, &rf))
         goto out;
     if (o->handshake_only) {
-        for (int64_t end = lg_now_us() + (int64_t)(o->hold_s * 1e6); lg_now_us() < end;)
+        for (int64_t end = tool_now_us() + (int64_t)(o->hold_s * 1e6); tool_now_us() < end;)
             if (!pump(&f, 10000))
                 break;
     } else if (!phase_ready(&f) || !phase_emit(&f, sub, &rf)) {
@@ -224,7 +208,7 @@ main(int argc, char **argv)
     if (o.selftest)
         return selftest(argv[0]);
     epfd = epoll_create1(EPOLL_CLOEXEC);
-    sigfd = signal_fd();
+    sigfd = tool_signal_fd();
     if (epfd < 0 || sigfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0) {
         log_warn("epoll/signalfd");
         return 1;

@@ -2,7 +2,6 @@
  * opts.c - coap2mqtt-loadgen's command line.  Numbers are range-checked,
  * addresses are numeric.
  */
-#include <arpa/inet.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,52 +93,6 @@ usage(FILE *f)
 }
 
 static int
-parse_addr(const char *spec, coap_address_t *a, int default_port)
-{
-    char host[128];
-    const char *port = NULL;
-    size_t hl;
-    long p = default_port;
-
-    coap_address_init(a);
-    if (spec[0] == '[') {
-        const char *e = strchr(spec, ']');
-        if (!e)
-            return -1;
-        hl = (size_t)(e - spec - 1);
-        spec++;
-        port = e[1] == ':' ? e + 2 : NULL;
-    } else {
-        const char *c = strrchr(spec, ':');
-        hl = c ? (size_t)(c - spec) : strlen(spec);
-        port = c ? c + 1 : NULL;
-    }
-    if (hl >= sizeof(host))
-        return -1;
-    memcpy(host, spec, hl);
-    host[hl] = '\0';
-    if (port) {
-        char *end;
-        p = strtol(port, &end, 10);
-        if (*end || p < 0 || p > 65535)
-            return -1;
-    }
-    if (inet_pton(AF_INET, host, &a->addr.sin.sin_addr) == 1) {
-        a->addr.sin.sin_family = AF_INET;
-        a->addr.sin.sin_port = htons((uint16_t)p);
-        a->size = sizeof(a->addr.sin);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, host, &a->addr.sin6.sin6_addr) == 1) {
-        a->addr.sin6.sin6_family = AF_INET6;
-        a->addr.sin6.sin6_port = htons((uint16_t)p);
-        a->size = sizeof(a->addr.sin6);
-        return 0;
-    }
-    return -1;
-}
-
-static int
 num(const char *s, double lo, double hi, double *out)
 {
     char *end;
@@ -181,7 +134,7 @@ static void
 defaults(struct lg_opts *o)
 {
     memset(o, 0, sizeof(*o));
-    parse_addr("127.1.0.1", &o->bind, 0);
+    tool_parse_addr("127.1.0.1", &o->bind, 0);
     o->sensors = 100;
     snprintf(o->prefix, sizeof(o->prefix), "lg-");
     o->con = true;
@@ -206,8 +159,8 @@ apply(struct lg_opts *o, int c, const char *arg)
     double v;
 
     switch (c) {
-    case 'g': o->have_target = true; return parse_addr(arg, &o->target, 5684);
-    case 'b': return parse_addr(arg, &o->bind, 0);
+    case 'g': o->have_target = true; return tool_parse_addr(arg, &o->target, 5684);
+    case 'b': return tool_parse_addr(arg, &o->bind, 0);
     case 'n': if (num(arg, 1, 100000, &v)) return -1; o->sensors = (unsigned)v; return 0;
     case OPT_ACTIVE: if (num(arg, 0, 100000, &v)) return -1; o->active = (unsigned)v; return 0;
     case OPT_PREFIX:

@@ -132,7 +132,7 @@ pub_loop(struct publisher *ps, unsigned n, const struct lg_opts *o,
 
     pthread_mutex_lock(&P.mu);
     for (;;) {
-        int64_t now = lg_now_us();
+        int64_t now = tool_now_us();
         bool any = false;
         if (now >= end)
             break;
@@ -170,7 +170,7 @@ pub_run(const struct lg_opts *o, struct lg_sub *sub, struct pub_result *r,
             log_warnx("publisher %u: cannot connect to %s:%d", i, o->mqtt_host, o->mqtt_port);
             goto out;
         }
-    t0 = lg_now_us();
+    t0 = tool_now_us();
     *win_start = t0 + (int64_t)(o->warmup_s * 1e6);
     *win_end = *win_start + (int64_t)(o->duration_s * 1e6);
     pthread_mutex_lock(&P.mu);
@@ -180,8 +180,8 @@ pub_run(const struct lg_opts *o, struct lg_sub *sub, struct pub_result *r,
     if (sub)
         sub_set_window(sub, *win_start, *win_end);
     pub_loop(ps, o->publishers, o, t0, *win_end, r);
-    drain_end = lg_now_us() + (int64_t)(o->drain_s * 1e6);
-    while (lg_now_us() < drain_end &&
+    drain_end = tool_now_us() + (int64_t)(o->drain_s * 1e6);
+    while (tool_now_us() < drain_end &&
            (!sub || sub_received(sub) < r->sent))
         usleep(10000);
     rc = 0;

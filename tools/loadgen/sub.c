@@ -59,7 +59,7 @@ on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
     size_t n = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
     unsigned dev;
     uint32_t seq;
-    int64_t t, now = lg_now_us();
+    int64_t t, now = tool_now_us();
     int64_t ws = atomic_load(&s->win_start), we = atomic_load(&s->win_end);
 
     (void)m;
