@@ -7,29 +7,17 @@
  * epoll_wait timeout.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/signalfd.h>
 
 #include "coap2mqtt/log.h"
 #include "sim.h"
 
 #define MAX_EVENTS 256
-
-int64_t
-sim_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Each sensor needs three fds (socket, libcoap epoll, libcoap timer). */
 static void
@@ -46,20 +34,6 @@ raise_fd_limit(size_t sensors)
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < sensors * 3 + 32)
         log_warnx("open-file limit %llu is low for %zu sensors",
                   (unsigned long long)rl.rlim_cur, sensors);
-}
-
-static int
-signal_fd(void)
-{
-    sigset_t set;
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
 static void
@@ -110,7 +84,7 @@ static void
 run(struct sim *sim, int sigfd)
 {
     struct epoll_event evs[MAX_EVENTS];
-    int64_t now = sim_now_ms(), deadline = SIM_NEVER;
+    int64_t now = tool_now_ms(), deadline = SIM_NEVER;
     bool stop = false;
 
     if (sim->opts.duration_s > 0)
@@ -121,14 +95,14 @@ run(struct sim *sim, int sigfd)
         int64_t next = deadline, wait;
         int n;
 
-        now = sim_now_ms();
+        now = tool_now_ms();
         if (now >= deadline)
             break;
         for (size_t i = 0; i < sim->nsensors; i++) {
             int64_t t = sensor_tick(&sim->sensors[i], now);
             next = t < next ? t : next;
         }
-        wait = next - sim_now_ms();
+        wait = next - tool_now_ms();
         wait = wait < 0 ? 0 : wait > 1000 ? 1000 : wait;
         n = epoll_wait(sim->epfd, evs, MAX_EVENTS, (int)wait);
         if (n < 0 && errno != EINTR) {
@@ -166,7 +140,7 @@ main(int argc, char **argv)
     }
     raise_fd_limit(sim.opts.count);
     sim.epfd = epoll_create1(EPOLL_CLOEXEC);
-    sigfd = signal_fd();
+    sigfd = tool_signal_fd();
     if (sim.epfd < 0 || sigfd < 0 ||
         epoll_ctl(sim.epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0) {
         log_warn("epoll/signalfd");

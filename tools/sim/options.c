@@ -121,31 +121,18 @@ static int
 parse_gateway(const char *arg, coap_address_t *a)
 {
     char host[256];
-    const char *port = "5684", *colon;
+    const char *port;
     struct addrinfo hints = { .ai_socktype = SOCK_DGRAM,
                               .ai_flags = AI_NUMERICSERV };
     struct addrinfo *res;
-    size_t n;
     int rc;
 
-    if (arg[0] == '[') {
-        const char *close = strchr(arg, ']');
-        if (!close || (close[1] && close[1] != ':'))
-            goto bad;
-        n = (size_t)(close - arg - 1);
-        if (close[1] == ':')
-            port = close + 2;
-        arg++;
-    } else {
-        colon = strrchr(arg, ':');
-        n = colon ? (size_t)(colon - arg) : strlen(arg);
-        if (colon)
-            port = colon + 1;
-    }
-    if (n == 0 || n >= sizeof(host) || !*port)
+    /* Strict: nothing but ":PORT" after ']', no empty host or port. */
+    if (tool_split_hostport(arg, host, sizeof(host), &port) != 0 || !*host ||
+        (port && !*port))
         goto bad;
-    memcpy(host, arg, n);
-    host[n] = '\0';
+    if (!port)
+        port = "5684";
     rc = getaddrinfo(host, port, &hints, &res);
     if (rc) {
         fprintf(stderr, "--gateway %s: %s\n", host, gai_strerror(rc));
@@ -164,17 +151,8 @@ bad:
 static int
 parse_bind(const char *arg, coap_address_t *a)
 {
-    coap_address_init(a);
-    if (inet_pton(AF_INET, arg, &a->addr.sin.sin_addr) == 1) {
-        a->addr.sin.sin_family = AF_INET;
-        a->size = sizeof(a->addr.sin);
+    if (tool_addr_ip(arg, 0, a) == 0)
         return 0;
-    }
-    if (inet_pton(AF_INET6, arg, &a->addr.sin6.sin6_addr) == 1) {
-        a->addr.sin6.sin6_family = AF_INET6;
-        a->size = sizeof(a->addr.sin6);
-        return 0;
-    }
     fprintf(stderr, "--bind: not a numeric IPv4/IPv6 address: %s\n", arg);
     return -1;
 }

@@ -123,7 +123,7 @@ hnd_get(coap_resource_t *resource, coap_session_t *session,
         }
         notify = true;
         /* The next notification is one period after this one. */
-        r->next_ms = sim_now_ms() + resources_period_ms(r);
+        r->next_ms = tool_now_ms() + resources_period_ms(r);
     }
     r->notify_pending = false;
     if (notify && !limit_reached(r)) {
@@ -211,7 +211,7 @@ hnd_put(coap_resource_t *resource, coap_session_t *session,
               printable(data, len) ? (const char *)data : "-");
     if (coap_resource_notify_observers(resource, NULL)) {
         r->notify_pending = true;
-        r->next_ms = sim_now_ms() + resources_period_ms(r);
+        r->next_ms = tool_now_ms() + resources_period_ms(r);
     }
     if (s->sim->opts.push)
         session_push(s, r);

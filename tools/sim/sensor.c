@@ -15,30 +15,14 @@
 static void
 local_address(const struct sim_opts *o, unsigned n, coap_address_t *a)
 {
-    uint8_t *p;
-    size_t len;
-    unsigned carry = n;
-
-    coap_address_init(a);
-    if (!o->have_bind) {
-        /* Any address of the gateway's family; only --port may be set. */
-        a->addr.sa.sa_family = o->gateway.addr.sa.sa_family;
-        a->size = o->gateway.size;
+    if (o->have_bind) {
+        tool_addr_step(&o->bind, n, a);
         return;
     }
-    *a = o->bind;
-    if (a->addr.sa.sa_family == AF_INET) {
-        p = (uint8_t *)&a->addr.sin.sin_addr;
-        len = 4;
-    } else {
-        p = (uint8_t *)&a->addr.sin6.sin6_addr;
-        len = 16;
-    }
-    for (size_t i = len; i-- > 0 && carry;) {
-        unsigned v = p[i] + (carry & 0xff);
-        p[i] = (uint8_t)v;
-        carry = (carry >> 8) + (v >> 8);
-    }
+    /* Any address of the gateway's family; only --port may be set. */
+    coap_address_init(a);
+    a->addr.sa.sa_family = o->gateway.addr.sa.sa_family;
+    a->size = o->gateway.size;
 }
 
 int

@@ -58,7 +58,7 @@ session_lost(struct sensor *s, const char *why)
     out_event(s->sim, true, "ERROR %s %s", s->id, why);
     s->state = SS_BACKOFF;
     b = s->backoff_s ? s->backoff_s : 1;
-    s->retry_ms = sim_now_ms() + (int64_t)b * 1000 + (int64_t)(s->rng % 500);
+    s->retry_ms = tool_now_ms() + (int64_t)b * 1000 + (int64_t)(s->rng % 500);
     s->backoff_s = b * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : b * 2;
 }
 
@@ -90,7 +90,7 @@ static void
 on_register_response(struct sensor *s, bool refresh, const coap_pdu_t *rcvd)
 {
     coap_pdu_code_t code = coap_pdu_get_code(rcvd);
-    int64_t now = sim_now_ms();
+    int64_t now = tool_now_ms();
     char c[8];
 
     out_code(c, code);
@@ -270,12 +270,7 @@ session_open(struct sensor *s)
 
     if (!new_context(s))
         return -1;
-    memset(&psk, 0, sizeof(psk));
-    psk.version = COAP_DTLS_CPSK_SETUP_VERSION;
-    psk.psk_info.identity.s = (const uint8_t *)s->id;
-    psk.psk_info.identity.length = strlen(s->id);
-    psk.psk_info.key.s = s->key;
-    psk.psk_info.key.length = s->key_len;
+    tool_dtls_cpsk(&psk, s->id, s->key, s->key_len);
     coap_address_set_port(&local, (uint16_t)port);
     s->session = coap_new_client_session_psk2(s->ctx, o->have_bind || port ? &local : NULL,
                                               &o->gateway, COAP_PROTO_DTLS, &psk);
@@ -294,7 +289,7 @@ session_open(struct sensor *s)
     s->gen++;
     s->state = SS_ACTIVE;
     s->connected = false;
-    s->connect_deadline_ms = sim_now_ms() + 30000;
+    s->connect_deadline_ms = tool_now_ms() + 30000;
     s->mid_n = s->mid_pos = 0;
     s->push_inflight = 0;
     s->reg_inflight = false;
@@ -366,37 +361,9 @@ new_request(struct sensor *s, coap_pdu_type_t type, coap_pdu_code_t code,
             int kind, unsigned idx, uint32_t seq)
 {
     uint8_t tok[TOKEN_LEN];
-    coap_pdu_t *pdu = coap_pdu_init(type, code, coap_new_message_id(s->session),
-                                    coap_session_max_pdu_size(s->session));
 
-    if (!pdu)
-        return NULL;
     make_token(s, tok, kind, idx, seq);
-    if (!coap_add_token(pdu, sizeof(tok), tok)) {
-        coap_delete_pdu(pdu);
-        return NULL;
-    }
-    return pdu;
-}
-
-/* Adds Uri-Path options for each '/'-separated segment of 'path'. */
-static void
-add_path(coap_pdu_t *pdu, const char *path)
-{
-    while (*path) {
-        const char *slash = strchr(path, '/');
-        size_t n = slash ? (size_t)(slash - path) : strlen(path);
-        coap_add_option(pdu, COAP_OPTION_URI_PATH, n, (const uint8_t *)path);
-        path += n + (slash != NULL);
-    }
-}
-
-static void
-add_uint_option(coap_pdu_t *pdu, coap_option_num_t num, unsigned v)
-{
-    uint8_t buf[4];
-
-    coap_add_option(pdu, num, coap_encode_var_safe(buf, sizeof(buf), v), buf);
+    return tool_request(s->session, type, code, tok, sizeof(tok));
 }
 
 /* Attaches a copy of data (block-wise if large) and sends. */
@@ -431,7 +398,7 @@ session_register(struct sensor *s, bool refresh)
 
     if (!s->session || s->reg_inflight)
         return;
-    s->reg_retry_ms = sim_now_ms() + 5000;   /* unless sent below */
+    s->reg_retry_ms = tool_now_ms() + 5000;   /* unless sent below */
     pdu = new_request(s, COAP_MESSAGE_CON, COAP_REQUEST_CODE_POST,
                       refresh ? TK_REFRESH : TK_REGISTER, 0, 0);
     if (!pdu)
@@ -441,11 +408,12 @@ session_register(struct sensor *s, bool refresh)
             snprintf(path, sizeof(path), "%s", s->location);
         else
             snprintf(path, sizeof(path), "rd/%s", s->id);
-        add_path(pdu, path);
+        tool_add_uri_path(pdu, path);
     } else {
-        add_path(pdu, "rd");
+        tool_add_uri_path(pdu, "rd");
         blen = resources_linkformat(s, body, sizeof(body));
-        add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT, COAP_MEDIATYPE_APPLICATION_LINK_FORMAT);
+        tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                             COAP_MEDIATYPE_APPLICATION_LINK_FORMAT);
         snprintf(q, sizeof(q), "ep=%s", o->ep ? o->ep : s->id);
         coap_add_option(pdu, COAP_OPTION_URI_QUERY, strlen(q), (const uint8_t *)q);
         snprintf(q, sizeof(q), "lt=%u", o->lifetime_s);
@@ -475,8 +443,8 @@ session_push(struct sensor *s, struct res_state *r)
     if (!pdu)
         return;
     snprintf(path, sizeof(path), "ps/%s", r->def->path);
-    add_path(pdu, path);
-    add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT, r->def->ct);
+    tool_add_uri_path(pdu, path);
+    tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT, r->def->ct);
     if (send_with_body(s, pdu, r->value, r->value_len) < 0) {
         s->sim->cnt.push_errors++;
         out_event(s->sim, true, "PUSH %s %s %u send-failed", s->id, r->def->path, r->seq);

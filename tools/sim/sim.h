@@ -19,6 +19,7 @@
 #include <coap3/coap.h>
 
 #include "coap2mqtt/topics.h"
+#include "../common/tool_common.h"
 
 #define SIM_MAX_RES      4       /* resources per sensor kind */
 #define SIM_KEY_MAX      64      /* bytes in a PSK */
@@ -209,8 +210,6 @@ struct sim {
 };
 
 #define SIM_NEVER INT64_MAX
-
-int64_t sim_now_ms(void);
 
 /* sensor.c: life cycle driven by the main loop */
 /* 'psk' may be NULL when --key gives every sensor the same key. */
