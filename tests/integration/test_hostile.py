@@ -248,11 +248,14 @@ def test_max_request_rate(make_gateway, sim, coap, mqtt):
     topic = gw.topic("meter-1", "#")
     mqtt.subscribe(topic)
     before = sec.stats(mqtt, gw)
+    mark = gw.log.mark()
     s = sim("meter", extra_args=["--push", "--non", "--rate", "100", "--duration", "3",
                                  "--lifetime", "60", "-q"])
     # While the simulator floods, the same device from another session is
-    # throttled too, with a Max-Age telling it when to come back.
-    time.sleep(1.0)
+    # throttled too, with a Max-Age telling it when to come back.  Probed
+    # once the gateway throttles the simulator (its first such line is
+    # logged at once), not after a guess at how long the simulator takes.
+    gw.log.wait_for(r"meter-1 over coap\.max_request_rate", timeout=10, start=mark)
     r = coap(gw, "meter-1", "ps/probe", method="post", ct=0, payload="p")
     assert r.code == "5.03", r
     assert r.options("Max-Age"), r
