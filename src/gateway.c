@@ -60,9 +60,9 @@ gw_close(struct gw *gw)
 {
     /* Order matters: pushes waiting in the queue hold libcoap sessions,
      * so the queue goes before the CoAP context; the context's session
-     * events still need the device registry.  Each pointer is cleared at
-     * once, so what a later free calls back into finds NULL, not a module
-     * already gone. */
+     * events still need the device registry.  A module that a later free
+     * may call back into is cleared as soon as it is gone, so it is found
+     * NULL, not freed. */
     outq_free(gw->outq);
     gw->outq = NULL;
     mqtt_side_free(gw->mqtt);
@@ -76,7 +76,5 @@ gw_close(struct gw *gw)
     devices_free(gw->devices);
     gw->devices = NULL;
     status_free(gw->status);
-    gw->status = NULL;
     loop_free(gw->loop);
-    gw->loop = NULL;
 }
