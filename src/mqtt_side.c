@@ -461,6 +461,12 @@ configure(mqtt_side_t *m)
     char topic[TOPIC_MAX];
 
     mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    /*
+     * No Nagle: bursts are already coalesced under TCP_CORK (mqtt_side_flush),
+     * and a lone QoS 0 publish must not wait for the broker's delayed ACK
+     * (40 ms on Linux) when no PUBACK is coming to carry it.
+     */
+    mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
     if (configure_tls(m) < 0)
         return -1;
     snprintf(topic, sizeof(topic), "%s/bridge/state", mc->base_topic);
