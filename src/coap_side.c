@@ -38,7 +38,7 @@
 #include "coap_handlers.h"
 
 #define COAP_EPOLL_BATCH 16
-#define COAP_READS_MAX   64     /* datagrams read per endpoint event */
+#define COAP_READS_MAX   256    /* datagrams read per endpoint event */
 
 struct pending {
     uint64_t token;
