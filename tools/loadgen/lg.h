@@ -200,8 +200,15 @@ struct sub_result {
 };
 void sub_result(struct lg_sub *s, struct sub_result *r);
 
+struct proc_sample {
+    double cpu_s;      /* utime + stime */
+    long rss_kib;      /* VmRSS */
+    bool ok;
+};
 struct pub_result {
     unsigned long sent, acked, acked_window, sent_window;
+    /* --watch-pid (the broker) and this process over the window */
+    struct proc_sample srv_start, srv_end, self_start, self_end;
 };
 /* Runs the MQTT ceiling: publishers + subscriber; fills *r. */
 int pub_run(const struct lg_opts *o, struct lg_sub *sub, struct pub_result *r,
@@ -209,11 +216,6 @@ int pub_run(const struct lg_opts *o, struct lg_sub *sub, struct pub_result *r,
 
 /* ---- reporting (stats.c) ---- */
 
-struct proc_sample {
-    double cpu_s;      /* utime + stime */
-    long rss_kib;      /* VmRSS */
-    bool ok;
-};
 void proc_sample(int pid, struct proc_sample *p);
 /* Sorts v and returns the q-quantile (0..1) in the units of v. */
 double quantile_sorted(const uint64_t *v, size_t n, double q);

@@ -108,10 +108,12 @@ phase_emit(struct fleet *f, struct lg_sub *sub, struct run_figures *rf)
         int64_t now = tool_now_us(), wait = emit_due(f, now);
         if (!in && now >= f->win_start_us) {
             proc_sample(o->watch_pid, &rf->win_start);
+            proc_sample(getpid(), &rf->self_start);
             in = true;
         }
         if (now >= f->win_end_us) {
             proc_sample(o->watch_pid, &rf->win_end);
+            proc_sample(getpid(), &rf->self_end);
             done = true;
         }
         if (wait > f->win_end_us - now)

@@ -126,16 +126,25 @@ wait_a_little(void)
 /* The emission phase: closed loop, or paced at o->rate. */
 static void
 pub_loop(struct publisher *ps, unsigned n, const struct lg_opts *o,
-         int64_t t0, int64_t end, struct pub_result *r)
+         int64_t t0, int64_t start, int64_t end, struct pub_result *r)
 {
     uint64_t emitted = 0;
+    bool in = false;
 
     pthread_mutex_lock(&P.mu);
     for (;;) {
         int64_t now = tool_now_us();
         bool any = false;
-        if (now >= end)
+        if (!in && now >= start) {
+            proc_sample(o->watch_pid, &r->srv_start);
+            proc_sample(getpid(), &r->self_start);
+            in = true;
+        }
+        if (now >= end) {
+            proc_sample(o->watch_pid, &r->srv_end);
+            proc_sample(getpid(), &r->self_end);
             break;
+        }
         for (unsigned i = 0; i < n; i++) {
             struct publisher *p = &ps[i];
             while (p->inflight < o->pub_inflight) {
@@ -179,7 +188,7 @@ pub_run(const struct lg_opts *o, struct lg_sub *sub, struct pub_result *r,
     pthread_mutex_unlock(&P.mu);
     if (sub)
         sub_set_window(sub, *win_start, *win_end);
-    pub_loop(ps, o->publishers, o, t0, *win_end, r);
+    pub_loop(ps, o->publishers, o, t0, *win_start, *win_end, r);
     drain_end = tool_now_us() + (int64_t)(o->drain_s * 1e6);
     while (tool_now_us() < drain_end &&
            (!sub || sub_received(sub) < r->sent))

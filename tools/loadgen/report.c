@@ -97,17 +97,29 @@ coap_side_json(const struct lg_opts *o, struct fleet *f, double dur)
     return j;
 }
 
-/* CPU of the watched process over the window, per 1,000 delivered readings. */
+/*
+ * CPU of the watched process (the server under test) and of this load
+ * generator over the window, per 1,000 delivered readings: on two shared
+ * cores, what the instrument costs is CPU the server does not get.
+ */
 static void
-cpu_json(json_t *root, const struct run_figures *rf, unsigned long delivered)
+cpu_json(json_t *root, const struct proc_sample *s0, const struct proc_sample *s1,
+         const struct proc_sample *me0, const struct proc_sample *me1,
+         unsigned long delivered)
 {
     double cpu;
 
-    if (!rf->win_start.ok || !rf->win_end.ok)
+    if (me0->ok && me1->ok && delivered) {
+        cpu = me1->cpu_s - me0->cpu_s;
+        json_object_set_new(root, "loadgen_cpu_s", json_real(cpu));
+        json_object_set_new(root, "loadgen_cpu_ms_per_1000",
+                            json_real(cpu * 1e6 / (double)delivered));
+    }
+    if (!s0->ok || !s1->ok)
         return;
-    cpu = rf->win_end.cpu_s - rf->win_start.cpu_s;
+    cpu = s1->cpu_s - s0->cpu_s;
     json_object_set_new(root, "server_cpu_s", json_real(cpu));
-    json_object_set_new(root, "server_rss_kib", json_integer(rf->win_end.rss_kib));
+    json_object_set_new(root, "server_rss_kib", json_integer(s1->rss_kib));
     if (delivered) {
         json_object_set_new(root, "server_cpu_ms_per_1000",
                             json_real(cpu * 1e6 / (double)delivered));
@@ -155,7 +167,8 @@ report_coap(const struct lg_opts *o, struct fleet *f, struct lg_sub *sub,
         if (sub)
             json_object_set_new(root, "mqtt", sub_json(sub, dur, f->cnt.sent, &sr));
         delivered = sub ? sr.in_window : f->cnt.acked_window;
-        cpu_json(root, rf, delivered);
+        cpu_json(root, &rf->win_start, &rf->win_end, &rf->self_start, &rf->self_end,
+                 delivered);
     }
     if (write_json(o->json, root))
         return 1;
@@ -183,6 +196,8 @@ report_mqtt(const struct lg_opts *o, struct lg_sub *sub, const struct pub_result
                         "acked_window", (json_int_t)pr->acked_window,
                         "acked_per_s", (double)pr->acked_window / dur));
     json_object_set_new(root, "mqtt", sub_json(sub, dur, pr->sent, &sr));
+    cpu_json(root, &pr->srv_start, &pr->srv_end, &pr->self_start, &pr->self_end,
+             sr.in_window);
     if (write_json(o->json, root))
         return 1;
     return pr->sent ? 0 : 1;

@@ -11,6 +11,7 @@ struct run_figures {
     struct proc_sample before;      /* --watch-pid before the first handshake */
     struct proc_sample connected;   /* after all handshakes (+1 s) */
     struct proc_sample win_start, win_end;
+    struct proc_sample self_start, self_end;    /* this load generator */
 };
 
 /* Returns 0, or 1 if the run saw no traffic at all or the JSON failed. */
