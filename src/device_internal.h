@@ -34,6 +34,7 @@ struct resource {
     uint64_t refresh_timer;     /* Max-Age + grace re-registration */
     uint64_t retry_timer;       /* retry after a refused observation */
     unsigned failures;          /* consecutive failures, for backoff */
+    uint64_t get_ms;            /* when the observe GET of 'token' was sent */
 };
 
 struct device {

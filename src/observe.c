@@ -26,8 +26,10 @@
 #define OBS_FRESH_MS       128000  /* RFC 7641 3.4: 128 s */
 #define OBS_SILENT_GAPS    8       /* missed notifications before re-observing */
 #define OBS_SILENT_MIN_MS  5000
+#define OBS_GET_WAIT_MS    93000   /* RFC 7252 MAX_TRANSMIT_WAIT: a CON's life */
 
 static void start_one(struct resource *r);
+static void arm_silence(struct resource *r, uint32_t max_age_s);
 
 bool
 observe_is_fresh(uint32_t v1, uint64_t t1, uint32_t v2, uint64_t t2)
@@ -90,6 +92,19 @@ silence_fired(loop_t *loop, void *arg)
 
     (void)loop;
     r->refresh_timer = 0;
+    /*
+     * Our GET is still unanswered and libcoap is still retransmitting it.
+     * A second GET would not overtake it: libcoap keeps one CON in flight
+     * per session (NSTART = 1) and queues the rest, so on a lossy link a
+     * GET every few seconds piled up behind the first ones, commands with
+     * them, and an observation stayed dead for good (seen at 20 % loss).
+     * Its answer or its timeout (observe_on_nack) decides what comes next.
+     */
+    if (r->token && !r->active &&
+        loop_now_ms(gw_of(r)->loop) - r->get_ms < OBS_GET_WAIT_MS) {
+        arm_silence(r, COAP_DEFAULT_MAX_AGE);
+        return;
+    }
     log_info("device %s: /%s silent for longer than expected, re-observing",
              r->dev->id, r->path);
     start_one(r);
@@ -149,6 +164,7 @@ start_one(struct resource *r)
         return;
     }
     r->token = token;
+    r->get_ms = loop_now_ms(gw->loop);
     gw->stats.observations_started++;
     /* If the device never answers, try again after the default Max-Age. */
     arm_silence(r, COAP_DEFAULT_MAX_AGE);
