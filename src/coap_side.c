@@ -830,7 +830,7 @@ off:
 #endif
 }
 
-/* After a CON notification was handled: let its retransmission through. */
+/* After a CON response was seen: let its retransmission through. */
 static void
 forget_last_con_mid(coap_side_t *c, coap_session_t *s, const coap_pdu_t *rcvd)
 {
@@ -856,6 +856,15 @@ on_response(coap_session_t *session, const coap_pdu_t *sent,
 
     (void)sent;
     (void)mid;
+    /*
+     * Whatever we answer (ACK, or RST), a retransmission of this CON must
+     * reach us again, or a lost answer stalls the device (#1306 above).
+     * That includes the RST for a notification of an observation we have
+     * replaced: without it the device retried in vain for up to 93 s, its
+     * other notifications queued behind (NSTART = 1), and the observations
+     * of that device stayed dead (test_packet_loss_short, 2 runs in 9).
+     */
+    forget_last_con_mid(c, session, rcvd);
     if (!p || !p->owner) {
         c->gw->stats.unknown_token++;
         /* RFC 7641 3.6: reject a notification we did not ask for, so the
@@ -867,7 +876,6 @@ on_response(coap_session_t *session, const coap_pdu_t *sent,
     if (p->kind == REQ_OBSERVE) {
         if (!observe_on_response(p->owner, session, rcvd))
             return COAP_RESPONSE_FAIL;
-        forget_last_con_mid(c, session, rcvd);
     } else {
         void *cmd = p->owner;
 
