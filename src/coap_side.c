@@ -1004,11 +1004,13 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     struct epoll_event batch[COAP_EPOLL_BATCH * COAP_READS_MAX];
     size_t m = 0, reads = 0, sockets = 0, empty;
     uint64_t t0;
+    bool yield;
     int n;
 
     (void)events;
-    if ((should_coalesce(c) || should_yield_to_broker(c)) && !c->resume_timer) {
-        if (should_yield_to_broker(c))
+    yield = should_yield_to_broker(c);
+    if ((yield || should_coalesce(c)) && !c->resume_timer) {
+        if (yield)
             start_yield(c, loop);
         loop_mod_fd(loop, fd, 0);
         c->resume_timer = loop_add_timer(loop, 1, resume_reading, c);
