@@ -24,8 +24,8 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(PKG_CFLAGS) \
-            -DCOAP2MQTT_VERSION='"$(VERSION)"' -fstack-protector-strong
-LDLIBS   += $(PKG_LIBS) -lz
+            -DCOAP2MQTT_VERSION='"$(VERSION)"' -fstack-protector-strong -pthread
+LDLIBS   += $(PKG_LIBS) -lz -pthread
 
 # Sanitized variant: "make SAN=1" builds into build/san/.
 ifeq ($(SAN),1)
@@ -39,7 +39,8 @@ endif
 
 # The pure modules: no sockets, unit-tested alone, linked into everything.
 PURE_SRC := src/topics.c src/linkformat.c src/config.c src/keystore.c src/log.c \
-            src/payload.c src/payload_json.c src/outq.c src/loop.c src/spool.c
+            src/payload.c src/payload_json.c src/outq.c src/loop.c src/spool.c \
+            src/syncer.c
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 # Every tools/<name>/ directory builds build/coap2mqtt-<name> from its *.c,

@@ -7,7 +7,8 @@
  * PUBACK), so a ring of per-message flags over the unacknowledged window
  * moves the watermark forward only across contiguous deliveries.  Whole
  * segments behind the watermark are deleted.  Nothing here blocks on the
- * network; disk writes are plain write()s and a batched fdatasync().
+ * network; disk writes are plain write()s, made durable by an fdatasync()
+ * every queue.fsync_interval ms on the syncer thread (syncer.h).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -22,6 +23,7 @@
 
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/spool.h"
+#include "coap2mqtt/syncer.h"
 
 #define SEG_MAX_BYTES   (16u << 20)
 #define SEG_MIN_BYTES   (64u << 10)
@@ -50,8 +52,9 @@ struct spool {
     size_t cap;
     uint64_t bytes, max_bytes;
     uint64_t seg_max;               /* rotate beyond this */
-    bool dirty;
+    bool dirty;                     /* written since the last sync began */
     uint64_t sync_timer;
+    syncer_t *syncer;               /* NULL: sync on the loop thread */
     /* disk-only backlog, read back in order */
     uint64_t backlog;               /* messages on disk only */
     struct segment *rseg;
@@ -278,12 +281,30 @@ spool_delivered(spool_t *sp, uint64_t seq)
 
 /* --- writing ------------------------------------------------------------- */
 
+/*
+ * Makes what was appended durable.  From the timer the fdatasync() runs on
+ * the syncer thread; when that is still busy with the previous one, the
+ * data stays dirty for the next tick.  'wait' (fsync_interval 0, close)
+ * syncs here and now.
+ */
 static void
-sync_now(spool_t *sp)
+sync_now(spool_t *sp, bool wait)
 {
-    if (sp->dirty && sp->wfd >= 0 && fdatasync(sp->wfd) < 0)
-        log_warn("spool: fdatasync");
-    sp->dirty = false;
+    static int warned;
+    int err = sp->syncer ? syncer_take_error(sp->syncer) : 0;
+
+    if (err)
+        log_ratelimited(&warned, "spool: fdatasync failed (%s)", strerror(err));
+    if (sp->dirty && sp->wfd >= 0) {
+        if (!wait && sp->syncer) {
+            if (syncer_request(sp->syncer, sp->wfd))
+                sp->dirty = false;
+        } else {
+            if (fdatasync(sp->wfd) < 0)
+                log_warn("spool: fdatasync");
+            sp->dirty = false;
+        }
+    }
     if (sp->acked != sp->acked_on_disk) {
         uint8_t b[8];
 
@@ -300,7 +321,7 @@ sync_tick(loop_t *loop, void *arg)
     spool_t *sp = arg;
 
     retire_tail(sp);
-    sync_now(sp);
+    sync_now(sp, false);
     sp->sync_timer = loop_add_timer(loop, (uint64_t)(sp->gw->cfg->queue.fsync_interval
                                                      ? sp->gw->cfg->queue.fsync_interval
                                                      : 100),
@@ -331,8 +352,12 @@ rotate(spool_t *sp)
     struct segment *s;
 
     if (sp->wfd >= 0) {
-        if (fdatasync(sp->wfd) < 0)
+        /* The syncer syncs its own duplicate, so closing at once is fine;
+         * only when it is busy does the loop wait for the disk. */
+        if (sp->dirty && !(sp->syncer && syncer_request(sp->syncer, sp->wfd)) &&
+            fdatasync(sp->wfd) < 0)
             log_warn("spool: fdatasync");
+        sp->dirty = false;
         close(sp->wfd);
         sp->wfd = -1;
     }
@@ -387,7 +412,7 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
     sp->bytes += len;
     sp->dirty = true;
     if (sp->gw->cfg->queue.fsync_interval == 0)
-        sync_now(sp);
+        sync_now(sp, true);
     return 0;
 }
 
@@ -666,6 +691,8 @@ spool_open(struct gw *gw, const char *dir)
     if (replayed)
         log_notice("spool: %" PRIu64 " messages from before the restart will be "
                    "delivered (%" PRIu64 " waiting on disk)", replayed, sp->backlog);
+    if (!(sp->syncer = syncer_new()))
+        log_warnx("spool: no syncer thread; fdatasync() runs on the loop");
     sp->sync_timer = loop_add_timer(gw->loop, 100, sync_tick, sp);
     return sp;
 }
@@ -679,8 +706,10 @@ spool_close(spool_t *sp)
         return;
     if (sp->gw->loop)
         loop_cancel_timer(sp->gw->loop, sp->sync_timer);
+    syncer_free(sp->syncer);        /* waits for a sync still running */
+    sp->syncer = NULL;
     if (sp->ackfd >= 0) {
-        sync_now(sp);
+        sync_now(sp, true);
         fsync(sp->ackfd);
         close(sp->ackfd);
     }

@@ -1,0 +1,36 @@
+/*
+ * syncer.h - fdatasync() on a thread of its own.  The spool appends on the
+ * loop thread and makes its writes durable every queue.fsync_interval ms;
+ * a journal commit can take milliseconds, and on the loop thread every
+ * reading that arrived meanwhile waited for it (strace: up to 3.7 ms, a
+ * visible share of the CON p99).  The loop hands over a duplicate of the
+ * file descriptor and goes on; the thread syncs it and closes it.  One
+ * sync at a time: a request while the previous one runs is refused, and
+ * the caller keeps its data marked dirty for the next tick.
+ */
+#ifndef COAP2MQTT_SYNCER_H
+#define COAP2MQTT_SYNCER_H
+
+#include <stdbool.h>
+
+typedef struct syncer syncer_t;
+
+/* NULL when the thread cannot be started (the caller syncs inline). */
+syncer_t *syncer_new(void);
+/* Waits for a running sync, then stops the thread. */
+void syncer_free(syncer_t *s);
+
+/*
+ * Starts an fdatasync() of the file behind 'fd' (a duplicate is taken, so
+ * the caller may close or rotate 'fd' at once).  False when a sync is
+ * still running or the duplicate cannot be made: nothing was started.
+ */
+bool syncer_request(syncer_t *s, int fd);
+
+/* Waits until no sync is running or pending. */
+void syncer_drain(syncer_t *s);
+
+/* The errno of the last failed sync since the previous call, else 0. */
+int syncer_take_error(syncer_t *s);
+
+#endif
