@@ -80,12 +80,15 @@ def peer_addr():
 
 class LineLog:
     """Reads a byte stream line by line in a thread, keeps every line, mirrors
-    it to a file, and lets tests await a regex from a given position."""
+    it to a file with its arrival time (the daemon and the simulator print
+    none, and a failure in CI is read from that file), and lets tests await
+    a regex from a given position."""
 
     def __init__(self, stream, path, name):
         self.name = name
         self.path = path
         self.lines = []
+        self.stamps = []
         self.closed = False
         self._cv = threading.Condition()
         self._file = open(path, "w", encoding="utf-8", errors="replace")
@@ -96,9 +99,13 @@ class LineLog:
     def _run(self, stream):
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
+            now = time.time()
+            stamp = "%s.%03d" % (time.strftime("%H:%M:%S", time.gmtime(now)),
+                                 int(now * 1000) % 1000)
             with self._cv:
                 self.lines.append(line)
-                self._file.write(line + "\n")
+                self.stamps.append(stamp)
+                self._file.write(stamp + " " + line + "\n")
                 self._file.flush()
                 self._cv.notify_all()
         with self._cv:
@@ -110,6 +117,11 @@ class LineLog:
         """Position to search from, to await only lines that come later."""
         with self._cv:
             return len(self.lines)
+
+    def tail(self, n):
+        """The last n lines, each with its arrival time (for reports)."""
+        with self._cv:
+            return ["%s %s" % (t, l) for t, l in zip(self.stamps[-n:], self.lines[-n:])]
 
     def text(self):
         with self._cv:
@@ -254,6 +266,11 @@ class Message:
     @property
     def content_type(self):
         return self.prop("ContentType")
+
+    def tail(self, n):
+        """The last n lines, each with its arrival time (for reports)."""
+        with self._cv:
+            return ["%s %s" % (t, l) for t, l in zip(self.stamps[-n:], self.lines[-n:])]
 
     def text(self):
         return self.payload.decode("utf-8")

@@ -115,7 +115,7 @@ def pytest_runtest_makereport(item, call):
         return
     for name, log, n in getattr(item, "c2m_logs", []):
         if log is not None:
-            lines = log.lines[-n:]
+            lines = log.tail(n)
             rep.sections.append(("%s (last %d lines of %s)" % (name, len(lines), log.path),
                                  "\n".join(lines)))
 
