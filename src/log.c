@@ -169,3 +169,9 @@ log_hook_libraries(void)
     coap_set_log_level(max_level >= LOG_LVL_DEBUG ? LOG_INFO : LOG_WARNING);
     coap_dtls_set_log_level(max_level >= LOG_LVL_DEBUG ? LOG_INFO : LOG_WARNING);
 }
+
+void
+log_library_packets(void)
+{
+    coap_set_log_level(LOG_DEBUG);
+}

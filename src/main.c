@@ -55,7 +55,7 @@ usage(void)
             "usage: coap2mqtt [-c FILE] [-t] [-v] [-V]\n"
             "  -c FILE  configuration (default %s)\n"
             "  -t       check the configuration and the files it names, then exit\n"
-            "  -v       more logging (twice: debug)\n"
+            "  -v       more logging (twice: debug; three times: every CoAP PDU)\n"
             "  -V       print the version and exit\n", CONFIG_DEFAULT_PATH);
 }
 
@@ -287,6 +287,8 @@ main(int argc, char **argv)
 
     coap_startup();
     log_hook_libraries();
+    if (verbose >= 3)
+        log_library_packets();
     mosquitto_lib_init();
     memset(&d, 0, sizeof(d));
     d.sigfd = -1;

@@ -35,6 +35,8 @@ void log_ratelimited(const void *key, const char *fmt, ...) LOG_PRINTF(2, 3);
 
 /* Route libcoap's and libmosquitto's logs through this module. */
 void log_hook_libraries(void);
+/* libcoap at debug level: a dump of every PDU sent and received (-vvv). */
+void log_library_packets(void);
 
 /*
  * While on, libcoap's warnings about a read that found no datagram

@@ -539,7 +539,7 @@ class Gateway:
         self.runs = getattr(self, "runs", 0) + 1
         suffix = "" if self.runs == 1 else ".%d" % self.runs
         self.proc = subprocess.Popen(
-            [self.binary, "-c", self.conf, "-v"], stdin=subprocess.DEVNULL,
+            [self.binary, "-c", self.conf] + GATEWAY_FLAGS, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env=gateway_env(), close_fds=True)
         self.log = LineLog(self.proc.stderr,
@@ -581,6 +581,12 @@ class Gateway:
 # --------------------------------------------------------------------------
 # The simulator
 
+# For chasing a failure: C2M_GW_FLAGS=-vvv dumps every CoAP PDU the gateway
+# sends and receives, C2M_SIM_FLAGS=-v every PDU of the simulators; each
+# line in the logs carries its arrival time.
+GATEWAY_FLAGS = os.environ.get("C2M_GW_FLAGS", "-v").split()
+SIM_FLAGS = os.environ.get("C2M_SIM_FLAGS", "").split()
+
 SIM_LINE = re.compile(r"^(REGISTERED|OBSERVED|NOTIFY|PUT|PUSH|SLEEP|WAKE|REBOOT|ERROR|SUMMARY)\b")
 
 
@@ -599,14 +605,14 @@ class Sim:
                      "--psk-file", psk.path]
         if bind is not False:
             self.argv += ["--bind", self.bind]
-        self.argv += [str(a) for a in extra_args]
+        self.argv += [str(a) for a in extra_args] + SIM_FLAGS
         self.stderr_path = os.path.join(tmpdir, self.name + ".stderr")
-        with open(self.stderr_path, "w") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=err,
-                                         env=gateway_env(), close_fds=True)
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=gateway_env(), close_fds=True)
         self.out = LineLog(self.proc.stdout, os.path.join(tmpdir, self.name + ".stdout"),
                            self.name)
+        self.err = LineLog(self.proc.stderr, self.stderr_path, self.name + " stderr")
         self.exit_code = None
         self.expect_death = False   # set when a test kills it on purpose
 
@@ -620,6 +626,7 @@ class Sim:
         if self.exit_code is None:
             self.exit_code = stop_process(self.proc, sig, timeout)
             self.out.join()
+            self.err.join()
         return self.exit_code
 
     def summary(self):
