@@ -174,4 +174,7 @@ void
 log_library_packets(void)
 {
     coap_set_log_level(LOG_DEBUG);
+    /* Through our handler, not fprintf() to stdout: the gateway's stdout
+     * goes nowhere, and the simulator's carries its event protocol. */
+    coap_set_show_pdu_output(0);
 }

@@ -206,7 +206,7 @@ main(int argc, char **argv)
     coap_startup();
     log_hook_libraries();
     if (o.verbose >= 2)
-        coap_set_log_level(LOG_DEBUG);
+        log_library_packets();
     if (o.selftest)
         return selftest(argv[0]);
     epfd = epoll_create1(EPOLL_CLOEXEC);

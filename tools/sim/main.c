@@ -42,7 +42,7 @@ setup_logging(const struct sim_opts *o)
     log_init(o->verbose ? LOG_LVL_DEBUG : LOG_LVL_NOTICE);
     log_hook_libraries();
     if (o->verbose) {
-        coap_set_log_level(LOG_DEBUG);
+        log_library_packets();
         coap_dtls_set_log_level(LOG_DEBUG);
     }
 }
