@@ -172,6 +172,14 @@ token_in_use(coap_side_t *c, uint64_t token)
     return p != NULL;
 }
 
+/* Our tokens on the wire: 8 bytes, big-endian. */
+static void
+token_bytes(uint64_t token, uint8_t tok[8])
+{
+    for (int i = 0; i < 8; i++)
+        tok[i] = (uint8_t)(token >> (8 * (7 - i)));
+}
+
 coap_pdu_t *
 coap_side_new_request(coap_side_t *c, coap_session_t *session,
                       coap_pdu_type_t type, coap_pdu_code_t code,
@@ -201,8 +209,7 @@ coap_side_new_request(coap_side_t *c, coap_session_t *session,
         HASH_ADD(hh, c->pending, token, 8, p);
         *token = p->token;
     }
-    for (int i = 0; i < 8; i++)
-        tok[i] = (uint8_t)(*token >> (8 * (7 - i)));
+    token_bytes(*token, tok);
     coap_add_token(pdu, sizeof(tok), tok);
     while (seg && *seg) {
         size_t n = strcspn(seg, "/");
@@ -227,6 +234,33 @@ coap_side_forget(coap_side_t *c, uint64_t token)
         HASH_DEL(c->pending, p);
         free(p);
     }
+}
+
+/*
+ * Through libcoap's own call: coap_send() of a GET with Observe=1 (4.3.1)
+ * put libcoap's internal token on the wire, which the device did not know,
+ * and coap_cancel_observe() also lets libcoap drop its record of the
+ * observation.
+ */
+void
+coap_side_cancel_observe(coap_session_t *session, uint64_t token)
+{
+    uint8_t tok[8];
+    coap_binary_t bin = { sizeof(tok), tok };
+
+    token_bytes(token, tok);
+    coap_cancel_observe(session, &bin, COAP_MESSAGE_NON);
+}
+
+bool
+coap_side_token_live(coap_side_t *c, uint64_t token, coap_session_t *session)
+{
+    struct pending *p;
+
+    if (!token || !c || !session)
+        return false;
+    HASH_FIND(hh, c->pending, &token, 8, p);
+    return p && p->session == session;
 }
 
 int

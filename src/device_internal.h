@@ -35,6 +35,9 @@ struct resource {
     uint64_t retry_timer;       /* retry after a refused observation */
     unsigned failures;          /* consecutive failures, for backoff */
     uint64_t get_ms;            /* when the observe GET of 'token' was sent */
+    bool con_get_pending;       /* that GET was CON and is still unanswered
+                                 * (libcoap retransmits it) */
+    unsigned rereg_tries;       /* NON re-registrations sent unanswered */
 };
 
 struct device {

@@ -169,9 +169,35 @@ arm_lifetime(struct device *dev, uint32_t lifetime)
                                        lifetime_expired, dev);
 }
 
+/* The same resources as now, in the same order, with the same attributes. */
+static bool
+links_unchanged(const struct device *dev, const struct lf_link *links, size_t n)
+{
+    if (n > LINKFORMAT_MAX_LINKS)
+        n = LINKFORMAT_MAX_LINKS;
+    if (n != dev->n_res)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        const struct resource *r = &dev->res[i];
+
+        if (strcmp(r->path, links[i].path) != 0 || r->obs != links[i].obs ||
+            r->ct != links[i].ct)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * A registration that lists what the device already has keeps the
+ * observations (their tokens, their pending GETs): a refresh, or a POST
+ * retransmitted because our 2.01 got lost, renews them instead of
+ * cancelling them and queueing new GETs behind the old ones.
+ */
 static void
 set_links(struct device *dev, const struct lf_link *links, size_t n)
 {
+    if (links_unchanged(dev, links, n))
+        return;
     observe_cancel_all(dev, true);
     memset(dev->res, 0, sizeof(dev->res));
     dev->n_res = 0;

@@ -27,9 +27,13 @@
 #define OBS_SILENT_GAPS    8       /* missed notifications before re-observing */
 #define OBS_SILENT_MIN_MS  5000
 #define OBS_GET_WAIT_MS    93000   /* RFC 7252 MAX_TRANSMIT_WAIT: a CON's life */
+#define OBS_REREG_FIRST_MS 2000    /* RFC 7252 ACK_TIMEOUT */
+#define OBS_REREG_PATIENT  8       /* NON tries at the silence pace, then back off */
 
 static void start_one(struct resource *r);
+static void reregister(struct resource *r);
 static void arm_silence(struct resource *r, uint32_t max_age_s);
+static uint64_t silence_ms(const struct resource *r, uint32_t max_age_s);
 
 bool
 observe_is_fresh(uint32_t v1, uint64_t t1, uint32_t v2, uint64_t t2)
@@ -54,6 +58,7 @@ forget(struct resource *r)
     r->token = 0;
     r->active = false;
     r->have_seq = false;
+    r->con_get_pending = false;
     /* interval_ms is kept: it belongs to the resource, not the token. */
     loop_cancel_timer(gw->loop, r->refresh_timer);
     loop_cancel_timer(gw->loop, r->retry_timer);
@@ -93,25 +98,42 @@ silence_fired(loop_t *loop, void *arg)
     (void)loop;
     r->refresh_timer = 0;
     /*
-     * Our GET is still unanswered and libcoap is still retransmitting it.
-     * A second GET would not overtake it: libcoap keeps one CON in flight
-     * per session (NSTART = 1) and queues the rest, so on a lossy link a
-     * GET every few seconds piled up behind the first ones, commands with
-     * them, and an observation stayed dead for good (seen at 20 % loss).
-     * Its answer or its timeout (observe_on_nack) decides what comes next.
+     * Our CON GET is still unanswered and libcoap is still retransmitting
+     * it.  Another CON would not overtake it: libcoap keeps one CON in
+     * flight per session (NSTART = 1) and queues the rest.  Its answer or
+     * its timeout (observe_on_nack) decides what comes next.
      */
-    if (r->token && !r->active &&
+    if (r->token && !r->active && r->con_get_pending &&
         loop_now_ms(gw_of(r)->loop) - r->get_ms < OBS_GET_WAIT_MS) {
         arm_silence(r, COAP_DEFAULT_MAX_AGE);
         return;
     }
-    log_info("device %s: /%s silent for longer than expected, re-observing",
-             r->dev->id, r->path);
-    start_one(r);
+    if (r->active)
+        log_info("device %s: /%s silent for longer than expected, re-observing",
+                 r->dev->id, r->path);
+    reregister(r);
+}
+
+/* How long a resource may stay silent: Max-Age plus a grace (RFC 7641
+ * 3.3.1), or less when it notifies regularly (see arm_silence). */
+static uint64_t
+silence_ms(const struct resource *r, uint32_t max_age_s)
+{
+    uint64_t ms = (uint64_t)max_age_s * 1000 + OBS_GRACE_MS;
+
+    if (r->interval_ms) {
+        uint64_t early = r->interval_ms * OBS_SILENT_GAPS;
+
+        if (early < OBS_SILENT_MIN_MS)
+            early = OBS_SILENT_MIN_MS;
+        if (early < ms)
+            ms = early;
+    }
+    return ms;
 }
 
 /*
- * Re-observe when Max-Age plus a grace passes in silence (RFC 7641 3.3.1),
+ * Re-register when Max-Age plus a grace passes in silence (RFC 7641 3.3.1),
  * or sooner when a resource that notifies regularly misses several of its
  * notifications in a row.  The second case matters on lossy links: the
  * device holds back every notification while one CON notification is
@@ -123,51 +145,117 @@ static void
 arm_silence(struct resource *r, uint32_t max_age_s)
 {
     loop_t *loop = gw_of(r)->loop;
-    uint64_t ms = (uint64_t)max_age_s * 1000 + OBS_GRACE_MS;
 
-    if (r->interval_ms) {
-        uint64_t early = r->interval_ms * OBS_SILENT_GAPS;
-
-        if (early < OBS_SILENT_MIN_MS)
-            early = OBS_SILENT_MIN_MS;
-        if (early < ms)
-            ms = early;
-    }
     loop_cancel_timer(loop, r->refresh_timer);
-    r->refresh_timer = loop_add_timer(loop, ms, silence_fired, r);
+    r->refresh_timer = loop_add_timer(loop, silence_ms(r, max_age_s), silence_fired, r);
 }
 
-static void
-start_one(struct resource *r)
+/*
+ * Sends a GET with Observe=0 for 'r'.  On the session its token was made
+ * for, the token is kept: RFC 7641 3.3.1 re-registers with the same token,
+ * the device then renews the registration it has instead of adding one,
+ * late notifications of it still count, and libcoap 4.3.1 replaces its
+ * client-side state for the token - with a new token it kept one more
+ * record (a copy of the request) per re-registration until the session
+ * ended.  -1 when nothing was sent (a retry is scheduled).
+ */
+static int
+send_register(struct resource *r, coap_pdu_type_t type)
 {
     struct gw *gw = gw_of(r);
     coap_session_t *session = r->dev->session;
+    uint64_t token = r->token;
     coap_pdu_t *pdu;
     uint8_t buf[4];
-    uint64_t token;
 
-    forget(r);
-    if (!session || gw->stopping)
-        return;
-    token = 0;
-    pdu = coap_side_new_request(gw->coap, session, COAP_MESSAGE_CON,
-                                COAP_REQUEST_CODE_GET, r->path, REQ_OBSERVE,
-                                r, &token);
-    if (!pdu)
-        return;
+    loop_cancel_timer(gw->loop, r->refresh_timer);
+    loop_cancel_timer(gw->loop, r->retry_timer);
+    r->refresh_timer = r->retry_timer = 0;
+    r->active = false;
+    r->have_seq = false;        /* the answer is the first of a registration */
+    if (!session || gw->stopping) {
+        forget(r);
+        return -1;
+    }
+    if (token && !coap_side_token_live(gw->coap, token, session)) {
+        coap_side_forget(gw->coap, token);
+        token = 0;
+    }
+    r->token = 0;
+    pdu = coap_side_new_request(gw->coap, session, type, COAP_REQUEST_CODE_GET,
+                                r->path, REQ_OBSERVE, r, &token);
+    if (!pdu) {
+        coap_side_forget(gw->coap, token);
+        schedule_retry(r);
+        return -1;
+    }
     /* Observe sorts before Uri-Path (6 < 11): libcoap inserts in order. */
     coap_add_option(pdu, COAP_OPTION_OBSERVE,
                        coap_encode_var_safe(buf, sizeof(buf), COAP_OBSERVE_ESTABLISH),
                        buf);
     if (coap_side_send(gw->coap, session, pdu, token) < 0) {
         schedule_retry(r);
-        return;
+        return -1;
     }
     r->token = token;
     r->get_ms = loop_now_ms(gw->loop);
+    r->con_get_pending = type == COAP_MESSAGE_CON;
     gw->stats.observations_started++;
-    /* If the device never answers, try again after the default Max-Age. */
-    arm_silence(r, COAP_DEFAULT_MAX_AGE);
+    return 0;
+}
+
+static void
+start_one(struct resource *r)
+{
+    struct gw *gw = gw_of(r);
+
+    /* Our CON GET for this observation is still queued or retransmitting
+     * (a device whose registration was retransmitted registers twice or
+     * three times): another would only queue behind it (NSTART = 1), and
+     * at 20 % loss nine GETs of three registrations held a device's
+     * observations for 32 s. */
+    if (r->con_get_pending && coap_side_token_live(gw->coap, r->token, r->dev->session) &&
+        loop_now_ms(gw->loop) - r->get_ms < OBS_GET_WAIT_MS)
+        return;
+    r->rereg_tries = 0;
+    /* If the device never answers, libcoap tells us (observe_on_nack);
+     * until then the silence timer waits for it. */
+    if (send_register(r, COAP_MESSAGE_CON) == 0)
+        arm_silence(r, COAP_DEFAULT_MAX_AGE);
+}
+
+/*
+ * Re-registration, as a NON GET.  The CON GET of the first version queued
+ * behind every other CON to the device (NSTART = 1): at 20 % loss one slow
+ * exchange - a command, another resource's GET - held all of a device's
+ * re-registrations for 15 s and more, and a device that had gone quiet
+ * stayed quiet (test_packet_loss_short).  A NON GET goes out at once; an
+ * unanswered one is sent again, same token, after ACK_TIMEOUT doubling up
+ * to the silence period; after OBS_REREG_PATIENT tries the pause goes on
+ * doubling up to OBS_RETRY_MAX_MS, so a device that is gone costs little.
+ */
+static void
+reregister(struct resource *r)
+{
+    struct gw *gw = gw_of(r);
+    unsigned n = r->rereg_tries;
+    uint64_t silence = silence_ms(r, COAP_DEFAULT_MAX_AGE);
+    uint64_t ms;
+
+    if (send_register(r, COAP_MESSAGE_NON) < 0)
+        return;
+    if (n < OBS_REREG_PATIENT) {
+        ms = (uint64_t)OBS_REREG_FIRST_MS << n;
+        if (ms > silence)
+            ms = silence;
+    } else {
+        n -= OBS_REREG_PATIENT - 1;
+        ms = silence << (n < 16 ? n : 16);
+        if (ms > OBS_RETRY_MAX_MS)
+            ms = OBS_RETRY_MAX_MS;
+    }
+    r->rereg_tries++;
+    r->refresh_timer = loop_add_timer(gw->loop, ms, silence_fired, r);
 }
 
 void
@@ -180,27 +268,13 @@ observe_start_all(struct device *dev)
         }
 }
 
+/* RFC 7641 3.6: a GET with Observe=1 and the same token.  Sent NON:
+ * nobody waits for its answer, and if it is lost the device's next
+ * notification gets a RST (unknown token), which also ends it. */
 static void
 cancel_on_wire(struct resource *r)
 {
-    struct gw *gw = gw_of(r);
-    coap_session_t *session = r->dev->session;
-    uint64_t token = r->token;      /* same token: not registered again */
-    coap_pdu_t *pdu;
-    uint8_t buf[4];
-
-    /* RFC 7641 3.6: a GET with Observe=1 and the same token.  Sent NON:
-     * nobody waits for its answer, and if it is lost the device's next
-     * notification gets a RST (unknown token), which also ends it. */
-    pdu = coap_side_new_request(gw->coap, session, COAP_MESSAGE_NON,
-                                COAP_REQUEST_CODE_GET, r->path, REQ_OBSERVE,
-                                NULL, &token);
-    if (!pdu)
-        return;
-    coap_add_option(pdu, COAP_OPTION_OBSERVE,
-                       coap_encode_var_safe(buf, sizeof(buf), COAP_OBSERVE_CANCEL),
-                       buf);
-    coap_send(session, pdu);
+    coap_side_cancel_observe(r->dev->session, r->token);
 }
 
 void
@@ -312,6 +386,8 @@ observe_on_response(struct resource *r, coap_session_t *session,
     }
     r->active = true;
     r->failures = 0;
+    r->rereg_tries = 0;
+    r->con_get_pending = false;
     /* A notification shows the device is awake: deliver what waits. */
     if (r->dev->cmd_head && !r->dev->cmd_inflight)
         commands_kick(r->dev);
@@ -325,6 +401,7 @@ observe_on_response(struct resource *r, coap_session_t *session,
 void
 observe_on_nack(struct resource *r, coap_nack_reason_t reason)
 {
+    r->con_get_pending = false;
     if (reason == COAP_NACK_RST) {
         gw_of(r)->stats.observations_failed++;
         forget(r);

@@ -8,6 +8,7 @@
 #ifndef COAP2MQTT_COAP_SIDE_H
 #define COAP2MQTT_COAP_SIDE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <coap3/coap.h>
@@ -42,6 +43,11 @@ int coap_side_send(coap_side_t *c, coap_session_t *session, coap_pdu_t *pdu,
                    uint64_t token);
 /* Stops routing responses with this token (0 is ignored). */
 void coap_side_forget(coap_side_t *c, uint64_t token);
+/* RFC 7641 3.6 deregistration of the observation 'token', sent NON;
+ * nothing is sent when the device never answered the registration. */
+void coap_side_cancel_observe(coap_session_t *session, uint64_t token);
+/* Whether 'token' is registered and was made for 'session'. */
+bool coap_side_token_live(coap_side_t *c, uint64_t token, coap_session_t *session);
 
 /* Authenticated identity of a session as a C string, or NULL. */
 const char *coap_side_identity(coap_session_t *session, char *buf, size_t cap);

@@ -587,7 +587,7 @@ class Gateway:
 GATEWAY_FLAGS = os.environ.get("C2M_GW_FLAGS", "-v").split()
 SIM_FLAGS = os.environ.get("C2M_SIM_FLAGS", "").split()
 
-SIM_LINE = re.compile(r"^(REGISTERED|OBSERVED|NOTIFY|PUT|PUSH|SLEEP|WAKE|REBOOT|ERROR|SUMMARY)\b")
+SIM_LINE = re.compile(r"^(REGISTERED|OBSERVED|OBSERVE_GET|NOTIFY|PUT|PUSH|SLEEP|WAKE|REBOOT|ERROR|SUMMARY)\b")
 
 
 class Sim:

@@ -91,3 +91,25 @@ def test_blockwise_4k_notification(gateway, sim, mqtt):
         assert isinstance(doc["seq"], int)
         assert m.content_type == "application/json"
     assert seq_of(msgs[0]) < seq_of(msgs[1])
+
+
+def test_silent_resource_registered_again_non_same_token(gateway, sim, mqtt):
+    """A resource that stops notifying, on a device that still answers, is
+    registered again once it has been silent for several of its intervals:
+    with a NON GET (which no other CON to the device can hold up) and the
+    same token (RFC 7641 3.3.1), and the answer is published."""
+    topic = gateway.topic("hvac-1", "temperature")
+    mqtt.subscribe(topic, qos=1)
+    # Three readings every 0.5 s, then silence; the gateway learns the pace.
+    s = sim("hvac", extra_args=["--interval", "500", "--count-readings", "3"])
+    get = r"^OBSERVE_GET hvac-1 temperature (CON|NON) ([0-9a-f]+)$"
+    first, pos = s.out.wait_line(get, timeout=15)
+    assert first.group(1) == "CON", first.group(0)
+    mqtt.wait_for(topic, lambda m: len(mqtt.received(topic)) >= 3, timeout=15)
+    mark = mqtt.mark()
+    again = s.wait_for(get, timeout=30, start=pos)
+    assert again.group(1) == "NON", again.group(0)
+    assert again.group(2) == first.group(2), "token changed: %s, then %s" % (
+        first.group(2), again.group(2))
+    # The device's answer to it (the current value) reaches the broker.
+    mqtt.wait_for(topic, timeout=10, start=mark)

@@ -107,6 +107,21 @@ observe_registration(const coap_pdu_t *request)
                                         coap_opt_length(opt)) == 0;
 }
 
+/* "OBSERVE_GET <id> <path> <CON|NON> <token hex>": how the gateway
+ * (re-)registers, for the tests. */
+static void
+print_registration(const struct sensor *s, const struct res_state *r,
+                   const coap_pdu_t *request)
+{
+    coap_bin_const_t tok = coap_pdu_get_token(request);
+    char hex[2 * 8 + 1] = "-";
+
+    for (size_t i = 0; i < tok.length && i < 8; i++)
+        snprintf(hex + 2 * i, 3, "%02x", tok.s[i]);
+    out_event(s->sim, false, "OBSERVE_GET %s %s %s %s", s->id, r->def->path,
+              coap_pdu_get_type(request) == COAP_MESSAGE_CON ? "CON" : "NON", hex);
+}
+
 static void
 hnd_get(coap_resource_t *resource, coap_session_t *session,
         const coap_pdu_t *request, const coap_string_t *query,
@@ -116,7 +131,10 @@ hnd_get(coap_resource_t *resource, coap_session_t *session,
     struct sensor *s = r->sensor;
     bool notify = r->notify_pending;
 
+    /* A notification comes through here too, with the registration as
+     * 'request' but notify_pending set. */
     if (!notify && observe_registration(request)) {
+        print_registration(s, r, request);
         if (r->observed_gen != s->gen) {
             r->observed_gen = s->gen;
             out_event(s->sim, true, "OBSERVED %s %s", s->id, r->def->path);

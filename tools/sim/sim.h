@@ -7,8 +7,9 @@
  * observing session of a context at once.  All contexts are driven from one
  * epoll loop in main.c.
  *
- * The stdout lines (REGISTERED, OBSERVED, NOTIFY, PUT, PUSH, SLEEP, WAKE,
- * REBOOT, ERROR, SUMMARY) are a protocol parsed by the integration tests.
+ * The stdout lines (REGISTERED, OBSERVED, OBSERVE_GET, NOTIFY, PUT, PUSH,
+ * SLEEP, WAKE, REBOOT, ERROR, SUMMARY) are a protocol parsed by the
+ * integration tests.
  */
 #ifndef COAP2MQTT_SIM_H
 #define COAP2MQTT_SIM_H
