@@ -208,11 +208,20 @@ def register_links(links="</t>;ct=0"):
 # bridge/stats
 
 def stats(mqtt, gw, pred=None, timeout=5, start=None):
-    """The next bridge/stats document (from 'start', default: now) for
-    which pred(doc) holds."""
+    """The first bridge/stats document made after this call for which
+    pred(doc) holds, so its counters include everything that happened
+    before the call.  A document received later may have been made earlier
+    (on its way already), so the one awaited carries a "time" (the gateway's
+    wall clock, whole seconds) past the current second: with
+    stats_interval = 1, at most two seconds away."""
+    now = int(time.time())
     start = mqtt.mark() if start is None else start
-    return mqtt.wait_for(gw.topic("bridge", "stats"),
-                         (lambda m: pred(m.json())) if pred else None,
+
+    def wanted(m):
+        doc = m.json()
+        return doc.get("time", 0) > now and (pred is None or pred(doc))
+
+    return mqtt.wait_for(gw.topic("bridge", "stats"), wanted,
                          timeout=timeout, start=start).json()
 
 

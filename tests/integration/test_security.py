@@ -5,20 +5,15 @@ handshake; the gateway logs one warning naming source address and identity
 import re
 
 import c2m
+import sec
 
 
 def failure_count(doc):
     return sum(c2m.find_counters(doc, r"(^|\.)(handshakes_failed)$").values())
 
 
-def stats(mqtt, gw, start=0, pred=None, timeout=5):
-    return mqtt.wait_for(gw.topic("bridge", "stats"),
-                         (lambda m: pred(m.json())) if pred else None,
-                         timeout=timeout, start=start).json()
-
-
 def check_refused(gateway, coap, mqtt, identity, key, counter_rx):
-    before = stats(mqtt, gateway)
+    before = sec.stats(mqtt, gateway)
     mark = gateway.log.mark()
     addr = c2m.peer_addr()
     r = coap(gateway, identity, "rd?ep=%s&lt=60" % identity, key=key,
@@ -33,8 +28,8 @@ def check_refused(gateway, coap, mqtt, identity, key, counter_rx):
     hits = [l for l in gateway.log.lines[mark:] if addr in l and identity in l]
     assert len(hits) == 1, "want one line, got:\n" + "\n".join(hits)
 
-    after = stats(mqtt, gateway, start=mqtt.mark(),
-                  pred=lambda d: failure_count(d) > failure_count(before))
+    after = sec.stats(mqtt, gateway,
+                      lambda d: failure_count(d) > failure_count(before))
     rose = {k: v for k, v in c2m.find_counters(after, counter_rx).items()
             if v > c2m.find_counters(before, counter_rx).get(k, 0)}
     assert rose, "no %s counter rose: before %s after %s" % (counter_rx, before, after)
