@@ -252,6 +252,19 @@ coap_side_cancel_observe(coap_session_t *session, uint64_t token)
     coap_cancel_observe(session, &bin, COAP_MESSAGE_NON);
 }
 
+void
+coap_side_send_ack(coap_session_t *session, uint16_t mid)
+{
+    /* coap_send_ack() takes the CON it answers; only its Message ID and
+     * type are read. */
+    coap_pdu_t *con = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, mid, 4);
+
+    if (con) {
+        coap_send_ack(session, con);
+        coap_delete_pdu(con);
+    }
+}
+
 bool
 coap_side_token_live(coap_side_t *c, uint64_t token, coap_session_t *session)
 {
@@ -916,6 +929,9 @@ on_response(coap_session_t *session, const coap_pdu_t *sent,
         coap_side_forget(c, p->token);   /* one answer per command */
         commands_on_response(cmd, rcvd);
     }
+    if (coap_pdu_get_type(rcvd) == COAP_MESSAGE_CON && coap_session_get_app_data(session))
+        device_con_response_seen(coap_session_get_app_data(session),
+                                 (uint16_t)coap_pdu_get_mid(rcvd), loop_now_ms(c->gw->loop));
     return COAP_RESPONSE_OK;
 }
 

@@ -19,6 +19,13 @@ struct command;
 
 #define DEVICE_RECENT_MIDS 16
 
+/* Message IDs of recent CONs from a device, with when they came. */
+struct mid_ring {
+    uint16_t mid[DEVICE_RECENT_MIDS];
+    uint64_t ms[DEVICE_RECENT_MIDS];
+    unsigned pos;
+};
+
 /* One resource the device declared, and our observation of it. */
 struct resource {
     struct device *dev;
@@ -55,9 +62,13 @@ struct device {
     size_t n_res;
     /* Message IDs of recent CON pushes on this session: libcoap remembers
      * only the last one, and a device whose ACK got lost sends again. */
-    uint16_t recent_mid[DEVICE_RECENT_MIDS];
-    uint64_t recent_ms[DEVICE_RECENT_MIDS];
-    unsigned recent_pos;
+    struct mid_ring pushes;
+    /* The same for CON responses (notifications), and the ACK we send
+     * again when one comes twice (device_con_response_seen). */
+    struct mid_ring responses;
+    uint64_t reack_timer;
+    uint16_t reack_mid;
+    unsigned reack_left;
     /* token bucket for coap.max_request_rate */
     double tokens;
     uint64_t tokens_ms;

@@ -7,11 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coap2mqtt/coap_side.h"
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/status.h"
 #include "device_internal.h"
+
+#define REACK_FIRST_MS 1000    /* the ACK again, this long after the repeat */
+#define REACK_AGAIN_MS 2000
+#define REACK_TIMES    2
 
 struct devices {
     struct gw *gw;
@@ -36,6 +41,7 @@ device_free(devices_t *d, struct device *dev)
     commands_flush(dev, "gateway stopping");
     loop_cancel_timer(d->gw->loop, dev->expiry_timer);
     loop_cancel_timer(d->gw->loop, dev->observe_timer);
+    loop_cancel_timer(d->gw->loop, dev->reack_timer);
     if (dev->session)
         coap_session_set_app_data(dev->session, NULL);
     free(dev);
@@ -122,7 +128,10 @@ adopt_session(struct device *dev, coap_session_t *session)
     dev->session = session;
     coap_session_set_app_data(session, dev);
     /* Message IDs start over on a new session. */
-    memset(dev->recent_ms, 0, sizeof(dev->recent_ms));
+    memset(&dev->pushes, 0, sizeof(dev->pushes));
+    memset(&dev->responses, 0, sizeof(dev->responses));
+    loop_cancel_timer(dev->gw->loop, dev->reack_timer);
+    dev->reack_timer = 0;
     return true;
 }
 
@@ -288,6 +297,8 @@ devices_session_gone(devices_t *d, coap_session_t *session)
         return;
     coap_session_set_app_data(session, NULL);
     dev->session = NULL;
+    loop_cancel_timer(dev->gw->loop, dev->reack_timer);
+    dev->reack_timer = 0;
     observe_cancel_all(dev, false);
     commands_session_lost(dev);
     /* A push-only device has nothing else telling us it is there. */
@@ -318,20 +329,63 @@ device_allow_request(device_t *dev, uint64_t now_ms)
     return true;
 }
 
-bool
-device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms)
+/* True if 'mid' is in the ring and recent enough to be a retransmission;
+ * otherwise remembers it and returns false. */
+static bool
+mid_ring_seen(struct mid_ring *r, uint16_t mid, uint64_t now_ms)
 {
     /* RFC 7252 EXCHANGE_LIFETIME: a retransmission comes within 247 s. */
     const uint64_t lifetime_ms = 247000;
 
     for (unsigned i = 0; i < DEVICE_RECENT_MIDS; i++)
-        if (dev->recent_ms[i] && dev->recent_mid[i] == mid &&
-            now_ms - dev->recent_ms[i] < lifetime_ms)
+        if (r->ms[i] && r->mid[i] == mid && now_ms - r->ms[i] < lifetime_ms)
             return true;
-    dev->recent_mid[dev->recent_pos] = mid;
-    dev->recent_ms[dev->recent_pos] = now_ms ? now_ms : 1;
-    dev->recent_pos = (dev->recent_pos + 1) % DEVICE_RECENT_MIDS;
+    r->mid[r->pos] = mid;
+    r->ms[r->pos] = now_ms ? now_ms : 1;
+    r->pos = (r->pos + 1) % DEVICE_RECENT_MIDS;
     return false;
+}
+
+bool
+device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms)
+{
+    return mid_ring_seen(&dev->pushes, mid, now_ms);
+}
+
+static void
+reack_fired(loop_t *loop, void *arg)
+{
+    struct device *dev = arg;
+
+    dev->reack_timer = 0;
+    if (!dev->session)
+        return;
+    coap_side_send_ack(dev->session, dev->reack_mid);
+    dev->gw->stats.acks_repeated++;
+    if (--dev->reack_left)
+        dev->reack_timer = loop_add_timer(loop, REACK_AGAIN_MS, reack_fired, dev);
+}
+
+/*
+ * A CON response (a notification) came a second time: the device missed
+ * our ACK.  libcoap acknowledges the retransmission, and that ACK can be
+ * lost too; meanwhile the device holds back every other CON (NSTART = 1),
+ * and its next retransmission comes only after twice the last wait (4,
+ * 8, 16 s ...).  At 20 % loss that stall, not the network, kept
+ * observations silent for 20-90 s.  So the same empty ACK goes out again
+ * after 1 s and 3 s: two datagrams of 4 bytes, and only for a device
+ * that has shown it lost one.  A device that already has the ACK ignores
+ * a second one (RFC 7252 4.5).
+ */
+void
+device_con_response_seen(device_t *dev, uint16_t mid, uint64_t now_ms)
+{
+    if (!mid_ring_seen(&dev->responses, mid, now_ms))
+        return;
+    loop_cancel_timer(dev->gw->loop, dev->reack_timer);
+    dev->reack_mid = mid;
+    dev->reack_left = REACK_TIMES;
+    dev->reack_timer = loop_add_timer(dev->gw->loop, REACK_FIRST_MS, reack_fired, dev);
 }
 
 const char *

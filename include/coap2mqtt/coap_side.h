@@ -46,6 +46,8 @@ void coap_side_forget(coap_side_t *c, uint64_t token);
 /* RFC 7641 3.6 deregistration of the observation 'token', sent NON;
  * nothing is sent when the device never answered the registration. */
 void coap_side_cancel_observe(coap_session_t *session, uint64_t token);
+/* An empty ACK with Message ID 'mid'. */
+void coap_side_send_ack(coap_session_t *session, uint16_t mid);
 /* Whether 'token' is registered and was made for 'session'. */
 bool coap_side_token_live(coap_side_t *c, uint64_t token, coap_session_t *session);
 

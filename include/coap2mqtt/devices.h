@@ -61,6 +61,9 @@ bool device_allow_request(device_t *dev, uint64_t now_ms);
 /* True if a CON with this Message ID came on the current session within
  * EXCHANGE_LIFETIME; otherwise remembers it and returns false. */
 bool device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms);
+/* A CON response from the device was acknowledged; when it is a repeat
+ * (the device missed our ACK), the ACK is sent again twice, 1 s apart. */
+void device_con_response_seen(device_t *dev, uint16_t mid, uint64_t now_ms);
 uint32_t device_lifetime(const device_t *dev);
 
 /* Calls fn for every device, in no particular order. */

@@ -29,6 +29,7 @@
     X(notifications_in)      /* observe notifications received */           \
     X(notifications_stale)   /* dropped: stale or duplicate (RFC 7641 3.4) */ \
     X(unknown_token)         /* responses matching no request of ours */    \
+    X(acks_repeated)         /* ACKs sent again: the device repeated a CON */ \
     X(pushes_in)             /* POST/PUT /ps/... readings received */       \
     X(duplicates_in)         /* CON pushes seen twice (lost ACK): once out */ \
     X(commands_duplicate)    /* QoS 1 redeliveries of a command: not re-sent */ \

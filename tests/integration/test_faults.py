@@ -448,7 +448,7 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
            "dead_observations": dead, "loss_drops": netns.loss_counters(),
            "device_notification_timeouts": len(s.out.find(r"^ERROR \S+ notification timeout")),
            "max_puts_of_one_value": max(puts.values()) if puts else 0,
-           "gw_stats": c2m.find_counters(stats, r"command|reregist|stale|dup|retrans")}
+           "gw_stats": c2m.find_counters(stats, r"command|reregist|stale|dup|retrans|acks_repeated")}
     print("FAULTS %s %s" % (name, faults.json.dumps(doc, sort_keys=True)))
     faults.record(name, doc)
     assert not missing, "commands without a result: %s" % missing[:20]
@@ -456,6 +456,10 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
     assert not unknown, "results for commands never sent: %s" % unknown[:10]
     assert ok >= min_success * n, "%d of %d commands succeeded" % (ok, n)
     assert not dead, "observations dead after %ds of loss: %s" % (alive_s, dead)
+    # Devices repeated CON notifications whose ACK was lost, and the
+    # gateway sent those ACKs again (devices.c, device_con_response_seen).
+    assert stats.get("acks_repeated", 0) > 0, \
+        "no ACK sent again under loss: %s" % c2m.find_counters(stats, r"acks|stale")
 
 
 # 100 commands: at 20 % loss each way one exchange succeeds with p = 0.64,
