@@ -33,7 +33,6 @@
 static void start_one(struct resource *r);
 static void reregister(struct resource *r);
 static void arm_silence(struct resource *r, uint32_t max_age_s);
-static uint64_t silence_ms(const struct resource *r, uint32_t max_age_s);
 
 bool
 observe_is_fresh(uint32_t v1, uint64_t t1, uint32_t v2, uint64_t t2)
@@ -90,6 +89,15 @@ schedule_retry(struct resource *r)
     r->retry_timer = loop_add_timer(gw_of(r)->loop, ms, retry_fired, r);
 }
 
+/* Our CON GET is unanswered and libcoap may still be retransmitting it
+ * (the flag is cleared by its answer, its timeout, and forget()). */
+static bool
+con_get_in_flight(const struct resource *r)
+{
+    return r->con_get_pending &&
+           loop_now_ms(r->dev->gw->loop) - r->get_ms < OBS_GET_WAIT_MS;
+}
+
 static void
 silence_fired(loop_t *loop, void *arg)
 {
@@ -103,8 +111,7 @@ silence_fired(loop_t *loop, void *arg)
      * flight per session (NSTART = 1) and queues the rest.  Its answer or
      * its timeout (observe_on_nack) decides what comes next.
      */
-    if (r->token && !r->active && r->con_get_pending &&
-        loop_now_ms(gw_of(r)->loop) - r->get_ms < OBS_GET_WAIT_MS) {
+    if (con_get_in_flight(r)) {
         arm_silence(r, COAP_DEFAULT_MAX_AGE);
         return;
     }
@@ -207,15 +214,12 @@ send_register(struct resource *r, coap_pdu_type_t type)
 static void
 start_one(struct resource *r)
 {
-    struct gw *gw = gw_of(r);
-
     /* Our CON GET for this observation is still queued or retransmitting
      * (a device whose registration was retransmitted registers twice or
      * three times): another would only queue behind it (NSTART = 1), and
      * at 20 % loss nine GETs of three registrations held a device's
      * observations for 32 s. */
-    if (r->con_get_pending && coap_side_token_live(gw->coap, r->token, r->dev->session) &&
-        loop_now_ms(gw->loop) - r->get_ms < OBS_GET_WAIT_MS)
+    if (con_get_in_flight(r))
         return;
     r->rereg_tries = 0;
     /* If the device never answers, libcoap tells us (observe_on_nack);

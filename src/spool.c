@@ -354,10 +354,9 @@ rotate(spool_t *sp)
     if (sp->wfd >= 0) {
         /* The syncer syncs its own duplicate, so closing at once is fine;
          * only when it is busy does the loop wait for the disk. */
-        if (sp->dirty && !(sp->syncer && syncer_request(sp->syncer, sp->wfd)) &&
-            fdatasync(sp->wfd) < 0)
-            log_warn("spool: fdatasync");
-        sp->dirty = false;
+        sync_now(sp, false);
+        if (sp->dirty)
+            sync_now(sp, true);
         close(sp->wfd);
         sp->wfd = -1;
     }

@@ -30,9 +30,9 @@ int coap_side_reload_pki(coap_side_t *c);
 /*
  * A new request PDU for 'session' (type CON or NON) with the Uri-Path
  * options of 'path'.  If *token is 0, a fresh token is made, registered
- * for (kind, owner) and stored in *token; otherwise *token is reused as is
- * and nothing is registered (observe cancellation).  NULL on allocation
- * failure.
+ * for (kind, owner) and stored in *token; otherwise *token, registered
+ * before, is reused as is (an observation registering again).  NULL on
+ * allocation failure.
  */
 coap_pdu_t *coap_side_new_request(coap_side_t *c, coap_session_t *session,
                                   coap_pdu_type_t type, coap_pdu_code_t code,
