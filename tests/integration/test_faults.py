@@ -51,6 +51,19 @@ def await_all_pushing(s, prefix, n, timeout=60):
         s.wait_for(r"^PUSH %s%d energy \d+ 2\.04$" % (prefix, i), timeout=left)
 
 
+def await_lines(s, regex, count, timeout=60):
+    """Waits for 'count' more simulator lines matching 'regex' (from now):
+    the load before a fault, counted in readings rather than seconds, so a
+    slow box gets as much of it as a fast one."""
+    deadline = time.monotonic() + timeout
+    pos = s.mark()
+    for _ in range(count):
+        _, pos = s.out.wait_line(regex, timeout=max(0.1, deadline - time.monotonic()),
+                                 start=pos)
+
+
+PUSH_ACKED = r"^PUSH \S+ \S+ \d+ 2\.04$"
+
 # --------------------------------------------------------------------------
 # a. broker outage under load
 
@@ -112,7 +125,7 @@ def kill_during_outage(make_gateway, sim, broker, mqtt_factory, psk_file, *, sen
     watch = subscriber(mqtt_factory, gw, "energy")
     s = push_fleet(sim, prefix, sensors, rate)
     await_all_pushing(s, prefix, sensors)
-    time.sleep(2)
+    await_lines(s, PUSH_ACKED, 2 * sensors * rate)     # about 2 s of load
 
     assert broker.stop() == 0
     mark = s.mark()
@@ -163,7 +176,7 @@ def test_kill9_under_load_broker_up(make_gateway, sim, broker, mqtt_factory, psk
     watch = subscriber(mqtt_factory, gw, "energy")
     s = push_fleet(sim, prefix, 10, 20)
     await_all_pushing(s, prefix, 10)
-    time.sleep(4)
+    await_lines(s, PUSH_ACKED, 4 * 10 * 20)              # about 4 s of load
     gw.expect_death = True
     assert gw.stop(signal.SIGKILL) == -signal.SIGKILL
     assert s.stop() == 0
@@ -276,7 +289,8 @@ def gateway_restart(make_gateway, sim, mqtt, psk_file, *, sensors, sig, lifetime
             extra_args=["--prefix", prefix, "--interval", "1000", "--lifetime", str(lifetime)])
     for i in range(1, sensors + 1):
         observed_all(s, prefix + str(i), paths, 0, 30)
-    time.sleep(2)
+    # Notifications flowing (about 2 s of them) before the stop.
+    await_lines(s, r"^NOTIFY %s\d+ (energy|power) \d+$" % prefix, 2 * sensors * len(paths))
     if sig == signal.SIGKILL:
         gw.expect_death = True
         assert gw.stop(sig) == -sig
@@ -517,7 +531,7 @@ def throttled_broker(netns, monkeypatch, make_gateway, sim, broker, mqtt_factory
     pid = gw.proc.pid
     s = push_fleet(sim, prefix, sensors, rate, ["--payload-size", str(payload)])
     await_all_pushing(s, prefix, sensors)
-    time.sleep(2)
+    await_lines(s, PUSH_ACKED, 2 * sensors * rate)     # about 2 s of load
     rss_before = faults.rss_kib(pid)
     netns.throttle_tcp_port(broker.port)
     samples = []            # (t, rss KiB, spool bytes on disk)
