@@ -6,6 +6,7 @@
 #                   run unit and integration tests
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make deps       install missing Debian packages only
+#   make help       the list of targets
 
 PREFIX   ?= /usr/local
 DESTDIR  ?=
@@ -18,8 +19,12 @@ CC       ?= cc
 # (a python3 earlier on PATH, e.g. pyenv's, lacks them).
 PYTHON   ?= /usr/bin/python3
 PKGS     := libcoap-3-openssl libmosquitto libconfig libsystemd jansson libcbor openssl
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# pkg-config is asked when a recipe first needs the flags, not when make
+# reads this file: on a fresh box the -dev packages arrive only with the
+# "deps" prerequisite of the same make, and flags read before it were empty
+# (500 undefined references at link time).  Each is asked once, then kept.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS) 2>/dev/null))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS) 2>/dev/null))$(PKG_LIBS)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   ?= -O2 -g
@@ -55,7 +60,33 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/coap2mqtt $(TOOL_BIN)
 
-$(BUILD)/obj/%.o: %.c $(wildcard include/coap2mqtt/*.h) $(wildcard src/*.h) $(wildcard tools/*/*.h)
+help:
+	@echo 'coap2mqtt - CoAP/DTLS sensors <-> MQTT gateway.  Targets:'
+	@echo '  make run       install missing Debian packages, build, start the demo'
+	@echo '                 (private broker, gateway, three sensors; Ctrl-C stops;'
+	@echo '                 DEMO_DURATION=N stops after N s and checks the readings)'
+	@echo '  make test      install missing packages, build with ASan+UBSan, run every'
+	@echo '                 test (unit, fuzz, integration, fresh-box container check)'
+	@echo '  make           build build/coap2mqtt and the tools (needs the packages)'
+	@echo '  make deps      install the missing Debian packages only'
+	@echo '  make bench     side-by-side measurements (about 10 min)'
+	@echo '  make soak      the long fault-injection runs'
+	@echo '  make fuzz      libFuzzer, FUZZ_SECONDS per target'
+	@echo '  make install   PREFIX=/usr/local DESTDIR= SYSCONFDIR=/etc'
+	@echo '  make clean     remove build/'
+
+# Before the first compile: are the libraries there?  Without them the
+# build would end in hundreds of undefined references; say what to run.
+have-pkgs:
+	@command -v pkg-config >/dev/null 2>&1 && command -v $(firstword $(CC)) >/dev/null 2>&1 \
+	  && pkg-config --exists $(PKGS) 2>/dev/null && exit 0; \
+	missing=""; for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || missing="$$missing $$p"; done; \
+	echo "coap2mqtt: cannot build: the compiler, pkg-config or these libraries are missing:$$missing" >&2; \
+	echo "coap2mqtt: 'make deps' installs every Debian package needed (as root or with sudo);" >&2; \
+	echo "coap2mqtt: 'make run' and 'make test' do that by themselves.  'make help' lists the targets." >&2; \
+	exit 1
+
+$(BUILD)/obj/%.o: %.c $(wildcard include/coap2mqtt/*.h) $(wildcard src/*.h) $(wildcard tools/*/*.h) | have-pkgs
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -95,7 +126,8 @@ soak: deps
 	  $(PYTHON) -m pytest -v -p no:cacheprovider -m soak tests/integration $(PYTEST_ARGS)
 
 # Side-by-side measurements (optimised build, no sanitizers); at most 10 min.
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory all
 	bench/run.sh
 
 # libFuzzer targets (clang); FUZZ_SECONDS each.
@@ -103,7 +135,10 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-run: deps all
+run: deps
+	@echo "coap2mqtt: building (about a minute on 2 cores)"
+	@$(MAKE) --no-print-directory -j$$(nproc) all
+	@echo "coap2mqtt: built; starting the demo"
 	@scripts/demo.sh
 
 install: $(BUILD)/coap2mqtt
@@ -121,6 +156,6 @@ install: $(BUILD)/coap2mqtt
 clean:
 	rm -rf build
 
-.PHONY: all deps unit test soak bench fuzz run install clean
+.PHONY: all help have-pkgs deps unit test soak bench fuzz run install clean
 # Keep the tools' objects: they are intermediate files of a pattern rule.
 .SECONDARY:

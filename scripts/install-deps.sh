@@ -14,9 +14,16 @@ for p in $PKGS; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
-echo "installing:$missing"
+n=$(echo $missing | wc -w)
+# A fresh box needs all of them: say what is happening, apt's own progress
+# follows, so no minute passes in silence.
+echo "coap2mqtt: $n Debian packages missing, installing them with apt-get"
+echo "coap2mqtt: (about 1-3 minutes on a fresh Debian 12):$missing"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
+echo "coap2mqtt: apt-get update"
 $SUDO apt-get update -q
+echo "coap2mqtt: apt-get install"
 $SUDO apt-get install -y -q --no-install-recommends $missing
+echo "coap2mqtt: packages installed"
