@@ -5,6 +5,11 @@
  * and sent as a CON PUT (or GET) on the device's current session when it
  * has one.  libcoap does the RFC 7252 retransmissions and block-wise
  * transfer; we turn its answer, or its giving up, into exactly one result.
+ *
+ * Layer: services (calls base, the device session and the outbound path;
+ * hears of MQTT messages through the MQTT side's message callback, of
+ * devices through its device listener, of answers through the handler
+ * registered with each request)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,15 +17,22 @@
 #include <jansson.h>
 #include <mqtt_protocol.h>
 
-#include "coap2mqtt/coap_side.h"
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/mqtt_side.h"
-#include "coap2mqtt/outq.h"
+#include "coap2mqtt/outbound.h"
 #include "coap2mqtt/payload.h"
-#include "coap2mqtt/spool.h"
 #include "device_internal.h"
+
+#define RECENT_COMMANDS 256
+
+struct commands {
+    struct gw *gw;
+    /* (packet id, topic+payload hash) of recent QoS 1 commands, so a
+     * broker redelivery (lost PUBACK) is not PUT twice. */
+    uint64_t recent[RECENT_COMMANDS];
+    unsigned recent_pos;
+};
 
 struct command {
     struct command *next;
@@ -39,6 +51,31 @@ struct command {
 };
 
 static void send_next(struct device *dev);
+static bool on_answer(void *owner, coap_session_t *session, const coap_pdu_t *rcvd);
+static void on_nack(void *owner, coap_nack_reason_t reason);
+
+/* One answer per command: the transport forgets the token at the first. */
+static const struct transport_handler command_handler = {
+    .on_response = on_answer,
+    .on_nack = on_nack,
+    .one_shot = true,
+};
+
+commands_t *
+commands_new(struct gw *gw)
+{
+    commands_t *c = calloc(1, sizeof(*c));
+
+    if (c)
+        c->gw = gw;
+    return c;
+}
+
+void
+commands_free(commands_t *c)
+{
+    free(c);
+}
 
 /* --- results ------------------------------------------------------------ */
 
@@ -57,13 +94,7 @@ enqueue_json(struct gw *gw, const char *topic, json_t *body,
         outmsg_finish(m, false);
         m = NULL;
     }
-    if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
-        if (m)
-            outmsg_finish(m, false);
-        gw->stats.drops_queue_full++;
-        goto out;
-    }
-    mqtt_side_kick(gw->mqtt);
+    outbound_put(gw, m, "command result for", topic);
 out:
     free(text);
 }
@@ -102,7 +133,7 @@ command_free(struct command *cmd)
     if (!cmd)
         return;
     loop_cancel_timer(cmd->dev->gw->loop, cmd->expiry_timer);
-    coap_side_forget(cmd->dev->gw->coap, cmd->token);
+    device_forget_token(cmd->dev, cmd->token);
     free(cmd->payload);
     free(cmd->response_topic);
     free(cmd->corr);
@@ -193,10 +224,10 @@ send_one(struct device *dev, struct command *cmd)
     uint64_t token = 0;
     uint8_t buf[4];
 
-    pdu = coap_side_new_request(gw->coap, dev->session, COAP_MESSAGE_CON,
-                                cmd->kind == TOPIC_KIND_SET ? COAP_REQUEST_CODE_PUT
-                                                            : COAP_REQUEST_CODE_GET,
-                                cmd->path, REQ_COMMAND, cmd, &token);
+    pdu = device_request_new(dev, COAP_MESSAGE_CON,
+                             cmd->kind == TOPIC_KIND_SET ? COAP_REQUEST_CODE_PUT
+                                                         : COAP_REQUEST_CODE_GET,
+                             cmd->path, &command_handler, cmd, &token);
     if (!pdu)
         return -1;
     if (cmd->ct >= 0)
@@ -207,14 +238,14 @@ send_one(struct device *dev, struct command *cmd)
         uint8_t *copy = malloc(cmd->len ? cmd->len : 1);
 
         if (!copy) {
-            coap_side_forget(gw->coap, token);
+            device_forget_token(dev, token);
             coap_delete_pdu(pdu);
             return -1;
         }
         memcpy(copy, cmd->payload, cmd->len);
         if (!coap_add_data_large_request(dev->session, pdu, cmd->len, copy,
                                          release_copy, copy)) {
-            coap_side_forget(gw->coap, token);
+            device_forget_token(dev, token);
             coap_delete_pdu(pdu);
             return -1;
         }
@@ -222,7 +253,7 @@ send_one(struct device *dev, struct command *cmd)
     cmd->token = token;
     cmd->sent_ms = loop_now_ms(gw->loop);
     dev->cmd_inflight = cmd;
-    if (coap_side_send(gw->coap, dev->session, pdu, token) < 0) {
+    if (device_send(dev, pdu, token) < 0) {
         dev->cmd_inflight = NULL;
         cmd->token = 0;
         return -1;
@@ -243,12 +274,6 @@ send_next(struct device *dev)
             return;     /* session trouble: wait for the device */
         }
     }
-}
-
-void
-commands_kick(struct device *dev)
-{
-    send_next(dev);
 }
 
 /* --- answers --------------------------------------------------------------- */
@@ -277,17 +302,11 @@ publish_get_value(struct command *cmd, const coap_pdu_t *rcvd)
         outmsg_finish(m, false);
         return;
     }
-    if (!m || spool_put(gw->spool, gw->outq, m) == SPOOL_FULL) {
-        if (m)
-            outmsg_finish(m, false);
-        gw->stats.drops_queue_full++;
-        return;
-    }
-    mqtt_side_kick(gw->mqtt);
+    outbound_put(gw, m, "GET answer from", cmd->dev->id);
 }
 
-void
-commands_on_response(struct command *cmd, const coap_pdu_t *rcvd)
+static void
+handle_answer(struct command *cmd, const coap_pdu_t *rcvd)
 {
     struct device *dev = cmd->dev;
     struct gw *gw = dev->gw;
@@ -295,7 +314,7 @@ commands_on_response(struct command *cmd, const coap_pdu_t *rcvd)
     char codestr[8];
     unsigned cls = COAP_RESPONSE_CLASS(code);
 
-    cmd->token = 0;     /* coap_side forgot it already */
+    cmd->token = 0;     /* the transport forgot it already */
     dev->cmd_inflight = NULL;
     dev->last_seen = loop_wall_s();
     snprintf(codestr, sizeof(codestr), "%u.%02u", cls, code & 0x1f);
@@ -315,9 +334,18 @@ commands_on_response(struct command *cmd, const coap_pdu_t *rcvd)
     send_next(dev);
 }
 
-void
-commands_on_nack(struct command *cmd, coap_nack_reason_t reason)
+static bool
+on_answer(void *owner, coap_session_t *session, const coap_pdu_t *rcvd)
 {
+    handle_answer(owner, rcvd);
+    devices_con_response_seen(session, rcvd);
+    return true;
+}
+
+static void
+on_nack(void *owner, coap_nack_reason_t reason)
+{
+    struct command *cmd = owner;
     struct device *dev = cmd->dev;
 
     cmd->token = 0;
@@ -335,25 +363,27 @@ commands_on_nack(struct command *cmd, coap_nack_reason_t reason)
     push_front(dev, cmd);
 }
 
-void
-commands_session_lost(struct device *dev)
+/* The device's session is gone: the in-flight command goes back in front. */
+static void
+session_lost(struct device *dev)
 {
     struct command *cmd = dev->cmd_inflight;
 
     if (!cmd)
         return;
-    coap_side_forget(dev->gw->coap, cmd->token);
+    device_forget_token(dev, cmd->token);
     cmd->token = 0;
     dev->cmd_inflight = NULL;
     push_front(dev, cmd);
 }
 
-void
-commands_flush(struct device *dev, const char *why)
+/* Answers every queued command with {"error":why} and frees them. */
+static void
+flush(struct device *dev, const char *why)
 {
     struct command *cmd;
 
-    commands_session_lost(dev);
+    session_lost(dev);
     while ((cmd = dev->cmd_head)) {
         queue_remove(dev, cmd);
         result_error(cmd, why);
@@ -416,26 +446,47 @@ command_key(const struct mosquitto_message *msg)
 }
 
 static bool
-redelivered(struct gw *gw, const struct mosquitto_message *msg)
+redelivered(commands_t *c, const struct mosquitto_message *msg)
 {
     uint64_t key;
 
     if (msg->qos == 0)
         return false;
     key = command_key(msg);
-    for (size_t i = 0; i < sizeof(gw->recent_cmds) / sizeof(gw->recent_cmds[0]); i++)
-        if (gw->recent_cmds[i] == key)
+    for (size_t i = 0; i < RECENT_COMMANDS; i++)
+        if (c->recent[i] == key)
             return true;
-    gw->recent_cmds[gw->recent_cmds_pos] = key;
-    gw->recent_cmds_pos = (gw->recent_cmds_pos + 1) %
-                          (unsigned)(sizeof(gw->recent_cmds) / sizeof(gw->recent_cmds[0]));
+    c->recent[c->recent_pos] = key;
+    c->recent_pos = (c->recent_pos + 1) % RECENT_COMMANDS;
     return false;
 }
 
 void
-commands_on_message(struct gw *gw, const struct mosquitto_message *msg,
+commands_device_event(void *arg, device_t *dev, enum device_event ev)
+{
+    (void)arg;
+    switch (ev) {
+    case DEVICE_SESSION_LOST:
+        session_lost(dev);
+        break;
+    case DEVICE_AWAKE:
+        send_next(dev);
+        break;
+    case DEVICE_STOPPING:
+    case DEVICE_FREED:
+        flush(dev, "gateway stopping");
+        break;
+    default:
+        break;
+    }
+}
+
+void
+commands_on_message(void *arg, const struct mosquitto_message *msg,
                     const mosquitto_property *props)
 {
+    commands_t *c = arg;
+    struct gw *gw = c->gw;
     char id[TOPIC_ID_MAX + 1], path[TOPIC_PATH_MAX + 1];
     enum topic_kind kind;
     char *rt = NULL, *mime = NULL;
@@ -450,7 +501,7 @@ commands_on_message(struct gw *gw, const struct mosquitto_message *msg,
                             path, sizeof(path), &kind) < 0)
         return;     /* a reading or state under our base: not for us */
     gw->stats.commands_in++;
-    if (redelivered(gw, msg)) {
+    if (redelivered(c, msg)) {
         gw->stats.commands_duplicate++;
         return;
     }

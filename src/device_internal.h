@@ -1,7 +1,10 @@
 /*
- * device_internal.h - the device record, shared by the modules that work on
- * devices (devices.c, observe.c, commands.c, coap_side.c) and by nobody
- * else, as libcoap does with its *_internal.h headers.
+ * device_internal.h - the device record, shared by the registry
+ * (devices.c) and the rooms that keep per-device state in it (observe.c:
+ * the observation of each resource; commands.c: the command queue) and by
+ * nobody else, as libcoap does with its *_internal.h headers.
+ *
+ * Layer: devices
  */
 #ifndef COAP2MQTT_DEVICE_INTERNAL_H
 #define COAP2MQTT_DEVICE_INTERNAL_H

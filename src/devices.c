@@ -1,28 +1,58 @@
 /*
  * devices.c - the registry of devices by identity (uthash), their session,
  * lifetime and availability.  A device is "online" while it holds a live
- * registration or, for push-only devices, while it has a session.
+ * registration or, for push-only devices, while it has a session.  What
+ * happens to a device is told to the rooms above through their listeners.
+ *
+ * Layer: devices (calls base and the transport; calls up only through the
+ * listeners registered with devices_add_listener)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "coap2mqtt/coap_side.h"
-#include "coap2mqtt/commands.h"
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/observe.h"
-#include "coap2mqtt/status.h"
+#include "coap2mqtt/transport.h"
 #include "device_internal.h"
 
 #define REACK_FIRST_MS 1000    /* the ACK again, this long after the repeat */
 #define REACK_AGAIN_MS 2000
 #define REACK_TIMES    2
 
+#define DEVICES_LISTENERS 4
+
+struct listener {
+    device_listener_fn fn;
+    void *arg;
+};
+
 struct devices {
     struct gw *gw;
     struct device *by_id;
     size_t count;
+    struct listener listeners[DEVICES_LISTENERS];
+    size_t n_listeners;
 };
+
+int
+devices_add_listener(devices_t *d, device_listener_fn fn, void *arg)
+{
+    if (d->n_listeners == DEVICES_LISTENERS)
+        return -1;
+    d->listeners[d->n_listeners].fn = fn;
+    d->listeners[d->n_listeners].arg = arg;
+    d->n_listeners++;
+    return 0;
+}
+
+static void
+emit(struct device *dev, enum device_event ev)
+{
+    devices_t *d = dev->gw->devices;
+
+    for (size_t i = 0; d && i < d->n_listeners; i++)
+        d->listeners[i].fn(d->listeners[i].arg, dev, ev);
+}
 
 devices_t *
 devices_new(struct gw *gw)
@@ -37,8 +67,7 @@ devices_new(struct gw *gw)
 static void
 device_free(devices_t *d, struct device *dev)
 {
-    observe_cancel_all(dev, false);
-    commands_flush(dev, "gateway stopping");
+    emit(dev, DEVICE_FREED);
     loop_cancel_timer(d->gw->loop, dev->expiry_timer);
     loop_cancel_timer(d->gw->loop, dev->observe_timer);
     loop_cancel_timer(d->gw->loop, dev->reack_timer);
@@ -108,7 +137,7 @@ set_online(struct device *dev, bool online)
         return;
     dev->online = online;
     log_info("device %s %s", dev->id, online ? "online" : "offline");
-    status_device_changed(dev->gw->status, dev);
+    emit(dev, DEVICE_AVAILABILITY);
 }
 
 /* Takes 'session' as the device's current one; the previous one (a reboot,
@@ -122,8 +151,7 @@ adopt_session(struct device *dev, coap_session_t *session)
     if (dev->session) {
         log_info("device %s: new session, retiring the previous one", dev->id);
         coap_session_set_app_data(dev->session, NULL);
-        observe_cancel_all(dev, false);
-        commands_session_lost(dev);
+        emit(dev, DEVICE_SESSION_LOST);
     }
     dev->session = session;
     coap_session_set_app_data(session, dev);
@@ -142,7 +170,7 @@ observe_now(loop_t *loop, void *arg)
 
     (void)loop;
     dev->observe_timer = 0;
-    observe_start_all(dev);
+    emit(dev, DEVICE_OBSERVE);
 }
 
 /* Observations start after the current handler returned, so the device
@@ -165,7 +193,7 @@ lifetime_expired(loop_t *loop, void *arg)
     dev->gw->stats.expirations++;
     log_info("device %s: registration lifetime (%u s) expired", dev->id,
              dev->lifetime);
-    observe_cancel_all(dev, true);
+    emit(dev, DEVICE_UNOBSERVE);
     set_online(dev, false);
 }
 
@@ -207,7 +235,7 @@ set_links(struct device *dev, const struct lf_link *links, size_t n)
 {
     if (links_unchanged(dev, links, n))
         return;
-    observe_cancel_all(dev, true);
+    emit(dev, DEVICE_UNOBSERVE);
     memset(dev->res, 0, sizeof(dev->res));
     dev->n_res = 0;
     for (size_t i = 0; i < n && i < LINKFORMAT_MAX_LINKS; i++) {
@@ -237,8 +265,8 @@ devices_register(devices_t *d, const char *id, coap_session_t *session,
              dev->n_res, lifetime);
     schedule_observe(dev);
     set_online(dev, true);
-    status_devices_changed(d->gw->status);
-    commands_kick(dev);
+    emit(dev, DEVICE_LIST_CHANGED);
+    emit(dev, DEVICE_AWAKE);
     return dev;
 }
 
@@ -255,8 +283,8 @@ devices_refresh(device_t *dev, coap_session_t *session, uint32_t lifetime,
     if (new_session || n_links >= 0)
         schedule_observe(dev);
     set_online(dev, true);
-    status_devices_changed(dev->gw->status);
-    commands_kick(dev);
+    emit(dev, DEVICE_LIST_CHANGED);
+    emit(dev, DEVICE_AWAKE);
 }
 
 void
@@ -265,7 +293,7 @@ devices_deregister(device_t *dev)
     dev->registered = false;
     loop_cancel_timer(dev->gw->loop, dev->expiry_timer);
     dev->expiry_timer = 0;
-    observe_cancel_all(dev, true);
+    emit(dev, DEVICE_UNOBSERVE);
     log_info("device %s deregistered", dev->id);
     set_online(dev, false);
 }
@@ -284,27 +312,70 @@ devices_seen(devices_t *d, const char *id, coap_session_t *session)
         schedule_observe(dev);
     if (dev->registered || new_session)
         set_online(dev, true);
-    commands_kick(dev);
+    emit(dev, DEVICE_AWAKE);
     return dev;
 }
 
 void
-devices_session_gone(devices_t *d, coap_session_t *session)
+device_awake(device_t *dev)
+{
+    emit(dev, DEVICE_AWAKE);
+}
+
+void
+devices_session_gone(void *devices, coap_session_t *session)
 {
     struct device *dev = coap_session_get_app_data(session);
 
+    (void)devices;
     if (!dev || dev->session != session)
         return;
     coap_session_set_app_data(session, NULL);
     dev->session = NULL;
     loop_cancel_timer(dev->gw->loop, dev->reack_timer);
     dev->reack_timer = 0;
-    observe_cancel_all(dev, false);
-    commands_session_lost(dev);
+    emit(dev, DEVICE_SESSION_LOST);
     /* A push-only device has nothing else telling us it is there. */
     if (!dev->registered)
         set_online(dev, false);
-    (void)d;
+}
+
+/* --- the device session ------------------------------------------------------ */
+
+coap_pdu_t *
+device_request_new(device_t *dev, coap_pdu_type_t type, coap_pdu_code_t code,
+                   const char *path, const struct transport_handler *h,
+                   void *owner, uint64_t *token)
+{
+    if (!dev->session)
+        return NULL;
+    return transport_request_new(dev->gw->coap, dev->session, type, code, path,
+                                 h, owner, token);
+}
+
+int
+device_send(device_t *dev, coap_pdu_t *pdu, uint64_t token)
+{
+    return transport_send(dev->gw->coap, dev->session, pdu, token);
+}
+
+bool
+device_token_live(device_t *dev, uint64_t token)
+{
+    return transport_token_live(dev->gw->coap, token, dev->session);
+}
+
+void
+device_forget_token(device_t *dev, uint64_t token)
+{
+    transport_forget(dev->gw->coap, token);
+}
+
+void
+device_cancel_observe(device_t *dev, uint64_t token)
+{
+    if (dev->session && token)
+        transport_cancel_observe(dev->session, token);
 }
 
 bool
@@ -360,7 +431,7 @@ reack_fired(loop_t *loop, void *arg)
     dev->reack_timer = 0;
     if (!dev->session)
         return;
-    coap_side_send_ack(dev->session, dev->reack_mid);
+    transport_send_ack(dev->session, dev->reack_mid);
     dev->gw->stats.acks_repeated++;
     if (--dev->reack_left)
         dev->reack_timer = loop_add_timer(loop, REACK_AGAIN_MS, reack_fired, dev);
@@ -378,9 +449,13 @@ reack_fired(loop_t *loop, void *arg)
  * a second one (RFC 7252 4.5).
  */
 void
-device_con_response_seen(device_t *dev, uint16_t mid, uint64_t now_ms)
+devices_con_response_seen(coap_session_t *session, const coap_pdu_t *rcvd)
 {
-    if (!mid_ring_seen(&dev->responses, mid, now_ms))
+    struct device *dev = coap_session_get_app_data(session);
+    uint16_t mid = (uint16_t)coap_pdu_get_mid(rcvd);
+
+    if (coap_pdu_get_type(rcvd) != COAP_MESSAGE_CON || !dev ||
+        !mid_ring_seen(&dev->responses, mid, loop_now_ms(dev->gw->loop)))
         return;
     loop_cancel_timer(dev->gw->loop, dev->reack_timer);
     dev->reack_mid = mid;
@@ -473,8 +548,7 @@ devices_shutdown(devices_t *d)
     struct device *dev, *tmp;
 
     HASH_ITER(hh, d->by_id, dev, tmp) {
-        observe_cancel_all(dev, true);
-        commands_flush(dev, "gateway stopping");
+        emit(dev, DEVICE_STOPPING);
         dev->online = false;
     }
 }

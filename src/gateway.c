@@ -1,23 +1,29 @@
 /*
- * gateway.c - builds and takes apart one struct gw: the event loop and
- * every module, in the order they depend on each other.  The daemon
- * (main.c) and the handler fuzzer (tests/fuzz/fuzz_handlers.c) both wire
- * the gateway through here, so what is fuzzed is what runs.  Starting the
- * MQTT side, signals and systemd are the caller's.
+ * gateway.c - builds and takes apart the whole gateway, and is the one
+ * place that knows who tells whom: the callbacks through which the lower
+ * rooms report to the higher ones are registered here and nowhere else.
+ * The daemon (main.c) and the handler fuzzer (tests/fuzz/fuzz_handlers.c)
+ * both wire the gateway through here, so what is fuzzed is what runs.
+ * Starting the MQTT side, signals and systemd are the caller's.
+ *
+ * Layer: wiring (may call every room)
  */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "coap2mqtt/coap_side.h"
+#include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/gateway.h"
+#include "coap2mqtt/intake.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/observe.h"
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
+#include "coap2mqtt/transport.h"
 
 static spool_t *
 open_spool(struct gw *gw)
@@ -33,6 +39,38 @@ open_spool(struct gw *gw)
     return spool_open(gw, dir);
 }
 
+/* The transport's back-pressure measure: readings the broker has yet to
+ * take, and none while it is away (waiting for it would not help). */
+static uint64_t
+broker_backlog(void *arg)
+{
+    struct gw *gw = arg;
+
+    if (!mqtt_side_connected(gw->mqtt))
+        return 0;
+    return outq_len(gw->outq) + spool_backlog(gw->spool);
+}
+
+/* Events come up: each room above hears what the rooms below saw.  The
+ * device listeners run in this order (observations before commands, as a
+ * lost session must forget its observe tokens before the command in flight
+ * goes back in its queue; status last). */
+static int
+wire(struct gw *gw)
+{
+    transport_set_session_listener(gw->coap, devices_session_gone, gw->devices);
+    transport_set_backlog(gw->coap, broker_backlog, gw);
+    mqtt_side_set_handlers(gw->mqtt, commands_on_message, gw->commands,
+                           status_on_connected, gw->status);
+    if (devices_add_listener(gw->devices, observe_device_event, NULL) < 0 ||
+        devices_add_listener(gw->devices, commands_device_event, gw->commands) < 0 ||
+        devices_add_listener(gw->devices, status_device_event, gw->status) < 0) {
+        log_warnx("cannot wire the device listeners");
+        return -1;
+    }
+    return 0;
+}
+
 int
 gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
 {
@@ -43,16 +81,25 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
         log_warn("cannot set up the event loop");
         return -1;
     }
-    if (!(gw->outq = outq_new((size_t)cfg->queue.max_messages)))
+    if (!(gw->outq = outq_new((size_t)cfg->queue.max_messages))) {
+        log_warnx("cannot allocate the outbound queue");
         return -1;
+    }
     if (cfg->queue.spool && !(gw->spool = open_spool(gw)))
         return -1;
-    if (!(gw->devices = devices_new(gw)) ||
-        !(gw->mqtt = mqtt_side_new(gw)) ||
-        !(gw->status = status_new(gw)) ||
-        !(gw->coap = coap_side_new(gw)))
+    if (!(gw->devices = devices_new(gw)) || !(gw->commands = commands_new(gw))) {
+        log_warnx("out of memory");
         return -1;
-    return 0;
+    }
+    if (!(gw->mqtt = mqtt_side_new(gw)))
+        return -1;
+    if (!(gw->status = status_new(gw))) {
+        log_warnx("out of memory");
+        return -1;
+    }
+    if (!(gw->coap = transport_new(gw)) || intake_register(gw) < 0)
+        return -1;
+    return wire(gw);
 }
 
 void
@@ -60,9 +107,10 @@ gw_close(struct gw *gw)
 {
     /* Order matters: pushes waiting in the queue hold libcoap sessions,
      * so the queue goes before the CoAP context; the context's session
-     * events still need the device registry.  A module that a later free
-     * may call back into is cleared as soon as it is gone, so it is found
-     * NULL, not freed. */
+     * events still need the device registry, and the device listeners
+     * (observations, commands, status) outlive the registry.  A room that
+     * a later free may call back into is cleared as soon as it is gone, so
+     * it is found NULL, not freed. */
     outq_free(gw->outq);
     gw->outq = NULL;
     mqtt_side_free(gw->mqtt);
@@ -71,10 +119,14 @@ gw_close(struct gw *gw)
      * next start. */
     spool_close(gw->spool);
     gw->spool = NULL;
-    coap_side_free(gw->coap);
+    transport_free(gw->coap);
     gw->coap = NULL;
     devices_free(gw->devices);
     gw->devices = NULL;
+    commands_free(gw->commands);
+    gw->commands = NULL;
     status_free(gw->status);
+    gw->status = NULL;
     loop_free(gw->loop);
+    gw->loop = NULL;
 }

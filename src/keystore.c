@@ -35,7 +35,7 @@ struct keystore {
 /* While loading: where errors go and how many there were. */
 struct loader {
     const char *path;
-    config_report_fn report;
+    keystore_report_fn report;
     void *arg;
     unsigned line;
     int errors;
@@ -256,7 +256,7 @@ open_private(struct loader *ld)
 }
 
 keystore_t *
-keystore_load(const char *path, config_report_fn report, void *arg)
+keystore_load(const char *path, keystore_report_fn report, void *arg)
 {
     struct loader ld = { path, report, arg, 0, 0 };
     keystore_t *ks;

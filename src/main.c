@@ -6,6 +6,8 @@
  *
  * Exit codes: 0 clean stop, 78 (EX_CONFIG) invalid configuration, 1 any
  * other failure to start.  Never forks.
+ *
+ * Layer: wiring (may call every room)
  */
 #include <getopt.h>
 #include <signal.h>
@@ -20,7 +22,6 @@
 #include <mosquitto.h>
 #include <systemd/sd-daemon.h>
 
-#include "coap2mqtt/coap_side.h"
 #include "coap2mqtt/config.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/gateway.h"
@@ -30,6 +31,7 @@
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
+#include "coap2mqtt/transport.h"
 
 #ifndef COAP2MQTT_VERSION
 #define COAP2MQTT_VERSION "0.1"
@@ -158,7 +160,7 @@ reload(struct daemon *d)
 {
     keystore_t *ks;
 
-    if (coap_side_reload_pki(d->gw.coap) < 0)
+    if (transport_reload_pki(d->gw.coap) < 0)
         log_warnx("reload: certificates not reloaded, keeping the old ones");
     else if (d->gw.cfg->coap.cert_file)
         log_notice("reload: certificates reloaded");
@@ -169,7 +171,7 @@ reload(struct daemon *d)
         log_warnx("reload: keeping the old PSK file contents");
         return;
     }
-    coap_side_set_keystore(d->gw.coap, ks);
+    transport_set_keystore(d->gw.coap, ks);
     keystore_free(d->gw.keys);
     d->gw.keys = ks;
     log_notice("reload: %zu PSK identities", keystore_count(ks));
@@ -293,7 +295,7 @@ main(int argc, char **argv)
     memset(&d, 0, sizeof(d));
     d.sigfd = -1;
     log_notice("coap2mqtt %s starting (libcoap %s, %s)", COAP2MQTT_VERSION,
-               coap_package_version(), coap_string_tls_version(NULL, 0) ? "DTLS" : "DTLS");
+               coap_package_version(), "DTLS");
     if (start(&d, &cfg) < 0)
         rc = 1;
     else if (loop_run(d.gw.loop) < 0)

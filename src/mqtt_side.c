@@ -6,6 +6,9 @@
  * message handed over stays in our in-flight table (by mid) until its
  * PUBACK.  QoS 0 is at most once by definition: done when handed over.
  * Nothing is handed over while disconnected: readings wait in the queue.
+ *
+ * Layer: transport (calls base; calls up only through the message and
+ * connected callbacks the wiring registered)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,13 +22,11 @@
 #include <mqtt_protocol.h>
 #include <uthash.h>
 
-#include "coap2mqtt/commands.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/payload.h"
 #include "coap2mqtt/spool.h"
-#include "coap2mqtt/status.h"
 #include "coap2mqtt/topics.h"
 
 struct inflight {
@@ -50,8 +51,22 @@ struct mqtt_side {
     size_t window;              /* QoS 1 in flight: max_inflight, or less if
                                  * the broker's Receive Maximum says so */
     bool push_pending;          /* QoS 0 bytes Nagle may be holding back */
+    mqtt_message_fn on_message;
+    void *message_arg;
+    mqtt_connected_fn on_connected;
+    void *connected_arg;
     char password[256];
 };
+
+void
+mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *message_arg,
+                       mqtt_connected_fn on_connected, void *connected_arg)
+{
+    m->on_message = on_message;
+    m->message_arg = message_arg;
+    m->on_connected = on_connected;
+    m->connected_arg = connected_arg;
+}
 
 static void arm_reconnect(mqtt_side_t *m);
 static void sync_fd(mqtt_side_t *m);
@@ -150,7 +165,8 @@ on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
                                 sprops);
     if (rc != MOSQ_ERR_SUCCESS)
         log_warnx("mqtt: subscribe %s: %s", topic, mosquitto_strerror(rc));
-    status_on_connected(m->gw->status);
+    if (m->on_connected)
+        m->on_connected(m->connected_arg);
     mqtt_side_flush(m);
 }
 
@@ -453,7 +469,8 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *ms
     mqtt_side_t *m = arg;
 
     (void)mosq;
-    commands_on_message(m->gw, msg, props);
+    if (m->on_message)
+        m->on_message(m->message_arg, msg, props);
 }
 
 static void

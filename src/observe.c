@@ -4,19 +4,19 @@
  * Every notification is checked for freshness (RFC 7641 3.4), turned into
  * an outbound message, and re-arms a silence timer: Max-Age plus a grace
  * without a notification means the device forgot us, so we register again.
+ *
+ * Layer: services (calls base, the device session and the outbound path;
+ * hears of devices through its device listener, of answers through the
+ * handler registered with each observe request)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "coap2mqtt/coap_side.h"
-#include "coap2mqtt/commands.h"
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
-#include "coap2mqtt/outq.h"
+#include "coap2mqtt/outbound.h"
 #include "coap2mqtt/readings.h"
-#include "coap2mqtt/spool.h"
 #include "device_internal.h"
 
 #define OBS_GRACE_MS       10000   /* on top of Max-Age before re-registering */
@@ -33,6 +33,15 @@
 static void start_one(struct resource *r);
 static void reregister(struct resource *r);
 static void arm_silence(struct resource *r, uint32_t max_age_s);
+static bool on_answer(void *owner, coap_session_t *session, const coap_pdu_t *rcvd);
+static void on_nack(void *owner, coap_nack_reason_t reason);
+
+/* Observations keep their token: every notification comes back by it. */
+static const struct transport_handler observe_handler = {
+    .on_response = on_answer,
+    .on_nack = on_nack,
+    .one_shot = false,
+};
 
 bool
 observe_is_fresh(uint32_t v1, uint64_t t1, uint32_t v2, uint64_t t2)
@@ -53,7 +62,7 @@ forget(struct resource *r)
 {
     struct gw *gw = gw_of(r);
 
-    coap_side_forget(gw->coap, r->token);
+    device_forget_token(r->dev, r->token);
     r->token = 0;
     r->active = false;
     r->have_seq = false;
@@ -170,7 +179,6 @@ static int
 send_register(struct resource *r, coap_pdu_type_t type)
 {
     struct gw *gw = gw_of(r);
-    coap_session_t *session = r->dev->session;
     uint64_t token = r->token;
     coap_pdu_t *pdu;
     uint8_t buf[4];
@@ -180,19 +188,19 @@ send_register(struct resource *r, coap_pdu_type_t type)
     r->refresh_timer = r->retry_timer = 0;
     r->active = false;
     r->have_seq = false;        /* the answer is the first of a registration */
-    if (!session || gw->stopping) {
+    if (!device_session(r->dev) || gw->stopping) {
         forget(r);
         return -1;
     }
-    if (token && !coap_side_token_live(gw->coap, token, session)) {
-        coap_side_forget(gw->coap, token);
+    if (token && !device_token_live(r->dev, token)) {
+        device_forget_token(r->dev, token);
         token = 0;
     }
     r->token = 0;
-    pdu = coap_side_new_request(gw->coap, session, type, COAP_REQUEST_CODE_GET,
-                                r->path, REQ_OBSERVE, r, &token);
+    pdu = device_request_new(r->dev, type, COAP_REQUEST_CODE_GET, r->path,
+                             &observe_handler, r, &token);
     if (!pdu) {
-        coap_side_forget(gw->coap, token);
+        device_forget_token(r->dev, token);
         schedule_retry(r);
         return -1;
     }
@@ -200,7 +208,7 @@ send_register(struct resource *r, coap_pdu_type_t type)
     coap_add_option(pdu, COAP_OPTION_OBSERVE,
                        coap_encode_var_safe(buf, sizeof(buf), COAP_OBSERVE_ESTABLISH),
                        buf);
-    if (coap_side_send(gw->coap, session, pdu, token) < 0) {
+    if (device_send(r->dev, pdu, token) < 0) {
         schedule_retry(r);
         return -1;
     }
@@ -262,8 +270,8 @@ reregister(struct resource *r)
     r->refresh_timer = loop_add_timer(gw->loop, ms, silence_fired, r);
 }
 
-void
-observe_start_all(struct device *dev)
+static void
+start_all(struct device *dev)
 {
     for (size_t i = 0; i < dev->n_res; i++)
         if (dev->res[i].obs) {
@@ -276,20 +284,35 @@ observe_start_all(struct device *dev)
  * nobody waits for its answer, and if it is lost the device's next
  * notification gets a RST (unknown token), which also ends it. */
 static void
-cancel_on_wire(struct resource *r)
-{
-    coap_side_cancel_observe(r->dev->session, r->token);
-}
-
-void
-observe_cancel_all(struct device *dev, bool on_wire)
+cancel_all(struct device *dev, bool on_wire)
 {
     for (size_t i = 0; i < dev->n_res; i++) {
         struct resource *r = &dev->res[i];
 
-        if (on_wire && r->token && dev->session)
-            cancel_on_wire(r);
+        if (on_wire)
+            device_cancel_observe(dev, r->token);
         forget(r);
+    }
+}
+
+void
+observe_device_event(void *arg, device_t *dev, enum device_event ev)
+{
+    (void)arg;
+    switch (ev) {
+    case DEVICE_OBSERVE:
+        start_all(dev);
+        break;
+    case DEVICE_SESSION_LOST:
+    case DEVICE_FREED:
+        cancel_all(dev, false);
+        break;
+    case DEVICE_UNOBSERVE:
+    case DEVICE_STOPPING:
+        cancel_all(dev, true);
+        break;
+    default:
+        break;
     }
 }
 
@@ -310,9 +333,7 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
     struct gw *gw = gw_of(r);
     const uint8_t *data = NULL;
     size_t len = 0, offset, total;
-    enum spool_put_result put = SPOOL_FULL;
     int qos;
-    outmsg_t *m;
 
     if (!coap_get_data_large(rcvd, &len, &data, &offset, &total))
         len = 0;
@@ -327,24 +348,15 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
      * answer) QoS 1: the device asked for reliability, so do we. */
     qos = coap_pdu_get_type(rcvd) == COAP_MESSAGE_NON ? gw->cfg->mqtt.qos_non
                                                        : gw->cfg->mqtt.qos_con;
-    m = reading_message(gw, r->dev->id, r->path, data, len, qos, ct);
-    if (m && (put = spool_put(gw->spool, gw->outq, m)) == SPOOL_DROPPED_OLDEST)
-        gw->stats.drops_oldest_non++;
-    if (!m || put == SPOOL_FULL) {
-        free(m);
-        gw->stats.drops_queue_full++;
-        log_ratelimited(&gw->stats.drops_queue_full,
-                        "outbound queue and spool full: reading from %s refused",
-                        r->dev->id);
-        return false;
-    }
-    mqtt_side_kick(gw->mqtt);
-    return true;
+    return outbound_put(gw, reading_message(gw, r->dev->id, r->path, data, len, qos, ct),
+                        "reading from", r->dev->id);
 }
 
-bool
-observe_on_response(struct resource *r, coap_session_t *session,
-                    const coap_pdu_t *rcvd)
+/* A response or notification for an observation token.  False when a CON
+ * notification could not be stored: it must not be acknowledged (RST), so
+ * the device keeps it; the observation is re-established later. */
+static bool
+handle_answer(struct resource *r, coap_session_t *session, const coap_pdu_t *rcvd)
 {
     struct gw *gw = gw_of(r);
     coap_pdu_code_t code = coap_pdu_get_code(rcvd);
@@ -393,8 +405,7 @@ observe_on_response(struct resource *r, coap_session_t *session,
     r->rereg_tries = 0;
     r->con_get_pending = false;
     /* A notification shows the device is awake: deliver what waits. */
-    if (r->dev->cmd_head && !r->dev->cmd_inflight)
-        commands_kick(r->dev);
+    device_awake(r->dev);
     r->have_seq = true;
     r->last_seq = seq;
     r->last_ms = now;
@@ -402,9 +413,21 @@ observe_on_response(struct resource *r, coap_session_t *session,
     return true;
 }
 
-void
-observe_on_nack(struct resource *r, coap_nack_reason_t reason)
+static bool
+on_answer(void *owner, coap_session_t *session, const coap_pdu_t *rcvd)
 {
+    if (!handle_answer(owner, session, rcvd))
+        return false;
+    devices_con_response_seen(session, rcvd);
+    return true;
+}
+
+/* The observe request itself was not delivered. */
+static void
+on_nack(void *owner, coap_nack_reason_t reason)
+{
+    struct resource *r = owner;
+
     r->con_get_pending = false;
     if (reason == COAP_NACK_RST) {
         gw_of(r)->stats.observations_failed++;

@@ -4,13 +4,16 @@
  * reconnect, so a broker that lost its retained store is repaired.  The
  * devices list is debounced: a fleet registering at once makes one
  * publication, not thousands.
+ *
+ * Layer: status (calls every room below it to read their state; hears of
+ * devices through its device listener, of connections through the MQTT
+ * side's connected callback)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
 
-#include "coap2mqtt/coap_side.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
@@ -18,6 +21,7 @@
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
 #include "coap2mqtt/topics.h"
+#include "coap2mqtt/transport.h"
 
 #define DEVICES_DEBOUNCE_MS 200
 
@@ -85,7 +89,7 @@ status_stats_json(status_t *s)
     STATS_FIELDS(STATS_JSON)
 #undef STATS_JSON
     json_object_set_new(o, "devices", json_integer((json_int_t)devices_count(gw->devices)));
-    json_object_set_new(o, "sessions", json_integer((json_int_t)coap_side_sessions(gw->coap)));
+    json_object_set_new(o, "sessions", json_integer((json_int_t)transport_sessions(gw->coap)));
     json_object_set_new(o, "queue_depth", json_integer((json_int_t)outq_len(gw->outq)));
     json_object_set_new(o, "queue_max", json_integer((json_int_t)outq_max(gw->outq)));
     json_object_set_new(o, "spool_bytes", json_integer((json_int_t)spool_bytes(gw->spool)));
@@ -147,8 +151,9 @@ republish_one(device_t *dev, void *arg)
 }
 
 void
-status_on_connected(status_t *s)
+status_on_connected(void *arg)
 {
+    status_t *s = arg;
     char topic[TOPIC_MAX];
 
     bridge_topic(s, topic, sizeof(topic), "state");
@@ -159,16 +164,14 @@ status_on_connected(status_t *s)
 }
 
 void
-status_device_changed(status_t *s, struct device *dev)
+status_device_event(void *arg, device_t *dev, enum device_event ev)
 {
-    publish_availability(s, dev, device_online(dev));
-    schedule_devices(s);
-}
+    status_t *s = arg;
 
-void
-status_devices_changed(status_t *s)
-{
-    schedule_devices(s);
+    if (ev == DEVICE_AVAILABILITY)
+        publish_availability(s, dev, device_online(dev));
+    if (ev == DEVICE_AVAILABILITY || ev == DEVICE_LIST_CHANGED)
+        schedule_devices(s);
 }
 
 static void

@@ -5,31 +5,28 @@
  * commands.ttl); one is in flight at a time, in order.  Every command gets
  * exactly one result, published as JSON on .../set/result or on the
  * command's Response Topic with its Correlation Data.
+ *
+ * Layer: services
  */
 #ifndef COAP2MQTT_COMMANDS_H
 #define COAP2MQTT_COMMANDS_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <coap3/coap.h>
 #include <mosquitto.h>
 
-#include "coap2mqtt/gateway.h"
+#include "coap2mqtt/context.h"
+#include "coap2mqtt/devices.h"
 
-struct device;
-struct command;
+/* NULL on allocation failure. */
+commands_t *commands_new(struct gw *gw);
+void commands_free(commands_t *c);
 
-/* An MQTT message arrived on a subscribed topic. */
-void commands_on_message(struct gw *gw, const struct mosquitto_message *msg,
+/* The MQTT side's message callback (arg: the commands_t): a message
+ * arrived on a subscribed topic. */
+void commands_on_message(void *arg, const struct mosquitto_message *msg,
                          const mosquitto_property *props);
-/* The device has a session again: send what is queued. */
-void commands_kick(struct device *dev);
-/* Response / failure for a command token. */
-void commands_on_response(struct command *cmd, const coap_pdu_t *rcvd);
-void commands_on_nack(struct command *cmd, coap_nack_reason_t reason);
-/* The device's session is gone: put the in-flight command back in front. */
-void commands_session_lost(struct device *dev);
-/* Answers every queued command with {"error":why} and frees them. */
-void commands_flush(struct device *dev, const char *why);
+/* The device listener (arg unused): delivers queued commands when a
+ * device shows up, puts the one in flight back when its session goes,
+ * answers every queued one when the gateway stops. */
+void commands_device_event(void *arg, device_t *dev, enum device_event ev);
 
 #endif

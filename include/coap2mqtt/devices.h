@@ -1,9 +1,17 @@
 /*
- * devices.h - the device registry: identity, current DTLS session,
- * registration lifetime, declared resources and availability.  A device is
- * known by its authenticated identity; its record lives until the gateway
- * stops (a device that left keeps its entry, offline, so its topics and
- * queued commands stay meaningful).
+ * devices.h - the device registry and the device session: identity,
+ * current session, registration lifetime, declared resources and
+ * availability.  A device is known by its authenticated identity; its
+ * record lives until the gateway stops (a device that left keeps its
+ * entry, offline, so its topics and queued commands stay meaningful).
+ *
+ * The rooms above (observations, commands, status) never touch a device's
+ * CoAP session: they send through device_request_new()/device_send(),
+ * which hide whether the device dialled in (a server-side session, today)
+ * or was dialled (a client session: where dial-out plugs in).  What
+ * happens to a device reaches them as events (devices_add_listener).
+ *
+ * Layer: devices
  */
 #ifndef COAP2MQTT_DEVICES_H
 #define COAP2MQTT_DEVICES_H
@@ -14,14 +22,34 @@
 #include <coap3/coap.h>
 #include <jansson.h>
 
-#include "coap2mqtt/gateway.h"
+#include "coap2mqtt/context.h"
 #include "coap2mqtt/linkformat.h"
+#include "coap2mqtt/transport.h"
 
 typedef struct device device_t;
 
+/* What happens to a device, in the order the rooms above must hear it. */
+enum device_event {
+    DEVICE_SESSION_LOST,  /* its session ended or was replaced: requests in
+                           * flight on it are gone (tokens forgotten) */
+    DEVICE_OBSERVE,       /* (re)start observing its observable resources */
+    DEVICE_UNOBSERVE,     /* stop observing and tell the device (left,
+                           * expired, or its resources are replaced) */
+    DEVICE_AWAKE,         /* it showed up: deliver what waits for it */
+    DEVICE_AVAILABILITY,  /* device_online() changed */
+    DEVICE_LIST_CHANGED,  /* registration details changed (bridge/devices) */
+    DEVICE_STOPPING,      /* graceful stop: cancel on the wire, answer
+                           * whatever waits */
+    DEVICE_FREED,         /* the record is about to be freed */
+};
+
+typedef void (*device_listener_fn)(void *arg, device_t *dev, enum device_event ev);
+
 devices_t *devices_new(struct gw *gw);
-/* Frees every device (cancels nothing on the network: see devices_shutdown). */
+/* Frees every device (DEVICE_FREED first; nothing is sent). */
 void devices_free(devices_t *d);
+/* Listeners are called in the order they were added.  -1 when full. */
+int devices_add_listener(devices_t *d, device_listener_fn fn, void *arg);
 
 device_t *devices_find(devices_t *d, const char *id);
 size_t devices_count(const devices_t *d);
@@ -48,9 +76,33 @@ void devices_deregister(device_t *dev);
  * an unregistered entry; NULL only when the registry is full.
  */
 device_t *devices_seen(devices_t *d, const char *id, coap_session_t *session);
+/* The device answered on its session (a notification, a command's
+ * answer): last seen now, and what waits for it is delivered. */
+void device_awake(device_t *dev);
 
-/* libcoap is about to free 'session': forget it wherever it is used. */
-void devices_session_gone(devices_t *d, coap_session_t *session);
+/* The transport's session listener: libcoap is about to free 'session'. */
+void devices_session_gone(void *devices, coap_session_t *session);
+
+/* --- the device session: requests to the device, however it is reached --- */
+
+/* A request on the device's current session (see transport_request_new);
+ * NULL when it has none or on allocation failure. */
+coap_pdu_t *device_request_new(device_t *dev, coap_pdu_type_t type,
+                               coap_pdu_code_t code, const char *path,
+                               const struct transport_handler *h, void *owner,
+                               uint64_t *token);
+/* Sends it; -1 (token forgotten) on failure. */
+int device_send(device_t *dev, coap_pdu_t *pdu, uint64_t token);
+/* Whether 'token' still routes answers from the device's current session. */
+bool device_token_live(device_t *dev, uint64_t token);
+/* Stops routing answers for 'token' (0 is ignored). */
+void device_forget_token(device_t *dev, uint64_t token);
+/* RFC 7641 3.6 deregistration of observation 'token', if it has a session. */
+void device_cancel_observe(device_t *dev, uint64_t token);
+/* A CON answer from the device was handled (and is being acknowledged):
+ * when it is a repeat (the device missed our ACK), the ACK is sent again
+ * twice, 1 s apart. */
+void devices_con_response_seen(coap_session_t *session, const coap_pdu_t *rcvd);
 
 const char *device_id(const device_t *dev);
 coap_session_t *device_session(const device_t *dev);
@@ -61,9 +113,6 @@ bool device_allow_request(device_t *dev, uint64_t now_ms);
 /* True if a CON with this Message ID came on the current session within
  * EXCHANGE_LIFETIME; otherwise remembers it and returns false. */
 bool device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms);
-/* A CON response from the device was acknowledged; when it is a repeat
- * (the device missed our ACK), the ACK is sent again twice, 1 s apart. */
-void device_con_response_seen(device_t *dev, uint16_t mid, uint64_t now_ms);
 uint32_t device_lifetime(const device_t *dev);
 
 /* Calls fn for every device, in no particular order. */
@@ -72,7 +121,7 @@ void devices_foreach(devices_t *d, void (*fn)(device_t *dev, void *arg), void *a
 /* JSON array for <base>/bridge/devices (new reference). */
 json_t *devices_to_json(devices_t *d);
 
-/* Graceful stop: cancel all observations on the wire. */
+/* Graceful stop: DEVICE_STOPPING for every device, all marked offline. */
 void devices_shutdown(devices_t *d);
 
 #endif

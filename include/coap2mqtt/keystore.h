@@ -4,18 +4,22 @@
  * ignored, a secret written "hex:00ff..." is hex-decoded.  The identity is
  * everything before the first ':'.  Lookups are O(1) (hash table) so a fleet
  * of 100,000 identities costs nothing per handshake.
+ *
+ * Layer: base
  */
 #ifndef COAP2MQTT_KEYSTORE_H
 #define COAP2MQTT_KEYSTORE_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include "coap2mqtt/config.h"
 
 #define KEYSTORE_ID_MAX  128   /* bytes in an identity */
 #define KEYSTORE_KEY_MAX 64    /* bytes in a decoded key */
 
 typedef struct keystore keystore_t;
+/* Receives one "path:line: reason" line (the same shape as
+ * config_report_fn, so the configuration check can pass its own). */
+typedef void (*keystore_report_fn)(void *arg, const char *line);
 
 /*
  * Reads 'path'.  Errors - file readable by group or others, a line without
@@ -23,7 +27,7 @@ typedef struct keystore keystore_t;
  * are reported as "path:line: reason" through 'report' (may be NULL).
  * Returns NULL if anything was wrong; the caller owns the result.
  */
-keystore_t *keystore_load(const char *path, config_report_fn report, void *arg);
+keystore_t *keystore_load(const char *path, keystore_report_fn report, void *arg);
 
 void keystore_free(keystore_t *ks);
 

@@ -3,7 +3,11 @@
  * thread): connect with backoff and jitter, MQTT v5 with a persistent
  * session, the bridge/state will, the command subscription (No Local, so
  * the gateway never hears its own publications), and the drain of the
- * outbound queue with QoS 1 PUBACK tracking.
+ * outbound queue with QoS 1 PUBACK tracking.  It knows nothing of
+ * commands or status: what arrives, and each new connection, are told
+ * through the callbacks registered with mqtt_side_set_handlers().
+ *
+ * Layer: transport
  */
 #ifndef COAP2MQTT_MQTT_SIDE_H
 #define COAP2MQTT_MQTT_SIDE_H
@@ -11,10 +15,21 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "coap2mqtt/gateway.h"
+#include <mosquitto.h>
+
+#include "coap2mqtt/context.h"
+
+/* A message arrived on a subscribed topic. */
+typedef void (*mqtt_message_fn)(void *arg, const struct mosquitto_message *msg,
+                                const mosquitto_property *props);
+/* A (re)connection succeeded: retained state is to be published again. */
+typedef void (*mqtt_connected_fn)(void *arg);
 
 /* Creates the client (no network yet).  NULL on failure, logged. */
 mqtt_side_t *mqtt_side_new(struct gw *gw);
+/* Who hears messages and connections (either may be NULL). */
+void mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *message_arg,
+                            mqtt_connected_fn on_connected, void *connected_arg);
 /* First connection attempt; failures only schedule retries.  Never fails. */
 void mqtt_side_start(mqtt_side_t *m);
 void mqtt_side_free(mqtt_side_t *m);

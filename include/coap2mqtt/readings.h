@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "coap2mqtt/gateway.h"
+#include "coap2mqtt/context.h"
 #include "coap2mqtt/outq.h"
 
 /* NULL on allocation failure or when the topic does not fit. */

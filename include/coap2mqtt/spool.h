@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "coap2mqtt/gateway.h"
+#include "coap2mqtt/context.h"
 #include "coap2mqtt/outq.h"
 
 typedef struct spool spool_t;

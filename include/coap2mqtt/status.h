@@ -3,23 +3,24 @@
  * <base>/bridge/state (online; the will says offline), retained
  * <base>/<id>/availability, retained <base>/bridge/devices (debounced),
  * and <base>/bridge/stats every mqtt.stats_interval seconds.
+ *
+ * Layer: status
  */
 #ifndef COAP2MQTT_STATUS_H
 #define COAP2MQTT_STATUS_H
 
-#include "coap2mqtt/gateway.h"
-
-struct device;
+#include "coap2mqtt/context.h"
+#include "coap2mqtt/devices.h"
 
 status_t *status_new(struct gw *gw);
 void status_free(status_t *s);
 
-/* After every (re)connect: re-publish all retained state. */
-void status_on_connected(status_t *s);
-/* A device's availability changed (publishes it, and the devices list). */
-void status_device_changed(status_t *s, struct device *dev);
-/* Only the devices list changed (resources, registration details). */
-void status_devices_changed(status_t *s);
+/* The MQTT side's connected callback (arg: the status_t): after every
+ * (re)connect, re-publish all retained state. */
+void status_on_connected(void *arg);
+/* The device listener (arg: the status_t): availability and the devices
+ * list follow the devices. */
+void status_device_event(void *arg, device_t *dev, enum device_event ev);
 /* Graceful stop: every device offline, then bridge/state offline. */
 void status_publish_offline(status_t *s);
 /* The stats JSON document (new reference), also used by tests and -v. */

@@ -8,7 +8,7 @@
  * libcoap 4.3.1 does not export coap_handle_dgram(), so datagrams travel
  * the supported way: sent over a real UDP socket on a loopback address of
  * this process (127.x.y.z, derived from the pid) to the gateway's
- * endpoint, then coap_io_process(ctx, COAP_IO_NO_WAIT).  coap_side keeps
+ * endpoint, then coap_io_process(ctx, COAP_IO_NO_WAIT).  The transport keeps
  * its context private; the link flag below wraps coap_new_context() so the
  * harness learns it.  Each input gets a fresh gateway, so a crash
  * reproduces from its input alone.  It links libcoap's "notls" flavour:
@@ -467,7 +467,7 @@ mqtt_command(struct gw *gw, const uint8_t *p, size_t len)
     msg.payload = tlen < len ? copy + tlen + 1 : NULL;
     msg.payloadlen = tlen < len ? (int)(len - tlen - 1) : 0;
     msg.qos = 1;
-    commands_on_message(gw, &msg, NULL);
+    commands_on_message(gw->commands, &msg, NULL);
     free(copy);
 }
 

@@ -1,5 +1,5 @@
 /*
- * coap_handlers.c - what devices can ask of the gateway.
+ * intake.c - what devices can ask of the gateway.
  *
  *   POST   /rd?ep=<id>&lt=<s>   register (link-format body)      2.01
  *   POST   /rd/<id>[?lt=<s>]    refresh (optional new body)     2.04
@@ -11,22 +11,24 @@
  * them (raw Uri-Path options), not after libcoap's percent-encoding.
  * A CON push is answered 2.04 only when the reading is safe at the broker:
  * libcoap's async support sends the empty ACK now and the 2.04 later.
+ *
+ * Layer: services (calls base, the transport's identities, the device
+ * registry and the outbound path; libcoap calls it for each request)
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "coap2mqtt/coap_side.h"
 #include "coap2mqtt/devices.h"
+#include "coap2mqtt/intake.h"
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/linkformat.h"
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/mqtt_side.h"
-#include "coap2mqtt/outq.h"
+#include "coap2mqtt/outbound.h"
 #include "coap2mqtt/readings.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/topics.h"
-#include "coap_handlers.h"
+#include "coap2mqtt/transport.h"
 
 #define MAX_SEGMENTS (TOPIC_PATH_DEPTH + 1)
 #define RETRY_AFTER_S 10        /* Max-Age on 5.03: when to try again */
@@ -211,7 +213,7 @@ static const char *
 identity_or_reply(struct gw *gw, coap_session_t *session, char *buf, size_t cap,
                   coap_pdu_t *response)
 {
-    const char *id = coap_side_identity(session, buf, cap);
+    const char *id = transport_identity(session, buf, cap);
 
     /* Plain CoAP (lab use only) has no authentication: the session is
      * bound to the ep it registered with. */
@@ -226,7 +228,7 @@ identity_or_reply(struct gw *gw, coap_session_t *session, char *buf, size_t cap,
         gw->stats.rejected_unauthenticated++;
         log_ratelimited(&gw->stats.rejected_unauthenticated,
                         "coap: request from %s without a usable identity refused",
-                        coap_side_peer(session, peer, sizeof(peer)));
+                        transport_peer(session, peer, sizeof(peer)));
         reply(response, 401, "no usable identity");
         return NULL;
     }
@@ -241,7 +243,7 @@ bad_request(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
 
     gw->stats.rejected_bad_request++;
     log_ratelimited(&gw->stats.rejected_bad_request, "coap: %s (%s): %s", id,
-                    coap_side_peer(session, peer, sizeof(peer)), why);
+                    transport_peer(session, peer, sizeof(peer)), why);
     reply(response, 400, why);
 }
 
@@ -278,14 +280,13 @@ hnd_register(coap_resource_t *resource, coap_session_t *session,
              const coap_pdu_t *req, const coap_string_t *query,
              coap_pdu_t *response)
 {
-    struct gw *gw = coap_side_gw(coap_session_get_context(session));
+    struct gw *gw = coap_resource_get_userdata(resource);
     struct lf_link links[LINKFORMAT_MAX_LINKS];
     char idbuf[TOPIC_ID_MAX + 1], ep[TOPIC_ID_MAX + 1];
     uint32_t lt = (uint32_t)gw->cfg->rd.default_lifetime;
     const char *id;
     int n, rc;
 
-    (void)resource;
     (void)query;
     if (gw->stopping) {
         reply_busy(response, "gateway stopping");
@@ -316,7 +317,7 @@ hnd_register(coap_resource_t *resource, coap_session_t *session,
         gw->stats.rejected_identity++;
         log_ratelimited(&gw->stats.rejected_identity,
                         "coap: registration from %s refused: ep is not the DTLS identity \"%s\"",
-                        coap_side_peer(session, peer, sizeof(peer)), id);
+                        transport_peer(session, peer, sizeof(peer)), id);
         reply(response, 403, "ep must equal the DTLS identity");
         return;
     }
@@ -440,7 +441,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     uint32_t ct;
     outmsg_t *m;
     device_t *dev;
-    enum spool_put_result put = SPOOL_FULL;
+    bool waiting;
 
     if (join_path(segs, n, path, sizeof(path)) < 0) {
         bad_request(gw, session, response, id, "invalid push path");
@@ -477,21 +478,13 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         free(m);
         m = NULL;
     }
-    if (m && (put = spool_put(gw->spool, gw->outq, m)) == SPOOL_DROPPED_OLDEST)
-        gw->stats.drops_oldest_non++;
-    if (!m || put == SPOOL_FULL) {
-        bool waiting = m && m->done;
-
-        if (m)
-            outmsg_finish(m, false);    /* an async wait then answers 5.03 */
-        gw->stats.drops_queue_full++;
-        log_ratelimited(&gw->stats.drops_queue_full,
-                        "outbound queue and spool full: push from %s refused", id);
+    waiting = m && m->done;
+    if (!outbound_put(gw, m, "push from", id)) {
+        /* A waiting async answers 5.03 by its done callback. */
         if (!waiting)
             reply_busy(response, "gateway queue full");
         return;
     }
-    mqtt_side_kick(gw->mqtt);
     /* With the spool the reading is on disk now: 2.04 at once.  Without,
      * a CON push gets the empty ACK now and its 2.04 at PUBACK. */
     if (!con || gw->spool)
@@ -505,14 +498,13 @@ hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
             const coap_pdu_t *req, const coap_string_t *query,
             coap_pdu_t *response)
 {
-    struct gw *gw = coap_side_gw(coap_session_get_context(session));
+    struct gw *gw = coap_resource_get_userdata(resource);
     coap_async_t *async = coap_find_async(session, coap_pdu_get_token(req));
     struct seg segs[MAX_SEGMENTS];
     char idbuf[TOPIC_ID_MAX + 1];
     const char *id;
     int n;
 
-    (void)resource;
     (void)query;
     if (async) {
         push_answer(session, async, response);
@@ -544,13 +536,18 @@ hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
 }
 
 int
-coap_handlers_register(coap_context_t *ctx)
+intake_register(struct gw *gw)
 {
+    coap_context_t *ctx = transport_context(gw->coap);
     coap_resource_t *rd = coap_resource_init(coap_make_str_const("rd"), 0);
     coap_resource_t *dyn = coap_resource_unknown_init2(hnd_dynamic, 0);
 
-    if (!rd || !dyn)
+    if (!rd || !dyn) {
+        log_warnx("coap: cannot add the /rd and /ps resources");
         return -1;
+    }
+    coap_resource_set_userdata(rd, gw);
+    coap_resource_set_userdata(dyn, gw);
     coap_register_request_handler(rd, COAP_REQUEST_POST, hnd_register);
     coap_add_attr(rd, coap_make_str_const("rt"), coap_make_str_const("\"core.rd\""), 0);
     coap_add_attr(rd, coap_make_str_const("ct"), coap_make_str_const("40"), 0);

@@ -1,0 +1,262 @@
+/*
+ * transport.c - the libcoap context: its settings, the DTLS and plain
+ * endpoints, the session events (told to the guards, the token table and
+ * the listener above), and the small accessors the rooms above use.
+ *
+ * Layer: transport (calls base and libcoap; calls up only through the
+ * session listener and the handlers registered with each request)
+ */
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "coap2mqtt/log.h"
+#include "transport_internal.h"
+
+/* --- strings for logs and identities -------------------------------------- */
+
+const char *
+transport_peer(coap_session_t *session, char *buf, size_t cap)
+{
+    const coap_address_t *a = coap_session_get_addr_remote(session);
+    size_t n = a ? coap_print_addr(a, (unsigned char *)buf, cap - 1) : 0;
+
+    buf[n] = '\0';
+    return buf;
+}
+
+const char *
+transport_identity(coap_session_t *session, char *buf, size_t cap)
+{
+    const coap_bin_const_t *id = coap_session_get_psk_identity(session);
+    transport_t *t = coap_get_app_data(coap_session_get_context(session));
+    const char *cert = NULL;
+
+    if ((!id || !id->length) && t)
+        cert = transport__cert_identity(t, session);
+    if (cert) {
+        if (strlen(cert) >= cap)
+            return NULL;
+        memcpy(buf, cert, strlen(cert) + 1);
+        return buf;
+    }
+    if (!id || !id->length || id->length >= cap)
+        return NULL;
+    memcpy(buf, id->s, id->length);
+    buf[id->length] = '\0';
+    /* An identity with a NUL inside cannot be one of ours. */
+    return strlen(buf) == id->length ? buf : NULL;
+}
+
+size_t
+transport_sessions(const transport_t *t)
+{
+    return t->sessions;
+}
+
+coap_context_t *
+transport_context(transport_t *t)
+{
+    return t->ctx;
+}
+
+void
+transport_set_session_listener(transport_t *t, transport_session_gone_fn fn, void *arg)
+{
+    t->session_gone = fn;
+    t->session_gone_arg = arg;
+}
+
+void
+transport_set_backlog(transport_t *t, transport_backlog_fn fn, void *arg)
+{
+    t->backlog = fn;
+    t->backlog_arg = arg;
+}
+
+/* --- session events ---------------------------------------------------------- */
+
+static void
+session_gone(transport_t *t, coap_session_t *session)
+{
+    if (t->session_gone)
+        t->session_gone(t->session_gone_arg, session);
+}
+
+static int
+on_event(coap_session_t *session, const coap_event_t event)
+{
+    transport_t *t = coap_get_app_data(coap_session_get_context(session));
+
+    switch (event) {
+    case COAP_EVENT_DTLS_CONNECTED:
+        t->gw->stats.handshakes_ok++;
+        transport__hello_forget(t, session);
+        transport__handshake_end(t, session, false);
+        transport__established_add(t, session);
+        break;
+    case COAP_EVENT_DTLS_ERROR:
+        if (coap_session_get_state(session) != COAP_SESSION_STATE_ESTABLISHED) {
+            transport__handshake_end(t, session, false);
+            transport__handshake_failed(t, session);
+        }
+        break;
+    case COAP_EVENT_SERVER_SESSION_NEW:
+        t->sessions++;
+        transport__hello_track(t, session);
+        break;
+    case COAP_EVENT_SERVER_SESSION_DEL:
+        if (t->sessions)
+            t->sessions--;
+        t->gw->stats.sessions_closed++;
+        transport__hello_forget(t, session);
+        transport__cert_forget(t, session);
+        transport__handshake_end(t, session, true);
+        transport__established_del(t, session);
+        transport__tokens_session_gone(t, session);
+        session_gone(t, session);
+        break;
+    case COAP_EVENT_DTLS_CLOSED:
+    case COAP_EVENT_SESSION_CLOSED:
+        transport__established_del(t, session);
+        session_gone(t, session);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* --- endpoints ------------------------------------------------------------- */
+
+/* "host:port" or "[v6]:port" into host and port; -1 when malformed. */
+static int
+split_host_port(const char *spec, char *host, size_t cap, const char **port)
+{
+    size_t hl;
+
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+
+        if (!end || end[1] != ':')
+            return -1;
+        hl = (size_t)(end - spec - 1);
+        *port = end + 2;
+        spec++;
+    } else {
+        const char *colon = strrchr(spec, ':');
+
+        if (!colon)
+            return -1;
+        hl = (size_t)(colon - spec);
+        *port = colon + 1;
+    }
+    if (hl >= cap)
+        return -1;
+    memcpy(host, spec, hl);
+    host[hl] = '\0';
+    return 0;
+}
+
+static int
+parse_listen(const char *spec, coap_address_t *addr)
+{
+    char host[256];
+    const char *port;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM,
+                              .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
+    struct addrinfo *res;
+
+    if (split_host_port(spec, host, sizeof(host), &port) < 0 ||
+        getaddrinfo(host, port, &hints, &res) != 0)
+        return -1;
+    coap_address_init(addr);
+    addr->size = res->ai_addrlen;
+    memcpy(&addr->addr, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int
+open_endpoints(transport_t *t, char **list, int n, coap_proto_t proto)
+{
+    for (int i = 0; i < n; i++) {
+        coap_address_t addr;
+
+        if (parse_listen(list[i], &addr) < 0) {
+            log_warnx("coap: bad listen address %s", list[i]);
+            return -1;
+        }
+        if (!coap_new_endpoint(t->ctx, &addr, proto)) {
+            log_warnx("coap: cannot listen on %s", list[i]);
+            return -1;
+        }
+        if (proto == COAP_PROTO_DTLS)
+            log_notice("listening on %s (coaps)", list[i]);
+        else
+            log_warnx("listening on %s: plain CoAP, unencrypted and unauthenticated "
+                      "(any host can claim any device id not in the PSK file)", list[i]);
+    }
+    return 0;
+}
+
+/* --- life ------------------------------------------------------------------ */
+
+static void
+apply_settings(transport_t *t, const struct config_coap *cc)
+{
+    coap_set_app_data(t->ctx, t);
+    coap_context_set_block_mode(t->ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+    coap_context_set_max_handshake_sessions(t->ctx, (unsigned)cc->max_handshakes);
+    coap_context_set_max_idle_sessions(t->ctx, (unsigned)cc->max_sessions);
+    coap_context_set_session_timeout(t->ctx, (unsigned)cc->session_timeout);
+    coap_register_response_handler(t->ctx, transport__on_response);
+    coap_register_nack_handler(t->ctx, transport__on_nack);
+    coap_register_event_handler(t->ctx, on_event);
+}
+
+transport_t *
+transport_new(struct gw *gw)
+{
+    const struct config_coap *cc = &gw->cfg->coap;
+    transport_t *t = calloc(1, sizeof(*t));
+
+    if (!t) {
+        log_warnx("coap: out of memory");
+        return NULL;
+    }
+    t->gw = gw;
+    t->fd = -1;
+    t->keys = gw->keys;
+    transport__tokens_init(t);
+    if (!(t->ctx = coap_new_context(NULL))) {
+        log_warnx("coap: cannot create the libcoap context");
+        goto fail;
+    }
+    apply_settings(t, cc);
+    if (transport__setup_dtls(t) < 0 ||
+        open_endpoints(t, cc->listen, cc->n_listen, COAP_PROTO_DTLS) < 0 ||
+        open_endpoints(t, cc->plain_listen, cc->n_plain_listen, COAP_PROTO_UDP) < 0)
+        goto fail;
+    transport__guard_start(t);
+    if (transport__io_start(t) < 0)
+        goto fail;
+    return t;
+fail:
+    transport_free(t);
+    return NULL;
+}
+
+void
+transport_free(transport_t *t)
+{
+    if (!t)
+        return;
+    transport__io_stop(t);
+    if (t->ctx)
+        coap_free_context(t->ctx);
+    transport__guard_free(t);
+    transport__cert_free_all(t);
+    transport__tokens_free(t);
+    free(t);
+}

@@ -1,0 +1,367 @@
+/*
+ * transport_guard.c - the DTLS sessions' guards: handshakes that never
+ * complete (a wrong key fails silently), floods of ClientHellos from
+ * spoofed addresses, and devices that handshake again on a session we
+ * still hold (a reboot from the same address and port).
+ *
+ * Layer: transport (calls base and libcoap)
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <utlist.h>
+#include <uthash.h>
+
+#include "coap2mqtt/keystore.h"
+#include "coap2mqtt/log.h"
+#include "transport_internal.h"
+
+#define HANDSHAKE_SUSPECT_MS 5000
+#define HANDSHAKE_SWEEP_MS   1000
+
+/*
+ * A handshake whose identity we know but which has not completed.  With a
+ * wrong key the client's Finished fails its MAC and DTLS drops it silently
+ * (RFC 6347 4.1.2.7): no error ever reaches us, so the only sign is a
+ * handshake that never completes.  We watch for exactly that: a PSK
+ * handshake is 3 round trips, on a good link well under a second; past
+ * HANDSHAKE_SUSPECT_MS we say so (once), and a lossy link may still
+ * finish it later.
+ */
+struct handshake {
+    coap_session_t *session;
+    uint64_t started_ms;
+    char id[KEYSTORE_ID_MAX * 4 + 1];
+    char peer[64];
+    UT_hash_handle hh;
+};
+
+/*
+ * Established DTLS sessions by peer address, to spot a device that reboots
+ * and handshakes again from the same address and port: OpenSSL lacks RFC
+ * 6347 4.2.8 and would drop its ClientHello on the old session (~31 s
+ * stuck, measured).  We retire the old session before libcoap reads the
+ * datagram, so the hello starts a fresh handshake at once.
+ */
+struct peer_key {
+    uint16_t family, port;
+    uint8_t addr[16];
+};
+
+struct established {
+    struct peer_key key;
+    coap_session_t *session;
+    UT_hash_handle hh;
+};
+
+/*
+ * Hello sessions: what libcoap allocates for every ClientHello from a new
+ * address, before the cookie exchange proves the address is real.  libcoap
+ * keeps each 30 s and refuses all new hellos once max_handshakes are open,
+ * so 1,000 spoofed ClientHellos locked a real sensor out for 20 s
+ * (measured).  We evict the oldest beyond half the limit: a real client
+ * answers the HelloVerifyRequest within a round trip and leaves this list.
+ */
+struct hello {
+    coap_session_t *session;
+    struct hello *prev, *next;
+    UT_hash_handle hh;
+};
+
+/* --- handshakes that never complete ------------------------------------- */
+
+void
+transport__handshake_track(transport_t *t, coap_session_t *session,
+                           const coap_bin_const_t *identity)
+{
+    struct handshake *h;
+
+    HASH_FIND_PTR(t->handshakes, &session, h);
+    if (h)
+        return;
+    if (!(h = calloc(1, sizeof(*h))))
+        return;
+    h->session = session;
+    h->started_ms = loop_now_ms(t->gw->loop);
+    transport__sanitize(identity->s, identity->length, h->id, sizeof(h->id));
+    transport_peer(session, h->peer, sizeof(h->peer));
+    HASH_ADD_PTR(t->handshakes, session, h);
+}
+
+static void
+handshake_report(transport_t *t, struct handshake *h)
+{
+    t->gw->stats.handshakes_failed++;
+    log_ratelimited(&t->handshakes,
+                    "dtls: handshake from %s (identity \"%s\") not completed after 5 s: wrong key?",
+                    h->peer, h->id);
+}
+
+/* Done with a handshake: 'failed' reports it if it never completed. */
+void
+transport__handshake_end(transport_t *t, coap_session_t *session, bool failed)
+{
+    struct handshake *h;
+
+    HASH_FIND_PTR(t->handshakes, &session, h);
+    if (!h)
+        return;
+    if (failed && !t->gw->stopping)
+        handshake_report(t, h);
+    HASH_DEL(t->handshakes, h);
+    free(h);
+}
+
+static void
+handshake_sweep(loop_t *loop, void *arg)
+{
+    transport_t *t = arg;
+    struct handshake *h, *tmp;
+    uint64_t now = loop_now_ms(loop);
+
+    HASH_ITER(hh, t->handshakes, h, tmp) {
+        if (now - h->started_ms >= HANDSHAKE_SUSPECT_MS) {
+            handshake_report(t, h);
+            HASH_DEL(t->handshakes, h);
+            free(h);
+        }
+    }
+    t->sweep_timer = loop_add_timer(loop, HANDSHAKE_SWEEP_MS, handshake_sweep, t);
+}
+
+/* A handshake libcoap saw fail: a wrong key or a protocol error. */
+void
+transport__handshake_failed(transport_t *t, coap_session_t *session)
+{
+    const coap_bin_const_t *identity = coap_session_get_psk_identity(session);
+    char id[200] = "", peer[64];
+    size_t len;
+
+    t->gw->stats.handshakes_failed++;
+    if (identity && t->keys &&
+        !keystore_lookup(t->keys, identity->s, identity->length, &len))
+        return;     /* unknown identity: already said in the PSK lookup */
+    if (identity)
+        transport__sanitize(identity->s, identity->length, id, sizeof(id));
+    log_ratelimited(&t->gw->stats.handshakes_failed,
+                    "dtls: handshake from %s failed (identity \"%s\"): wrong key or protocol error",
+                    transport_peer(session, peer, sizeof(peer)), id);
+}
+
+/* --- devices that re-handshake on a live session ---------------------------- */
+
+static bool
+peer_key_of(const struct sockaddr *sa, struct peer_key *k)
+{
+    memset(k, 0, sizeof(*k));
+    k->family = sa->sa_family;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+        k->port = in->sin_port;
+        memcpy(k->addr, &in->sin_addr, 4);
+        return true;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+        k->port = in6->sin6_port;
+        memcpy(k->addr, &in6->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+/* The entry for the session's peer address (NULL if none); false when the
+ * address cannot be a key at all. */
+static bool
+established_find(transport_t *t, coap_session_t *session, struct peer_key *k,
+                 struct established **e)
+{
+    const coap_address_t *a = coap_session_get_addr_remote(session);
+
+    *e = NULL;
+    if (!a || !peer_key_of(&a->addr.sa, k))
+        return false;
+    HASH_FIND(hh, t->established, k, sizeof(*k), *e);
+    return true;
+}
+
+void
+transport__established_add(transport_t *t, coap_session_t *session)
+{
+    struct established *e;
+    struct peer_key k;
+
+    if (!established_find(t, session, &k, &e))
+        return;
+    if (!e) {
+        if (!(e = calloc(1, sizeof(*e))))
+            return;
+        e->key = k;
+        HASH_ADD(hh, t->established, key, sizeof(k), e);
+    }
+    e->session = session;
+}
+
+void
+transport__established_del(transport_t *t, coap_session_t *session)
+{
+    struct established *e;
+    struct peer_key k;
+
+    if (established_find(t, session, &k, &e) && e && e->session == session) {
+        HASH_DEL(t->established, e);
+        free(e);
+    }
+}
+
+/*
+ * A reconnect burst (2,000 sensors after a gateway restart) or a hello
+ * flood overflows the default 208 KiB receive buffer, and the kernel then
+ * drops genuine datagrams too (137k RcvbufErrors measured).  Endpoint
+ * sockets get 4 MiB: SO_RCVBUFFORCE when we may, else as much as
+ * net.core.rmem_max allows.  Done once per socket, on its first event.
+ */
+static void
+tune_socket(transport_t *t, int fd)
+{
+    int size = 4 << 20;
+
+    for (size_t i = 0; i < t->n_tuned; i++)
+        if (t->tuned_fds[i] == fd)
+            return;
+    if (t->n_tuned == sizeof(t->tuned_fds) / sizeof(t->tuned_fds[0]))
+        return;
+    t->tuned_fds[t->n_tuned++] = fd;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+}
+
+/* DTLS record: content type 22 (handshake), epoch 0, handshake type 1. */
+static bool
+is_client_hello(const uint8_t *b, ssize_t n)
+{
+    return n >= 25 && b[0] == 22 && b[3] == 0 && b[4] == 0 && b[13] == 1;
+}
+
+static void
+retire_session(transport_t *t, struct established *e)
+{
+    coap_session_t *old = e->session;
+    coap_tick_t now;
+    char peer[64];
+
+    t->gw->stats.sessions_reset++;
+    log_info("dtls: %s sent a new ClientHello on its established session "
+             "(rebooted?): retiring the old session",
+             transport_peer(old, peer, sizeof(peer)));
+    HASH_DEL(t->established, e);
+    free(e);
+    coap_session_disconnected(old, COAP_NACK_TLS_FAILED);
+    /* Frees sessions in state NONE now, before the hello is read. */
+    coap_ticks(&now);
+    coap_io_prepare_epoll(t->ctx, now);
+}
+
+/* Looks at the next datagram on an endpoint socket without taking it. */
+void
+transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    uint8_t buf[32];
+    struct established *e;
+    struct peer_key k;
+    int fd = compat_endpoint_fd(ev);
+    ssize_t n;
+
+    if (fd < 0 || !(ev->events & EPOLLIN))
+        return;
+    tune_socket(t, fd);
+    if (!t->established)
+        return;
+    n = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT,
+                 (struct sockaddr *)&ss, &sl);
+    if (!is_client_hello(buf, n) || !peer_key_of((struct sockaddr *)&ss, &k))
+        return;
+    HASH_FIND(hh, t->established, &k, sizeof(k), e);
+    if (e)
+        retire_session(t, e);
+}
+
+/* --- hello floods ------------------------------------------------------------ */
+
+void
+transport__hello_forget(transport_t *t, coap_session_t *session)
+{
+    struct hello *h;
+
+    HASH_FIND_PTR(t->hellos, &session, h);
+    if (!h)
+        return;
+    HASH_DEL(t->hellos, h);
+    DL_DELETE(t->hello_fifo, h);
+    t->n_hellos--;
+    free(h);
+}
+
+void
+transport__hello_track(transport_t *t, coap_session_t *session)
+{
+    size_t limit = (size_t)t->gw->cfg->coap.max_handshakes / 2;
+    struct hello *h;
+
+    if (coap_session_get_type(session) != COAP_SESSION_TYPE_HELLO)
+        return;
+    if ((h = calloc(1, sizeof(*h)))) {
+        h->session = session;
+        HASH_ADD_PTR(t->hellos, session, h);
+        DL_APPEND(t->hello_fifo, h);
+        t->n_hellos++;
+    }
+    while (t->n_hellos > limit && t->hello_fifo) {
+        coap_session_t *old = t->hello_fifo->session;
+
+        transport__hello_forget(t, old);
+        if (old == session || coap_session_get_type(old) != COAP_SESSION_TYPE_HELLO)
+            continue;
+        t->gw->stats.handshakes_evicted++;
+        log_ratelimited(&t->gw->stats.handshakes_evicted,
+                        "dtls: over %zu unanswered ClientHellos (spoofed flood?): "
+                        "evicting the oldest", limit);
+        /* State NONE: libcoap frees it at the end of this batch. */
+        coap_session_disconnected(old, COAP_NACK_TLS_FAILED);
+    }
+}
+
+/* --- life ------------------------------------------------------------------- */
+
+void
+transport__guard_start(transport_t *t)
+{
+    t->sweep_timer = loop_add_timer(t->gw->loop, HANDSHAKE_SWEEP_MS, handshake_sweep, t);
+}
+
+void
+transport__guard_free(transport_t *t)
+{
+    struct handshake *h, *htmp;
+    struct hello *hl, *hltmp;
+    struct established *e, *etmp;
+
+    loop_cancel_timer(t->gw->loop, t->sweep_timer);
+    HASH_ITER(hh, t->handshakes, h, htmp) {
+        HASH_DEL(t->handshakes, h);
+        free(h);
+    }
+    HASH_ITER(hh, t->hellos, hl, hltmp) {
+        HASH_DEL(t->hellos, hl);
+        free(hl);
+    }
+    HASH_ITER(hh, t->established, e, etmp) {
+        HASH_DEL(t->established, e);
+        free(e);
+    }
+}

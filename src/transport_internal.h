@@ -1,0 +1,111 @@
+/*
+ * transport_internal.h - the transport's state, shared by its files and by
+ * nobody else (as libcoap does with its *_internal.h headers):
+ *
+ *   transport.c         context, endpoints, session events, accessors
+ *   transport_dtls.c    PSK lookup, certificates and their trust store
+ *   transport_guard.c   handshakes that never finish, hello floods,
+ *                       devices that re-handshake on a live session
+ *   transport_io.c      driving libcoap's epoll fd in batches, back-pressure
+ *   transport_tokens.c  our tokens and the routing of responses by them
+ *
+ * Internal calls between these files are named transport__verb.
+ *
+ * Layer: transport
+ */
+#ifndef COAP2MQTT_TRANSPORT_INTERNAL_H
+#define COAP2MQTT_TRANSPORT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <openssl/ssl.h>
+#include <coap3/coap.h>
+
+#include "coap2mqtt/transport.h"
+#include "compat_libcoap.h"
+
+struct pending;
+struct handshake;
+struct established;
+struct hello;
+struct cert_id;
+
+struct transport {
+    struct gw *gw;
+    coap_context_t *ctx;
+    int fd;
+    keystore_t *keys;
+    coap_bin_const_t key;           /* points into keys, for the callback */
+    transport_session_gone_fn session_gone;
+    void *session_gone_arg;
+    transport_backlog_fn backlog;
+    void *backlog_arg;
+    /* tokens */
+    struct pending *pending;        /* by token */
+    uint64_t token_base;            /* random, so tokens are not guessable */
+    uint64_t token_next;
+    size_t sessions;
+    /* guards */
+    struct handshake *handshakes;   /* by session pointer */
+    struct established *established; /* by peer address */
+    struct hello *hellos;           /* by session pointer */
+    struct hello *hello_fifo;       /* oldest first */
+    size_t n_hellos;
+    int tuned_fds[16];              /* endpoint sockets given a big SO_RCVBUF */
+    size_t n_tuned;
+    uint64_t sweep_timer;
+    /* DTLS */
+    struct cert_id *cert_ids;       /* by session pointer */
+    coap_dtls_pki_t pki;
+    X509_STORE *store;              /* device trust: ca_file + crl_file */
+    uint8_t unused_key[32];
+    /* I/O */
+    struct compat_libcoap compat;
+    unsigned reads_per_event;       /* learnt, 1..TRANSPORT_READS_MAX */
+    uint64_t last_batch_ns;         /* duration of the last batch */
+    size_t last_batch_reads;        /* datagrams it handled */
+    bool resumed;                   /* coalescing pause just ended */
+    uint64_t resume_timer;
+    uint64_t yield_target;          /* back-pressure: resume at this backlog */
+    uint64_t yield_until_ms;        /* ... or at this time at the latest */
+};
+
+/* transport_dtls.c */
+int transport__setup_dtls(transport_t *t);
+const char *transport__cert_identity(transport_t *t, coap_session_t *session);
+void transport__cert_forget(transport_t *t, coap_session_t *session);
+void transport__cert_free_all(transport_t *t);
+/* Printable form of untrusted identity bytes (keys never logged). */
+void transport__sanitize(const uint8_t *s, size_t len, char *out, size_t cap);
+
+/* transport_guard.c */
+void transport__guard_start(transport_t *t);
+void transport__guard_free(transport_t *t);
+void transport__handshake_track(transport_t *t, coap_session_t *session,
+                                const coap_bin_const_t *identity);
+void transport__handshake_end(transport_t *t, coap_session_t *session, bool failed);
+void transport__handshake_failed(transport_t *t, coap_session_t *session);
+void transport__hello_track(transport_t *t, coap_session_t *session);
+void transport__hello_forget(transport_t *t, coap_session_t *session);
+void transport__established_add(transport_t *t, coap_session_t *session);
+void transport__established_del(transport_t *t, coap_session_t *session);
+/* Before libcoap reads an endpoint's datagram: a device re-handshaking on
+ * its live session gets the old one retired first. */
+void transport__check_rehandshake(transport_t *t, const struct epoll_event *ev);
+
+/* transport_io.c */
+int transport__io_start(transport_t *t);
+void transport__io_stop(transport_t *t);
+
+/* transport_tokens.c */
+void transport__tokens_init(transport_t *t);
+void transport__tokens_free(transport_t *t);
+void transport__tokens_session_gone(transport_t *t, coap_session_t *session);
+coap_response_t transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
+                                       const coap_pdu_t *rcvd, const coap_mid_t mid);
+void transport__on_nack(coap_session_t *session, const coap_pdu_t *sent,
+                        const coap_nack_reason_t reason, const coap_mid_t mid);
+
+#endif

@@ -1,0 +1,283 @@
+/*
+ * transport_tokens.c - our tokens, and the routing of every response to
+ * the handler its request was registered with.  Tokens are 8 bytes, made
+ * from a counter mixed with a random base, and valid only on the session
+ * they were sent on: a device cannot answer for another.
+ *
+ * Layer: transport (calls base and libcoap; calls up only through the
+ * handlers registered with each request)
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <uthash.h>
+
+#include "coap2mqtt/log.h"
+#include "transport_internal.h"
+
+struct pending {
+    uint64_t token;
+    const struct transport_handler *h;
+    void *owner;
+    coap_session_t *session;    /* responses must come back on it */
+    UT_hash_handle hh;
+};
+
+void
+transport__tokens_init(transport_t *t)
+{
+    if (getrandom(&t->token_base, sizeof(t->token_base), 0) != sizeof(t->token_base))
+        t->token_base = (uint64_t)loop_wall_s() * 2654435761u;
+}
+
+void
+transport__tokens_free(transport_t *t)
+{
+    struct pending *p, *tmp;
+
+    HASH_ITER(hh, t->pending, p, tmp) {
+        HASH_DEL(t->pending, p);
+        free(p);
+    }
+}
+
+static uint64_t
+token_from_pdu(const coap_pdu_t *pdu, bool *ok)
+{
+    coap_bin_const_t tok = coap_pdu_get_token(pdu);
+    uint64_t v = 0;
+
+    *ok = tok.length == 8;
+    for (size_t i = 0; *ok && i < 8; i++)
+        v = v << 8 | tok.s[i];
+    return v;
+}
+
+static uint64_t
+next_token(transport_t *t)
+{
+    /* A counter mixed with a random base: unique for 2^64 requests, and
+     * not predictable by a device wanting to answer for another. */
+    uint64_t x = t->token_base + ++t->token_next * 0x9E3779B97F4A7C15ULL;
+
+    x ^= x >> 31;
+    return x ? x : 1;
+}
+
+static struct pending *
+find_token(transport_t *t, uint64_t token)
+{
+    struct pending *p;
+
+    HASH_FIND(hh, t->pending, &token, 8, p);
+    return p;
+}
+
+/* Our tokens on the wire: 8 bytes, big-endian. */
+static void
+token_bytes(uint64_t token, uint8_t tok[8])
+{
+    for (int i = 0; i < 8; i++)
+        tok[i] = (uint8_t)(token >> (8 * (7 - i)));
+}
+
+static int
+register_token(transport_t *t, coap_session_t *session,
+               const struct transport_handler *h, void *owner, uint64_t *token)
+{
+    struct pending *p = calloc(1, sizeof(*p));
+
+    if (!p)
+        return -1;
+    do
+        p->token = next_token(t);
+    while (find_token(t, p->token));
+    p->h = h;
+    p->owner = owner;
+    p->session = session;
+    HASH_ADD(hh, t->pending, token, 8, p);
+    *token = p->token;
+    return 0;
+}
+
+static void
+add_uri_path(coap_pdu_t *pdu, const char *path)
+{
+    const char *seg = path;
+
+    while (seg && *seg) {
+        size_t n = strcspn(seg, "/");
+
+        coap_add_option(pdu, COAP_OPTION_URI_PATH, n, (const uint8_t *)seg);
+        seg += n;
+        if (*seg == '/')
+            seg++;
+    }
+}
+
+coap_pdu_t *
+transport_request_new(transport_t *t, coap_session_t *session,
+                      coap_pdu_type_t type, coap_pdu_code_t code,
+                      const char *path, const struct transport_handler *h,
+                      void *owner, uint64_t *token)
+{
+    coap_pdu_t *pdu = coap_pdu_init(type, code, coap_new_message_id(session),
+                                    coap_session_max_pdu_size(session));
+    uint8_t tok[8];
+
+    if (!pdu)
+        return NULL;
+    if (!*token && register_token(t, session, h, owner, token) < 0) {
+        coap_delete_pdu(pdu);
+        return NULL;
+    }
+    token_bytes(*token, tok);
+    coap_add_token(pdu, sizeof(tok), tok);
+    add_uri_path(pdu, path);
+    return pdu;
+}
+
+void
+transport_forget(transport_t *t, uint64_t token)
+{
+    struct pending *p;
+
+    if (!token || !t)
+        return;
+    if ((p = find_token(t, token))) {
+        HASH_DEL(t->pending, p);
+        free(p);
+    }
+}
+
+/*
+ * Through libcoap's own call: coap_send() of a GET with Observe=1 (4.3.1)
+ * put libcoap's internal token on the wire, which the device did not know,
+ * and coap_cancel_observe() also lets libcoap drop its record of the
+ * observation.
+ */
+void
+transport_cancel_observe(coap_session_t *session, uint64_t token)
+{
+    uint8_t tok[8];
+    coap_binary_t bin = { sizeof(tok), tok };
+
+    token_bytes(token, tok);
+    coap_cancel_observe(session, &bin, COAP_MESSAGE_NON);
+}
+
+void
+transport_send_ack(coap_session_t *session, uint16_t mid)
+{
+    /* coap_send_ack() takes the CON it answers; only its Message ID and
+     * type are read. */
+    coap_pdu_t *con = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, mid, 4);
+
+    if (con) {
+        coap_send_ack(session, con);
+        coap_delete_pdu(con);
+    }
+}
+
+bool
+transport_token_live(transport_t *t, uint64_t token, coap_session_t *session)
+{
+    struct pending *p;
+
+    if (!token || !t || !session)
+        return false;
+    p = find_token(t, token);
+    return p && p->session == session;
+}
+
+int
+transport_send(transport_t *t, coap_session_t *session, coap_pdu_t *pdu,
+               uint64_t token)
+{
+    if (coap_send(session, pdu) == COAP_INVALID_MID) {
+        transport_forget(t, token);
+        return -1;
+    }
+    return 0;
+}
+
+static struct pending *
+find_pending(transport_t *t, const coap_pdu_t *pdu, coap_session_t *session)
+{
+    struct pending *p;
+    bool ok;
+    uint64_t token = token_from_pdu(pdu, &ok);
+
+    if (!ok)
+        return NULL;
+    p = find_token(t, token);
+    /* A token is only valid on the session it was sent on. */
+    return p && p->session == session ? p : NULL;
+}
+
+/* A session libcoap is about to free: its tokens never match again (their
+ * owners forget them). */
+void
+transport__tokens_session_gone(transport_t *t, coap_session_t *session)
+{
+    struct pending *p, *tmp;
+
+    HASH_ITER(hh, t->pending, p, tmp) {
+        if (p->session == session)
+            p->session = NULL;
+    }
+}
+
+coap_response_t
+transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
+                       const coap_pdu_t *rcvd, const coap_mid_t mid)
+{
+    transport_t *t = coap_get_app_data(coap_session_get_context(session));
+    struct pending *p = find_pending(t, rcvd, session);
+    const struct transport_handler *h;
+    void *owner;
+
+    (void)sent;
+    (void)mid;
+    /*
+     * Whatever we answer (ACK, or RST), a retransmission of this CON must
+     * reach us again, or a lost answer stalls the device (#1306).  That
+     * includes the RST for a notification of an observation we have
+     * replaced: without it the device retried in vain for up to 93 s, its
+     * other notifications queued behind (NSTART = 1), and the observations
+     * of that device stayed dead (test_packet_loss_short, 2 runs in 9).
+     */
+    compat_forget_last_con_mid(&t->compat, session, rcvd);
+    if (!p || !p->owner) {
+        t->gw->stats.unknown_token++;
+        /* RFC 7641 3.6: reject a notification we did not ask for, so the
+         * device stops sending it. */
+        return coap_pdu_get_type(rcvd) == COAP_MESSAGE_CON ||
+               coap_pdu_get_type(rcvd) == COAP_MESSAGE_NON
+                   ? COAP_RESPONSE_FAIL : COAP_RESPONSE_OK;
+    }
+    h = p->h;
+    owner = p->owner;
+    if (h->one_shot)
+        transport_forget(t, p->token);  /* one answer per request */
+    return h->on_response(owner, session, rcvd) ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
+}
+
+void
+transport__on_nack(coap_session_t *session, const coap_pdu_t *sent,
+                   const coap_nack_reason_t reason, const coap_mid_t mid)
+{
+    transport_t *t = coap_get_app_data(coap_session_get_context(session));
+    const struct transport_handler *h;
+    struct pending *p;
+    void *owner;
+
+    (void)mid;
+    if (!sent || !(p = find_pending(t, sent, session)) || !p->owner)
+        return;
+    h = p->h;
+    owner = p->owner;
+    if (h->one_shot)
+        transport_forget(t, p->token);
+    h->on_nack(owner, reason);
+}
