@@ -112,6 +112,8 @@ unit: $(UNIT_BIN)
 # gateway exit non-zero, which the tests check at every stop.
 test: deps
 	$(MAKE) SAN=1 all unit
+	$(PYTHON) tests/layers/selftest.py
+	$(PYTHON) scripts/check-layers.py --objs build/san/obj/src
 	@if [ -x scripts/check-unit.sh ]; then scripts/check-unit.sh; fi
 	@if [ -x tests/fuzz/run.sh ]; then tests/fuzz/run.sh --brief; fi
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
