@@ -8,6 +8,11 @@ Every src/*.c names its layer in its opening comment with a line
 where <name> is one of LAYERS below, lowest first.  A header X.h (src/ or
 include/coap2mqtt/) belongs to the module src/X.c; a header without a
 same-named .c is a module of its own and names its layer the same way.
+A room too big for one file shares its state through src/R_internal.h:
+then src/R.c, every src/R_*.c, src/R_internal.h and include/coap2mqtt/R.h
+are one module (R), and every one of its files names the same layer.  The
+arrows between its own files are its own business (libcoap's files and
+their *_internal.h are the model); arrows to and from other modules count.
 
 Arrows between modules, from two sources:
   include  A.c or A.h has #include "B.h" / "coap2mqtt/B.h"      A -> B
@@ -52,7 +57,7 @@ LAYERS = ["base", "transport", "devices", "services", "status", "wiring"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 PROG = "layers"
-LAYER_RE = re.compile(r"^\s*\*?\s*Layer:\s*(\S*)\s*$")
+LAYER_RE = re.compile(r"^\s*\*?\s*Layer:\s*(\S*)(?:\s.*)?$")
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
 
@@ -111,6 +116,16 @@ class Tree:
         self.module = {c: c for c in self.sources}
         for h in self.headers:
             self.module[h] = by_base.get(os.path.basename(h)[:-2], h)
+        # rooms over several files: R.c, R_*.c, R_internal.h, R.h
+        for h in self.headers:
+            name = os.path.basename(h)[:-2]
+            room = by_base.get(name[: -len("_internal")]) if name.endswith("_internal") else None
+            if not room or not h.startswith("src/"):
+                continue
+            prefix = room[:-2] + "_"
+            for f in self.sources + self.headers:
+                if f.startswith(prefix) and f.startswith("src/"):
+                    self.module[f] = room
         self.modules = sorted(set(self.module.values()))
         self.text = {f: read(os.path.join(root, f)) for f in self.module}
 
@@ -173,10 +188,14 @@ def assign_layers(tree, declared, problems, hints):
             problems.append(f"unknown layer: {m}: '{name}' (layers: {', '.join(LAYERS)})")
             continue
         layer[m] = name
-    for h in tree.headers:
-        m = tree.module[h]
-        if m != h and h in declared and m in layer and declared[h] != layer[m]:
-            problems.append(f"layer conflict: {h} says '{declared[h]}', {m} says '{layer[m]}'")
+    for f in tree.sources + tree.headers:
+        m = tree.module[f]
+        if m == f:
+            continue
+        if f in declared and m in layer and declared[f] != layer[m]:
+            problems.append(f"layer conflict: {f} says '{declared[f]}', {m} says '{layer[m]}'")
+        elif f.endswith(".c") and f not in declared and m in layer:
+            problems.append(f'no layer: {f}: no " * Layer: <name>" line (its room {m} is {layer[m]})')
     return layer
 
 
@@ -295,8 +314,8 @@ def build_graph(tree, objs):
     for c, names in undefined.items():
         for n in names:
             for d in definer.get(n, ()):
-                if d != c:
-                    arrow(c, d).calls.add(n)
+                if tree.module[d] != tree.module[c]:
+                    arrow(tree.module[c], tree.module[d]).calls.add(n)
     return arrows
 
 

@@ -22,7 +22,7 @@
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/outbound.h"
 #include "coap2mqtt/payload.h"
-#include "device_internal.h"
+#include "devices_internal.h"
 
 #define RECENT_COMMANDS 256
 

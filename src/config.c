@@ -9,6 +9,8 @@
  * libconfig 1.5 (Debian 12) stores an integer literal that does not fit an
  * int truncated, silently ("port = 4294967297;" reads as 1).  A small scan
  * of the source finds such literals so they are reported, not believed.
+ *
+ * Layer: base (calls log and keystore)
  */
 #include <arpa/inet.h>
 #include <errno.h>

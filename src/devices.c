@@ -13,7 +13,7 @@
 
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/transport.h"
-#include "device_internal.h"
+#include "devices_internal.h"
 
 #define REACK_FIRST_MS 1000    /* the ACK again, this long after the repeat */
 #define REACK_AGAIN_MS 2000

@@ -5,6 +5,8 @@
  * size.  The table's contents come from the operator, so an attacker
  * choosing identities cannot lengthen probe runs.  Keys are wiped from
  * memory (explicit_bzero) before it is freed, including the line buffer.
+ *
+ * Layer: base
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -4,6 +4,8 @@
  * quoted values holding ',' or ';' do not split links) and ignored.
  * Whitespace around ',', ';' and '=' is tolerated because real devices emit
  * it; everything else off the grammar is rejected with a reason.
+ *
+ * Layer: base (pure)
  */
 #include <string.h>
 #include <strings.h>

@@ -2,6 +2,8 @@
  * log.c - stderr logging with "<N>" priority prefixes (sd-daemon(3)), which
  * journald turns back into levels.  libcoap and libmosquitto are routed here
  * so one -v controls all of it.
+ *
+ * Layer: base (the bottom: calls nothing of ours)
  */
 #include <errno.h>
 #include <stdbool.h>

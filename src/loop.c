@@ -3,6 +3,8 @@
  * epoll_wait timeout, so there is no timerfd per timer.  A timer's heap
  * slot index is kept in the timer so cancelling is O(log n); ids are looked
  * up in a hash (uthash) so stale ids are harmless.
+ *
+ * Layer: base (calls log)
  */
 #include <errno.h>
 #include <stdbool.h>

@@ -17,7 +17,7 @@
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/outbound.h"
 #include "coap2mqtt/readings.h"
-#include "device_internal.h"
+#include "devices_internal.h"
 
 #define OBS_GRACE_MS       10000   /* on top of Max-Age before re-registering */
 #define OBS_RETRY_MIN_MS   5000

@@ -2,6 +2,8 @@
  * outq.c - a bounded FIFO of outbound MQTT messages (singly linked, O(1)
  * at both ends).  Memory per message is one allocation sized to its topic
  * and payload.
+ *
+ * Layer: base (pure)
  */
 #include <stdlib.h>
 #include <string.h>

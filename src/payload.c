@@ -1,6 +1,8 @@
 /*
  * payload.c - the Content-Format <-> MIME table (IANA "CoAP
  * Content-Formats", the entries sensors actually send).
+ *
+ * Layer: base (pure)
  */
 #include <stddef.h>
 #include <strings.h>

@@ -18,6 +18,8 @@
  *      into a growing buffer whose size is capped (non-text map keys nest
  *      escaped JSON inside JSON, which grows exponentially with depth).
  * The rules of the mapping are listed in payload_json.h.
+ *
+ * Layer: base (pure)
  */
 #include <inttypes.h>
 #include <math.h>

@@ -1,6 +1,8 @@
 /*
  * readings.c - the shape of a reading on MQTT.  Kept in one place so that
  * notifications and pushes publish the same way.
+ *
+ * Layer: base (calls topics, payload_json, outq)
  */
 #include <stdlib.h>
 #include <string.h>

@@ -9,6 +9,8 @@
  * segments behind the watermark are deleted.  Nothing here blocks on the
  * network; disk writes are plain write()s, made durable by an fdatasync()
  * every queue.fsync_interval ms on the syncer thread (syncer.h).
+ *
+ * Layer: base (calls outq, syncer, loop, log)
  */
 #include <dirent.h>
 #include <errno.h>

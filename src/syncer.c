@@ -2,6 +2,8 @@
  * syncer.c - a background fdatasync() thread (see syncer.h for why).
  * The only thread besides the loop.  It touches nothing but the fields of
  * struct syncer, under its mutex, and a file descriptor it owns.
+ *
+ * Layer: base (a thread of its own; calls nothing of ours)
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -5,6 +5,8 @@
  * (no overlong forms, surrogates or noncharacters), no control characters,
  * no MQTT wildcards, no empty or dot levels, bounded length and depth (a
  * topic deeper than 200 levels makes mosquitto drop the whole connection).
+ *
+ * Layer: base (pure)
  */
 #include <limits.h>
 #include <stdint.h>

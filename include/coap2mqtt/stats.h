@@ -2,6 +2,8 @@
  * stats.h - the counters published on <base>/bridge/stats.  Plain data:
  * every module increments its own fields directly.  Each refusal the
  * network can cause has its own counter, so operators see why.
+ *
+ * Layer: base (plain data)
  */
 #ifndef COAP2MQTT_STATS_H
 #define COAP2MQTT_STATS_H

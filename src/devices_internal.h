@@ -1,5 +1,5 @@
 /*
- * device_internal.h - the device record, shared by the registry
+ * devices_internal.h - the device record, shared by the registry
  * (devices.c) and the rooms that keep per-device state in it (observe.c:
  * the observation of each resource; commands.c: the command queue) and by
  * nobody else, as libcoap does with its *_internal.h headers.
