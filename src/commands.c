@@ -481,6 +481,72 @@ commands_device_event(void *arg, device_t *dev, enum device_event ev)
     }
 }
 
+/* The MQTT v5 properties a command may carry (absent: NULL / 0). */
+struct cmd_props {
+    char *rt;                   /* Response Topic, when usable */
+    uint8_t *corr;              /* Correlation Data */
+    uint16_t corr_len;
+    char *mime;                 /* content type */
+    uint32_t expiry;            /* Message Expiry Interval, s */
+};
+
+static void
+read_props(const mosquitto_property *props, struct cmd_props *p)
+{
+    memset(p, 0, sizeof(*p));
+    mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &p->rt, false);
+    mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA,
+                                   (void **)&p->corr, &p->corr_len, false);
+    mosquitto_property_read_string(props, MQTT_PROP_CONTENT_TYPE, &p->mime, false);
+    mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &p->expiry, false);
+    if (p->rt && !topic_base_valid(p->rt)) {
+        free(p->rt);
+        p->rt = NULL;
+    }
+}
+
+static void
+free_props(struct cmd_props *p)
+{
+    free(p->rt);
+    free(p->corr);
+    free(p->mime);
+}
+
+/* Why a command for (dev, path) cannot be queued, or NULL. */
+static const char *
+refusal(struct gw *gw, struct device *dev, const char *path)
+{
+    if (gw->stopping)
+        return "gateway stopping";
+    if (!dev)
+        return "unknown device";
+    if (!device_resource(dev, path))
+        return "unknown resource";
+    if (dev->n_cmds >= (size_t)gw->cfg->commands.max_queued)
+        return "command queue full";
+    return NULL;
+}
+
+/* Redeliveries and retained commands are dropped before anything else. */
+static bool
+dropped_early(commands_t *c, const struct mosquitto_message *msg)
+{
+    struct gw *gw = c->gw;
+
+    if (redelivered(c, msg)) {
+        gw->stats.commands_duplicate++;
+        return true;
+    }
+    if (msg->retain) {
+        /* A retained command would be replayed at every restart. */
+        log_warnx("command on %s ignored: retained", msg->topic);
+        gw->stats.commands_rejected++;
+        return true;
+    }
+    return false;
+}
+
 void
 commands_on_message(void *arg, const struct mosquitto_message *msg,
                     const mosquitto_property *props)
@@ -489,62 +555,30 @@ commands_on_message(void *arg, const struct mosquitto_message *msg,
     struct gw *gw = c->gw;
     char id[TOPIC_ID_MAX + 1], path[TOPIC_PATH_MAX + 1];
     enum topic_kind kind;
-    char *rt = NULL, *mime = NULL;
-    uint8_t *corr = NULL;
-    uint16_t corr_len = 0;
-    uint32_t expiry = 0;
+    struct cmd_props p;
     struct device *dev;
     struct command *cmd;
+    const char *why;
     uint64_t ttl_ms;
 
     if (topic_parse_command(gw->cfg->mqtt.base_topic, msg->topic, id, sizeof(id),
                             path, sizeof(path), &kind) < 0)
         return;     /* a reading or state under our base: not for us */
     gw->stats.commands_in++;
-    if (redelivered(c, msg)) {
-        gw->stats.commands_duplicate++;
+    if (dropped_early(c, msg))
         return;
-    }
-    if (msg->retain) {
-        /* A retained command would be replayed at every restart. */
-        log_warnx("command on %s ignored: retained", msg->topic);
-        gw->stats.commands_rejected++;
-        return;
-    }
-    mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &rt, false);
-    mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA,
-                                   (void **)&corr, &corr_len, false);
-    mosquitto_property_read_string(props, MQTT_PROP_CONTENT_TYPE, &mime, false);
-    mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &expiry, false);
-    if (rt && !topic_base_valid(rt)) {
-        free(rt);
-        rt = NULL;
-    }
+    read_props(props, &p);
     dev = devices_find(gw->devices, id);
-    if (!dev || gw->stopping) {
-        reject(gw, id, path, kind, rt, corr, corr_len,
-               gw->stopping ? "gateway stopping" : "unknown device");
-        goto out;
+    if ((why = refusal(gw, dev, path))) {
+        reject(gw, id, path, kind, p.rt, p.corr, p.corr_len, why);
+    } else if ((cmd = command_new(dev, kind, path, msg, p.rt, p.corr, p.corr_len,
+                                  payload_mime_to_ct(p.mime)))) {
+        p.rt = NULL;            /* the command owns them now */
+        p.corr = NULL;
+        ttl_ms = (uint64_t)(p.expiry ? p.expiry : (uint32_t)gw->cfg->commands.ttl) * 1000;
+        cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, expired, cmd);
+        push_back(dev, cmd);
+        send_next(dev);
     }
-    if (!device_resource(dev, path)) {
-        reject(gw, id, path, kind, rt, corr, corr_len, "unknown resource");
-        goto out;
-    }
-    if (dev->n_cmds >= (size_t)gw->cfg->commands.max_queued) {
-        reject(gw, id, path, kind, rt, corr, corr_len, "command queue full");
-        goto out;
-    }
-    if (!(cmd = command_new(dev, kind, path, msg, rt, corr, corr_len,
-                            payload_mime_to_ct(mime))))
-        goto out;
-    rt = NULL;
-    corr = NULL;
-    ttl_ms = (uint64_t)(expiry ? expiry : (uint32_t)gw->cfg->commands.ttl) * 1000;
-    cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, expired, cmd);
-    push_back(dev, cmd);
-    send_next(dev);
-out:
-    free(rt);
-    free(corr);
-    free(mime);
+    free_props(&p);
 }

@@ -275,6 +275,48 @@ parse_links(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
 
 /* --- /rd --------------------------------------------------------------------- */
 
+/*
+ * Who is registering: on DTLS the session's identity (answers 4.01 when it
+ * has none).  On plain CoAP (lab use) nothing can be checked, so a valid
+ * ep= becomes the id - but never one that a DTLS device owns (4.03).
+ * NULL after replying.  *ep_rc is query_value()'s result for ep=.
+ */
+static const char *
+registrant(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+           coap_pdu_t *response, char *ep, char *idbuf, size_t cap, int *ep_rc)
+{
+    size_t klen;
+
+    *ep_rc = query_value(req, "ep", ep, TOPIC_ID_MAX + 1);
+    if (*ep_rc <= 0 || coap_session_get_proto(session) != COAP_PROTO_UDP ||
+        coap_session_get_app_data(session) || !topic_id_valid(ep, strlen(ep)))
+        return identity_or_reply(gw, session, idbuf, cap, response);
+    if (gw->keys && keystore_lookup(gw->keys, (const uint8_t *)ep, strlen(ep), &klen)) {
+        gw->stats.rejected_identity++;
+        reply(response, 403, "this identity must use DTLS");
+        return NULL;
+    }
+    snprintf(idbuf, cap, "%s", ep);
+    return idbuf;
+}
+
+/* ep= (when given) must be the authenticated identity; else 4.03. */
+static bool
+ep_matches(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
+           int ep_rc, const char *ep, const char *id)
+{
+    char peer[64];
+
+    if (ep_rc == 0 || (ep_rc > 0 && strcmp(ep, id) == 0))
+        return true;
+    gw->stats.rejected_identity++;
+    log_ratelimited(&gw->stats.rejected_identity,
+                    "coap: registration from %s refused: ep is not the DTLS identity \"%s\"",
+                    transport_peer(session, peer, sizeof(peer)), id);
+    reply(response, 403, "ep must equal the DTLS identity");
+    return false;
+}
+
 static void
 hnd_register(coap_resource_t *resource, coap_session_t *session,
              const coap_pdu_t *req, const coap_string_t *query,
@@ -285,42 +327,17 @@ hnd_register(coap_resource_t *resource, coap_session_t *session,
     char idbuf[TOPIC_ID_MAX + 1], ep[TOPIC_ID_MAX + 1];
     uint32_t lt = (uint32_t)gw->cfg->rd.default_lifetime;
     const char *id;
-    int n, rc;
+    int n, ep_rc;
 
     (void)query;
     if (gw->stopping) {
         reply_busy(response, "gateway stopping");
         return;
     }
-    rc = query_value(req, "ep", ep, sizeof(ep));
-    if (rc > 0 && coap_session_get_proto(session) == COAP_PROTO_UDP &&
-        !coap_session_get_app_data(session) && topic_id_valid(ep, strlen(ep))) {
-        size_t klen;
-
-        /* Plain CoAP: nothing to check ep against; it becomes the id -
-         * but never one that a DTLS device owns. */
-        if (gw->keys && keystore_lookup(gw->keys, (const uint8_t *)ep, strlen(ep), &klen)) {
-            gw->stats.rejected_identity++;
-            reply(response, 403, "this identity must use DTLS");
-            return;
-        }
-        snprintf(idbuf, sizeof(idbuf), "%s", ep);
-        id = idbuf;
-    } else if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response))) {
+    if (!(id = registrant(gw, session, req, response, ep, idbuf, sizeof(idbuf), &ep_rc)) ||
+        !within_rate(gw, id, response) ||
+        !ep_matches(gw, session, response, ep_rc, ep, id))
         return;
-    }
-    if (!within_rate(gw, id, response))
-        return;
-    if (rc < 0 || (rc > 0 && strcmp(ep, id) != 0)) {
-        char peer[64];
-
-        gw->stats.rejected_identity++;
-        log_ratelimited(&gw->stats.rejected_identity,
-                        "coap: registration from %s refused: ep is not the DTLS identity \"%s\"",
-                        transport_peer(session, peer, sizeof(peer)), id);
-        reply(response, 403, "ep must equal the DTLS identity");
-        return;
-    }
     if (parse_lifetime(gw, req, &lt) < 0) {
         bad_request(gw, session, response, id, "lt out of range");
         return;
@@ -430,6 +447,32 @@ await_safe(coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
     return 0;
 }
 
+/*
+ * The outbound message of a push, or NULL when it cannot be taken.  The
+ * room is checked first: once the async wait is set up, the push must not
+ * fail.  Without a spool, "safe" means the broker's PUBACK, so a CON push
+ * waits for it (its done callback answers the device).
+ */
+static outmsg_t *
+push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+             const char *id, const char *path, const uint8_t *data, size_t len)
+{
+    bool con = coap_pdu_get_type(req) == COAP_MESSAGE_CON;
+    uint32_t ct;
+    outmsg_t *m;
+
+    if (!gw->spool && con && outq_len(gw->outq) >= outq_max(gw->outq))
+        return NULL;
+    m = reading_message(gw, id, path, data, len,
+                        con ? gw->cfg->mqtt.qos_con : gw->cfg->mqtt.qos_non,
+                        option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
+    if (m && con && !gw->spool && await_safe(session, req, m) < 0) {
+        free(m);
+        m = NULL;
+    }
+    return m;
+}
+
 static void
 push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
      coap_pdu_t *response, const char *id, const struct seg *segs, size_t n)
@@ -438,7 +481,6 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     char path[TOPIC_PATH_MAX + 1];
     const uint8_t *data;
     size_t len;
-    uint32_t ct;
     outmsg_t *m;
     device_t *dev;
     bool waiting;
@@ -466,18 +508,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         return;
     }
     gw->stats.pushes_in++;
-    /* Checked first: once the async wait is set up, the push must not fail. */
-    if (gw->spool || !con || outq_len(gw->outq) < outq_max(gw->outq))
-        m = reading_message(gw, id, path, data, len,
-                            con ? gw->cfg->mqtt.qos_con : gw->cfg->mqtt.qos_non,
-                            option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
-    else
-        m = NULL;
-    /* Without a spool, "safe" means the broker's PUBACK: wait for it. */
-    if (m && con && !gw->spool && await_safe(session, req, m) < 0) {
-        free(m);
-        m = NULL;
-    }
+    m = push_message(gw, session, req, id, path, data, len);
     waiting = m && m->done;
     if (!outbound_put(gw, m, "push from", id)) {
         /* A waiting async answers 5.03 by its done callback. */

@@ -254,14 +254,38 @@ teardown(struct daemon *d)
     keystore_free(d->gw.keys);      /* the one reload() left, if any */
 }
 
+/* Runs the daemon on a valid configuration until it stops; its exit code. */
+static int
+run(struct config *cfg, int verbose)
+{
+    struct daemon d;
+    int rc = 0;
+
+    coap_startup();
+    log_hook_libraries();
+    if (verbose >= 3)
+        log_library_packets();
+    mosquitto_lib_init();
+    memset(&d, 0, sizeof(d));
+    d.sigfd = -1;
+    log_notice("coap2mqtt %s starting (libcoap %s, DTLS)", COAP2MQTT_VERSION,
+               coap_package_version());
+    if (start(&d, cfg) < 0 || loop_run(d.gw.loop) < 0)
+        rc = 1;
+    teardown(&d);
+    mosquitto_lib_cleanup();
+    coap_cleanup();
+    log_notice("stopped");
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
     const char *path = CONFIG_DEFAULT_PATH;
     bool check_only = false;
-    int verbose = 0, opt, errors, rc = 0;
+    int verbose = 0, opt, errors, rc;
     struct config cfg;
-    struct daemon d;
 
     while ((opt = getopt(argc, argv, "c:tvVh")) != -1) {
         switch (opt) {
@@ -286,24 +310,7 @@ main(int argc, char **argv)
         config_free(&cfg);
         return errors ? EX_CONFIG : 0;
     }
-
-    coap_startup();
-    log_hook_libraries();
-    if (verbose >= 3)
-        log_library_packets();
-    mosquitto_lib_init();
-    memset(&d, 0, sizeof(d));
-    d.sigfd = -1;
-    log_notice("coap2mqtt %s starting (libcoap %s, %s)", COAP2MQTT_VERSION,
-               coap_package_version(), "DTLS");
-    if (start(&d, &cfg) < 0)
-        rc = 1;
-    else if (loop_run(d.gw.loop) < 0)
-        rc = 1;
-    teardown(&d);
-    mosquitto_lib_cleanup();
-    coap_cleanup();
+    rc = run(&cfg, verbose);
     config_free(&cfg);
-    log_notice("stopped");
     return rc;
 }

@@ -352,46 +352,22 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
                         "reading from", r->dev->id);
 }
 
-/* A response or notification for an observation token.  False when a CON
- * notification could not be stored: it must not be acknowledged (RST), so
- * the device keeps it; the observation is re-established later. */
-static bool
-handle_answer(struct resource *r, coap_session_t *session, const coap_pdu_t *rcvd)
+/* The device refused the observation, or answered without Observe (it
+ * will not notify): count, say so, and try again later with backoff. */
+static void
+not_observed(struct resource *r, const char *why)
 {
-    struct gw *gw = gw_of(r);
-    coap_pdu_code_t code = coap_pdu_get_code(rcvd);
-    bool has_obs, has_ct, has_age;
-    uint32_t seq = option_uint(rcvd, COAP_OPTION_OBSERVE, &has_obs);
-    uint32_t ct = option_uint(rcvd, COAP_OPTION_CONTENT_FORMAT, &has_ct);
-    uint32_t max_age = option_uint(rcvd, COAP_OPTION_MAXAGE, &has_age);
-    uint64_t now = loop_now_ms(gw->loop);
+    gw_of(r)->stats.observations_failed++;
+    log_warnx("device %s: %s", r->dev->id, why);
+    forget(r);
+    schedule_retry(r);
+}
 
-    (void)session;
-    if (COAP_RESPONSE_CLASS(code) != 2) {
-        gw->stats.observations_failed++;
-        log_warnx("device %s: observe /%s refused: %d.%02d", r->dev->id, r->path,
-                  COAP_RESPONSE_CLASS(code), code & 0x1f);
-        forget(r);
-        schedule_retry(r);
-        return true;
-    }
-    gw->stats.notifications_in++;
-    r->dev->last_seen = loop_wall_s();
-    if (has_obs && r->have_seq && !observe_is_fresh(r->last_seq, r->last_ms, seq, now)) {
-        gw->stats.notifications_stale++;
-        return true;
-    }
-    if (!publish_reading(r, rcvd, has_ct ? (int)ct : r->ct) &&
-        coap_pdu_get_type(rcvd) == COAP_MESSAGE_CON)
-        return false;   /* not stored: do not acknowledge it */
-    if (!has_obs) {
-        /* The device answered without Observe: it will not notify. */
-        gw->stats.observations_failed++;
-        log_warnx("device %s: /%s is not observable after all", r->dev->id, r->path);
-        forget(r);
-        schedule_retry(r);
-        return true;
-    }
+/* An accepted notification (Observe number 'seq' at 'now'): the
+ * observation is confirmed and its silence timer re-armed. */
+static void
+observed(struct resource *r, uint32_t seq, uint64_t now, uint32_t max_age_s)
+{
     if (!r->active)
         log_debug("device %s: observing /%s", r->dev->id, r->path);
     /* Learn the notification interval (moving average of the gaps). */
@@ -409,14 +385,52 @@ handle_answer(struct resource *r, coap_session_t *session, const coap_pdu_t *rcv
     r->have_seq = true;
     r->last_seq = seq;
     r->last_ms = now;
-    arm_silence(r, has_age ? max_age : COAP_DEFAULT_MAX_AGE);
+    arm_silence(r, max_age_s);
+}
+
+/* A response or notification for an observation token.  False when a CON
+ * notification could not be stored: it must not be acknowledged (RST), so
+ * the device keeps it; the observation is re-established later. */
+static bool
+handle_answer(struct resource *r, const coap_pdu_t *rcvd)
+{
+    struct gw *gw = gw_of(r);
+    coap_pdu_code_t code = coap_pdu_get_code(rcvd);
+    bool has_obs, has_ct, has_age;
+    uint32_t seq = option_uint(rcvd, COAP_OPTION_OBSERVE, &has_obs);
+    uint32_t ct = option_uint(rcvd, COAP_OPTION_CONTENT_FORMAT, &has_ct);
+    uint32_t max_age = option_uint(rcvd, COAP_OPTION_MAXAGE, &has_age);
+    uint64_t now = loop_now_ms(gw->loop);
+    char why[TOPIC_PATH_MAX + 48];
+
+    if (COAP_RESPONSE_CLASS(code) != 2) {
+        snprintf(why, sizeof(why), "observe /%s refused: %d.%02d", r->path,
+                 COAP_RESPONSE_CLASS(code), code & 0x1f);
+        not_observed(r, why);
+        return true;
+    }
+    gw->stats.notifications_in++;
+    r->dev->last_seen = loop_wall_s();
+    if (has_obs && r->have_seq && !observe_is_fresh(r->last_seq, r->last_ms, seq, now)) {
+        gw->stats.notifications_stale++;
+        return true;
+    }
+    if (!publish_reading(r, rcvd, has_ct ? (int)ct : r->ct) &&
+        coap_pdu_get_type(rcvd) == COAP_MESSAGE_CON)
+        return false;   /* not stored: do not acknowledge it */
+    if (!has_obs) {
+        snprintf(why, sizeof(why), "/%s is not observable after all", r->path);
+        not_observed(r, why);
+        return true;
+    }
+    observed(r, seq, now, has_age ? max_age : COAP_DEFAULT_MAX_AGE);
     return true;
 }
 
 static bool
 on_answer(void *owner, coap_session_t *session, const coap_pdu_t *rcvd)
 {
-    if (!handle_answer(owner, session, rcvd))
+    if (!handle_answer(owner, rcvd))
         return false;
     devices_con_response_seen(session, rcvd);
     return true;

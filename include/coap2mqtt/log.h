@@ -41,7 +41,7 @@ void log_library_packets(void);
 /*
  * While on, libcoap's warnings about a read that found no datagram
  * (EAGAIN: we asked for one more than was queued, on purpose, see
- * coap_side.c) are counted instead of logged.  log_coap_eagain_end()
+ * transport_io.c) are counted instead of logged.  log_coap_eagain_end()
  * returns how many there were.
  */
 void log_coap_eagain_begin(void);

@@ -5,7 +5,7 @@
 #
 # A target that needs extra link flags names them in its source on a line
 #   /* fuzz-ldflags: -Wl,--wrap=foo */
-# (fuzz_handlers.c uses this to learn the libcoap context coap_side makes),
+# (fuzz_handlers.c uses this to learn the libcoap context the transport makes),
 # and one that wants another libcoap flavour says so:
 #   /* fuzz-libcoap: notls */
 # (plain CoAP needs no TLS back-end, and OpenSSL's per-context set-up made

@@ -105,7 +105,7 @@ in_range(int v, int lo, int hi)
     return v >= lo && v <= hi;
 }
 
-/* What a valid config promises its users (main.c, coap_side.c, ...). */
+/* What a valid config promises its users (main.c, transport.c, ...). */
 static void
 check_valid(const struct config *c)
 {

@@ -3,7 +3,7 @@
  * datagrams through a real gateway, wired by gw_open() as the daemon's is:
  * config, devices, observe, commands, outq, status, an MQTT side that is
  * created but never started (so publishes wait in the queue), and
- * coap_side with a plain CoAP endpoint; no spool (nothing on disk).
+ * the CoAP transport with a plain CoAP endpoint; no spool (nothing on disk).
  *
  * libcoap 4.3.1 does not export coap_handle_dgram(), so datagrams travel
  * the supported way: sent over a real UDP socket on a loopback address of
@@ -104,7 +104,7 @@ struct harness {
     keystore_t *keys;
     struct sockaddr_in gw_addr;     /* the gateway's plain CoAP endpoint */
     int dev_fd[N_DEVICES];          /* the devices' sockets */
-    coap_context_t *ctx;            /* the one coap_side made, via the wrap */
+    coap_context_t *ctx;            /* the one the transport made, via the wrap */
     struct fz_timer *timers;        /* this input's, freed at its end */
     uint64_t timer_seq;
     uint64_t clock_ms;              /* advanced by TIME */

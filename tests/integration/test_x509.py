@@ -226,6 +226,6 @@ def test_identity_is_the_real_cn(x509_gateway, pki, mqtt, subject, real_cn, clai
     r = register(gw, dev, claimed)
     if r.code == "2.01":
         pytest.xfail("gateway takes libcoap's CN text: %r registered as %r "
-                     "(src/coap_side.c cert_cn must parse the DER itself)"
+                     "(src/transport_dtls.c cert_cn must parse the DER itself)"
                      % (subject, claimed))
     assert r.code in (None, "4.03"), r
