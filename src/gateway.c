@@ -111,22 +111,16 @@ gw_close(struct gw *gw)
      * (observations, commands, status) outlive the registry.  A room that
      * a later free may call back into is cleared as soon as it is gone, so
      * it is found NULL, not freed. */
-    outq_free(gw->outq);
-    gw->outq = NULL;
-    mqtt_side_free(gw->mqtt);
-    gw->mqtt = NULL;
+#define CLOSE(free_fn, room) do { free_fn(gw->room); gw->room = NULL; } while (0)
+    CLOSE(outq_free, outq);
+    CLOSE(mqtt_side_free, mqtt);
     /* What the broker did not acknowledge stays in the spool for the
      * next start. */
-    spool_close(gw->spool);
-    gw->spool = NULL;
-    transport_free(gw->coap);
-    gw->coap = NULL;
-    devices_free(gw->devices);
-    gw->devices = NULL;
-    commands_free(gw->commands);
-    gw->commands = NULL;
-    status_free(gw->status);
-    gw->status = NULL;
-    loop_free(gw->loop);
-    gw->loop = NULL;
+    CLOSE(spool_close, spool);
+    CLOSE(transport_free, coap);
+    CLOSE(devices_free, devices);
+    CLOSE(commands_free, commands);
+    CLOSE(status_free, status);
+    CLOSE(loop_free, loop);
+#undef CLOSE
 }

@@ -14,6 +14,7 @@
 #include <openssl/x509v3.h>
 #include <uthash.h>
 
+#include "coap2mqtt/hash_free.h"
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/topics.h"
@@ -221,12 +222,7 @@ transport__cert_forget(transport_t *t, coap_session_t *session)
 void
 transport__cert_free_all(transport_t *t)
 {
-    struct cert_id *ci, *tmp;
-
-    HASH_ITER(hh, t->cert_ids, ci, tmp) {
-        HASH_DEL(t->cert_ids, ci);
-        free(ci);
-    }
+    HASH_FREE_ALL(t->cert_ids, struct cert_id);
     X509_STORE_free(t->store);
     t->store = NULL;
 }

@@ -13,6 +13,7 @@
 #include <utlist.h>
 #include <uthash.h>
 
+#include "coap2mqtt/hash_free.h"
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/log.h"
 #include "transport_internal.h"
@@ -347,21 +348,10 @@ transport__guard_start(transport_t *t)
 void
 transport__guard_free(transport_t *t)
 {
-    struct handshake *h, *htmp;
-    struct hello *hl, *hltmp;
-    struct established *e, *etmp;
-
     loop_cancel_timer(t->gw->loop, t->sweep_timer);
-    HASH_ITER(hh, t->handshakes, h, htmp) {
-        HASH_DEL(t->handshakes, h);
-        free(h);
-    }
-    HASH_ITER(hh, t->hellos, hl, hltmp) {
-        HASH_DEL(t->hellos, hl);
-        free(hl);
-    }
-    HASH_ITER(hh, t->established, e, etmp) {
-        HASH_DEL(t->established, e);
-        free(e);
-    }
+    HASH_FREE_ALL(t->handshakes, struct handshake);
+    HASH_FREE_ALL(t->hellos, struct hello);
+    t->hello_fifo = NULL;
+    t->n_hellos = 0;
+    HASH_FREE_ALL(t->established, struct established);
 }

@@ -12,6 +12,7 @@
 #include <sys/random.h>
 #include <uthash.h>
 
+#include "coap2mqtt/hash_free.h"
 #include "coap2mqtt/log.h"
 #include "transport_internal.h"
 
@@ -33,12 +34,7 @@ transport__tokens_init(transport_t *t)
 void
 transport__tokens_free(transport_t *t)
 {
-    struct pending *p, *tmp;
-
-    HASH_ITER(hh, t->pending, p, tmp) {
-        HASH_DEL(t->pending, p);
-        free(p);
-    }
+    HASH_FREE_ALL(t->pending, struct pending);
 }
 
 static uint64_t
