@@ -400,27 +400,48 @@ device_allow_request(device_t *dev, uint64_t now_ms)
     return true;
 }
 
-/* True if 'mid' is in the ring and recent enough to be a retransmission;
- * otherwise remembers it and returns false. */
-static bool
-mid_ring_seen(struct mid_ring *r, uint16_t mid, uint64_t now_ms)
-{
-    /* RFC 7252 EXCHANGE_LIFETIME: a retransmission comes within 247 s. */
-    const uint64_t lifetime_ms = 247000;
+/* RFC 7252 EXCHANGE_LIFETIME: a retransmission comes within 247 s. */
+#define MID_LIFETIME_MS 247000
 
+/* True if 'mid' is in the ring and recent enough to be a retransmission. */
+static bool
+mid_ring_has(const struct mid_ring *r, uint16_t mid, uint64_t now_ms)
+{
     for (unsigned i = 0; i < DEVICE_RECENT_MIDS; i++)
-        if (r->ms[i] && r->mid[i] == mid && now_ms - r->ms[i] < lifetime_ms)
+        if (r->ms[i] && r->mid[i] == mid && now_ms - r->ms[i] < MID_LIFETIME_MS)
             return true;
+    return false;
+}
+
+static void
+mid_ring_add(struct mid_ring *r, uint16_t mid, uint64_t now_ms)
+{
     r->mid[r->pos] = mid;
     r->ms[r->pos] = now_ms ? now_ms : 1;
     r->pos = (r->pos + 1) % DEVICE_RECENT_MIDS;
+}
+
+/* mid_ring_has(); otherwise remembers 'mid' and returns false. */
+static bool
+mid_ring_seen(struct mid_ring *r, uint16_t mid, uint64_t now_ms)
+{
+    if (mid_ring_has(r, mid, now_ms))
+        return true;
+    mid_ring_add(r, mid, now_ms);
     return false;
 }
 
 bool
 device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms)
 {
-    return mid_ring_seen(&dev->pushes, mid, now_ms);
+    return mid_ring_has(&dev->pushes, mid, now_ms);
+}
+
+void
+device_mid_taken(device_t *dev, uint16_t mid, uint64_t now_ms)
+{
+    if (!mid_ring_has(&dev->pushes, mid, now_ms))
+        mid_ring_add(&dev->pushes, mid, now_ms);
 }
 
 static void

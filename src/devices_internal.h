@@ -63,7 +63,7 @@ struct device {
     uint64_t observe_timer;     /* deferred observe_start_all */
     struct resource res[LINKFORMAT_MAX_LINKS];
     size_t n_res;
-    /* Message IDs of recent CON pushes on this session: libcoap remembers
+    /* Message IDs of recent CON pushes taken on this session: libcoap remembers
      * only the last one, and a device whose ACK got lost sends again. */
     struct mid_ring pushes;
     /* The same for CON responses (notifications), and the ACK we send

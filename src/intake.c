@@ -41,9 +41,11 @@ struct seg {
 static const int push_safe = 1, push_lost = 0;
 
 struct push_wait {
+    struct gw *gw;
     coap_session_t *session;    /* referenced while we wait */
     uint8_t token[8];
     size_t token_len;
+    uint16_t mid;               /* of the request, remembered once safe */
 };
 
 /* --- request parsing --------------------------------------------------- */
@@ -407,7 +409,13 @@ push_done(void *arg, bool delivered)
     struct push_wait *pw = arg;
     coap_bin_const_t token = { pw->token_len, pw->token };
     coap_async_t *async = coap_find_async(pw->session, token);
+    device_t *dev = coap_session_get_app_data(pw->session);
 
+    /* Until now libcoap answered repeats (the async is pending); from now
+     * on a repeat is ours to judge: a duplicate only if the reading is
+     * safe, else a new attempt. */
+    if (delivered && dev)
+        device_mid_taken(dev, pw->mid, loop_now_ms(pw->gw->loop));
     if (async) {
         coap_async_set_app_data(async, (void *)(delivered ? &push_safe : &push_lost));
         coap_async_trigger(async);
@@ -429,7 +437,7 @@ push_answer(coap_session_t *session, coap_async_t *async, coap_pdu_t *response)
 
 /* Arranges for a CON push to be answered when 'm' is safe.  -1 if not. */
 static int
-await_safe(coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
+await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
 {
     coap_bin_const_t token = coap_pdu_get_token(req);
     struct push_wait *pw = calloc(1, sizeof(*pw));
@@ -441,6 +449,8 @@ await_safe(coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
     }
     memcpy(pw->token, token.s, token.length);
     pw->token_len = token.length;
+    pw->gw = gw;
+    pw->mid = (uint16_t)coap_pdu_get_mid(req);
     pw->session = coap_session_reference(session);
     m->done = push_done;
     m->done_arg = pw;
@@ -466,7 +476,7 @@ push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     m = reading_message(gw, id, path, data, len,
                         con ? gw->cfg->mqtt.qos_con : gw->cfg->mqtt.qos_non,
                         option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
-    if (m && con && !gw->spool && await_safe(session, req, m) < 0) {
+    if (m && con && !gw->spool && await_safe(gw, session, req, m) < 0) {
         free(m);
         m = NULL;
     }
@@ -500,9 +510,12 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         reply_busy(response, "device registry full");
         return;
     }
+    /* A repeat of a push we took: our answer was lost, answer again and
+     * publish once.  A repeat of a push we refused (5.03) is judged anew:
+     * answered 2.04 it would make the device delete a reading never
+     * stored (issue 12, item 2). */
     if (con && device_duplicate_mid(dev, (uint16_t)coap_pdu_get_mid(req),
                                     loop_now_ms(gw->loop))) {
-        /* Our answer was lost: answer again, publish once. */
         gw->stats.duplicates_in++;
         coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
         return;
@@ -517,7 +530,10 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         return;
     }
     /* With the spool the reading is on disk now: 2.04 at once.  Without,
-     * a CON push gets the empty ACK now and its 2.04 at PUBACK. */
+     * a CON push gets the empty ACK now and its 2.04 at PUBACK (push_done
+     * remembers its Message ID then). */
+    if (con && !waiting)
+        device_mid_taken(dev, (uint16_t)coap_pdu_get_mid(req), loop_now_ms(gw->loop));
     if (!con || gw->spool)
         coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
 }

@@ -110,9 +110,13 @@ bool device_online(const device_t *dev);
 bool device_registered(const device_t *dev);
 /* Token bucket of coap.max_request_rate (burst: twice the rate). */
 bool device_allow_request(device_t *dev, uint64_t now_ms);
-/* True if a CON with this Message ID came on the current session within
- * EXCHANGE_LIFETIME; otherwise remembers it and returns false. */
+/* True if a CON push with this Message ID was taken on the current session
+ * within EXCHANGE_LIFETIME (device_mid_taken): a repeat to answer again,
+ * not to take twice.  A push that was refused is never remembered, so its
+ * repeat is judged again. */
 bool device_duplicate_mid(device_t *dev, uint16_t mid, uint64_t now_ms);
+/* The CON push with this Message ID was taken (the reading is safe). */
+void device_mid_taken(device_t *dev, uint16_t mid, uint64_t now_ms);
 uint32_t device_lifetime(const device_t *dev);
 
 /* Calls fn for every device, in no particular order. */
