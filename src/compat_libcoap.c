@@ -33,20 +33,16 @@
 #define COAP431_SCAN_MAX            4096
 
 /*
- * The state starts at 0, not -1 (unknown), and every batch that found a
- * socket empty sets it to -1 again (compat_libcoap_relearn): that is how
- * the code behaved when it was moved here.  The review of main (issue 12,
- * item 12) names both as a defect; they are kept as they were so that the
- * structure step changes no behaviour, and are to be fixed with a test.
+ * The state starts unknown (-1) and is learnt once, from the first CON
+ * response on a session we know: found (the offset) or off (-2, after one
+ * log line).  The layout is the library's and does not change while the
+ * process runs, so neither is ever learnt again.  (Until issue 12 it
+ * started at 0, taken for a found offset, and every batch of reads that
+ * found a socket empty reset it to unknown: a false alarm at start, and
+ * after a real mismatch a warning and a rescan again and again.)
  */
 void
 compat_libcoap_init(struct compat_libcoap *c)
-{
-    c->con_mid_offset = 0;
-}
-
-void
-compat_libcoap_relearn(struct compat_libcoap *c)
 {
     c->con_mid_offset = -1;
 }

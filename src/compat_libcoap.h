@@ -14,7 +14,8 @@
 
 /* State of the #1306 work-around (see compat_libcoap.c). */
 struct compat_libcoap {
-    long con_mid_offset;    /* of last_con_mid in coap_session_t; -1 unknown, -2 off */
+    long con_mid_offset;    /* of last_con_mid in coap_session_t; -1 unknown
+                             * (at start), -2 off; learnt once */
 };
 
 void compat_libcoap_init(struct compat_libcoap *c);
@@ -22,8 +23,6 @@ void compat_libcoap_init(struct compat_libcoap *c);
  * retransmission again, so a lost answer is sent again (#1306). */
 void compat_forget_last_con_mid(struct compat_libcoap *c, coap_session_t *s,
                                 const coap_pdu_t *rcvd);
-/* A batch found sockets empty: learn the field's place again. */
-void compat_libcoap_relearn(struct compat_libcoap *c);
 /* The socket behind one of libcoap's epoll events, or -1. */
 int compat_endpoint_fd(const struct epoll_event *ev);
 

@@ -136,7 +136,6 @@ learn_reads(transport_t *t, size_t reads, size_t sockets, size_t empty)
         t->reads_per_event = (unsigned)(found / sockets);
         if (t->reads_per_event < 1)
             t->reads_per_event = 1;
-        compat_libcoap_relearn(&t->compat);
     }
 }
 
