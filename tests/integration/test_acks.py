@@ -17,7 +17,10 @@ freed session happens inside libcoap, where C2M_BIN's ASan does not look.
 
 import socket
 import struct
+import threading
 import time
+
+import pytest
 
 import c2m
 import sec
@@ -196,3 +199,144 @@ def test_refused_push_repeated_is_not_taken_for_a_duplicate(make_gateway, broker
     assert doc["duplicates_in"] == 1, doc
     assert [m.payload for m in watch.received(topic)] == [b"1", b"2"]
     dev.close()
+
+
+# --------------------------------------------------------------------------
+# A broker with settings of the test's own
+
+ACL_DENY = "topic deny c2m-test/+/refused\ntopic readwrite #\n"
+ACL_OPEN = "topic readwrite #\n"
+
+
+@pytest.fixture
+def broker_conf(request, broker, tmp_path):
+    """The broker restarted with more settings (the test's parameter: a
+    string of configuration lines, "acl" for an ACL file that refuses
+    <base>/+/refused), before the gateway or any client connects.  Returns
+    the ACL file, if any."""
+    lines = request.param
+    acl = None
+    if lines == "acl":
+        acl = tmp_path / "broker.acl"
+        acl.write_text(ACL_DENY)
+        lines = "acl_file %s\n" % acl
+    assert broker.stop() == 0
+    with open(broker.conf, "a") as f:
+        f.write(lines)
+    broker.start()
+    return acl
+
+
+def push(coap, gw, ident, path, payload, ct=0, **kw):
+    r = coap(gw, ident, "ps/" + path, method="post", ct=ct, payload=payload, **kw)
+    assert r.code == "2.04", r
+    return r
+
+
+# --------------------------------------------------------------------------
+# Item 12: QoS 0 publishes and the QoS 1 window
+
+class HoldingProxy:
+    """TCP between the gateway and the broker; hold() keeps what the broker
+    sends (PUBACKs among it) until release()."""
+
+    def __init__(self, broker):
+        self.target = broker.address
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.port = self.lsock.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            b = socket.create_connection(self.target)
+            self.socks += [c, b]
+            threading.Thread(target=self._pump, args=(c, b, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(b, c, self.open), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst, gate):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if gate is not None:
+                    gate.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def hold(self):
+        self.open.clear()
+
+    def release(self):
+        self.open.set()
+
+    def close(self):
+        self.release()
+        self.lsock.close()
+        for s in self.socks:
+            s.close()
+
+
+@pytest.mark.parametrize("broker_conf", ["max_inflight_messages 2\n"], indirect=True)
+def test_qos0_publishes_do_not_open_the_qos1_window(broker_conf, make_gateway, broker,
+                                                    coap, mqtt_factory):
+    """The broker takes 2 QoS 1 messages in flight (Receive Maximum 2), and
+    three state publishes at QoS 1 (two availabilities, the device list) wait
+    for PUBACKs the proxy holds back: the window is full.  QoS 0 publishes
+    (bridge/stats, every second) must not count as PUBACKs: if they did, a
+    CON reading would be handed to libmosquitto (which keeps it back) and
+    the NON reading after it would reach the broker first."""
+    proxy = HoldingProxy(broker)
+    try:
+        gw = make_gateway(overrides={"mqtt": {"port": proxy.port}})
+        gw.log.wait_for(r"broker takes 2 QoS 1 messages in flight", timeout=5)
+        watch = mqtt_factory()
+        # One subscription per filter, none overlapping: mosquitto sends a
+        # copy per matching subscription.
+        avail, stats = gw.topic("+", "availability"), gw.topic("bridge", "stats")
+        seq = gw.topic("dev-3", "seq")
+        for filt in (avail, stats, seq):
+            watch.subscribe(filt)
+        proxy.hold()
+        mark = watch.mark()
+        for ident in ("dev-3", "dev-4"):
+            r = coap(gw, ident, "rd?ep=%s&lt=120" % ident, method="post", ct=40,
+                     payload="</seq>;ct=0")
+            assert r.code == "2.01", r
+        # Both reach the broker (its limit is 2); the device list, third,
+        # waits inside libmosquitto.
+        watch.wait_for(avail, lambda m: len(watch.received(avail, mark)) >= 2,
+                       timeout=10, start=mark)
+        # Four QoS 0 stats publishes while the PUBACKs are held.
+        after = watch.mark()
+        watch.wait_for(stats, lambda m: len(watch.received(stats, after)) >= 4,
+                       timeout=10, start=after)
+        push(coap, gw, "dev-3", "seq", "1")                 # CON: QoS 1
+        coap(gw, "dev-3", "ps/seq", method="post", ct=0, payload="2", non=True)
+        with pytest.raises(c2m.Timeout):
+            m = watch.wait_for(seq, timeout=3, start=mark)
+            pytest.fail("%r reached the broker while the QoS 1 window was full "
+                        "(QoS 0 publishes were counted as PUBACKs)" % m)
+        proxy.release()
+        watch.wait_for(seq, lambda m: len(watch.received(seq, mark)) >= 2,
+                       timeout=15, start=mark)
+        assert [m.payload for m in watch.received(seq, mark)] == [b"1", b"2"]
+    finally:
+        proxy.close()
