@@ -35,6 +35,13 @@ struct inflight {
     UT_hash_handle hh;
 };
 
+/* A QoS 1 state publish (bridge/state, availability, the device list)
+ * awaiting its PUBACK. */
+struct state_mid {
+    int mid;
+    UT_hash_handle hh;
+};
+
 struct mqtt_side {
     struct gw *gw;
     struct mosquitto *mosq;
@@ -47,7 +54,8 @@ struct mqtt_side {
     uint64_t kick_timer;
     struct inflight *inflight;
     size_t n_inflight;
-    size_t state_pending;       /* QoS 1 state publishes awaiting PUBACK */
+    struct state_mid *state_mids; /* QoS 1 state publishes awaiting PUBACK */
+    size_t state_pending;       /* how many */
     size_t window;              /* QoS 1 in flight: max_inflight, or less if
                                  * the broker's Receive Maximum says so */
     bool push_pending;          /* QoS 0 bytes Nagle may be holding back */
@@ -70,6 +78,18 @@ mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *message
 
 static void arm_reconnect(mqtt_side_t *m);
 static void sync_fd(mqtt_side_t *m);
+
+static void
+forget_state_mids(mqtt_side_t *m)
+{
+    struct state_mid *sm, *tmp;
+
+    HASH_ITER(hh, m->state_mids, sm, tmp) {
+        HASH_DEL(m->state_mids, sm);
+        free(sm);
+    }
+    m->state_pending = 0;
+}
 
 /* --- socket in the loop ---------------------------------------------- */
 
@@ -184,7 +204,7 @@ on_disconnect(struct mosquitto *mosq, void *arg, int rc,
                   rc == 0 ? "closed" : mosquitto_strerror(rc));
     }
     m->connected = false;
-    m->state_pending = 0;   /* resent by status_on_connected() anyway */
+    forget_state_mids(m);   /* resent by status_on_connected() anyway */
     /* libmosquitto has closed the socket already. */
     if (m->fd >= 0) {
         loop_del_fd(m->gw->loop, m->fd);
@@ -260,9 +280,17 @@ on_publish(struct mosquitto *mosq, void *arg, int mid, int reason,
     (void)props;
     HASH_FIND_INT(m->inflight, &mid, f);
     if (!f) {
-        /* Not a queued message: one of the state publishes. */
-        if (m->state_pending)
+        struct state_mid *sm;
+
+        /* Not a queued message: a state publish's PUBACK, or a QoS 0
+         * publish written out (libmosquitto reports those too, with
+         * reason 0).  Only the first frees a place in the window. */
+        HASH_FIND_INT(m->state_mids, &mid, sm);
+        if (sm) {
+            HASH_DEL(m->state_mids, sm);
+            free(sm);
             m->state_pending--;
+        }
         return;
     }
     HASH_DEL(m->inflight, f);
@@ -438,18 +466,27 @@ int
 mqtt_side_publish_now(mqtt_side_t *m, const char *topic, const char *payload,
                       int qos, bool retain)
 {
-    int rc;
+    int mid = 0, rc;
 
     if (!m->connected)
         return -1;
-    rc = mosquitto_publish_v5(m->mosq, NULL, topic, (int)strlen(payload),
+    rc = mosquitto_publish_v5(m->mosq, &mid, topic, (int)strlen(payload),
                               payload, qos, retain, NULL);
     if (rc != MOSQ_ERR_SUCCESS)
         return -1;
-    if (qos > 0)
-        m->state_pending++;
-    else
+    if (qos > 0) {
+        struct state_mid *sm = calloc(1, sizeof(*sm));
+
+        /* Without memory it is not counted: the window is one wider
+         * until then, which libmosquitto absorbs by queueing. */
+        if (sm) {
+            sm->mid = mid;
+            HASH_ADD_INT(m->state_mids, mid, sm);
+            m->state_pending++;
+        }
+    } else {
         m->push_pending = true;
+    }
     push_qos0(m);
     sync_fd(m);
     return 0;
@@ -646,6 +683,7 @@ mqtt_side_free(mqtt_side_t *m)
         outmsg_finish(f->msg, false);
         free(f);
     }
+    forget_state_mids(m);
     if (m->mosq)
         mosquitto_destroy(m->mosq);
     explicit_bzero(m->password, sizeof(m->password));
