@@ -322,6 +322,17 @@ device_awake(device_t *dev)
     emit(dev, DEVICE_AWAKE);
 }
 
+/* The device's session ends: nothing of ours refers to it afterwards. */
+static void
+let_go_session(struct device *dev)
+{
+    coap_session_set_app_data(dev->session, NULL);
+    dev->session = NULL;
+    loop_cancel_timer(dev->gw->loop, dev->reack_timer);
+    dev->reack_timer = 0;
+    emit(dev, DEVICE_SESSION_LOST);
+}
+
 void
 devices_session_gone(void *devices, coap_session_t *session)
 {
@@ -330,14 +341,22 @@ devices_session_gone(void *devices, coap_session_t *session)
     (void)devices;
     if (!dev || dev->session != session)
         return;
-    coap_session_set_app_data(session, NULL);
-    dev->session = NULL;
-    loop_cancel_timer(dev->gw->loop, dev->reack_timer);
-    dev->reack_timer = 0;
-    emit(dev, DEVICE_SESSION_LOST);
+    let_go_session(dev);
     /* A push-only device has nothing else telling us it is there. */
     if (!dev->registered)
         set_online(dev, false);
+}
+
+void
+devices_release_sessions(devices_t *d)
+{
+    struct device *dev, *tmp;
+
+    if (!d)
+        return;
+    HASH_ITER(hh, d->by_id, dev, tmp)
+        if (dev->session)
+            let_go_session(dev);
 }
 
 /* --- the device session ------------------------------------------------------ */

@@ -117,6 +117,9 @@ gw_close(struct gw *gw)
     /* What the broker did not acknowledge stays in the spool for the
      * next start. */
     CLOSE(spool_close, spool);
+    /* libcoap frees plain-CoAP sessions with the context without an
+     * event: the devices let go of theirs while they are still alive. */
+    devices_release_sessions(gw->devices);
     CLOSE(transport_free, coap);
     CLOSE(devices_free, devices);
     CLOSE(commands_free, commands);

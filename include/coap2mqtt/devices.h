@@ -82,6 +82,14 @@ void device_awake(device_t *dev);
 
 /* The transport's session listener: libcoap is about to free 'session'. */
 void devices_session_gone(void *devices, coap_session_t *session);
+/*
+ * The transport is about to free every session: each device lets go of its
+ * own (DEVICE_SESSION_LOST), with no availability change announced.
+ * libcoap 4.3.1 frees plain-CoAP sessions with its context and tells
+ * nobody (DTLS ones end with an event), so without this the records would
+ * point into freed memory, and devices_free() would write into it.
+ */
+void devices_release_sessions(devices_t *d);
 
 /* --- the device session: requests to the device, however it is reached --- */
 
