@@ -15,6 +15,8 @@ the daemon runs on it, which the shutdown test needs: the write into a
 freed session happens inside libcoap, where C2M_BIN's ASan does not look.
 """
 
+import base64
+import json
 import os
 import signal
 import socket
@@ -233,6 +235,96 @@ def push(coap, gw, ident, path, payload, ct=0, **kw):
     r = coap(gw, ident, "ps/" + path, method="post", ct=ct, payload=payload, **kw)
     assert r.code == "2.04", r
     return r
+
+
+# --------------------------------------------------------------------------
+# Item 4: broker refusals
+
+@pytest.mark.parametrize("broker_conf", ["acl"], indirect=True)
+def test_refused_publish_is_kept_and_retried(broker_conf, make_gateway, broker, coap,
+                                             mqtt_factory):
+    """A reading the broker refuses (here: not authorised, 0x87) was
+    acknowledged to its device, so it is kept and published again with
+    backoff (1 s, 2 s, 4 s ... by default five times before it is parked);
+    readings behind it are not held up; once the broker takes it, it
+    arrives.  Each refusal is counted and logged."""
+    acl = broker_conf
+    gw = make_gateway()
+    watch = mqtt_factory()
+    refused, fine = gw.topic("dev-1", "refused"), gw.topic("dev-1", "energy")
+    watch.subscribe(gw.topic("dev-1", "#"))
+    mark = gw.log.mark()
+    push(coap, gw, "dev-1", "refused", "41")
+    push(coap, gw, "dev-1", "energy", "42")
+    gw.log.wait_for(r"refused .*%s" % refused, timeout=10, start=mark)
+    watch.wait_payload(fine, "42", timeout=10)
+    # The operator mends the ACL; the broker re-reads it on SIGHUP.
+    acl.write_text(ACL_OPEN)
+    broker.proc.send_signal(signal.SIGHUP)
+    m = watch.wait_payload(refused, "41", timeout=30)
+    assert m.qos == 1
+    assert [x.payload for x in watch.received(refused)] == [b"41"]
+    doc = sec.stats(watch, gw, timeout=10)
+    assert doc["publish_refused"] >= 1 and doc["drops_refused"] == 0, doc
+
+
+POISON = [
+    # broker setting, a reading it refuses: PUBACK 0x87 (not authorised),
+    # PUBACK 0x95 (too large), refused by libmosquitto (over the Maximum
+    # Packet Size of the CONNACK)
+    pytest.param("acl", b"7", id="acl"),
+    pytest.param("message_size_limit 2000\n", bytes(3000), id="message_size_limit"),
+    pytest.param("max_packet_size 2500\n", bytes(3000), id="max_packet_size"),
+]
+
+
+@pytest.mark.parametrize("broker_conf,body", POISON, indirect=["broker_conf"])
+def test_poison_publish_is_parked_not_lost(broker_conf, make_gateway, tmp_path, coap,
+                                           mqtt_factory, body):
+    """A reading the broker refuses for ever must neither block the queue
+    for ever nor vanish: after mqtt.refused_retries further refusals it is
+    written to state_dir/refused.jsonl (one JSON line, payload in base64),
+    its place in the spool is released, and drops_refused counts it.  The
+    reading after it is published meanwhile."""
+    gw = make_gateway(overrides={"mqtt": {"refused_retries": 2},
+                                 "coap": {"max_payload": 4096}})
+    watch = mqtt_factory()
+    watch.subscribe(gw.topic("dev-2", "#"))
+    f = tmp_path / "body.bin"
+    f.write_bytes(body)
+    mark = gw.log.mark()
+    r = coap(gw, "dev-2", "ps/refused", method="post", ct=42, file=str(f), block=512)
+    assert r.code == "2.04", r
+    push(coap, gw, "dev-2", "energy", "after")
+    watch.wait_payload(gw.topic("dev-2", "energy"), "after", timeout=10)
+    # 1 s and 2 s of backoff, then parked.
+    gw.log.wait_for(r"parked .*%s" % gw.topic("dev-2", "refused"), timeout=20, start=mark)
+    doc = sec.stats(watch, gw, lambda d: d["drops_refused"] >= 1, timeout=10)
+    assert doc["drops_refused"] == 1, doc
+    assert doc["publish_refused"] == 3, doc
+    path = os.path.join(gw.state_dir, "refused.jsonl")
+    with open(path) as fh:
+        lines = [json.loads(x) for x in fh]
+    assert len(lines) == 1, lines
+    assert lines[0]["topic"] == gw.topic("dev-2", "refused")
+    assert base64.b64decode(lines[0]["payload"]) == body
+    assert lines[0]["qos"] == 1 and lines[0]["reason"]
+    assert not watch.received(gw.topic("dev-2", "refused"))
+
+    # Its place in the spool was given back: a restart does not replay it.
+    assert gw.stop() == 0
+    gw.respawn()
+    online_again(gw, mqtt_factory)
+    push(coap, gw, "dev-2", "energy", "again")
+    watch.wait_payload(gw.topic("dev-2", "energy"), "again", timeout=10)
+    doc = sec.stats(watch, gw, timeout=10)
+    assert doc["publish_refused"] == 0 and doc["drops_refused"] == 0, doc
+
+
+def online_again(gw, mqtt_factory):
+    """Waits for a restarted gateway's bridge/state "online"."""
+    w = mqtt_factory()
+    w.wait_for(gw.topic("bridge", "state"), lambda m: m.payload == b"online", timeout=15)
 
 
 # --------------------------------------------------------------------------
