@@ -413,6 +413,7 @@ config_defaults(struct config *cfg, const char *path)
     cfg->mqtt.reconnect_max = 60;
     cfg->mqtt.session_expiry = 86400;
     cfg->mqtt.max_inflight = 256;
+    cfg->mqtt.refused_retries = 5;
     cfg->commands.ttl = 300;
     cfg->commands.max_queued = 16;
     cfg->queue.max_messages = 100000;
@@ -641,6 +642,7 @@ static const struct item mqtt_items[] = {
     INT("reconnect_max", mqtt.reconnect_max, 1, 86400),
     INT("session_expiry", mqtt.session_expiry, 0, INT_MAX),
     INT("max_inflight", mqtt.max_inflight, 1, 65535),
+    INT("refused_retries", mqtt.refused_retries, 0, 100),
     BOOL("json", mqtt.json),
     STR("tls_ca_file", mqtt.tls_ca_file, check_path),
     STR("tls_cert_file", mqtt.tls_cert_file, check_path),

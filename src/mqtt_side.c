@@ -6,6 +6,10 @@
  * message handed over stays in our in-flight table (by mid) until its
  * PUBACK.  QoS 0 is at most once by definition: done when handed over.
  * Nothing is handed over while disconnected: readings wait in the queue.
+ * A publish the broker refuses (a PUBACK reason >= 0x80, or libmosquitto
+ * refusing it for the broker, e.g. over its Maximum Packet Size) is not
+ * delivered: it is held and published again with backoff, and after
+ * mqtt.refused_retries more refusals parked on disk (parked.h).
  *
  * Layer: transport (calls base; calls up only through the message and
  * connected callbacks the wiring registered)
@@ -25,9 +29,13 @@
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/parked.h"
 #include "coap2mqtt/payload.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/topics.h"
+
+#define REFUSED_FIRST_MS 1000   /* a refused publish: again after 1 s, */
+#define REFUSED_MAX_MS   60000  /* doubling up to a minute */
 
 struct inflight {
     int mid;
@@ -59,6 +67,10 @@ struct mqtt_side {
     size_t window;              /* QoS 1 in flight: max_inflight, or less if
                                  * the broker's Receive Maximum says so */
     bool push_pending;          /* QoS 0 bytes Nagle may be holding back */
+    outmsg_t *held, *held_tail; /* refused, to be published again; in the
+                                 * order they were refused */
+    size_t n_held;
+    uint64_t retry_timer;
     mqtt_message_fn on_message;
     void *message_arg;
     mqtt_connected_fn on_connected;
@@ -77,6 +89,7 @@ mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *message
 }
 
 static void arm_reconnect(mqtt_side_t *m);
+static void retry_refused(loop_t *loop, void *arg);
 static void sync_fd(mqtt_side_t *m);
 
 static void
@@ -267,6 +280,145 @@ misc_tick(loop_t *loop, void *arg)
     m->misc_timer = loop_add_timer(loop, 1000, misc_tick, m);
 }
 
+/* --- refused publishes -------------------------------------------------- */
+
+/*
+ * Reason codes that say the broker takes nothing just now, whatever the
+ * message (its quota of messages in flight): those are retried without a
+ * bound, like an outage.  Every other refusal (0x87 not authorised, 0x90
+ * topic invalid, 0x95 too large, 0x99 payload format, 0x80/0x83 errors,
+ * libmosquitto's own refusals) is about the message and may be for ever.
+ */
+static bool
+refusal_transient(int reason)
+{
+    return reason == MQTT_RC_QUOTA_EXCEEDED || reason == MQTT_RC_PACKET_ID_IN_USE ||
+           reason == MQTT_RC_SERVER_BUSY;
+}
+
+static void
+arm_retry(mqtt_side_t *m)
+{
+    uint64_t now = loop_now_ms(m->gw->loop), first = UINT64_MAX;
+
+    loop_cancel_timer(m->gw->loop, m->retry_timer);
+    m->retry_timer = 0;
+    for (outmsg_t *msg = m->held; msg; msg = msg->next)
+        if (msg->retry_ms < first)
+            first = msg->retry_ms;
+    if (m->held)
+        m->retry_timer = loop_add_timer(m->gw->loop, first > now ? first - now : 0,
+                                        retry_refused, m);
+}
+
+/* Puts 'list' back at the head of the queue, in its own order. */
+static void
+requeue_front(mqtt_side_t *m, outmsg_t *list)
+{
+    outmsg_t *rev = NULL, *next;
+
+    for (; list; list = next) {
+        next = list->next;
+        list->next = rev;
+        rev = list;
+    }
+    for (; rev; rev = next) {
+        next = rev->next;
+        outq_push_front(m->gw->outq, rev);
+    }
+}
+
+/* The held messages whose time has come go back to the head of the
+ * queue: they are older than anything in it. */
+static void
+retry_refused(loop_t *loop, void *arg)
+{
+    mqtt_side_t *m = arg;
+    uint64_t now = loop_now_ms(loop);
+    outmsg_t *due = NULL, **due_tail = &due, **pp = &m->held, *msg;
+
+    m->retry_timer = 0;
+    m->held_tail = NULL;
+    while ((msg = *pp)) {
+        if (msg->retry_ms <= now) {
+            *pp = msg->next;
+            msg->next = NULL;
+            *due_tail = msg;
+            due_tail = &msg->next;
+            m->n_held--;
+        } else {
+            m->held_tail = msg;
+            pp = &msg->next;
+        }
+    }
+    requeue_front(m, due);
+    arm_retry(m);
+    mqtt_side_flush(m);
+}
+
+/* After its retries: on disk, and its place in the spool given up. */
+static bool
+park(mqtt_side_t *m, outmsg_t *msg, const char *why)
+{
+    struct gw *gw = m->gw;
+
+    if (parked_write(gw->cfg->state_dir, msg, why, msg->refusals) < 0)
+        return false;
+    gw->stats.drops_refused++;
+    log_warnx("mqtt: parked %s after %u refusals (%s) in %s/%s", msg->topic,
+              msg->refusals, why, gw->cfg->state_dir, PARKED_FILE);
+    spool_delivered(gw->spool, msg->seq);
+    outmsg_finish(msg, false);
+    return true;
+}
+
+/*
+ * The broker, or libmosquitto on its behalf, refused 'msg'.  Its device
+ * was told it is safe, so it is neither dropped nor taken for delivered:
+ * it is held, published again after 1, 2, 4 ... s (a minute at most) at
+ * the head of the queue, and the readings behind it go on meanwhile.
+ * After mqtt.refused_retries more refusals it is parked (unless the
+ * broker only said it is busy).  A push whose device still waits for the
+ * answer (no spool) is answered 5.03 at once: the device keeps it and is
+ * the one to send it again.
+ */
+static void
+refused(mqtt_side_t *m, outmsg_t *msg, const char *why, bool transient)
+{
+    static int warned;
+    struct gw *gw = m->gw;
+    unsigned shift;
+    uint64_t delay;
+
+    gw->stats.publish_refused++;
+    msg->refusals++;
+    if (msg->done) {
+        log_ratelimited(&warned, "mqtt: broker refused publish to %s (%s): "
+                        "the device is answered 5.03", msg->topic, why);
+        spool_delivered(gw->spool, msg->seq);
+        outmsg_finish(msg, false);
+        return;
+    }
+    if (!transient && msg->refusals > (unsigned)gw->cfg->mqtt.refused_retries &&
+        park(m, msg, why))
+        return;
+    shift = msg->refusals - 1 < 6 ? msg->refusals - 1 : 6;
+    delay = (uint64_t)REFUSED_FIRST_MS << shift;
+    if (delay > REFUSED_MAX_MS)
+        delay = REFUSED_MAX_MS;
+    log_ratelimited(&warned, "mqtt: broker refused publish to %s (%s): kept, "
+                    "again in %u s", msg->topic, why, (unsigned)(delay / 1000));
+    msg->retry_ms = loop_now_ms(gw->loop) + delay;
+    msg->next = NULL;
+    if (m->held_tail)
+        m->held_tail->next = msg;
+    else
+        m->held = msg;
+    m->held_tail = msg;
+    m->n_held++;
+    arm_retry(m);
+}
+
 /* --- publishing -------------------------------------------------------- */
 
 static void
@@ -275,6 +427,7 @@ on_publish(struct mosquitto *mosq, void *arg, int mid, int reason,
 {
     mqtt_side_t *m = arg;
     struct inflight *f;
+    outmsg_t *msg;
 
     (void)mosq;
     (void)props;
@@ -290,22 +443,23 @@ on_publish(struct mosquitto *mosq, void *arg, int mid, int reason,
             HASH_DEL(m->state_mids, sm);
             free(sm);
             m->state_pending--;
+            if (reason >= 0x80)
+                log_warnx("mqtt: broker refused a state publish: %s",
+                          mosquitto_reason_string(reason));
         }
         return;
     }
     HASH_DEL(m->inflight, f);
     m->n_inflight--;
-    if (reason >= 0x80) {
-        static int warned;
-        log_ratelimited(&warned, "mqtt: broker refused publish to %s: %s",
-                        f->msg->topic, mosquitto_reason_string(reason));
-    }
-    if (f->msg->qos > 0)
-        m->gw->stats.puback++;
-    /* A refusal is final too: retrying the same publish would not help. */
-    spool_delivered(m->gw->spool, f->msg->seq);
-    outmsg_finish(f->msg, reason < 0x80);
+    msg = f->msg;
     free(f);
+    if (reason >= 0x80) {
+        refused(m, msg, mosquitto_reason_string(reason), refusal_transient(reason));
+        return;
+    }
+    m->gw->stats.puback++;
+    spool_delivered(m->gw->spool, msg->seq);
+    outmsg_finish(msg, true);
 }
 
 static mosquitto_property *
@@ -330,7 +484,7 @@ message_props(const outmsg_t *msg)
 }
 
 /* Hands one message to libmosquitto.  0 = accepted, 1 = try again later
- * (message untouched), -1 = refused for good (message finished). */
+ * (message untouched), -1 = refused (message held or parked). */
 static int
 publish_one(mqtt_side_t *m, outmsg_t *msg)
 {
@@ -345,17 +499,24 @@ publish_one(mqtt_side_t *m, outmsg_t *msg)
     rc = mosquitto_publish_v5(m->mosq, &mid, msg->topic, (int)msg->len,
                               msg->payload, msg->qos, msg->retain, props);
     mosquitto_property_free_all(&props);
-    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_NOMEM) {
+    /*
+     * A QoS 1 message that fails only when written is in libmosquitto's
+     * queue already (it has its mid): libmosquitto sends it again after
+     * the reconnect, and its PUBACK comes under this mid.
+     */
+    if (msg->qos > 0 && mid != 0 && (rc == MOSQ_ERR_NO_CONN ||
+                                     rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO))
+        rc = MOSQ_ERR_SUCCESS;
+    /* Not sent: no connection (for QoS 0: it broke under the write), or
+     * no memory.  Try again later; this is not the broker's refusal. */
+    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_NOMEM || rc == MOSQ_ERR_CONN_LOST ||
+        rc == MOSQ_ERR_ERRNO) {
         free(f);
         return 1;
     }
     if (rc != MOSQ_ERR_SUCCESS) {
-        static int warned;
-        log_ratelimited(&warned, "mqtt: cannot publish to %s: %s", msg->topic,
-                        mosquitto_strerror(rc));
         free(f);
-        spool_delivered(m->gw->spool, msg->seq);
-        outmsg_finish(msg, false);
+        refused(m, msg, mosquitto_strerror(rc), false);
         return -1;
     }
     m->gw->stats.published++;
@@ -426,9 +587,11 @@ mqtt_side_flush(mqtt_side_t *m)
     bool any = false, corked = false;
     outmsg_t *msg;
 
-    /* State publishes at QoS 1 take from the same Receive Maximum. */
+    /* State publishes at QoS 1 take from the same Receive Maximum.  A
+     * broker that refuses everything would move the whole queue into the
+     * held list: it holds a window's worth at most. */
     while (m->connected && m->n_inflight + m->state_pending < m->window &&
-           !mosquitto_want_write(m->mosq)) {
+           m->n_held < m->window && !mosquitto_want_write(m->mosq)) {
         int rc;
 
         if (!(msg = outq_pop(m->gw->outq))) {
@@ -652,6 +815,12 @@ mqtt_side_inflight(const mqtt_side_t *m)
     return m->n_inflight;
 }
 
+size_t
+mqtt_side_held(const mqtt_side_t *m)
+{
+    return m->n_held;
+}
+
 void
 mqtt_side_disconnect(mqtt_side_t *m)
 {
@@ -676,12 +845,20 @@ mqtt_side_free(mqtt_side_t *m)
     loop_cancel_timer(m->gw->loop, m->reconnect_timer);
     loop_cancel_timer(m->gw->loop, m->misc_timer);
     loop_cancel_timer(m->gw->loop, m->kick_timer);
+    loop_cancel_timer(m->gw->loop, m->retry_timer);
     if (m->fd >= 0)
         loop_del_fd(m->gw->loop, m->fd);
     HASH_ITER(hh, m->inflight, f, tmp) {
         HASH_DEL(m->inflight, f);
         outmsg_finish(f->msg, false);
         free(f);
+    }
+    /* Held ones stay in the spool for the next start. */
+    while (m->held) {
+        outmsg_t *msg = m->held;
+
+        m->held = msg->next;
+        outmsg_finish(msg, false);
     }
     forget_state_mids(m);
     if (m->mosq)

@@ -95,6 +95,7 @@ status_stats_json(status_t *s)
     json_object_set_new(o, "spool_bytes", json_integer((json_int_t)spool_bytes(gw->spool)));
     json_object_set_new(o, "spool_backlog", json_integer((json_int_t)spool_backlog(gw->spool)));
     json_object_set_new(o, "mqtt_inflight", json_integer((json_int_t)mqtt_side_inflight(gw->mqtt)));
+    json_object_set_new(o, "refused_held", json_integer((json_int_t)mqtt_side_held(gw->mqtt)));
     json_object_set_new(o, "mqtt_connected", json_boolean(mqtt_side_connected(gw->mqtt)));
     json_object_set_new(o, "time", json_integer((json_int_t)loop_wall_s()));
     text = json_dumps(o, JSON_COMPACT);

@@ -52,6 +52,8 @@ struct config_mqtt {
     int reconnect_max;      /* s, reconnect delay cap, default 60 */
     int session_expiry;     /* s the broker keeps our session, default 86400 */
     int max_inflight;       /* QoS 1 publishes awaiting PUBACK, default 256 */
+    int refused_retries;    /* a refused publish is retried this often, then
+                             * parked (state_dir/refused.jsonl), default 5 */
     bool json;              /* publish CBOR/SenML/JSON readings as JSON, default false */
     char *tls_ca_file;      /* TLS to the broker: CA to verify it; NULL = plain TCP */
     char *tls_cert_file;    /* client certificate (optional) */

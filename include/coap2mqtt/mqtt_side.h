@@ -37,6 +37,8 @@ void mqtt_side_free(mqtt_side_t *m);
 bool mqtt_side_connected(const mqtt_side_t *m);
 /* Messages handed to libmosquitto and not yet acknowledged. */
 size_t mqtt_side_inflight(const mqtt_side_t *m);
+/* Messages the broker refused, waiting to be published again. */
+size_t mqtt_side_held(const mqtt_side_t *m);
 
 /* Moves queued messages from gw->outq to the broker, as far as allowed. */
 void mqtt_side_flush(mqtt_side_t *m);
@@ -57,7 +59,8 @@ int mqtt_side_publish_now(mqtt_side_t *m, const char *topic,
 
 /* Nothing left to hand to or hear back from the broker (or not connected):
  * no queued message in flight, no state publish unacknowledged, no bytes
- * waiting in libmosquitto. */
+ * waiting in libmosquitto.  Refused messages waiting for their retry do
+ * not count: at a stop they stay in the spool for the next start. */
 bool mqtt_side_idle(const mqtt_side_t *m);
 
 /* Clean DISCONNECT (the will is not sent).  No reconnect afterwards. */

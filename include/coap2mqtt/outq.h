@@ -36,6 +36,8 @@ struct outmsg {
     outmsg_done_fn done;
     void *done_arg;
     uint64_t seq;           /* spool sequence number, 0 = not spooled */
+    unsigned refusals;      /* times the broker refused it (mqtt_side) */
+    uint64_t retry_ms;      /* refused: publish again at this loop time */
 };
 
 /* One allocation holding topic and payload.  NULL on failure. */

@@ -37,6 +37,8 @@
     X(commands_duplicate)    /* QoS 1 redeliveries of a command: not re-sent */ \
     X(published)             /* messages handed to the broker */            \
     X(puback)                /* QoS 1 publishes acknowledged */             \
+    X(publish_refused)       /* publishes the broker refused: kept, retried */ \
+    X(drops_refused)         /* refused for good: parked in refused.jsonl */ \
     X(drops_queue_full)      /* readings refused: queue and spool full */   \
     X(drops_oldest_non)      /* no spool, queue full: oldest NON dropped */ \
     X(drops_too_large)       /* readings refused: payload over the cap */   \

@@ -252,7 +252,9 @@ def test_refused_publish_is_kept_and_retried(broker_conf, make_gateway, broker, 
     gw = make_gateway()
     watch = mqtt_factory()
     refused, fine = gw.topic("dev-1", "refused"), gw.topic("dev-1", "energy")
-    watch.subscribe(gw.topic("dev-1", "#"))
+    # One subscription per topic: overlapping ones would get two copies.
+    watch.subscribe(refused)
+    watch.subscribe(fine)
     mark = gw.log.mark()
     push(coap, gw, "dev-1", "refused", "41")
     push(coap, gw, "dev-1", "energy", "42")
@@ -266,6 +268,21 @@ def test_refused_publish_is_kept_and_retried(broker_conf, make_gateway, broker, 
     assert [x.payload for x in watch.received(refused)] == [b"41"]
     doc = sec.stats(watch, gw, timeout=10)
     assert doc["publish_refused"] >= 1 and doc["drops_refused"] == 0, doc
+
+
+@pytest.mark.parametrize("broker_conf", ["acl"], indirect=True)
+def test_refused_push_without_spool_is_answered_503(broker_conf, make_gateway, coap,
+                                                    mqtt_factory):
+    """Without the spool a CON push waits for the PUBACK: a refusal is not
+    safe, so the device hears 5.03 and keeps its reading; nothing is held
+    or parked on its behalf."""
+    gw = make_gateway(overrides={"queue": {"spool": False}})
+    watch = mqtt_factory()
+    r = coap(gw, "dev-5", "ps/refused", method="post", ct=0, payload="9")
+    assert r.code == "5.03", r
+    doc = sec.stats(watch, gw, lambda d: d["publish_refused"] >= 1, timeout=10)
+    assert doc["publish_refused"] == 1 and doc["drops_refused"] == 0, doc
+    assert doc["refused_held"] == 0, doc
 
 
 POISON = [
@@ -289,16 +306,18 @@ def test_poison_publish_is_parked_not_lost(broker_conf, make_gateway, tmp_path, 
     gw = make_gateway(overrides={"mqtt": {"refused_retries": 2},
                                  "coap": {"max_payload": 4096}})
     watch = mqtt_factory()
-    watch.subscribe(gw.topic("dev-2", "#"))
+    refused, fine = gw.topic("dev-2", "refused"), gw.topic("dev-2", "energy")
+    watch.subscribe(refused)
+    watch.subscribe(fine)
     f = tmp_path / "body.bin"
     f.write_bytes(body)
     mark = gw.log.mark()
     r = coap(gw, "dev-2", "ps/refused", method="post", ct=42, file=str(f), block=512)
     assert r.code == "2.04", r
     push(coap, gw, "dev-2", "energy", "after")
-    watch.wait_payload(gw.topic("dev-2", "energy"), "after", timeout=10)
+    watch.wait_payload(fine, "after", timeout=10)
     # 1 s and 2 s of backoff, then parked.
-    gw.log.wait_for(r"parked .*%s" % gw.topic("dev-2", "refused"), timeout=20, start=mark)
+    gw.log.wait_for(r"parked %s after 3 refusals" % refused, timeout=20, start=mark)
     doc = sec.stats(watch, gw, lambda d: d["drops_refused"] >= 1, timeout=10)
     assert doc["drops_refused"] == 1, doc
     assert doc["publish_refused"] == 3, doc
@@ -306,17 +325,17 @@ def test_poison_publish_is_parked_not_lost(broker_conf, make_gateway, tmp_path, 
     with open(path) as fh:
         lines = [json.loads(x) for x in fh]
     assert len(lines) == 1, lines
-    assert lines[0]["topic"] == gw.topic("dev-2", "refused")
+    assert lines[0]["topic"] == refused
     assert base64.b64decode(lines[0]["payload"]) == body
     assert lines[0]["qos"] == 1 and lines[0]["reason"]
-    assert not watch.received(gw.topic("dev-2", "refused"))
+    assert not watch.received(refused)
 
     # Its place in the spool was given back: a restart does not replay it.
     assert gw.stop() == 0
     gw.respawn()
     online_again(gw, mqtt_factory)
     push(coap, gw, "dev-2", "energy", "again")
-    watch.wait_payload(gw.topic("dev-2", "energy"), "again", timeout=10)
+    watch.wait_payload(fine, "again", timeout=10)
     doc = sec.stats(watch, gw, timeout=10)
     assert doc["publish_refused"] == 0 and doc["drops_refused"] == 0, doc
 

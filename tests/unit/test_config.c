@@ -163,6 +163,7 @@ assert_defaults_except_coap(const struct config *c)
     assert_int_equal(c->mqtt.reconnect_max, 60);
     assert_int_equal(c->mqtt.session_expiry, 86400);
     assert_int_equal(c->mqtt.max_inflight, 256);
+    assert_int_equal(c->mqtt.refused_retries, 5);
     assert_int_equal(c->commands.ttl, 300);
     assert_int_equal(c->commands.max_queued, 16);
     assert_int_equal(c->queue.max_messages, 100000);
@@ -278,6 +279,7 @@ static const struct range ranges[] = {
     { "mqtt", "reconnect_max", 1, 86400 },
     { "mqtt", "session_expiry", 0, 2147483647 },
     { "mqtt", "max_inflight", 1, 65535 },
+    { "mqtt", "refused_retries", 0, 100 },
     { "commands", "ttl", 1, 604800 },
     { "commands", "max_queued", 1, 10000 },
     { "queue", "max_messages", 1, 100000000 },
