@@ -43,7 +43,8 @@ CFLAGS   += -D_FORTIFY_SOURCE=2
 endif
 
 # The pure modules: no sockets, unit-tested alone, linked into everything.
-PURE_SRC := src/topics.c src/linkformat.c src/config.c src/keystore.c src/log.c \
+PURE_SRC := src/topics.c src/linkformat.c src/config.c src/config_errors.c \
+            src/keystore.c src/log.c \
             src/payload.c src/payload_json.c src/outq.c src/loop.c src/spool.c \
             src/syncer.c
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)

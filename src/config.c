@@ -29,33 +29,7 @@
 #include "coap2mqtt/config.h"
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/topics.h"
-
-#define CONF_MAX_BYTES   (1024 * 1024)  /* a config is text, not a dump */
-#define CONF_MAX_ADDRS   16             /* endpoints per listen list */
-#define LINE_MAX_OUT     8192
-
-/* An integer literal libconfig 1.5 would have truncated to 'as_int'. */
-struct bigint {
-    char *file;             /* libconfig's name for the file, "" = main */
-    unsigned line;
-    char name[64];          /* the setting name written before it */
-    int as_int;
-    bool used;
-    char text[32];
-};
-
-struct ctx {
-    const char *path;
-    config_report_fn report;
-    void *arg;
-    int errors;
-    config_t lc;
-    struct config *cfg;
-    struct bigint *big;
-    size_t n_big;
-    char **scanned;         /* files already scanned for big literals */
-    size_t n_scanned;
-};
+#include "config_internal.h"
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
@@ -86,99 +60,6 @@ __lsan_default_options(void)
     return "print_suppressions=0";
 }
 #endif
-
-/* --- error lines --------------------------------------------------------- */
-
-/* Error lines are exactly one line: control bytes from names become '?'. */
-static void
-emit(struct ctx *c, char *line)
-{
-    char *p;
-
-    c->errors++;
-    if (c->report == NULL)
-        return;
-    for (p = line; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
-    c->report(c->arg, line);
-}
-
-/* The file a setting came from: libconfig names included files as written,
- * relative to the include directory, and the main file not at all. */
-static const char *
-setting_file(const struct ctx *c, const config_setting_t *s, char *buf,
-             size_t cap)
-{
-    const char *f = s ? config_setting_source_file(s) : NULL;
-    const char *dir = config_get_include_dir(&c->lc);
-
-    if (f == NULL || *f == '\0')
-        return c->path;
-    if (f[0] == '/' || dir == NULL)
-        return f;
-    snprintf(buf, cap, "%s/%s", dir, f);
-    return buf;
-}
-
-/* Reports "file:line: name: reason" for setting s (no line when s is NULL
- * or the root, which has none). */
-__attribute__((format(printf, 4, 5)))
-static void
-serr(struct ctx *c, const config_setting_t *s, const char *name,
-     const char *fmt, ...)
-{
-    char file[PATH_MAX + 64], msg[1024], line[LINE_MAX_OUT];
-    const char *f = setting_file(c, s, file, sizeof(file));
-    unsigned ln = s ? config_setting_source_line(s) : 0;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    if (ln > 0)
-        snprintf(line, sizeof(line), "%s:%u: %s: %s", f, ln, name, msg);
-    else
-        snprintf(line, sizeof(line), "%s: %s: %s", f, name, msg);
-    emit(c, line);
-}
-
-/* A user's string for an error line: quoted, escaped, cut when long. */
-static const char *
-quote(const char *s, char *buf, size_t cap)
-{
-    size_t n = 0;
-    unsigned char ch;
-
-    buf[n++] = '"';
-    for (; *s && n + 8 < cap; s++) {
-        ch = (unsigned char)*s;
-        if (ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\')
-            n += (size_t)snprintf(buf + n, cap - n, "\\x%02x", ch);
-        else
-            buf[n++] = (char)ch;
-    }
-    if (*s)
-        n += (size_t)snprintf(buf + n, cap - n, "...");
-    snprintf(buf + n, cap - n, "\"");
-    return buf;
-}
-
-static const char *
-type_name(int type)
-{
-    switch (type) {
-    case CONFIG_TYPE_INT:
-    case CONFIG_TYPE_INT64:  return "an integer";
-    case CONFIG_TYPE_FLOAT:  return "a float";
-    case CONFIG_TYPE_STRING: return "a string";
-    case CONFIG_TYPE_BOOL:   return "a boolean";
-    case CONFIG_TYPE_ARRAY:  return "an array";
-    case CONFIG_TYPE_LIST:   return "a list";
-    case CONFIG_TYPE_GROUP:  return "a group";
-    default:                 return "nothing";
-    }
-}
 
 /* --- integer literals libconfig 1.5 truncates ----------------------------- */
 
@@ -347,7 +228,7 @@ scan_include(struct ctx *c, const config_setting_t *s, const char *label)
     if ((ns[c->n_scanned] = strdup(label)) == NULL)
         return;
     c->n_scanned++;
-    if ((text = slurp(setting_file(c, s, buf, sizeof(buf)), &len)) != NULL)
+    if ((text = slurp(config__setting_file(c, s, buf, sizeof(buf)), &len)) != NULL)
         scan_big(c, label, text, len);
     free(text);
 }
@@ -691,7 +572,7 @@ load_int(struct ctx *c, const config_setting_t *s, const char *name,
     long long v;
 
     if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
-        serr(c, s, name, "must be an integer, got %s", type_name(type));
+        config__serr(c, s, name, "must be an integer, got %s", config__type_name(type));
         return;
     }
     if (type == CONFIG_TYPE_INT) {
@@ -702,9 +583,9 @@ load_int(struct ctx *c, const config_setting_t *s, const char *name,
     }
     if (big || v < it->min || v > it->max) {
         if (big)
-            serr(c, s, name, "must be %lld..%lld, got %s", it->min, it->max, big);
+            config__serr(c, s, name, "must be %lld..%lld, got %s", it->min, it->max, big);
         else
-            serr(c, s, name, "must be %lld..%lld, got %lld", it->min, it->max, v);
+            config__serr(c, s, name, "must be %lld..%lld, got %lld", it->min, it->max, v);
         return;
     }
     *(int *)field(c, it->off) = (int)v;
@@ -719,16 +600,16 @@ load_str(struct ctx *c, const config_setting_t *s, const char *name,
     char q[128];
 
     if (type != CONFIG_TYPE_STRING) {
-        serr(c, s, name, "must be a string, got %s", type_name(type));
+        config__serr(c, s, name, "must be a string, got %s", config__type_name(type));
         return;
     }
     v = config_setting_get_string(s);
     if ((why = it->check(v)) != NULL) {
-        serr(c, s, name, "%s, got %s", why, quote(v, q, sizeof(q)));
+        config__serr(c, s, name, "%s, got %s", why, config__quote(v, q, sizeof(q)));
         return;
     }
     if (!set_str(field(c, it->off), v))
-        serr(c, s, name, "out of memory");
+        config__serr(c, s, name, "out of memory");
 }
 
 /* Checks one element of a listen list; returns its string or NULL. */
@@ -742,20 +623,20 @@ addr_elem(struct ctx *c, const config_setting_t *e, const char *name, int i)
 
     snprintf(ename, sizeof(ename), "%s[%d]", name, i);
     if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-        serr(c, e, ename, "must be a string, got %s",
-             type_name(config_setting_type(e)));
+        config__serr(c, e, ename, "must be a string, got %s",
+             config__type_name(config_setting_type(e)));
         return NULL;
     }
     v = config_setting_get_string(e);
     if ((why = check_addr(v)) != NULL) {
-        serr(c, e, ename, "%s, got %s", why, quote(v, q, sizeof(q)));
+        config__serr(c, e, ename, "%s, got %s", why, config__quote(v, q, sizeof(q)));
         return NULL;
     }
     for (j = 0; j < i; j++) {
         prev = config_setting_get_elem(config_setting_parent(e), (unsigned)j);
         if (config_setting_type(prev) == CONFIG_TYPE_STRING &&
             strcmp(config_setting_get_string(prev), v) == 0) {
-            serr(c, e, ename, "%s is listed twice", quote(v, q, sizeof(q)));
+            config__serr(c, e, ename, "%s is listed twice", config__quote(v, q, sizeof(q)));
             return NULL;
         }
     }
@@ -772,24 +653,24 @@ load_addrs(struct ctx *c, const config_setting_t *s, const char *name,
     const char *v;
 
     if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
-        serr(c, s, name, "must be a list of addresses like "
-             "[ \"0.0.0.0:5684\", \"[::]:5684\" ], got %s", type_name(type));
+        config__serr(c, s, name, "must be a list of addresses like "
+             "[ \"0.0.0.0:5684\", \"[::]:5684\" ], got %s", config__type_name(type));
         return;
     }
     if (n > CONF_MAX_ADDRS) {
-        serr(c, s, name, "at most %d addresses, got %d", CONF_MAX_ADDRS, n);
+        config__serr(c, s, name, "at most %d addresses, got %d", CONF_MAX_ADDRS, n);
         return;
     }
     free_list(list, count);
     if (n > 0 && (*list = calloc((size_t)n, sizeof(**list))) == NULL) {
-        serr(c, s, name, "out of memory");
+        config__serr(c, s, name, "out of memory");
         return;
     }
     for (i = 0; i < n; i++) {
         if ((v = addr_elem(c, config_setting_get_elem(s, (unsigned)i), name, i)) == NULL)
             continue;
         if (((*list)[ok] = strdup(v)) == NULL) {
-            serr(c, s, name, "out of memory");
+            config__serr(c, s, name, "out of memory");
             break;
         }
         *count = ++ok;
@@ -811,7 +692,7 @@ load_item(struct ctx *c, const config_setting_t *s, const char *name,
         break;
     case K_BOOL:
         if (type != CONFIG_TYPE_BOOL)
-            serr(c, s, name, "must be true or false, got %s", type_name(type));
+            config__serr(c, s, name, "must be true or false, got %s", config__type_name(type));
         else
             *(bool *)field(c, it->off) = config_setting_get_bool(s);
         break;
@@ -823,7 +704,7 @@ load_item(struct ctx *c, const config_setting_t *s, const char *name,
         break;
     case K_GROUP:
         if (type != CONFIG_TYPE_GROUP)
-            serr(c, s, name, "must be a group { ... }, got %s", type_name(type));
+            config__serr(c, s, name, "must be a group { ... }, got %s", config__type_name(type));
         else
             load_group(c, s, name, it->sub);
         break;
@@ -848,7 +729,7 @@ load_group(struct ctx *c, const config_setting_t *g, const char *prefix,
             if (sname && strcmp(it->name, sname) == 0)
                 break;
         if (it->name == NULL)
-            serr(c, s, name, "unknown setting");
+            config__serr(c, s, name, "unknown setting");
         else
             load_item(c, s, name, it);
     }
@@ -900,29 +781,29 @@ check_coap(struct ctx *c)
     bool cert = is_set(c, "coap.cert_file"), key = is_set(c, "coap.key_file");
 
     if (list_len(c, "coap.listen") == 0 && list_len(c, "coap.plain_listen") == 0)
-        serr(c, near(c, "coap.listen"), "coap.listen",
+        config__serr(c, near(c, "coap.listen"), "coap.listen",
              "no CoAP endpoint: set coap.listen (DTLS) or coap.plain_listen");
     if (cert && !key)
-        serr(c, near(c, "coap.cert_file"), "coap.cert_file",
+        config__serr(c, near(c, "coap.cert_file"), "coap.cert_file",
              "needs coap.key_file as well");
     if (key && !cert)
-        serr(c, near(c, "coap.key_file"), "coap.key_file",
+        config__serr(c, near(c, "coap.key_file"), "coap.key_file",
              "needs coap.cert_file as well");
     if (ca && !cert && !key)
-        serr(c, near(c, "coap.ca_file"), "coap.ca_file", "needs the gateway's "
+        config__serr(c, near(c, "coap.ca_file"), "coap.ca_file", "needs the gateway's "
              "own coap.cert_file and coap.key_file");
     if (is_set(c, "mqtt.tls_cert_file") != is_set(c, "mqtt.tls_key_file"))
-        serr(c, near(c, "mqtt.tls_cert_file"), "mqtt.tls_cert_file",
+        config__serr(c, near(c, "mqtt.tls_cert_file"), "mqtt.tls_cert_file",
              "mqtt.tls_cert_file and mqtt.tls_key_file go together");
     if ((is_set(c, "mqtt.tls_cert_file") || is_set(c, "mqtt.tls_version") ||
          is_set(c, "mqtt.tls_ciphers")) && !is_set(c, "mqtt.tls_ca_file"))
-        serr(c, near(c, "mqtt.tls_ca_file"), "mqtt.tls_ca_file",
+        config__serr(c, near(c, "mqtt.tls_ca_file"), "mqtt.tls_ca_file",
              "TLS to the broker needs mqtt.tls_ca_file (the CA to verify it with)");
     if (is_set(c, "coap.crl_file") && !ca)
-        serr(c, near(c, "coap.crl_file"), "coap.crl_file",
+        config__serr(c, near(c, "coap.crl_file"), "coap.crl_file",
              "needs coap.ca_file (the CA whose revocations it lists)");
     if (list_len(c, "coap.listen") > 0 && !psk && !(cert && key))
-        serr(c, near(c, "coap.listen"), "coap.listen", "DTLS needs "
+        config__serr(c, near(c, "coap.listen"), "coap.listen", "DTLS needs "
              "coap.psk_file, or coap.cert_file and coap.key_file");
 }
 
@@ -934,10 +815,10 @@ check_order(struct ctx *c, const char *lo_name, int lo, const char *hi_name,
     if (lo <= hi)
         return;
     if (is_set(c, lo_name) || !is_set(c, hi_name))
-        serr(c, near(c, lo_name), lo_name, "must not exceed %s (%d), got %d",
+        config__serr(c, near(c, lo_name), lo_name, "must not exceed %s (%d), got %d",
              hi_name, hi, lo);
     else
-        serr(c, near(c, hi_name), hi_name, "must be at least %s (%d), got %d",
+        config__serr(c, near(c, hi_name), hi_name, "must be at least %s (%d), got %d",
              lo_name, lo, hi);
 }
 
@@ -954,7 +835,7 @@ check_cross(struct ctx *c)
         if (is_set(c, "rd.default_lifetime") &&
             (rd->default_lifetime < rd->min_lifetime ||
              rd->default_lifetime > rd->max_lifetime))
-            serr(c, near(c, "rd.default_lifetime"), "rd.default_lifetime",
+            config__serr(c, near(c, "rd.default_lifetime"), "rd.default_lifetime",
                  "must be within rd.min_lifetime..rd.max_lifetime (%d..%d), "
                  "got %d", rd->min_lifetime, rd->max_lifetime,
                  rd->default_lifetime);
@@ -986,7 +867,7 @@ report_syntax(struct ctx *c)
     }
     snprintf(line, sizeof(line), "%s:%d: syntax: %s", f,
              config_error_line(&c->lc), config_error_text(&c->lc));
-    emit(c, line);
+    config__emit(c, line);
 }
 
 static void
@@ -996,7 +877,7 @@ report_unreadable(struct ctx *c, int err)
 
     snprintf(line, sizeof(line), "%s: cannot read: %s", c->path,
              err == EFBIG ? "larger than 1 MiB" : strerror(err));
-    emit(c, line);
+    config__emit(c, line);
 }
 
 /* @include "x.conf" is resolved next to the config file, not the cwd. */
@@ -1043,7 +924,7 @@ load_text(struct ctx *c, const char *text, size_t len)
             ln += *p == '\n';
         snprintf(line, sizeof(line), "%s:%u: syntax: NUL byte in file",
                  c->path, ln);
-        emit(c, line);
+        config__emit(c, line);
         return;
     }
     scan_big(c, "", text, len);
@@ -1066,7 +947,7 @@ config_load(const char *path, struct config *cfg, config_report_fn report,
 
     if (!config_defaults(cfg, path)) {
         snprintf(line, sizeof(line), "%s: out of memory", path);
-        emit(&c, line);
+        config__emit(&c, line);
         return c.errors;
     }
     if ((text = slurp(path, &len)) == NULL) {
@@ -1096,7 +977,7 @@ prefixed_report(void *arg, const char *line)
 {
     struct prefixed *p = arg;
 
-    serr(p->c, p->s, p->name, "%s", line);
+    config__serr(p->c, p->s, p->name, "%s", line);
 }
 
 static void
@@ -1107,7 +988,7 @@ check_psk_file(struct ctx *c, const char *path)
     keystore_t *ks = keystore_load(path, prefixed_report, &p);
 
     if (ks == NULL && c->errors == before)
-        serr(c, p.s, p.name, "%s: cannot load", path);
+        config__serr(c, p.s, p.name, "%s: cannot load", path);
     keystore_free(ks);
 }
 
@@ -1123,14 +1004,14 @@ check_readable(struct ctx *c, const char *name, const char *path,
     int fd;
 
     if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
-        serr(c, s, name, "%s: %s", path, strerror(errno));
+        config__serr(c, s, name, "%s: %s", path, strerror(errno));
         return;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-        serr(c, s, name, "%s: not a regular file", path);
+        config__serr(c, s, name, "%s: not a regular file", path);
     else if (first_line && (read(fd, buf, 1) != 1 || buf[0] == '\n' ||
                             buf[0] == '\r'))
-        serr(c, s, name, "%s: the first line (the password) is empty", path);
+        config__serr(c, s, name, "%s: the first line (the password) is empty", path);
     close(fd);
 }
 
@@ -1141,7 +1022,7 @@ check_state_dir(struct ctx *c, const char *path)
 
     /* Missing is fine (systemd's StateDirectory= or the daemon makes it). */
     if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-        serr(c, near(c, "state_dir"), "state_dir", "%s: not a directory", path);
+        config__serr(c, near(c, "state_dir"), "state_dir", "%s: not a directory", path);
 }
 
 int
