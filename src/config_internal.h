@@ -5,6 +5,8 @@
  *   config.c            defaults and ownership, the walk over the settings,
  *                       cross-field checks, loading, the files a config names
  *   config_errors.c     the error lines: "file:line: setting: reason"
+ *   config_libconfig.c  what libconfig 1.5 gets wrong: the integer literals
+ *                       it truncates, the token its parser leaks
  *
  * Internal calls between these files are named config__verb.
  *
@@ -61,5 +63,16 @@ void config__serr(struct ctx *c, const config_setting_t *s, const char *name,
 const char *config__quote(const char *s, char *buf, size_t cap);
 /* "an integer", "a string", ... for a CONFIG_TYPE_*. */
 const char *config__type_name(int type);
+
+/* config_libconfig.c */
+/* Notes the integer literals in 'p' (the text of 'file', "" for the main
+ * one) that libconfig 1.5 truncates. */
+void config__scan_big(struct ctx *c, const char *file, const char *p,
+                      size_t len);
+/* Reads a whole (small) file; NULL and errno on failure. */
+char *config__slurp(const char *path, size_t *len);
+/* The source text of an int setting if libconfig truncated it, else NULL. */
+const char *config__truncated_literal(struct ctx *c, const config_setting_t *s,
+                                      int value);
 
 #endif
