@@ -44,7 +44,7 @@ endif
 
 # The pure modules: no sockets, unit-tested alone, linked into everything.
 PURE_SRC := src/topics.c src/linkformat.c src/config.c src/config_errors.c \
-            src/config_libconfig.c \
+            src/config_libconfig.c src/config_schema.c \
             src/keystore.c src/log.c \
             src/payload.c src/payload_json.c src/outq.c src/loop.c src/spool.c \
             src/syncer.c

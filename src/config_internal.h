@@ -7,6 +7,7 @@
  *   config_errors.c     the error lines: "file:line: setting: reason"
  *   config_libconfig.c  what libconfig 1.5 gets wrong: the integer literals
  *                       it truncates, the token its parser leaks
+ *   config_schema.c     the value checks and the tables of the settings
  *
  * Internal calls between these files are named config__verb.
  *
@@ -24,6 +25,20 @@
 #define CONF_MAX_BYTES   (1024 * 1024)  /* a config is text, not a dump */
 #define CONF_MAX_ADDRS   16             /* endpoints per listen list */
 #define LINE_MAX_OUT     8192
+
+/* A setting of the schema (config_schema.c): a K_GROUP's 'sub' is the
+ * table of its settings, and a table ends with a NULL name. */
+enum kind { K_INT, K_BOOL, K_STR, K_ADDRS, K_GROUP };
+
+struct item {
+    const char *name;
+    enum kind kind;
+    size_t off;                     /* field in struct config */
+    size_t off_n;                   /* K_ADDRS: the count field */
+    long long min, max;             /* K_INT */
+    const char *(*check)(const char *);     /* K_STR */
+    const struct item *sub;         /* K_GROUP */
+};
 
 /* An integer literal libconfig 1.5 would have truncated to 'as_int'. */
 struct bigint {
@@ -74,5 +89,11 @@ char *config__slurp(const char *path, size_t *len);
 /* The source text of an int setting if libconfig truncated it, else NULL. */
 const char *config__truncated_literal(struct ctx *c, const config_setting_t *s,
                                       int value);
+
+/* config_schema.c */
+/* The settings at the top of the file (the groups hold the rest). */
+extern const struct item config__root_items[];
+/* NULL if 'v' is "a.b.c.d:port" or "[v6]:port" (port 1..65535), else why. */
+const char *config__check_addr(const char *v);
 
 #endif
