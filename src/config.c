@@ -6,20 +6,16 @@
  * the files the config names.  Every problem is one line
  * "file:line: setting: reason", and loading goes on to find them all.
  *
- * libconfig 1.5 (Debian 12) stores an integer literal that does not fit an
- * int truncated, silently ("port = 4294967297;" reads as 1).  A small scan
- * of the source finds such literals so they are reported, not believed.
+ * This file holds the defaults, the walk, the cross-field checks and the
+ * loading; the error lines, libconfig's flaws and the schema are in the
+ * other files of the room (config_internal.h lists them).
  *
- * Layer: base (calls log and keystore)
+ * Layer: base (calls keystore and libconfig)
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libconfig.h>
 #include <limits.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +24,6 @@
 
 #include "coap2mqtt/config.h"
 #include "coap2mqtt/keystore.h"
-#include "coap2mqtt/topics.h"
 #include "config_internal.h"
 
 /* --- defaults and ownership ---------------------------------------------- */
@@ -136,7 +131,8 @@ load_int(struct ctx *c, const config_setting_t *s, const char *name,
     long long v;
 
     if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
-        config__serr(c, s, name, "must be an integer, got %s", config__type_name(type));
+        config__serr(c, s, name, "must be an integer, got %s",
+                     config__type_name(type));
         return;
     }
     if (type == CONFIG_TYPE_INT) {
@@ -147,9 +143,11 @@ load_int(struct ctx *c, const config_setting_t *s, const char *name,
     }
     if (big || v < it->min || v > it->max) {
         if (big)
-            config__serr(c, s, name, "must be %lld..%lld, got %s", it->min, it->max, big);
+            config__serr(c, s, name, "must be %lld..%lld, got %s", it->min,
+                         it->max, big);
         else
-            config__serr(c, s, name, "must be %lld..%lld, got %lld", it->min, it->max, v);
+            config__serr(c, s, name, "must be %lld..%lld, got %lld", it->min,
+                         it->max, v);
         return;
     }
     *(int *)field(c, it->off) = (int)v;
@@ -164,12 +162,14 @@ load_str(struct ctx *c, const config_setting_t *s, const char *name,
     char q[128];
 
     if (type != CONFIG_TYPE_STRING) {
-        config__serr(c, s, name, "must be a string, got %s", config__type_name(type));
+        config__serr(c, s, name, "must be a string, got %s",
+                     config__type_name(type));
         return;
     }
     v = config_setting_get_string(s);
     if ((why = it->check(v)) != NULL) {
-        config__serr(c, s, name, "%s, got %s", why, config__quote(v, q, sizeof(q)));
+        config__serr(c, s, name, "%s, got %s", why,
+                     config__quote(v, q, sizeof(q)));
         return;
     }
     if (!set_str(field(c, it->off), v))
@@ -188,19 +188,21 @@ addr_elem(struct ctx *c, const config_setting_t *e, const char *name, int i)
     snprintf(ename, sizeof(ename), "%s[%d]", name, i);
     if (config_setting_type(e) != CONFIG_TYPE_STRING) {
         config__serr(c, e, ename, "must be a string, got %s",
-             config__type_name(config_setting_type(e)));
+                     config__type_name(config_setting_type(e)));
         return NULL;
     }
     v = config_setting_get_string(e);
     if ((why = config__check_addr(v)) != NULL) {
-        config__serr(c, e, ename, "%s, got %s", why, config__quote(v, q, sizeof(q)));
+        config__serr(c, e, ename, "%s, got %s", why,
+                     config__quote(v, q, sizeof(q)));
         return NULL;
     }
     for (j = 0; j < i; j++) {
         prev = config_setting_get_elem(config_setting_parent(e), (unsigned)j);
         if (config_setting_type(prev) == CONFIG_TYPE_STRING &&
             strcmp(config_setting_get_string(prev), v) == 0) {
-            config__serr(c, e, ename, "%s is listed twice", config__quote(v, q, sizeof(q)));
+            config__serr(c, e, ename, "%s is listed twice",
+                         config__quote(v, q, sizeof(q)));
             return NULL;
         }
     }
@@ -218,11 +220,13 @@ load_addrs(struct ctx *c, const config_setting_t *s, const char *name,
 
     if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
         config__serr(c, s, name, "must be a list of addresses like "
-             "[ \"0.0.0.0:5684\", \"[::]:5684\" ], got %s", config__type_name(type));
+                     "[ \"0.0.0.0:5684\", \"[::]:5684\" ], got %s",
+                     config__type_name(type));
         return;
     }
     if (n > CONF_MAX_ADDRS) {
-        config__serr(c, s, name, "at most %d addresses, got %d", CONF_MAX_ADDRS, n);
+        config__serr(c, s, name, "at most %d addresses, got %d",
+                     CONF_MAX_ADDRS, n);
         return;
     }
     free_list(list, count);
@@ -256,7 +260,8 @@ load_item(struct ctx *c, const config_setting_t *s, const char *name,
         break;
     case K_BOOL:
         if (type != CONFIG_TYPE_BOOL)
-            config__serr(c, s, name, "must be true or false, got %s", config__type_name(type));
+            config__serr(c, s, name, "must be true or false, got %s",
+                         config__type_name(type));
         else
             *(bool *)field(c, it->off) = config_setting_get_bool(s);
         break;
@@ -268,7 +273,8 @@ load_item(struct ctx *c, const config_setting_t *s, const char *name,
         break;
     case K_GROUP:
         if (type != CONFIG_TYPE_GROUP)
-            config__serr(c, s, name, "must be a group { ... }, got %s", config__type_name(type));
+            config__serr(c, s, name, "must be a group { ... }, got %s",
+                         config__type_name(type));
         else
             load_group(c, s, name, it->sub);
         break;
@@ -346,29 +352,32 @@ check_coap(struct ctx *c)
 
     if (list_len(c, "coap.listen") == 0 && list_len(c, "coap.plain_listen") == 0)
         config__serr(c, near(c, "coap.listen"), "coap.listen",
-             "no CoAP endpoint: set coap.listen (DTLS) or coap.plain_listen");
+                     "no CoAP endpoint: set coap.listen (DTLS) or "
+                     "coap.plain_listen");
     if (cert && !key)
         config__serr(c, near(c, "coap.cert_file"), "coap.cert_file",
-             "needs coap.key_file as well");
+                     "needs coap.key_file as well");
     if (key && !cert)
         config__serr(c, near(c, "coap.key_file"), "coap.key_file",
-             "needs coap.cert_file as well");
+                     "needs coap.cert_file as well");
     if (ca && !cert && !key)
-        config__serr(c, near(c, "coap.ca_file"), "coap.ca_file", "needs the gateway's "
-             "own coap.cert_file and coap.key_file");
+        config__serr(c, near(c, "coap.ca_file"), "coap.ca_file",
+                     "needs the gateway's own coap.cert_file and "
+                     "coap.key_file");
     if (is_set(c, "mqtt.tls_cert_file") != is_set(c, "mqtt.tls_key_file"))
         config__serr(c, near(c, "mqtt.tls_cert_file"), "mqtt.tls_cert_file",
-             "mqtt.tls_cert_file and mqtt.tls_key_file go together");
+                     "mqtt.tls_cert_file and mqtt.tls_key_file go together");
     if ((is_set(c, "mqtt.tls_cert_file") || is_set(c, "mqtt.tls_version") ||
          is_set(c, "mqtt.tls_ciphers")) && !is_set(c, "mqtt.tls_ca_file"))
         config__serr(c, near(c, "mqtt.tls_ca_file"), "mqtt.tls_ca_file",
-             "TLS to the broker needs mqtt.tls_ca_file (the CA to verify it with)");
+                     "TLS to the broker needs mqtt.tls_ca_file "
+                     "(the CA to verify it with)");
     if (is_set(c, "coap.crl_file") && !ca)
         config__serr(c, near(c, "coap.crl_file"), "coap.crl_file",
-             "needs coap.ca_file (the CA whose revocations it lists)");
+                     "needs coap.ca_file (the CA whose revocations it lists)");
     if (list_len(c, "coap.listen") > 0 && !psk && !(cert && key))
         config__serr(c, near(c, "coap.listen"), "coap.listen", "DTLS needs "
-             "coap.psk_file, or coap.cert_file and coap.key_file");
+                     "coap.psk_file, or coap.cert_file and coap.key_file");
 }
 
 /* lo <= hi, blaming whichever of the two the file sets (lo first). */
@@ -379,11 +388,11 @@ check_order(struct ctx *c, const char *lo_name, int lo, const char *hi_name,
     if (lo <= hi)
         return;
     if (is_set(c, lo_name) || !is_set(c, hi_name))
-        config__serr(c, near(c, lo_name), lo_name, "must not exceed %s (%d), got %d",
-             hi_name, hi, lo);
+        config__serr(c, near(c, lo_name), lo_name,
+                     "must not exceed %s (%d), got %d", hi_name, hi, lo);
     else
-        config__serr(c, near(c, hi_name), hi_name, "must be at least %s (%d), got %d",
-             lo_name, lo, hi);
+        config__serr(c, near(c, hi_name), hi_name,
+                     "must be at least %s (%d), got %d", lo_name, lo, hi);
 }
 
 static void
@@ -399,10 +408,11 @@ check_cross(struct ctx *c)
         if (is_set(c, "rd.default_lifetime") &&
             (rd->default_lifetime < rd->min_lifetime ||
              rd->default_lifetime > rd->max_lifetime))
-            config__serr(c, near(c, "rd.default_lifetime"), "rd.default_lifetime",
-                 "must be within rd.min_lifetime..rd.max_lifetime (%d..%d), "
-                 "got %d", rd->min_lifetime, rd->max_lifetime,
-                 rd->default_lifetime);
+            config__serr(c, near(c, "rd.default_lifetime"),
+                         "rd.default_lifetime",
+                         "must be within rd.min_lifetime..rd.max_lifetime "
+                         "(%d..%d), got %d", rd->min_lifetime,
+                         rd->max_lifetime, rd->default_lifetime);
         else {
             check_order(c, "rd.min_lifetime", rd->min_lifetime,
                         "rd.default_lifetime", rd->default_lifetime);
@@ -575,7 +585,8 @@ check_readable(struct ctx *c, const char *name, const char *path,
         config__serr(c, s, name, "%s: not a regular file", path);
     else if (first_line && (read(fd, buf, 1) != 1 || buf[0] == '\n' ||
                             buf[0] == '\r'))
-        config__serr(c, s, name, "%s: the first line (the password) is empty", path);
+        config__serr(c, s, name, "%s: the first line (the password) is empty",
+                     path);
     close(fd);
 }
 
@@ -586,7 +597,8 @@ check_state_dir(struct ctx *c, const char *path)
 
     /* Missing is fine (systemd's StateDirectory= or the daemon makes it). */
     if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-        config__serr(c, near(c, "state_dir"), "state_dir", "%s: not a directory", path);
+        config__serr(c, near(c, "state_dir"), "state_dir",
+                     "%s: not a directory", path);
 }
 
 int
