@@ -31,249 +31,7 @@
 #include <jansson.h>
 
 #include "coap2mqtt/payload_json.h"
-
-/* ---- output buffer ---------------------------------------------------- */
-
-struct jbuf {
-    char *p;
-    size_t len, cap, max;
-    const char *err;            /* first failure; later puts are no-ops */
-};
-
-static int
-jb_fail(struct jbuf *b, const char *why)
-{
-    if (!b->err)
-        b->err = why;
-    return -1;
-}
-
-static int
-jb_put(struct jbuf *b, const void *s, size_t n)
-{
-    if (b->err)
-        return -1;
-    if (n > b->max - b->len)
-        return jb_fail(b, "JSON text too large");
-    if (n + 1 > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *p;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if (!(p = realloc(b->p, cap)))
-            return jb_fail(b, "out of memory");
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-static int
-jb_puts(struct jbuf *b, const char *s)
-{
-    return jb_put(b, s, strlen(s));
-}
-
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0. */
-static size_t
-utf8_seq(const uint8_t *s, size_t n)
-{
-    size_t need, i;
-    uint32_t cp, min;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        need = 2, cp = s[0] & 0x1f, min = 0x80;
-    } else if ((s[0] & 0xf0) == 0xe0) {
-        need = 3, cp = s[0] & 0x0f, min = 0x800;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        need = 4, cp = s[0] & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return need;
-}
-
-/* The inside of a JSON string: UTF-8 checked, quote, backslash and control
- * characters escaped, everything else copied. */
-static int
-jb_escaped(struct jbuf *b, const uint8_t *s, size_t n)
-{
-    size_t i = 0, run = 0, k;
-    char esc[8];
-
-    while (i < n) {
-        if (s[i] >= 0x20 && s[i] != '"' && s[i] != '\\') {
-            if (!(k = utf8_seq(s + i, n - i)))
-                return jb_fail(b, "invalid UTF-8 in text string");
-            i += k;
-            continue;
-        }
-        if (jb_put(b, s + run, i - run) < 0)
-            return -1;
-        switch (s[i]) {
-        case '"': strcpy(esc, "\\\""); break;
-        case '\\': strcpy(esc, "\\\\"); break;
-        case '\n': strcpy(esc, "\\n"); break;
-        case '\r': strcpy(esc, "\\r"); break;
-        case '\t': strcpy(esc, "\\t"); break;
-        default: snprintf(esc, sizeof(esc), "\\u%04x", s[i]); break;
-        }
-        if (jb_puts(b, esc) < 0)
-            return -1;
-        run = ++i;
-    }
-    return jb_put(b, s + run, n - run);
-}
-
-enum hint { HINT_B64URL, HINT_B64, HINT_B16 };     /* RFC 8949 3.4.5.2 */
-
-/* A byte string as a JSON string: base64url without padding unless an
- * encoding hint (tags 21..23) said otherwise; 'prefix' goes inside the
- * quotes (RFC 8949 6.1 writes a negative bignum as "~" + base64url). */
-static int
-jb_bytes(struct jbuf *b, const uint8_t *s, size_t n, enum hint hint,
-         const char *prefix)
-{
-    static const char url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    static const char std[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const char *abc = hint == HINT_B64 ? std : url;
-    char q[4];
-    size_t i;
-
-    jb_puts(b, "\"");
-    jb_puts(b, prefix);
-    for (i = 0; hint == HINT_B16 && i < n; i++) {
-        q[0] = "0123456789ABCDEF"[s[i] >> 4];
-        q[1] = "0123456789ABCDEF"[s[i] & 15];
-        jb_put(b, q, 2);
-    }
-    for (i = 0; hint != HINT_B16 && i < n; i += 3) {
-        uint32_t v = (uint32_t)s[i] << 16;
-        size_t have = n - i < 3 ? n - i : 3;
-
-        if (have > 1)
-            v |= (uint32_t)s[i + 1] << 8;
-        if (have > 2)
-            v |= s[i + 2];
-        q[0] = abc[v >> 18 & 63];
-        q[1] = abc[v >> 12 & 63];
-        q[2] = have > 1 ? abc[v >> 6 & 63] : '=';
-        q[3] = have > 2 ? abc[v & 63] : '=';
-        /* base64url goes without padding (RFC 8949 6.1), base64 with. */
-        jb_put(b, q, hint == HINT_B64 ? 4 : have + 1);
-    }
-    return jb_puts(b, "\"");
-}
-
-/* An integer that is 'v' (neg: -1 - v). Inside int64 it is a JSON number;
- * outside, a string of decimal digits, because many JSON parsers (jansson
- * among them) reject or round integers beyond int64. */
-static int
-jb_int(struct jbuf *b, uint64_t v, int neg)
-{
-    char t[32];
-
-    if (!neg && v <= INT64_MAX)
-        snprintf(t, sizeof(t), "%" PRIu64, v);
-    else if (!neg)
-        snprintf(t, sizeof(t), "\"%" PRIu64 "\"", v);
-    else if (v <= INT64_MAX)
-        snprintf(t, sizeof(t), "%" PRId64, -1 - (int64_t)v);
-    else if (v == UINT64_MAX)
-        snprintf(t, sizeof(t), "\"-18446744073709551616\"");
-    else
-        snprintf(t, sizeof(t), "\"-%" PRIu64 "\"", v + 1);
-    return jb_puts(b, t);
-}
-
-/* Fewest significant digits (into dig, returns how many) and the decimal
- * exponent of d that read back as d at the precision it was sent with. */
-static int
-float_digits(double d, int single, char dig[20], int *exp)
-{
-    char e[48], *c;
-    int prec, n = 0;
-
-    for (prec = 1; prec <= 17; prec++) {
-        double r;
-
-        snprintf(e, sizeof(e), "%.*e", prec - 1, d);
-        r = strtod(e, NULL);
-        if (single ? (float)r == (float)d : r == d)
-            break;
-    }
-    for (c = e; *c && *c != 'e' && n < 19; c++)
-        if (*c >= '0' && *c <= '9')
-            dig[n++] = *c;
-    *exp = *c == 'e' ? atoi(c + 1) : 0;
-    while (n > 1 && dig[n - 1] == '0')
-        n--;
-    return n;
-}
-
-/* A float as the shortest decimal that reads back as the same value at the
- * precision it was sent with (a single 21.7f is "21.7", not
- * "21.700000762939453"); half floats use single precision. Plain notation
- * from 1e-4 up to 1e17 and always with a fraction ("65504.0"), so typed
- * consumers still see a float; exponent notation outside. NaN and the
- * infinities have no JSON form: null (RFC 8949 6.1). Built by hand, so no
- * locale's decimal comma gets in. */
-static int
-jb_float(struct jbuf *b, double d, int single)
-{
-    char dig[20], t[64];
-    int n, exp, i, k = 0;
-
-    if (!isfinite(d))
-        return jb_puts(b, "null");
-    n = float_digits(d, single, dig, &exp);
-    if (signbit(d))
-        t[k++] = '-';
-    if (exp < -4 || exp >= 17) {
-        t[k++] = dig[0];
-        if (n > 1)
-            t[k++] = '.';
-        for (i = 1; i < n; i++)
-            t[k++] = dig[i];
-        snprintf(t + k, sizeof(t) - (size_t)k, "e%c%02d", exp < 0 ? '-' : '+',
-                 exp < 0 ? -exp : exp);
-        return jb_puts(b, t);
-    }
-    if (exp < 0) {
-        t[k++] = '0', t[k++] = '.';
-        for (i = -1; i > exp; i--)
-            t[k++] = '0';
-        for (i = 0; i < n; i++)
-            t[k++] = dig[i];
-    } else {
-        for (i = 0; i <= exp; i++)
-            t[k++] = i < n ? dig[i] : '0';
-        t[k++] = '.';
-        for (i = exp + 1; i < n; i++)
-            t[k++] = dig[i];
-        if (n <= exp + 1)
-            t[k++] = '0';
-    }
-    return jb_put(b, t, (size_t)k);
-}
+#include "payload_json_internal.h"
 
 /* ---- step 1: scan and normalise --------------------------------------- */
 
@@ -498,8 +256,8 @@ emit_bytes(struct jbuf *b, const cbor_item_t *it, enum hint hint)
     int rc;
 
     if (bytes_of(it, &s, &n, &tofree) < 0)
-        return jb_fail(b, "out of memory");
-    rc = jb_bytes(b, s, n, hint, "");
+        return payload_json__jb_fail(b, "out of memory");
+    rc = payload_json__jb_bytes(b, s, n, hint, "");
     free(tofree);
     return rc;
 }
@@ -509,54 +267,19 @@ emit_bytes(struct jbuf *b, const cbor_item_t *it, enum hint hint)
 static int
 emit_text(struct jbuf *b, const cbor_item_t *it)
 {
-    jb_puts(b, "\"");
+    payload_json__jb_puts(b, "\"");
     if (cbor_string_is_definite(it)) {
-        jb_escaped(b, cbor_string_handle(it), cbor_string_length(it));
+        payload_json__jb_escaped(b, cbor_string_handle(it),
+                                 cbor_string_length(it));
     } else {
         cbor_item_t **ch = cbor_string_chunks_handle(it);
         size_t i, cnt = cbor_string_chunk_count(it);
 
         for (i = 0; i < cnt; i++)
-            jb_escaped(b, cbor_string_handle(ch[i]), cbor_string_length(ch[i]));
+            payload_json__jb_escaped(b, cbor_string_handle(ch[i]),
+                                     cbor_string_length(ch[i]));
     }
-    return jb_puts(b, "\"");
-}
-
-/* Magnitude m (big-endian, no leading zeros, n <= 64 bytes) as a quoted
- * decimal: m, or -1 - m when neg. */
-static int
-jb_bigdec(struct jbuf *b, const uint8_t *m, size_t n, int neg)
-{
-    uint8_t w[72];
-    char dig[200];
-    size_t wn = n + 1, d = sizeof(dig), i, lead = 0;
-
-    w[0] = 0;
-    memcpy(w + 1, m, n);
-    for (i = wn; neg && i-- > 0;) {     /* -1 - m = -(m + 1) */
-        w[i] = (uint8_t)(w[i] + 1);     /* 0xff wraps and carries on */
-        if (w[i] != 0)
-            break;
-    }
-    dig[--d] = '\0';
-    dig[--d] = '"';
-    while (lead < wn) {
-        unsigned rem = 0;
-
-        for (i = lead; i < wn; i++) {
-            unsigned cur = rem << 8 | w[i];
-
-            w[i] = (uint8_t)(cur / 10);
-            rem = cur % 10;
-        }
-        dig[--d] = (char)('0' + rem);
-        while (lead < wn && w[lead] == 0)
-            lead++;
-    }
-    if (neg)
-        dig[--d] = '-';
-    dig[--d] = '"';
-    return jb_puts(b, dig + d);
+    return payload_json__jb_puts(b, "\"");
 }
 
 /* Tags 2/3 (RFC 8949 3.4.3): a number inside int64, a decimal string up to
@@ -571,7 +294,7 @@ emit_bignum(struct jbuf *b, const cbor_item_t *inner, int neg)
     int rc;
 
     if (bytes_of(inner, &s, &n, &tofree) < 0)
-        return jb_fail(b, "out of memory");
+        return payload_json__jb_fail(b, "out of memory");
     while (n > 0 && s[0] == 0)
         s++, n--;
     if (n <= 8) {
@@ -579,11 +302,11 @@ emit_bignum(struct jbuf *b, const cbor_item_t *inner, int neg)
 
         for (size_t i = 0; i < n; i++)
             v = v << 8 | s[i];
-        rc = jb_int(b, v, neg);
+        rc = payload_json__jb_int(b, v, neg);
     } else if (n <= 64) {
-        rc = jb_bigdec(b, s, n, neg);
+        rc = payload_json__jb_bigdec(b, s, n, neg);
     } else {
-        rc = jb_bytes(b, s, n, HINT_B64URL, neg ? "~" : "");
+        rc = payload_json__jb_bytes(b, s, n, HINT_B64URL, neg ? "~" : "");
     }
     free(tofree);
     return rc;
@@ -615,13 +338,13 @@ emit_array(struct jbuf *b, const cbor_item_t *it, unsigned depth,
     cbor_item_t **v = cbor_array_handle(it);
     size_t i, n = cbor_array_size(it);
 
-    jb_puts(b, "[");
+    payload_json__jb_puts(b, "[");
     for (i = 0; i < n; i++) {
         if (i)
-            jb_puts(b, ",");
+            payload_json__jb_puts(b, ",");
         emit_item(b, v[i], depth + 1, hint, 0);
     }
-    return jb_puts(b, "]");
+    return payload_json__jb_puts(b, "]");
 }
 
 /* RFC 8428 6, table 6: the integer labels of SenML CBOR. */
@@ -673,18 +396,20 @@ emit_key(struct jbuf *b, const cbor_item_t *key, unsigned depth,
     const char *label;
 
     if (cbor_isa_string(key))
-        return text_has_nul(key) ? jb_fail(b, "NUL in a map key")
-                                 : emit_text(b, key);
+        return text_has_nul(key)
+               ? payload_json__jb_fail(b, "NUL in a map key")
+               : emit_text(b, key);
     if (senml && (label = senml_label(key))) {
-        jb_puts(b, "\"");
-        jb_puts(b, label);
-        return jb_puts(b, "\"");
+        payload_json__jb_puts(b, "\"");
+        payload_json__jb_puts(b, label);
+        return payload_json__jb_puts(b, "\"");
     }
     emit_item(&t, key, depth + 1, hint, 0);
     if (t.err)
-        jb_fail(b, t.err);
-    else if (jb_puts(b, "\"") == 0 && jb_escaped(b, (uint8_t *)t.p, t.len) == 0)
-        jb_puts(b, "\"");
+        payload_json__jb_fail(b, t.err);
+    else if (payload_json__jb_puts(b, "\"") == 0 &&
+             payload_json__jb_escaped(b, (uint8_t *)t.p, t.len) == 0)
+        payload_json__jb_puts(b, "\"");
     free(t.p);
     return b->err ? -1 : 0;
 }
@@ -719,7 +444,7 @@ keys_unique(struct jbuf *b, const size_t *off, struct keyspan *k, size_t n)
     qsort(k, n, sizeof(*k), keyspan_cmp);
     for (i = 1; i < n; i++)
         if (keyspan_cmp(&k[i - 1], &k[i]) == 0)
-            return jb_fail(b, "duplicate map key");
+            return payload_json__jb_fail(b, "duplicate map key");
     return 0;
 }
 
@@ -735,19 +460,19 @@ emit_map(struct jbuf *b, const cbor_item_t *it, unsigned depth,
     if (!off || !k) {
         free(off);
         free(k);
-        return jb_fail(b, "out of memory");
+        return payload_json__jb_fail(b, "out of memory");
     }
-    jb_puts(b, "{");
+    payload_json__jb_puts(b, "{");
     for (i = 0; i < n && !b->err; i++) {
         if (i)
-            jb_puts(b, ",");
+            payload_json__jb_puts(b, ",");
         off[2 * i] = b->len;
         emit_key(b, kv[i].key, depth, hint, senml);
         off[2 * i + 1] = b->len - off[2 * i];
-        jb_puts(b, ":");
+        payload_json__jb_puts(b, ":");
         emit_item(b, kv[i].value, depth + 1, hint, 0);
     }
-    if (jb_puts(b, "}") == 0)
+    if (payload_json__jb_puts(b, "}") == 0)
         keys_unique(b, off, k, n);
     free(off);
     free(k);
@@ -760,15 +485,15 @@ emit_simple(struct jbuf *b, const cbor_item_t *it)
     switch (cbor_float_get_width(it)) {
     case CBOR_FLOAT_0:
         if (cbor_ctrl_value(it) == CBOR_CTRL_TRUE)
-            return jb_puts(b, "true");
+            return payload_json__jb_puts(b, "true");
         if (cbor_ctrl_value(it) == CBOR_CTRL_FALSE)
-            return jb_puts(b, "false");
-        return jb_puts(b, "null");      /* null, undefined */
+            return payload_json__jb_puts(b, "false");
+        return payload_json__jb_puts(b, "null");      /* null, undefined */
     case CBOR_FLOAT_16:
     case CBOR_FLOAT_32:
-        return jb_float(b, cbor_float_get_float(it), 1);
+        return payload_json__jb_float(b, cbor_float_get_float(it), 1);
     default:
-        return jb_float(b, cbor_float_get_float(it), 0);
+        return payload_json__jb_float(b, cbor_float_get_float(it), 0);
     }
 }
 
@@ -780,10 +505,10 @@ emit_item(struct jbuf *b, const cbor_item_t *it, unsigned depth,
     if (b->err)
         return -1;
     if (depth > PAYLOAD_JSON_MAX_DEPTH + 1)     /* the scan bounds this */
-        return jb_fail(b, "CBOR nested too deep");
+        return payload_json__jb_fail(b, "CBOR nested too deep");
     switch (cbor_typeof(it)) {
-    case CBOR_TYPE_UINT: return jb_int(b, cbor_get_int(it), 0);
-    case CBOR_TYPE_NEGINT: return jb_int(b, cbor_get_int(it), 1);
+    case CBOR_TYPE_UINT: return payload_json__jb_int(b, cbor_get_int(it), 0);
+    case CBOR_TYPE_NEGINT: return payload_json__jb_int(b, cbor_get_int(it), 1);
     case CBOR_TYPE_BYTESTRING: return emit_bytes(b, it, hint);
     case CBOR_TYPE_STRING: return emit_text(b, it);
     case CBOR_TYPE_ARRAY: return emit_array(b, it, depth, hint);
@@ -791,7 +516,7 @@ emit_item(struct jbuf *b, const cbor_item_t *it, unsigned depth,
     case CBOR_TYPE_TAG: return emit_tag(b, it, depth, hint);
     case CBOR_TYPE_FLOAT_CTRL: return emit_simple(b, it);
     }
-    return jb_fail(b, "unknown CBOR item");
+    return payload_json__jb_fail(b, "unknown CBOR item");
 }
 
 /* RFC 8428 6: a SenML pack is an array of records, records are maps. */
@@ -802,19 +527,21 @@ emit_senml(struct jbuf *b, const cbor_item_t *it)
     size_t i, n;
 
     if (!cbor_isa_array(it))
-        return jb_fail(b, "SenML CBOR is not an array of records");
+        return payload_json__jb_fail(b,
+                                     "SenML CBOR is not an array of records");
     v = cbor_array_handle(it);
     n = cbor_array_size(it);
     for (i = 0; i < n; i++)
         if (!cbor_isa_map(v[i]))
-            return jb_fail(b, "SenML CBOR is not an array of records");
-    jb_puts(b, "[");
+            return payload_json__jb_fail(b,
+                                     "SenML CBOR is not an array of records");
+    payload_json__jb_puts(b, "[");
     for (i = 0; i < n; i++) {
         if (i)
-            jb_puts(b, ",");
+            payload_json__jb_puts(b, ",");
         emit_map(b, v[i], 1, HINT_B64URL, 1);
     }
-    return jb_puts(b, "]");
+    return payload_json__jb_puts(b, "]");
 }
 
 /* Most of any legitimate expansion (control characters escaped as
