@@ -6,6 +6,8 @@
  *                        and compacted
  *   payload_json_buf.c   the output buffer and the JSON forms of strings,
  *                        bytes and numbers
+ *   payload_json_cbor.c  CBOR and SenML CBOR: scanned, loaded by libcbor,
+ *                        emitted as JSON
  *
  * Internal calls between these files are named payload_json__verb.
  *
@@ -48,5 +50,10 @@ int payload_json__jb_float(struct jbuf *b, double d, int single);
  * decimal: m, or -1 - m when neg. */
 int payload_json__jb_bigdec(struct jbuf *b, const uint8_t *m, size_t n,
                             int neg);
+
+/* payload_json_cbor.c */
+/* As payload_to_json() for ct 60 ('senml' 0) and ct 112 ('senml' 1). */
+int payload_json__cbor_to_json(const uint8_t *data, size_t len, int senml,
+                               char **out, const char **err);
 
 #endif
