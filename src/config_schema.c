@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "coap2mqtt/config.h"
+#include "coap2mqtt/hostport.h"
 #include "coap2mqtt/topics.h"
 #include "config_internal.h"
 
@@ -101,34 +102,15 @@ config__check_addr(const char *v)
 {
     char host[INET6_ADDRSTRLEN + 1];
     unsigned char bin[sizeof(struct in6_addr)];
-    const char *port, *close;
-    size_t hlen;
-    long p;
-    char *end;
-    int af = AF_INET;
+    const char *port;
+    bool v6;
 
-    if (v[0] == '[') {
-        if ((close = strchr(v, ']')) == NULL || close[1] != ':')
-            return "must be \"a.b.c.d:port\" or \"[v6]:port\"";
-        af = AF_INET6;
-        hlen = (size_t)(close - v - 1);
-        port = close + 2;
-        v++;
-    } else {
-        if ((port = strrchr(v, ':')) == NULL)
-            return "must be \"a.b.c.d:port\" or \"[v6]:port\"";
-        hlen = (size_t)(port++ - v);
-    }
-    if (hlen >= sizeof(host))
+    if (hostport_split(v, host, sizeof(host), &port, &v6) < 0 || !port)
         return "must be \"a.b.c.d:port\" or \"[v6]:port\"";
-    memcpy(host, v, hlen);
-    host[hlen] = '\0';
-    if (inet_pton(af, host, bin) != 1)
-        return af == AF_INET ? "must be \"a.b.c.d:port\" or \"[v6]:port\""
-                             : "not an IPv6 address in \"[v6]:port\"";
-    errno = 0;
-    p = strtol(port, &end, 10);
-    if (*port < '0' || *port > '9' || *end || errno || p < 1 || p > 65535)
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, host, bin) != 1)
+        return v6 ? "not an IPv6 address in \"[v6]:port\""
+                  : "must be \"a.b.c.d:port\" or \"[v6]:port\"";
+    if (hostport_port(port, 1) < 0)
         return "port must be 1..65535";
     return NULL;
 }
