@@ -5,6 +5,7 @@
  * the options every request or notification adds.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tool_common.h"
@@ -23,6 +24,13 @@ tool_request(coap_session_t *session, coap_pdu_type_t type,
         return NULL;
     }
     return pdu;
+}
+
+void
+tool_release_body(coap_session_t *session, void *body)
+{
+    (void)session;
+    free(body);
 }
 
 void

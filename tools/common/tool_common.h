@@ -202,6 +202,12 @@ int tool_psk_decode(const char *secret, uint8_t *key, size_t cap);
 coap_pdu_t *tool_request(coap_session_t *session, coap_pdu_type_t type,
                          coap_pdu_code_t code, const uint8_t *tok, size_t len);
 
+/*
+ * libcoap's release callback for a malloc'd body handed to
+ * coap_add_data_large_request/_response: frees it once sent.
+ */
+void tool_release_body(coap_session_t *session, void *body);
+
 /* Adds one Uri-Path option per '/'-separated segment of 'path'. */
 void tool_add_uri_path(coap_pdu_t *pdu, const char *path);
 
