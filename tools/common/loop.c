@@ -128,6 +128,7 @@ tool_loop_wait(tool_loop_t *l, int timeout_ms)
 
 /* ---- libcoap's callbacks, for every context ---- */
 
+/* Our context of a session: libcoap's context app data is ours. */
 static struct tool_ctx *
 ctx_of(const coap_session_t *session)
 {
@@ -137,10 +138,11 @@ ctx_of(const coap_session_t *session)
 void *
 tool_session_app(const coap_session_t *session)
 {
-    struct tool_ctx *c = ctx_of(session);
+    struct tool_ctx *c;
 
     if (coap_session_get_type(session) == COAP_SESSION_TYPE_CLIENT)
         return coap_session_get_app_data(session);
+    c = ctx_of(session);
     return c ? c->app : NULL;
 }
 
@@ -153,6 +155,7 @@ listener(const coap_session_t *session)
     return c && !c->muted ? tool_session_app(session) : NULL;
 }
 
+/* libcoap's handlers: to the owner's events; no mid, always "OK". */
 static coap_response_t
 on_response(coap_session_t *session, const coap_pdu_t *sent,
             const coap_pdu_t *rcvd, const coap_mid_t mid)

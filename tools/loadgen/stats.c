@@ -37,6 +37,7 @@ samples_free(struct lg_samples *s)
     memset(s, 0, sizeof(*s));
 }
 
+/* qsort's ascending order of samples. */
 static int
 cmp_u64(const void *a, const void *b)
 {

@@ -7,9 +7,10 @@
  * observing session of a context at once.  All contexts are driven from
  * one loop (tools/common's tool_loop) in main.c.
  *
- * Calls go one way: main.c -> sensor.c -> session.c -> resources.c, and
- * each of them down to payload.c, kinds.c, psk.c and out.c.  What the lower
- * two see inside libcoap comes up through struct sensor_events.
+ * Calls go one way: main.c -> sensor.c -> session.c -> resources.c (sensor.c
+ * calls resources.c too), and down to kinds.c, payload.c, psk.c, out.c and
+ * tools/common.  What session.c and resources.c see inside libcoap comes up
+ * through struct sensor_events.
  *
  * The stdout lines (REGISTERED, OBSERVED, OBSERVE_GET, NOTIFY, PUT, PUSH,
  * SLEEP, WAKE, REBOOT, ERROR, SUMMARY) are a protocol parsed by the
