@@ -203,7 +203,7 @@ apply(struct sim_opts *o, int c, const char *arg, double *rate,
         o->port = (int)u; return 0;
     case OPT_PSK_FILE: o->psk_file = arg; return 0;
     case 'K':
-        n = psk_decode(arg, o->key, sizeof(o->key));
+        n = tool_psk_decode(arg, o->key, sizeof(o->key));
         if (n < 0) {
             fprintf(stderr, "--key: empty, bad hex or longer than %d bytes\n",
                     SIM_KEY_MAX);
