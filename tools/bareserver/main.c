@@ -1,6 +1,6 @@
 /*
  * main.c - coap2mqtt-bareserver: command line, the loop (tools/common's,
- * which drains libcoap in the same batches as the gateway's coap_side.c)
+ * which drains libcoap in the same batches as the gateway's transport_io.c)
  * and the figures written at exit.
  *
  *   coap2mqtt-bareserver --listen 127.0.0.1:PORT (--psk-file F | --key K)

@@ -139,25 +139,9 @@ void tool_ctx_free(tool_ctx_t *c);
 int tool_addr_ip(const char *host, uint16_t port, coap_address_t *a);
 
 /*
- * Splits "HOST", "HOST:PORT", "[V6]" or "[V6]:PORT" (the port after the
- * last ':' when there are no brackets): the host into 'host' (cap bytes,
- * NUL-terminated), *port to the port text or NULL when there is none.
- * Returns 0; 1 when text after ']' other than ":PORT" was ignored (strict
- * callers refuse that); -1 when ']' is missing or the host is cap bytes or
- * longer.
- */
-int tool_split_hostport(const char *spec, char *host, size_t cap,
-                        const char **port);
-
-/*
- * Port text to a number in min..65535 (strtol: an empty text is 0).
- * 0, or -1 on trailing junk or out of range.
- */
-int tool_parse_port(const char *s, long min, uint16_t *port);
-
-/*
- * Numeric "HOST[:PORT]" or "[V6][:PORT]" (text after ']' ignored), port
- * 0..65535, 'default_port' when absent.  0, or -1.
+ * Numeric "HOST[:PORT]" or "[V6][:PORT]" (split by src/hostport.c, as the
+ * gateway's own configuration is), port 0..65535, 'default_port' when
+ * absent.  0, or -1.
  */
 int tool_parse_addr(const char *spec, coap_address_t *a, uint16_t default_port);
 
