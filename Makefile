@@ -43,9 +43,11 @@ CFLAGS   += -D_FORTIFY_SOURCE=2
 endif
 
 # The pure modules: no sockets, unit-tested alone, linked into everything.
-PURE_SRC := src/topics.c src/linkformat.c src/config.c src/keystore.c src/log.c \
-            src/payload.c src/payload_json.c src/outq.c src/loop.c src/spool.c \
-            src/syncer.c
+PURE_SRC := src/topics.c src/linkformat.c src/hostport.c \
+            src/config.c src/config_errors.c src/config_libconfig.c \
+            src/config_schema.c src/keystore.c src/log.c src/payload.c \
+            src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \
+            src/outq.c src/loop.c src/spool.c src/syncer.c
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 # Every tools/<name>/ directory builds build/coap2mqtt-<name> from its *.c,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coap2mqtt/hostport.h"
 #include "coap2mqtt/log.h"
 #include "transport_internal.h"
 
@@ -129,45 +130,17 @@ on_event(coap_session_t *session, const coap_event_t event)
 
 /* --- endpoints ------------------------------------------------------------- */
 
-/* "host:port" or "[v6]:port" into host and port; -1 when malformed. */
-static int
-split_host_port(const char *spec, char *host, size_t cap, const char **port)
-{
-    size_t hl;
-
-    if (spec[0] == '[') {
-        const char *end = strchr(spec, ']');
-
-        if (!end || end[1] != ':')
-            return -1;
-        hl = (size_t)(end - spec - 1);
-        *port = end + 2;
-        spec++;
-    } else {
-        const char *colon = strrchr(spec, ':');
-
-        if (!colon)
-            return -1;
-        hl = (size_t)(colon - spec);
-        *port = colon + 1;
-    }
-    if (hl >= cap)
-        return -1;
-    memcpy(host, spec, hl);
-    host[hl] = '\0';
-    return 0;
-}
-
 static int
 parse_listen(const char *spec, coap_address_t *addr)
 {
     char host[256];
     const char *port;
+    bool v6;
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM,
                               .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE };
     struct addrinfo *res;
 
-    if (split_host_port(spec, host, sizeof(host), &port) < 0 ||
+    if (hostport_split(spec, host, sizeof(host), &port, &v6) < 0 || !port ||
         getaddrinfo(host, port, &hints, &res) != 0)
         return -1;
     coap_address_init(addr);

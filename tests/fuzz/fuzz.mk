@@ -29,7 +29,7 @@ FZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 FZ_CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -Isrc $(PKG_CFLAGS) \
                  -DCOAP2MQTT_VERSION='"fuzz"' $(FZ_SAN)
 FZ_SRC_CFLAGS  := $(FZ_CFLAGS_COMMON) -fsanitize=fuzzer-no-link -Wall -Wno-unused-command-line-argument
-# config.c suppresses libconfig 1.5's parser leak under #if __SANITIZE_ADDRESS__,
+# config_libconfig.c suppresses libconfig 1.5's parser leak under #if __SANITIZE_ADDRESS__,
 # which gcc defines with -fsanitize=address but clang only from version 15
 # on (older ones have __has_feature(address_sanitizer)): define it for them.
 ifeq ($(shell $(FUZZ_CC) -fsanitize=address -dM -E - </dev/null | grep -c __SANITIZE_ADDRESS__),0)

@@ -12,9 +12,9 @@
  * bytes and names a file of our directory; a config with no errors satisfies the
  * ranges docs/CONFIG.md promises; config_free() is always safe.
  *
- * config.c itself declares __lsan_default_suppressions() (libconfig 1.5's
+ * config_libconfig.c declares __lsan_default_suppressions() (libconfig 1.5's
  * parser leaks a token on some syntax errors): leaks inside libconfig.so
- * are not reported, leaks in config.c still are.
+ * are not reported, leaks in config*.c still are.
  */
 #include <fcntl.h>
 #include <stdint.h>

@@ -593,7 +593,7 @@ test_syntax_and_io(void **state)
     (void)state;
     expect(MIN_COAP "mqtt = {\n  port = = 1;\n  host = \"x\";\n};\n", 1,
            ":6: syntax: syntax error");
-    /* libconfig 1.5 leaks the stray string here: suppressed, see config.c */
+    /* libconfig 1.5 leaks the stray string here: suppressed, see config_libconfig.c */
     expect(MIN_COAP "mqtt = {\n  host \"x\";\n};\n", 1,
            ":6: syntax: syntax error");
     /* libconfig takes a missing ';' (its separators are optional) */

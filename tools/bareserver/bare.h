@@ -34,7 +34,7 @@ struct bare_opts {
 
 struct bare {
     const struct bare_opts *o;
-    coap_context_t *ctx;
+    tool_ctx_t *ctx;
     keystore_t *keys;
     coap_bin_const_t key;        /* returned by the PSK callback */
     uint64_t token_ctr;
@@ -47,7 +47,8 @@ struct bare {
 };
 
 /* handlers.c */
-int bare_setup(struct bare *b);
+/* The DTLS server context in 'loop', its resources and handlers; 0 or -1. */
+int bare_setup(struct bare *b, tool_loop_t *loop);
 unsigned long bare_readings(const struct bare *b);
 
 /* main.c */

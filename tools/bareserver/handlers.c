@@ -11,12 +11,6 @@
 #include "coap2mqtt/log.h"
 #include "bare.h"
 
-static struct bare *
-bare_of(coap_session_t *session)
-{
-    return coap_get_app_data(coap_session_get_context(session));
-}
-
 unsigned long
 bare_readings(const struct bare *b)
 {
@@ -58,7 +52,7 @@ static void
 on_rd(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *req,
       const coap_string_t *query, coap_pdu_t *response)
 {
-    struct bare *b = bare_of(session);
+    struct bare *b = tool_session_app(session);
     struct lf_link links[LINKFORMAT_MAX_LINKS];
     const uint8_t *data;
     size_t len = 0, off, total;
@@ -84,7 +78,7 @@ static void
 on_ps(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *req,
       const coap_string_t *query, coap_pdu_t *response)
 {
-    struct bare *b = bare_of(session);
+    struct bare *b = tool_session_app(session);
 
     (void)r;
     (void)req;
@@ -94,25 +88,24 @@ on_ps(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *req,
     coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
 }
 
-static coap_response_t
-on_response(coap_session_t *session, const coap_pdu_t *sent,
-            const coap_pdu_t *rcvd, const coap_mid_t mid)
+/* A notification of an observed sensor (or an answer to the GET). */
+static void
+on_response(void *app, const coap_pdu_t *sent, const coap_pdu_t *rcvd)
 {
-    struct bare *b = bare_of(session);
+    struct bare *b = app;
 
     (void)sent;
-    (void)mid;
     if (COAP_RESPONSE_CLASS(coap_pdu_get_code(rcvd)) == 2) {
         b->notifications++;
         reading(b);
     }
-    return COAP_RESPONSE_OK;
 }
 
-static int
-on_event(coap_session_t *session, const coap_event_t event)
+/* Handshakes and server sessions, counted. */
+static void
+on_event(void *app, coap_event_t event)
 {
-    struct bare *b = bare_of(session);
+    struct bare *b = app;
 
     switch (event) {
     case COAP_EVENT_DTLS_CONNECTED:
@@ -132,8 +125,12 @@ on_event(coap_session_t *session, const coap_event_t event)
     default:
         break;
     }
-    return 0;
 }
+
+static const struct tool_ctx_events bare_events = {
+    .response = on_response,
+    .event = on_event,
+};
 
 static const coap_bin_const_t *
 psk_lookup(coap_bin_const_t *identity, coap_session_t *session, void *arg)
@@ -169,13 +166,13 @@ setup_security(struct bare *b)
         spsk.id_call_back_arg = b;
         if (o->psk_file && !(b->keys = keystore_load(o->psk_file, NULL, NULL)))
             return -1;
-        if (!coap_context_set_psk2(b->ctx, &spsk))
+        if (!coap_context_set_psk2(tool_ctx_coap(b->ctx), &spsk))
             return -1;
     }
     if (o->cert) {
         coap_dtls_pki_t pki;
         tool_dtls_pki(&pki, o->ca, o->cert, o->certkey);
-        if (!coap_context_set_pki(b->ctx, &pki))
+        if (!coap_context_set_pki(tool_ctx_coap(b->ctx), &pki))
             return -1;
     }
     return 0;
@@ -191,27 +188,24 @@ add_resource(struct bare *b, const char *path, coap_method_handler_t h,
         return -1;
     coap_register_request_handler(r, COAP_REQUEST_POST, h);
     coap_register_request_handler(r, COAP_REQUEST_PUT, h);
-    coap_add_resource(b->ctx, r);
+    coap_add_resource(tool_ctx_coap(b->ctx), r);
     return 0;
 }
 
 int
-bare_setup(struct bare *b)
+bare_setup(struct bare *b, tool_loop_t *loop)
 {
     coap_resource_t *ps;
 
-    if (!(b->ctx = coap_new_context(NULL)))
+    if (!(b->ctx = tool_ctx_new(loop, &bare_events, b, TOOL_CTX_BLOCKWISE)))
         return -1;
-    coap_set_app_data(b->ctx, b);
-    coap_context_set_block_mode(b->ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
-    coap_context_set_max_handshake_sessions(b->ctx, b->o->max_handshakes);
-    coap_register_response_handler(b->ctx, on_response);
-    coap_register_event_handler(b->ctx, on_event);
+    coap_context_set_max_handshake_sessions(tool_ctx_coap(b->ctx),
+                                            b->o->max_handshakes);
     if (setup_security(b) < 0) {
         log_warnx("cannot set up DTLS");
         return -1;
     }
-    if (!coap_new_endpoint(b->ctx, &b->o->listen, COAP_PROTO_DTLS)) {
+    if (!coap_new_endpoint(tool_ctx_coap(b->ctx), &b->o->listen, COAP_PROTO_DTLS)) {
         log_warnx("cannot listen (DTLS)");
         return -1;
     }
@@ -222,6 +216,6 @@ bare_setup(struct bare *b)
     if (!ps)
         return -1;
     coap_register_request_handler(ps, COAP_REQUEST_POST, on_ps);
-    coap_add_resource(b->ctx, ps);
+    coap_add_resource(tool_ctx_coap(b->ctx), ps);
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
- * main.c - coap2mqtt-bareserver: command line, the epoll loop (the same
- * batching as the gateway's coap_side.c) and the figures written at exit.
+ * main.c - coap2mqtt-bareserver: command line, the loop (tools/common's,
+ * which drains libcoap in the same batches as the gateway's transport_io.c)
+ * and the figures written at exit.
  *
  *   coap2mqtt-bareserver --listen 127.0.0.1:PORT (--psk-file F | --key K)
  *       [--cert F --cert-key F --ca F] [--observe] [--warmup S --window S]
@@ -8,14 +9,11 @@
  *
  * It stops on TERM/INT or after --duration, then writes --json.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <jansson.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 
 #include "coap2mqtt/log.h"
@@ -35,17 +33,9 @@ bare_cpu_s(void)
 static int
 parse_listen(const char *spec, coap_address_t *a)
 {
-    const char *colon = strrchr(spec, ':');
-    char host[64];
-    uint16_t port;
-
-    if (!colon || (size_t)(colon - spec) >= sizeof(host))
+    if (tool_parse_addr(spec, a, 0) < 0)
         return -1;
-    memcpy(host, spec, (size_t)(colon - spec));
-    host[colon - spec] = '\0';
-    if (tool_parse_port(colon + 1, 1, &port) < 0 || tool_addr_ip(host, port, a) < 0)
-        return -1;
-    return a->addr.sa.sa_family == AF_INET ? 0 : -1;
+    return a->addr.sa.sa_family == AF_INET && coap_address_get_port(a) != 0 ? 0 : -1;
 }
 
 static int
@@ -127,34 +117,20 @@ window_tick(struct bare *b, int64_t now)
     }
 }
 
+/* Until TERM/INT or --duration. */
 static void
-run(struct bare *b, int sigfd)
+run(struct bare *b, tool_loop_t *loop)
 {
-    int coapfd = coap_context_get_coap_fd(b->ctx), ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = { .events = EPOLLIN }, evs[2];
     int64_t end = tool_now_us() + (int64_t)(b->o->duration_s * 1e6);
 
-    ev.data.fd = coapfd;
-    epoll_ctl(ep, EPOLL_CTL_ADD, coapfd, &ev);
-    ev.data.fd = sigfd;
-    epoll_ctl(ep, EPOLL_CTL_ADD, sigfd, &ev);
     while (tool_now_us() < end) {
-        int n = epoll_wait(ep, evs, 2, 100);
-        bool stop = false;
-        if (n < 0 && errno != EINTR)
+        int rc = tool_loop_wait(loop, 100);
+        if (rc < 0)
             break;
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.fd == sigfd) {
-                stop = true;
-                continue;
-            }
-            tool_coap_drain(b->ctx, coapfd);
-        }
         window_tick(b, tool_now_us());
-        if (stop)
+        if (rc > 0)
             break;
     }
-    close(ep);
 }
 
 static void
@@ -191,7 +167,8 @@ main(int argc, char **argv)
 {
     struct bare_opts o;
     struct bare b;
-    int sigfd, rc = 1;
+    tool_loop_t *loop;
+    int rc = 1;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (parse_opts(&o, argc, argv) < 0) {
@@ -206,15 +183,15 @@ main(int argc, char **argv)
     log_init(o.verbose ? LOG_LVL_DEBUG : LOG_LVL_NOTICE);
     coap_startup();
     log_hook_libraries();
-    sigfd = tool_signal_fd();
-    if (sigfd >= 0 && bare_setup(&b) == 0) {
+    loop = tool_loop_new();
+    if (loop && bare_setup(&b, loop) == 0) {
         printf("bareserver: listening\n");
-        run(&b, sigfd);
+        run(&b, loop);
         write_json(&b);
         rc = 0;
     }
-    if (b.ctx)
-        coap_free_context(b.ctx);
+    tool_ctx_free(b.ctx);
+    tool_loop_free(loop);
     keystore_free(b.keys);
     coap_cleanup();
     return rc;

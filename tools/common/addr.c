@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coap2mqtt/hostport.h"
 #include "tool_common.h"
 
 int
@@ -29,56 +30,19 @@ tool_addr_ip(const char *host, uint16_t port, coap_address_t *a)
 }
 
 int
-tool_split_hostport(const char *spec, char *host, size_t cap,
-                    const char **port)
-{
-    const char *end;
-    int rc = 0;
-
-    if (spec[0] == '[') {
-        end = strchr(spec, ']');
-        if (!end)
-            return -1;
-        *port = end[1] == ':' ? end + 2 : NULL;
-        rc = end[1] && end[1] != ':';
-        spec++;
-    } else {
-        const char *colon = strrchr(spec, ':');
-        end = colon ? colon : spec + strlen(spec);
-        *port = colon ? colon + 1 : NULL;
-    }
-    if ((size_t)(end - spec) >= cap)
-        return -1;
-    memcpy(host, spec, (size_t)(end - spec));
-    host[end - spec] = '\0';
-    return rc;
-}
-
-int
-tool_parse_port(const char *s, long min, uint16_t *port)
-{
-    char *end;
-    long p = strtol(s, &end, 10);
-
-    if (*end || p < min || p > 65535)
-        return -1;
-    *port = (uint16_t)p;
-    return 0;
-}
-
-int
 tool_parse_addr(const char *spec, coap_address_t *a, uint16_t default_port)
 {
     char host[128];
     const char *port;
-    uint16_t p = default_port;
+    bool v6;
+    int p = default_port;
 
     coap_address_init(a);
-    if (tool_split_hostport(spec, host, sizeof(host), &port) < 0)
+    if (hostport_split(spec, host, sizeof(host), &port, &v6) < 0)
         return -1;
-    if (port && tool_parse_port(port, 0, &p) < 0)
+    if (port && (p = hostport_port(port, 0)) < 0)
         return -1;
-    return tool_addr_ip(host, p, a);
+    return tool_addr_ip(host, (uint16_t)p, a);
 }
 
 void

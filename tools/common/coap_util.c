@@ -1,25 +1,14 @@
 /*
- * coap_util.c - small libcoap helpers the tools share: the batched drain of
- * a context's epoll fd, a request with our token, and the options every
- * request or notification adds.
+ * coap_util.c - the requests the tools' sensors make, built one way: a
+ * request with our token, the registration with the resource directory
+ * (POST /rd?ep=..&lt=..) and a push of one reading (POST /ps/<path>), and
+ * the options every request or notification adds.
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
 #include "tool_common.h"
-
-/* Events one coap_io_do_epoll() takes; the benchmark figures were made with 64. */
-#define DRAIN_BATCH 64
-
-void
-tool_coap_drain(coap_context_t *ctx, int fd)
-{
-    struct epoll_event evs[DRAIN_BATCH];
-    int n = epoll_wait(fd, evs, DRAIN_BATCH, 0);
-
-    if (n > 0)
-        coap_io_do_epoll(ctx, evs, (size_t)n);
-}
 
 coap_pdu_t *
 tool_request(coap_session_t *session, coap_pdu_type_t type,
@@ -35,6 +24,13 @@ tool_request(coap_session_t *session, coap_pdu_type_t type,
         return NULL;
     }
     return pdu;
+}
+
+void
+tool_release_body(coap_session_t *session, void *body)
+{
+    (void)session;
+    free(body);
 }
 
 void
@@ -54,4 +50,38 @@ tool_add_uint_option(coap_pdu_t *pdu, coap_option_num_t num, unsigned v)
     uint8_t buf[4];
 
     coap_add_option(pdu, num, coap_encode_var_safe(buf, sizeof(buf), v), buf);
+}
+
+coap_pdu_t *
+tool_rd_request(coap_session_t *session, const uint8_t *tok, size_t len,
+                const char *ep, unsigned lifetime)
+{
+    coap_pdu_t *pdu = tool_request(session, COAP_MESSAGE_CON,
+                                   COAP_REQUEST_CODE_POST, tok, len);
+    char q[320];
+
+    if (!pdu)
+        return NULL;
+    tool_add_uri_path(pdu, "rd");
+    tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT,
+                         COAP_MEDIATYPE_APPLICATION_LINK_FORMAT);
+    snprintf(q, sizeof(q), "ep=%s", ep);
+    coap_add_option(pdu, COAP_OPTION_URI_QUERY, strlen(q), (const uint8_t *)q);
+    snprintf(q, sizeof(q), "lt=%u", lifetime);
+    coap_add_option(pdu, COAP_OPTION_URI_QUERY, strlen(q), (const uint8_t *)q);
+    return pdu;
+}
+
+coap_pdu_t *
+tool_push_request(coap_session_t *session, coap_pdu_type_t type,
+                  const uint8_t *tok, size_t len, const char *path, unsigned ct)
+{
+    coap_pdu_t *pdu = tool_request(session, type, COAP_REQUEST_CODE_POST, tok, len);
+
+    if (!pdu)
+        return NULL;
+    tool_add_uri_path(pdu, "ps");
+    tool_add_uri_path(pdu, path);
+    tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT, ct);
+    return pdu;
 }

@@ -1,7 +1,9 @@
 /*
  * dtls.c - libcoap DTLS credentials as every tool sets them up, so the bare
- * server, the load generator and the simulator make the same handshakes.
+ * server, the load generator and the simulator make the same handshakes,
+ * and a pre-shared key as their command lines and key files write it.
  */
+#include <ctype.h>
 #include <string.h>
 
 #include "tool_common.h"
@@ -32,4 +34,41 @@ tool_dtls_pki(coap_dtls_pki_t *pki, const char *ca, const char *cert,
     pki->pki_key.key.pem.ca_file = ca;
     pki->pki_key.key.pem.public_cert = cert;
     pki->pki_key.key.pem.private_key = key;
+}
+
+static int
+hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+int
+tool_psk_decode(const char *secret, uint8_t *key, size_t cap)
+{
+    size_t n;
+
+    if (strncmp(secret, "hex:", 4) != 0) {
+        n = strlen(secret);
+        if (n == 0 || n > cap)
+            return -1;
+        memcpy(key, secret, n);
+        return (int)n;
+    }
+    secret += 4;
+    n = strlen(secret);
+    if (n == 0 || n % 2 || n / 2 > cap)
+        return -1;
+    for (size_t i = 0; i < n / 2; i++) {
+        int hi = hexval((unsigned char)secret[2 * i]);
+        int lo = hexval((unsigned char)secret[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        key[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return (int)(n / 2);
 }

@@ -7,6 +7,9 @@
  * Every payload is "d=<dev> s=<seq> t=<us> " padded with 'x': the MQTT
  * subscriber takes latency and per-device order from it.  CON push tokens
  * carry the send time too, for the CoAP-side round trip.
+ *
+ * The answers come up from fleet.c through emit_events, which main.c
+ * hands to fleet_init().
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,7 +20,6 @@
 #include "lg.h"
 
 #define BURST_MAX   4000      /* sends per call before the loop reads again */
-#define RTT_MAX     (20u * 1000 * 1000)
 
 size_t
 emit_payload(char *buf, size_t cap, size_t pad_to, unsigned dev, uint32_t seq,
@@ -50,27 +52,28 @@ count_sent(struct sensor *s, int64_t now)
         s->f->cnt.sent_window++;
 }
 
-void
+/* POST /ps/<path> with the next reading; CON ones count as in flight. */
+static void
 emit_push(struct sensor *s, int64_t now)
 {
     const struct lg_opts *o = s->f->o;
     char body[LG_PAYLOAD_MAX + 1];
+    uint8_t tok[LG_TOKEN_LEN];
     size_t len;
-    coap_pdu_t *pdu = fleet_request(s, o->con ? COAP_MESSAGE_CON : COAP_MESSAGE_NON,
-                                    TK_PUSH, now);
+    coap_pdu_t *pdu;
 
+    fleet_token(s, tok, TK_PUSH, now);
+    pdu = tool_push_request(s->session, o->con ? COAP_MESSAGE_CON : COAP_MESSAGE_NON,
+                            tok, sizeof(tok), o->path, COAP_MEDIATYPE_TEXT_PLAIN);
     if (!pdu)
         return;
     len = emit_payload(body, sizeof(body), o->payload_size, s->idx, ++s->seq, now);
-    coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, (const uint8_t *)"ps");
-    coap_add_option(pdu, COAP_OPTION_URI_PATH, strlen(o->path), (const uint8_t *)o->path);
-    tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT, COAP_MEDIATYPE_TEXT_PLAIN);
     coap_add_data(pdu, len, (const uint8_t *)body);
     if (coap_send(s->session, pdu) == COAP_INVALID_MID) {
         s->f->cnt.errors++;
         return;
     }
-    s->c->dirty = true;
+    tool_ctx_sent(s->c);
     count_sent(s, now);
     if (o->con)
         s->inflight++;
@@ -90,30 +93,27 @@ fill_reading(struct sensor *s, coap_pdu_t *pdu, int64_t now)
     count_sent(s, now);
 }
 
-void
+/* A 2.05 notification on the gateway's observation, our own Observe count. */
+static void
 emit_notify(struct sensor *s, int64_t now)
 {
     coap_pdu_t *pdu;
 
     if (!s->obs_token_len)
         return;
-    pdu = coap_pdu_init(s->f->o->con ? COAP_MESSAGE_CON : COAP_MESSAGE_NON,
-                        COAP_RESPONSE_CODE(205), coap_new_message_id(s->session),
-                        coap_session_max_pdu_size(s->session));
+    pdu = tool_request(s->session, s->f->o->con ? COAP_MESSAGE_CON : COAP_MESSAGE_NON,
+                       COAP_RESPONSE_CODE(205), s->obs_token, s->obs_token_len);
     if (!pdu)
         return;
-    if (!coap_add_token(pdu, s->obs_token_len, s->obs_token)) {
-        coap_delete_pdu(pdu);
-        return;
-    }
     fill_reading(s, pdu, now);
     if (coap_send(s->session, pdu) == COAP_INVALID_MID)
         s->f->cnt.errors++;
-    s->c->dirty = true;
+    tool_ctx_sent(s->c);
 }
 
-void
-emit_observe_answer(struct sensor *s, const coap_pdu_t *req, coap_pdu_t *response)
+/* The gateway's GET: with Observe, remember its token; answer a reading. */
+static void
+on_get(struct sensor *s, const coap_pdu_t *req, coap_pdu_t *response)
 {
     coap_bin_const_t tok = coap_pdu_get_token(req);
     coap_opt_iterator_t it;
@@ -133,23 +133,6 @@ emit_observe_answer(struct sensor *s, const coap_pdu_t *req, coap_pdu_t *respons
     }
 }
 
-void
-emit_add_rtt(struct fleet *f, uint64_t us)
-{
-    if (f->nrtt == f->caprtt) {
-        size_t cap = f->caprtt ? f->caprtt * 2 : 65536;
-        uint64_t *p;
-        if (cap > RTT_MAX)
-            return;
-        p = realloc(f->rtt, cap * sizeof(*p));
-        if (!p)
-            return;
-        f->rtt = p;
-        f->caprtt = cap;
-    }
-    f->rtt[f->nrtt++] = us;
-}
-
 static int64_t
 token_time(const uint8_t *tok)
 {
@@ -160,8 +143,9 @@ token_time(const uint8_t *tok)
     return (int64_t)t;
 }
 
-void
-emit_on_push_response(struct sensor *s, const uint8_t *tok, bool ok)
+/* A CON push answered (or failed): count it, its round trip; closed loop: the next. */
+static void
+on_push_answered(struct sensor *s, const uint8_t *tok, bool ok)
 {
     struct fleet *f = s->f;
     int64_t now = tool_now_us(), sent = token_time(tok);
@@ -176,7 +160,7 @@ emit_on_push_response(struct sensor *s, const uint8_t *tok, bool ok)
         f->cnt.acked++;
         if (in_window(f, sent)) {
             f->cnt.acked_window++;
-            emit_add_rtt(f, (uint64_t)(now - sent));
+            samples_add(&f->rtt, (uint64_t)(now - sent));
         }
     }
     /* Closed loop: the answer releases the next push. */
@@ -241,3 +225,8 @@ emit_due(struct fleet *f, int64_t now)
         return 0;
     return (int64_t)((double)(f->emitted + 1) * 1e6 / o->rate) + f->t0_us - now;
 }
+
+const struct fleet_events emit_events = {
+    .push_answered = on_push_answered,
+    .get = on_get,
+};

@@ -5,13 +5,14 @@
  *
  * Sensors are grouped LG_PER_CTX to a context.  The observation is not
  * libcoap's (a resource marked observable would make libcoap notify every
- * observer of the context at once): the handler remembers the token and
- * emit.c builds each notification itself.
+ * observer of the context at once): the gateway's GET and the answers to
+ * pushes go up to the emitter through the fleet_events it registered, and
+ * emit.c builds each notification itself.  This file calls nothing above
+ * it.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/log.h"
@@ -42,13 +43,12 @@ hs_done(struct sensor *s, bool ok)
     s->retry_us = now + 500000;
 }
 
-static int
-on_event(coap_session_t *session, const coap_event_t event)
+/* Handshake over, or a session lost (no reconnect mid-measurement). */
+static void
+on_event(void *app, coap_event_t event)
 {
-    struct sensor *s = coap_session_get_app_data(session);
+    struct sensor *s = app;
 
-    if (!s)
-        return 0;
     switch (event) {
     case COAP_EVENT_DTLS_CONNECTED:
         hs_done(s, true);
@@ -69,22 +69,20 @@ on_event(coap_session_t *session, const coap_event_t event)
     default:
         break;
     }
-    return 0;
 }
 
-static coap_response_t
-on_response(coap_session_t *session, const coap_pdu_t *sent,
-            const coap_pdu_t *rcvd, const coap_mid_t mid)
+/* The registration's answer, or a push's (to the emitter). */
+static void
+on_response(void *app, const coap_pdu_t *sent, const coap_pdu_t *rcvd)
 {
-    struct sensor *s = coap_session_get_app_data(session);
+    struct sensor *s = app;
     coap_bin_const_t tok = coap_pdu_get_token(rcvd);
     coap_pdu_code_t code = coap_pdu_get_code(rcvd);
     bool ok = COAP_RESPONSE_CLASS(code) == 2;
 
     (void)sent;
-    (void)mid;
-    if (!s || tok.length != LG_TOKEN_LEN)
-        return COAP_RESPONSE_OK;
+    if (tok.length != LG_TOKEN_LEN)
+        return;
     if (tok.s[0] == TK_REGISTER && s->state == SS_REGISTERING) {
         if (!ok) {
             s->f->cnt.reg_failed++;
@@ -92,39 +90,40 @@ on_response(coap_session_t *session, const coap_pdu_t *sent,
                             s->id, COAP_RESPONSE_CLASS(code), code & 0x1f);
             s->state = SS_FAILED;
             s->retry_us = INT64_MAX;
-            return COAP_RESPONSE_OK;
+            return;
         }
         s->f->cnt.reg_ok++;
         s->state = s->f->o->observe ? SS_REGISTERED : SS_READY;
     } else if (tok.s[0] == TK_PUSH) {
-        emit_on_push_response(s, tok.s, ok);
+        s->f->ev->push_answered(s, tok.s, ok);
     }
-    return COAP_RESPONSE_OK;
 }
 
+/* A request unanswered: counted; a push's goes to the emitter too. */
 static void
-on_nack(coap_session_t *session, const coap_pdu_t *sent,
-        const coap_nack_reason_t reason, const coap_mid_t mid)
+on_nack(void *app, const coap_pdu_t *sent, coap_nack_reason_t reason)
 {
-    struct sensor *s = coap_session_get_app_data(session);
-    coap_bin_const_t tok;
+    struct sensor *s = app;
+    coap_bin_const_t tok = coap_pdu_get_token(sent);
 
-    (void)mid;
-    if (!s || !sent)
-        return;
-    tok = coap_pdu_get_token(sent);
     s->f->cnt.errors++;
     log_ratelimited(&s->f->cnt.errors, "%s: NACK %d", s->id, (int)reason);
     if (tok.length == LG_TOKEN_LEN && tok.s[0] == TK_PUSH)
-        emit_on_push_response(s, tok.s, false);
+        s->f->ev->push_answered(s, tok.s, false);
 }
+
+static const struct tool_ctx_events fleet_ctx_events = {
+    .response = on_response,
+    .nack = on_nack,
+    .event = on_event,
+};
 
 /* GET <path> with Observe=0 from the gateway: the observation. */
 static void
 on_get(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *req,
        const coap_string_t *query, coap_pdu_t *response)
 {
-    struct sensor *s = coap_session_get_app_data(session);
+    struct sensor *s = tool_session_app(session);
 
     (void)r;
     (void)query;
@@ -132,30 +131,26 @@ on_get(coap_resource_t *r, coap_session_t *session, const coap_pdu_t *req,
         coap_pdu_set_code(response, COAP_RESPONSE_CODE(503));
         return;
     }
-    emit_observe_answer(s, req, response);
+    s->f->ev->get(s, req, response);
 }
 
-static int
-new_ctx(struct fleet *f, struct lg_ctx *c)
+/* A context for LG_PER_CTX sensors, with the one resource they serve. */
+static tool_ctx_t *
+new_ctx(struct fleet *f, tool_loop_t *loop)
 {
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+    tool_ctx_t *c = tool_ctx_new(loop, &fleet_ctx_events, NULL, 0);
     coap_resource_t *r;
 
-    c->ctx = coap_new_context(NULL);
-    if (!c->ctx)
-        return -1;
-    coap_register_response_handler(c->ctx, on_response);
-    coap_register_nack_handler(c->ctx, on_nack);
-    coap_register_event_handler(c->ctx, on_event);
+    if (!c)
+        return NULL;
     r = coap_resource_init(coap_make_str_const(f->o->path), 0);
-    if (!r)
-        return -1;
+    if (!r) {
+        tool_ctx_free(c);
+        return NULL;
+    }
     coap_register_request_handler(r, COAP_REQUEST_GET, on_get);
-    coap_add_resource(c->ctx, r);
-    c->fd = coap_context_get_coap_fd(c->ctx);
-    if (c->fd < 0 || epoll_ctl(f->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-        return -1;
-    return 0;
+    coap_add_resource(tool_ctx_coap(c), r);
+    return c;
 }
 
 static int
@@ -188,11 +183,13 @@ load_keys(struct fleet *f)
 }
 
 int
-fleet_init(struct fleet *f, const struct lg_opts *o, int epfd)
+fleet_init(struct fleet *f, const struct lg_opts *o, tool_loop_t *loop,
+           const struct fleet_events *ev)
 {
     memset(f, 0, sizeof(*f));
     f->o = o;
-    f->epfd = epfd;
+    f->ev = ev;
+    f->loop = loop;
     f->n = o->sensors;
     f->active = o->active;
     f->s = calloc(f->n, sizeof(*f->s));
@@ -201,7 +198,7 @@ fleet_init(struct fleet *f, const struct lg_opts *o, int epfd)
     if (!f->s || !f->ctxs)
         return -1;
     for (unsigned i = 0; i < f->nctx; i++)
-        if (new_ctx(f, &f->ctxs[i]) < 0) {
+        if (!(f->ctxs[i] = new_ctx(f, loop))) {
             log_warnx("cannot create libcoap context %u", i);
             return -1;
         }
@@ -209,36 +206,28 @@ fleet_init(struct fleet *f, const struct lg_opts *o, int epfd)
         struct sensor *s = &f->s[i];
         s->f = f;
         s->idx = i;
-        s->c = &f->ctxs[i / LG_PER_CTX];
+        s->c = f->ctxs[i / LG_PER_CTX];
         snprintf(s->id, sizeof(s->id), "%s%u", o->prefix, i);
         tool_addr_step(&o->bind, i, &s->local);
     }
     return o->cert ? 0 : load_keys(f);
 }
 
+/* A session with the sensor's certificate or key; NULL on failure. */
 static coap_session_t *
-open_psk(struct sensor *s)
-{
-    coap_dtls_cpsk_t psk;
-
-    tool_dtls_cpsk(&psk, s->id, s->key, s->key_len);
-    return coap_new_client_session_psk2(s->c->ctx, &s->local, &s->f->o->target,
-                                        COAP_PROTO_DTLS, &psk);
-}
-
-static coap_session_t *
-open_pki(struct sensor *s)
+open_session(struct sensor *s)
 {
     const struct lg_opts *o = s->f->o;
-    coap_dtls_pki_t pki;
 
-    tool_dtls_pki(&pki, o->ca, o->cert, o->certkey);
-    return coap_new_client_session_pki(s->c->ctx, &s->local, &o->target,
-                                       COAP_PROTO_DTLS, &pki);
+    if (o->cert)
+        return tool_ctx_connect_pki(s->c, &s->local, &o->target, o->ca, o->cert,
+                                    o->certkey, s);
+    return tool_ctx_connect_psk(s->c, &s->local, &o->target, s->id, s->key,
+                                s->key_len, s);
 }
 
-static void
-make_token(struct sensor *s, uint8_t tok[LG_TOKEN_LEN], int kind, int64_t t_us)
+void
+fleet_token(struct sensor *s, uint8_t tok[LG_TOKEN_LEN], int kind, int64_t t_us)
 {
     uint64_t t = (uint64_t)t_us;
 
@@ -249,50 +238,37 @@ make_token(struct sensor *s, uint8_t tok[LG_TOKEN_LEN], int kind, int64_t t_us)
         tok[2 + i] = (uint8_t)(t >> (8 * (5 - i)));
 }
 
-coap_pdu_t *
-fleet_request(struct sensor *s, coap_pdu_type_t type, int kind, int64_t t_us)
-{
-    uint8_t tok[LG_TOKEN_LEN];
-
-    make_token(s, tok, kind, t_us);
-    return tool_request(s->session, type, COAP_REQUEST_CODE_POST, tok, sizeof(tok));
-}
-
-void
+/* POST /rd with the one resource; queued by libcoap until the handshake is done. */
+static void
 fleet_register(struct sensor *s)
 {
     const struct lg_opts *o = s->f->o;
-    char q[128], body[160];
-    coap_pdu_t *pdu = fleet_request(s, COAP_MESSAGE_CON, TK_REGISTER, 0);
+    uint8_t tok[LG_TOKEN_LEN];
+    char body[160];
+    coap_pdu_t *pdu;
     int blen;
 
+    fleet_token(s, tok, TK_REGISTER, 0);
+    pdu = tool_rd_request(s->session, tok, sizeof(tok), s->id, o->lifetime);
     if (!pdu)
         return;
     blen = snprintf(body, sizeof(body), "</%s>;%sct=0", o->path,
                     o->observe ? "obs;" : "");
-    coap_add_option(pdu, COAP_OPTION_URI_PATH, 2, (const uint8_t *)"rd");
-    tool_add_uint_option(pdu, COAP_OPTION_CONTENT_FORMAT,
-                         COAP_MEDIATYPE_APPLICATION_LINK_FORMAT);
-    snprintf(q, sizeof(q), "ep=%s", s->id);
-    coap_add_option(pdu, COAP_OPTION_URI_QUERY, strlen(q), (const uint8_t *)q);
-    snprintf(q, sizeof(q), "lt=%u", o->lifetime);
-    coap_add_option(pdu, COAP_OPTION_URI_QUERY, strlen(q), (const uint8_t *)q);
     coap_add_data(pdu, (size_t)blen, (const uint8_t *)body);
     if (coap_send(s->session, pdu) == COAP_INVALID_MID)
         log_warnx("%s: cannot send the registration", s->id);
-    s->c->dirty = true;
+    tool_ctx_sent(s->c);
 }
 
 static void
 connect_one(struct fleet *f, struct sensor *s, int64_t now)
 {
     if (s->session) {
-        coap_session_set_app_data(s->session, NULL);
-        coap_session_release(s->session);
+        tool_session_release(s->session);
         s->session = NULL;
     }
     s->tries++;
-    s->session = f->o->cert ? open_pki(s) : open_psk(s);
+    s->session = open_session(s);
     if (!s->session) {
         f->cnt.hs_failed++;
         s->state = SS_FAILED;
@@ -300,13 +276,12 @@ connect_one(struct fleet *f, struct sensor *s, int64_t now)
         log_ratelimited(f, "%s: cannot open a session", s->id);
         return;
     }
-    coap_session_set_app_data(s->session, s);
     s->state = SS_HANDSHAKE;
     s->hs_start_us = now;
     if (!f->hs_first_us)
         f->hs_first_us = now;
     f->hs_inflight++;
-    s->c->dirty = true;
+    tool_ctx_sent(s->c);
     /* Queued by libcoap until the handshake completes. */
     if (s->idx < f->active && !f->o->handshake_only)
         fleet_register(s);
@@ -348,27 +323,6 @@ fleet_connect_more(struct fleet *f, int64_t now)
     return all;
 }
 
-void
-fleet_io(struct fleet *f, struct lg_ctx *c)
-{
-    (void)f;
-    tool_coap_drain(c->ctx, c->fd);
-    c->dirty = false;
-}
-
-void
-fleet_flush(struct fleet *f)
-{
-    coap_tick_t now;
-
-    coap_ticks(&now);
-    for (unsigned i = 0; i < f->nctx; i++)
-        if (f->ctxs[i].dirty) {
-            coap_io_prepare_epoll(f->ctxs[i].ctx, now);
-            f->ctxs[i].dirty = false;
-        }
-}
-
 unsigned
 fleet_count(const struct fleet *f, enum sensor_state st, unsigned upto)
 {
@@ -382,13 +336,9 @@ fleet_count(const struct fleet *f, enum sensor_state st, unsigned upto)
 void
 fleet_free(struct fleet *f)
 {
-    for (unsigned i = 0; i < f->n && f->s; i++)
-        if (f->s[i].session)
-            coap_session_set_app_data(f->s[i].session, NULL);
     for (unsigned i = 0; i < f->nctx && f->ctxs; i++)
-        if (f->ctxs[i].ctx)
-            coap_free_context(f->ctxs[i].ctx);
+        tool_ctx_free(f->ctxs[i]);
     free(f->ctxs);
     free(f->s);
-    free(f->rtt);
+    samples_free(&f->rtt);
 }

@@ -34,7 +34,7 @@
 #define LG_PAYLOAD_MAX 1024
 #define LG_INFLIGHT_CAP 64      /* open loop: CON pushes queued per sensor */
 
-/* ---- options (main.c) ---- */
+/* ---- options (opts.c) ---- */
 
 struct lg_opts {
     bool mqtt_mode;             /* publishers instead of CoAP sensors */
@@ -87,12 +87,11 @@ enum sensor_state {
     SS_FAILED,
 };
 
-struct lg_ctx;
 struct fleet;
 
 struct sensor {
     struct fleet *f;
-    struct lg_ctx *c;
+    tool_ctx_t *c;                /* shared with LG_PER_CTX - 1 others */
     unsigned idx;
     char id[LG_ID_MAX];
     uint8_t key[LG_KEY_MAX];
@@ -111,12 +110,6 @@ struct sensor {
     uint16_t token_ctr;
 };
 
-struct lg_ctx {
-    coap_context_t *ctx;
-    int fd;
-    bool dirty;                 /* we sent: re-arm libcoap's timer */
-};
-
 struct lg_counters {
     unsigned long hs_ok, hs_failed, hs_retries;
     unsigned long reg_ok, reg_failed, observed;
@@ -126,13 +119,56 @@ struct lg_counters {
     unsigned long skipped;                     /* open loop: sensor busy */
 };
 
+/* ---- reporting (stats.c) ---- */
+
+/* Latency samples in microseconds, as many as 20 million. */
+struct lg_samples {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+/* Appends one sample; past the limit or out of memory it is dropped. */
+void samples_add(struct lg_samples *s, uint64_t us);
+void samples_free(struct lg_samples *s);
+
+struct lg_latency {
+    double p50_ms, p99_ms, p999_ms, max_ms, mean_ms;
+    size_t samples;
+};
+
+/* Sorts the samples and sums them up in ms (all 0 when there are none). */
+void samples_latency(struct lg_samples *s, struct lg_latency *l);
+
+struct proc_sample {
+    double cpu_s;      /* utime + stime */
+    long rss_kib;      /* VmRSS */
+    bool ok;
+};
+
+/* CPU time and VmRSS of process 'pid' now (ok false if unreadable or pid <= 0). */
+void proc_sample(int pid, struct proc_sample *p);
+
+/* ---- the sensors (fleet.c) ---- */
+
+/*
+ * What fleet.c reports up to the layer that emits readings (emit.c's
+ * emit_events).  Both run inside libcoap's callbacks.
+ */
+struct fleet_events {
+    /* A push was answered (ok: 2.xx) or failed; its token holds the send time. */
+    void (*push_answered)(struct sensor *s, const uint8_t *tok, bool ok);
+    /* The gateway's GET of the resource: fills 'response'. */
+    void (*get)(struct sensor *s, const coap_pdu_t *req, coap_pdu_t *response);
+};
+
 struct fleet {
     const struct lg_opts *o;
+    const struct fleet_events *ev;
+    tool_loop_t *loop;          /* where the contexts are */
     struct sensor *s;
     unsigned n, active;
-    struct lg_ctx *ctxs;
+    tool_ctx_t **ctxs;
     unsigned nctx;
-    int epfd;
     unsigned hs_inflight, next_connect;
     int64_t hs_first_us, hs_last_us, scan_us;
     int64_t t0_us, win_start_us, win_end_us;   /* emission phase */
@@ -140,44 +176,38 @@ struct fleet {
     uint64_t emitted;           /* open loop: readings scheduled so far */
     unsigned rr;                /* open loop: next sensor */
     struct lg_counters cnt;
-    uint64_t *rtt;              /* CON push round trips in the window, us */
-    size_t nrtt, caprtt;
+    struct lg_samples rtt;      /* CON push round trips in the window */
 };
 
-int fleet_init(struct fleet *f, const struct lg_opts *o, int epfd);
+/*
+ * The sensors of 'o', their contexts in 'loop', their events up to 'ev';
+ * no session yet.  0, or -1 (fleet_free cleans up either way).
+ */
+int fleet_init(struct fleet *f, const struct lg_opts *o, tool_loop_t *loop,
+               const struct fleet_events *ev);
 void fleet_free(struct fleet *f);
 /*
  * Starts handshakes up to the ramp limit and retries failed ones; true once
  * every sensor's handshake is over (connected or out of tries).
  */
 bool fleet_connect_more(struct fleet *f, int64_t now);
-/* Drains the context whose fd was readable (data.ptr of its event). */
-void fleet_io(struct fleet *f, struct lg_ctx *c);
-/* Re-arms libcoap's timers for the contexts we sent on. */
-void fleet_flush(struct fleet *f);
 /* Sensors in state st or beyond (up to READY), among the first 'upto'. */
 unsigned fleet_count(const struct fleet *f, enum sensor_state st, unsigned upto);
-void fleet_register(struct sensor *s);
 /* Token kinds: byte 0 of our 8-byte tokens; bytes 2..7 carry the send time. */
 enum { TK_REGISTER = 0xB1, TK_PUSH };
-/* New POST request with our token; NULL if libcoap is out of memory. */
-coap_pdu_t *fleet_request(struct sensor *s, coap_pdu_type_t type, int kind,
-                          int64_t t_us);
+/* Our token for a request of 'kind' sent at t_us (a counter in byte 1). */
+void fleet_token(struct sensor *s, uint8_t tok[LG_TOKEN_LEN], int kind,
+                 int64_t t_us);
 
-/* emit.c */
+/* ---- readings (emit.c) ---- */
+
 /* Formats a reading; returns its length. */
 size_t emit_payload(char *buf, size_t cap, size_t pad_to, unsigned dev,
                     uint32_t seq, int64_t t_us);
 /* Sends everything due at 'now'; returns the us until the next is due. */
 int64_t emit_due(struct fleet *f, int64_t now);
-void emit_push(struct sensor *s, int64_t now);
-void emit_notify(struct sensor *s, int64_t now);
-/* A CON push was answered (token carries the send time). */
-void emit_on_push_response(struct sensor *s, const uint8_t *tok, bool ok);
-/* The observe GET's first answer (handler fills 'response'). */
-void emit_observe_answer(struct sensor *s, const coap_pdu_t *req,
-                         coap_pdu_t *response);
-void emit_add_rtt(struct fleet *f, uint64_t us);
+/* The answers to the readings, for fleet_init(). */
+extern const struct fleet_events emit_events;
 
 /* ---- the MQTT side (sub.c, pub.c) ---- */
 
@@ -195,16 +225,10 @@ void sub_free(struct lg_sub *s);
 struct sub_result {
     unsigned long received, in_window, dup, reordered, bad;
     unsigned long recv_window;   /* received with arrival time in the window */
-    double p50_ms, p99_ms, p999_ms, max_ms, mean_ms;
-    size_t samples;
+    struct lg_latency lat;       /* of the readings sent in the window */
 };
 void sub_result(struct lg_sub *s, struct sub_result *r);
 
-struct proc_sample {
-    double cpu_s;      /* utime + stime */
-    long rss_kib;      /* VmRSS */
-    bool ok;
-};
 struct pub_result {
     unsigned long sent, acked, acked_window, sent_window;
     /* --watch-pid (the broker) and this process over the window */
@@ -213,12 +237,5 @@ struct pub_result {
 /* Runs the MQTT ceiling: publishers + subscriber; fills *r. */
 int pub_run(const struct lg_opts *o, struct lg_sub *sub, struct pub_result *r,
             int64_t *win_start, int64_t *win_end);
-
-/* ---- reporting (stats.c) ---- */
-
-void proc_sample(int pid, struct proc_sample *p);
-/* Sorts v and returns the q-quantile (0..1) in the units of v. */
-double quantile_sorted(const uint64_t *v, size_t n, double q);
-int cmp_u64(const void *a, const void *b);
 
 #endif

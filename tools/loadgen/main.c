@@ -9,55 +9,34 @@
  *
  * Figures go to stdout and, with --json, to a file (report.c).
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
 
 #include "coap2mqtt/log.h"
 #include "lg.h"
 #include "report.h"
 
-#define MAX_EVENTS 256
-
 /* One socket per session plus two fds per context. */
 static void
 raise_fd_limit(unsigned sessions)
 {
-    struct rlimit rl;
-    rlim_t need = (rlim_t)sessions + 3 * (sessions / LG_PER_CTX + 1) + 64;
+    unsigned long need = sessions + 3 * (sessions / LG_PER_CTX + 1) + 64;
+    unsigned long long have;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        return;
-    if (rl.rlim_cur < need) {
-        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur < need)
+    if (tool_raise_fd_limit(need, &have) < 0)
         log_warnx("open-file limit %llu is too low for %u sessions (ulimit -n)",
-                  (unsigned long long)rl.rlim_cur, sessions);
+                  have, sessions);
 }
 
-/* One pass of the loop: wait up to 'wait_us', then let libcoap work. */
+/* One pass of the loop: wait up to 'wait_us' (10 ms at most); false: stop. */
 static bool
 pump(struct fleet *f, int64_t wait_us)
 {
-    struct epoll_event evs[MAX_EVENTS];
-    int n, ms = wait_us <= 0 ? 0 : (int)((wait_us + 999) / 1000);
+    int ms = wait_us <= 0 ? 0 : (int)((wait_us + 999) / 1000);
 
-    fleet_flush(f);
-    n = epoll_wait(f->epfd, evs, MAX_EVENTS, ms > 10 ? 10 : ms);
-    if (n < 0 && errno != EINTR)
-        return false;
-    for (int i = 0; i < n; i++) {
-        if (!evs[i].data.ptr)
-            return false;   /* the signalfd: stop */
-        fleet_io(f, evs[i].data.ptr);
-    }
-    return true;
+    return tool_loop_wait(f->loop, ms > 10 ? 10 : ms) == 0;
 }
 
 static bool
@@ -140,7 +119,7 @@ phase_drain(struct fleet *f, struct lg_sub *sub)
 }
 
 static int
-run_coap(const struct lg_opts *o, int epfd)
+run_coap(const struct lg_opts *o, tool_loop_t *loop)
 {
     struct fleet f;
     struct lg_sub *sub = NULL;
@@ -149,7 +128,7 @@ run_coap(const struct lg_opts *o, int epfd)
 
     memset(&rf, 0, sizeof(rf));
     raise_fd_limit(o->sensors);
-    if (fleet_init(&f, o, epfd) < 0)
+    if (fleet_init(&f, o, loop, &emit_events) < 0)
         goto out;
     if (o->mqtt_port && !o->handshake_only && !(sub = sub_start(o, o->active)))
         goto out;
@@ -195,8 +174,8 @@ int
 main(int argc, char **argv)
 {
     struct lg_opts o;
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-    int rc, epfd, sigfd;
+    tool_loop_t *loop;
+    int rc;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     rc = opts_parse(&o, argc, argv);
@@ -209,15 +188,13 @@ main(int argc, char **argv)
         log_library_packets();
     if (o.selftest)
         return selftest(argv[0]);
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    sigfd = tool_signal_fd();
-    if (epfd < 0 || sigfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0) {
+    loop = tool_loop_new();
+    if (!loop) {
         log_warn("epoll/signalfd");
         return 1;
     }
-    rc = o.mqtt_mode ? run_mqtt(&o) : run_coap(&o, epfd);
+    rc = o.mqtt_mode ? run_mqtt(&o) : run_coap(&o, loop);
     coap_cleanup();
-    close(sigfd);
-    close(epfd);
+    tool_loop_free(loop);
     return rc;
 }

@@ -107,26 +107,11 @@ num(const char *s, double lo, double hi, double *out)
 static int
 decode_key(const char *s, struct lg_opts *o)
 {
-    size_t n = strlen(s);
+    int n = tool_psk_decode(s, o->key, sizeof(o->key));
 
-    if (strncmp(s, "hex:", 4) != 0) {
-        if (n == 0 || n > LG_KEY_MAX)
-            return -1;
-        memcpy(o->key, s, n);
-        o->key_len = n;
-        return 0;
-    }
-    s += 4;
-    n -= 4;
-    if (n == 0 || n % 2 || n / 2 > LG_KEY_MAX)
+    if (n < 0)
         return -1;
-    for (size_t i = 0; i < n / 2; i++) {
-        unsigned v;
-        if (sscanf(s + 2 * i, "%2x", &v) != 1)
-            return -1;
-        o->key[i] = (uint8_t)v;
-    }
-    o->key_len = n / 2;
+    o->key_len = (size_t)n;
     return 0;
 }
 

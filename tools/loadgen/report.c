@@ -11,10 +11,11 @@
 #include "report.h"
 
 static json_t *
-latency_json(double p50, double p99, double p999, double max, size_t n)
+latency_json(const struct lg_latency *l)
 {
-    return json_pack("{s:f, s:f, s:f, s:f, s:I}", "p50_ms", p50, "p99_ms", p99,
-                     "p999_ms", p999, "max_ms", max, "samples", (json_int_t)n);
+    return json_pack("{s:f, s:f, s:f, s:f, s:I}", "p50_ms", l->p50_ms,
+                     "p99_ms", l->p99_ms, "p999_ms", l->p999_ms,
+                     "max_ms", l->max_ms, "samples", (json_int_t)l->samples);
 }
 
 static json_t *
@@ -31,13 +32,12 @@ sub_json(struct lg_sub *sub, double dur, unsigned long sent, struct sub_result *
                   "duplicates", (json_int_t)r->dup,
                   "reordered", (json_int_t)r->reordered,
                   "unparsable", (json_int_t)r->bad);
-    json_object_set_new(j, "latency", latency_json(r->p50_ms, r->p99_ms, r->p999_ms,
-                                                   r->max_ms, r->samples));
+    json_object_set_new(j, "latency", latency_json(&r->lat));
     printf("  subscriber: %lu received, %lu sent in window -> %.0f/s, lost %lu,"
            " dup %lu, reordered %lu; latency p50 %.2f p99 %.2f p99.9 %.2f ms\n",
            r->received, r->in_window, (double)r->in_window / dur,
            sent > r->received ? sent - r->received : 0, r->dup, r->reordered,
-           r->p50_ms, r->p99_ms, r->p999_ms);
+           r->lat.p50_ms, r->lat.p99_ms, r->lat.p999_ms);
     return j;
 }
 
@@ -83,16 +83,11 @@ coap_side_json(const struct lg_opts *o, struct fleet *f, double dur)
            " -> %.0f/s, %lu errors, %lu skipped\n", f->cnt.sent, f->cnt.sent_window,
            (double)f->cnt.sent_window / dur, f->cnt.acked_window,
            (double)f->cnt.acked_window / dur, f->cnt.errors, f->cnt.skipped);
-    if (o->con && !o->observe && f->nrtt) {
-        qsort(f->rtt, f->nrtt, sizeof(*f->rtt), cmp_u64);
-        json_object_set_new(j, "rtt", latency_json(
-            quantile_sorted(f->rtt, f->nrtt, 0.5) / 1000,
-            quantile_sorted(f->rtt, f->nrtt, 0.99) / 1000,
-            quantile_sorted(f->rtt, f->nrtt, 0.999) / 1000,
-            (double)f->rtt[f->nrtt - 1] / 1000, f->nrtt));
-        printf("  coap round trip p50 %.2f p99 %.2f ms\n",
-               quantile_sorted(f->rtt, f->nrtt, 0.5) / 1000,
-               quantile_sorted(f->rtt, f->nrtt, 0.99) / 1000);
+    if (o->con && !o->observe && f->rtt.n) {
+        struct lg_latency rtt;
+        samples_latency(&f->rtt, &rtt);
+        json_object_set_new(j, "rtt", latency_json(&rtt));
+        printf("  coap round trip p50 %.2f p99 %.2f ms\n", rtt.p50_ms, rtt.p99_ms);
     }
     return j;
 }

@@ -1,6 +1,8 @@
 /*
- * stats.c - quantiles and the /proc figures of the process under test
- * (utime + stime from /proc/PID/stat, VmRSS from /proc/PID/status).
+ * stats.c - latency samples and their quantiles (the CoAP round trips and
+ * the subscriber's end-to-end figures alike), and the /proc figures of the
+ * process under test (utime + stime from /proc/PID/stat, VmRSS from
+ * /proc/PID/status).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +11,34 @@
 
 #include "lg.h"
 
-int
+#define SAMPLES_MAX (20u * 1000 * 1000)
+
+void
+samples_add(struct lg_samples *s, uint64_t us)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 65536;
+        uint64_t *p;
+        if (cap > SAMPLES_MAX)
+            return;
+        p = realloc(s->v, cap * sizeof(*p));
+        if (!p)
+            return;
+        s->v = p;
+        s->cap = cap;
+    }
+    s->v[s->n++] = us;
+}
+
+void
+samples_free(struct lg_samples *s)
+{
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+/* qsort's ascending order of samples. */
+static int
 cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -17,15 +46,32 @@ cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-double
-quantile_sorted(const uint64_t *v, size_t n, double q)
+/* The q-quantile (0..1) of n > 0 sorted samples, in ms. */
+static double
+quantile_ms(const uint64_t *v, size_t n, double q)
 {
-    size_t i;
+    size_t i = (size_t)(q * (double)n);
 
-    if (!n)
-        return 0;
-    i = (size_t)(q * (double)n);
-    return (double)v[i < n ? i : n - 1];
+    return (double)v[i < n ? i : n - 1] / 1000.0;
+}
+
+void
+samples_latency(struct lg_samples *s, struct lg_latency *l)
+{
+    double sum = 0;
+
+    memset(l, 0, sizeof(*l));
+    l->samples = s->n;
+    if (!s->n)
+        return;
+    qsort(s->v, s->n, sizeof(*s->v), cmp_u64);
+    for (size_t i = 0; i < s->n; i++)
+        sum += (double)s->v[i];
+    l->mean_ms = sum / (double)s->n / 1000.0;
+    l->p50_ms = quantile_ms(s->v, s->n, 0.50);
+    l->p99_ms = quantile_ms(s->v, s->n, 0.99);
+    l->p999_ms = quantile_ms(s->v, s->n, 0.999);
+    l->max_ms = (double)s->v[s->n - 1] / 1000.0;
 }
 
 /* utime and stime are fields 14 and 15, counted after the ")" of comm. */

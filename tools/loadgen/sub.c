@@ -29,8 +29,6 @@
 #include "coap2mqtt/log.h"
 #include "lg.h"
 
-#define LAT_MAX (20u * 1000 * 1000)
-
 #define RBUF (256u * 1024)
 
 struct lg_sub {
@@ -45,26 +43,8 @@ struct lg_sub {
     uint32_t *last_seq;
     unsigned ndev;
     unsigned long in_window, dup, reordered, bad, recv_window;
-    uint64_t *lat;
-    size_t nlat, caplat;
+    struct lg_samples lat;
 };
-
-static void
-add_latency(struct lg_sub *s, uint64_t us)
-{
-    if (s->nlat == s->caplat) {
-        size_t cap = s->caplat ? s->caplat * 2 : 65536;
-        uint64_t *p;
-        if (cap > LAT_MAX)
-            return;
-        p = realloc(s->lat, cap * sizeof(*p));
-        if (!p)
-            return;
-        s->lat = p;
-        s->caplat = cap;
-    }
-    s->lat[s->nlat++] = us;
-}
 
 static void
 on_message(struct lg_sub *s, const uint8_t *payload, size_t n)
@@ -95,7 +75,7 @@ on_message(struct lg_sub *s, const uint8_t *payload, size_t n)
         s->recv_window++;
     if (t >= ws && t < we) {
         s->in_window++;
-        add_latency(s, (uint64_t)(now - t));
+        samples_add(&s->lat, (uint64_t)(now - t));
     }
 }
 
@@ -374,8 +354,6 @@ sub_stop(struct lg_sub *s)
 void
 sub_result(struct lg_sub *s, struct sub_result *r)
 {
-    double sum = 0;
-
     memset(r, 0, sizeof(*r));
     r->received = atomic_load(&s->received);
     r->in_window = s->in_window;
@@ -383,17 +361,7 @@ sub_result(struct lg_sub *s, struct sub_result *r)
     r->dup = s->dup;
     r->reordered = s->reordered;
     r->bad = s->bad;
-    r->samples = s->nlat;
-    if (!s->nlat)
-        return;
-    qsort(s->lat, s->nlat, sizeof(*s->lat), cmp_u64);
-    for (size_t i = 0; i < s->nlat; i++)
-        sum += (double)s->lat[i];
-    r->mean_ms = sum / (double)s->nlat / 1000.0;
-    r->p50_ms = quantile_sorted(s->lat, s->nlat, 0.50) / 1000.0;
-    r->p99_ms = quantile_sorted(s->lat, s->nlat, 0.99) / 1000.0;
-    r->p999_ms = quantile_sorted(s->lat, s->nlat, 0.999) / 1000.0;
-    r->max_ms = (double)s->lat[s->nlat - 1] / 1000.0;
+    samples_latency(&s->lat, &r->lat);
 }
 
 void
@@ -406,6 +374,6 @@ sub_free(struct lg_sub *s)
     if (s->fd >= 0)
         close(s->fd);
     free(s->last_seq);
-    free(s->lat);
+    samples_free(&s->lat);
     free(s);
 }

@@ -1,39 +1,26 @@
 /*
- * main.c - coap2mqtt-sim: wiring and the one epoll loop.
+ * main.c - coap2mqtt-sim: wiring and the one loop.
  *
- * The loop watches each sensor's libcoap context fd (libcoap's own epoll
- * set, which also holds its retransmission timer) plus a signalfd; the
- * sensors' own timers (readings, refreshes, sleep, reboot) become the
- * epoll_wait timeout.
+ * The loop (tools/common's tool_loop) watches each sensor's libcoap context
+ * fd (libcoap's own epoll set, which also holds its retransmission timer)
+ * plus a signalfd; the sensors' own timers (readings, refreshes, sleep,
+ * reboot) become its timeout.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
 
 #include "coap2mqtt/log.h"
 #include "sim.h"
-
-#define MAX_EVENTS 256
 
 /* Each sensor needs three fds (socket, libcoap epoll, libcoap timer). */
 static void
 raise_fd_limit(size_t sensors)
 {
-    struct rlimit rl;
+    unsigned long long have;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        return;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < sensors * 3 + 32)
-        log_warnx("open-file limit %llu is low for %zu sensors",
-                  (unsigned long long)rl.rlim_cur, sensors);
+    if (tool_raise_fd_limit(sensors * 3 + 32, &have) < 0)
+        log_warnx("open-file limit %llu is low for %zu sensors", have, sensors);
 }
 
 static void
@@ -60,7 +47,6 @@ sensors_create(struct sim *sim)
         rc = -1;
     for (unsigned i = 0; rc == 0 && i < sim->opts.count; i++) {
         if (sensor_init(&sim->sensors[i], sim, i, psk) < 0) {
-            resources_free(&sim->sensors[i]);
             rc = -1;
         } else {
             sim->nsensors++;
@@ -81,9 +67,8 @@ sensors_destroy(struct sim *sim)
 
 /* Runs until a signal or the --duration deadline. */
 static void
-run(struct sim *sim, int sigfd)
+run(struct sim *sim)
 {
-    struct epoll_event evs[MAX_EVENTS];
     int64_t now = tool_now_ms(), deadline = SIM_NEVER;
     bool stop = false;
 
@@ -93,7 +78,7 @@ run(struct sim *sim, int sigfd)
         sensor_start(&sim->sensors[i], now);
     while (!stop) {
         int64_t next = deadline, wait;
-        int n;
+        int rc;
 
         now = tool_now_ms();
         if (now >= deadline)
@@ -104,31 +89,23 @@ run(struct sim *sim, int sigfd)
         }
         wait = next - tool_now_ms();
         wait = wait < 0 ? 0 : wait > 1000 ? 1000 : wait;
-        n = epoll_wait(sim->epfd, evs, MAX_EVENTS, (int)wait);
-        if (n < 0 && errno != EINTR) {
+        rc = tool_loop_wait(sim->loop, (int)wait);
+        if (rc < 0) {
             log_warn("epoll_wait");
             break;
         }
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == NULL)
-                stop = true;   /* the signalfd */
-            else
-                sensor_io(evs[i].data.ptr);
-        }
+        stop = rc > 0;   /* TERM or INT */
     }
-    (void)sigfd;
 }
 
 int
 main(int argc, char **argv)
 {
     struct sim sim;
-    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-    int rc, sigfd = -1, status = 1;
+    int rc, status = 1;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     memset(&sim, 0, sizeof(sim));
-    sim.epfd = -1;
     rc = options_parse(&sim.opts, argc, argv);
     if (rc)
         return rc > 0 ? 0 : 2;
@@ -139,25 +116,20 @@ main(int argc, char **argv)
         goto out;
     }
     raise_fd_limit(sim.opts.count);
-    sim.epfd = epoll_create1(EPOLL_CLOEXEC);
-    sigfd = tool_signal_fd();
-    if (sim.epfd < 0 || sigfd < 0 ||
-        epoll_ctl(sim.epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0) {
+    sim.loop = tool_loop_new();
+    if (!sim.loop) {
         log_warn("epoll/signalfd");
         goto out;
     }
     if (sensors_create(&sim) < 0)
         goto out;
-    run(&sim, sigfd);
+    run(&sim);
     status = 0;
 out:
     sensors_destroy(&sim);
     coap_cleanup();
     if (status == 0)
         out_summary(&sim);
-    if (sigfd >= 0)
-        close(sigfd);
-    if (sim.epfd >= 0)
-        close(sim.epfd);
+    tool_loop_free(sim.loop);
     return status;
 }

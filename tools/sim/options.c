@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coap2mqtt/hostport.h"
 #include "sim.h"
 
 enum {
@@ -122,13 +123,14 @@ parse_gateway(const char *arg, coap_address_t *a)
 {
     char host[256];
     const char *port;
+    bool v6;
     struct addrinfo hints = { .ai_socktype = SOCK_DGRAM,
                               .ai_flags = AI_NUMERICSERV };
     struct addrinfo *res;
     int rc;
 
     /* Strict: nothing but ":PORT" after ']', no empty host or port. */
-    if (tool_split_hostport(arg, host, sizeof(host), &port) != 0 || !*host ||
+    if (hostport_split(arg, host, sizeof(host), &port, &v6) != 0 || !*host ||
         (port && !*port))
         goto bad;
     if (!port)
@@ -203,7 +205,7 @@ apply(struct sim_opts *o, int c, const char *arg, double *rate,
         o->port = (int)u; return 0;
     case OPT_PSK_FILE: o->psk_file = arg; return 0;
     case 'K':
-        n = psk_decode(arg, o->key, sizeof(o->key));
+        n = tool_psk_decode(arg, o->key, sizeof(o->key));
         if (n < 0) {
             fprintf(stderr, "--key: empty, bad hex or longer than %d bytes\n",
                     SIM_KEY_MAX);

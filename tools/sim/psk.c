@@ -13,43 +13,6 @@
 
 #include "sim.h"
 
-static int
-hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-int
-psk_decode(const char *secret, uint8_t *key, size_t cap)
-{
-    size_t n;
-
-    if (strncmp(secret, "hex:", 4) != 0) {
-        n = strlen(secret);
-        if (n == 0 || n > cap)
-            return -1;
-        memcpy(key, secret, n);
-        return (int)n;
-    }
-    secret += 4;
-    n = strlen(secret);
-    if (n == 0 || n % 2 || n / 2 > cap)
-        return -1;
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = hexval((unsigned char)secret[2 * i]);
-        int lo = hexval((unsigned char)secret[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        key[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return (int)(n / 2);
-}
-
 /* Strips surrounding white space in place; returns the start. */
 static char *
 trim(char *s)
@@ -174,7 +137,7 @@ psk_table_lookup(const struct psk_table *t, const char *identity,
         fprintf(stderr, "%s: no key for identity %s\n", t->path, identity);
         return -1;
     }
-    n = psk_decode(e->secret, key, cap);
+    n = tool_psk_decode(e->secret, key, cap);
     if (n < 0)
         fprintf(stderr, "%s:%u: bad secret for %s\n", t->path, e->line, identity);
     return n;

@@ -8,20 +8,15 @@
  * next seq and one NOTIFY line; RFC 7641 counts the registration response
  * as the first notification.  A plain GET returns the current reading.
  * Writable resources keep the last PUT value and get a new seq only when
- * they notify.
+ * they notify; a PUT goes up to sensor.c through the sensor's events
+ * (s->ev->written), which pushes it in --push mode.  This file calls
+ * nothing in session.c or sensor.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sim.h"
-
-static void
-release_buf(coap_session_t *session, void *app_ptr)
-{
-    (void)session;
-    free(app_ptr);
-}
 
 int64_t
 resources_period_ms(const struct res_state *r)
@@ -62,7 +57,7 @@ reply_value(struct res_state *r, coap_resource_t *resource,
         coap_add_option(response, COAP_OPTION_CONTENT_FORMAT, 0, NULL);
     coap_add_data_large_response(resource, session, request, response, query,
                                  r->def->ct, max_age(r), 0, r->value_len, copy,
-                                 release_buf, copy);
+                                 tool_release_body, copy);
 }
 
 static bool
@@ -231,8 +226,7 @@ hnd_put(coap_resource_t *resource, coap_session_t *session,
         r->notify_pending = true;
         r->next_ms = tool_now_ms() + resources_period_ms(r);
     }
-    if (s->sim->opts.push)
-        session_push(s, r);
+    s->ev->written(r);
 }
 
 /* The value a resource has before its first reading (seq 0). */
@@ -266,6 +260,7 @@ resources_reset(struct sensor *s)
 int
 resources_add(struct sensor *s)
 {
+    s->mid_n = s->mid_pos = 0;   /* a new session: new Message IDs */
     for (size_t i = 0; i < s->nres; i++) {
         struct res_state *r = &s->res[i];
         int flags = r->def->con ? COAP_RESOURCE_FLAGS_NOTIFY_CON
@@ -279,7 +274,7 @@ resources_add(struct sensor *s)
             coap_register_request_handler(res, COAP_REQUEST_PUT, hnd_put);
         coap_resource_set_get_observable(res, 1);
         coap_resource_set_userdata(res, r);
-        coap_add_resource(s->ctx, res);
+        coap_add_resource(tool_ctx_coap(s->ctx), res);
         r->resource = res;
         r->notify_pending = false;
     }
@@ -301,6 +296,15 @@ resources_linkformat(const struct sensor *s, char *buf, size_t cap)
         n += (size_t)w;
     }
     return n;
+}
+
+void
+resources_detach(struct sensor *s)
+{
+    for (size_t i = 0; i < s->nres; i++) {
+        s->res[i].resource = NULL;
+        s->res[i].notify_pending = false;
+    }
 }
 
 void

@@ -1,8 +1,11 @@
 /*
  * sensor.c - one simulated sensor's life: boot, periodic readings, a deep
- * sleep, a reboot, reconnects.  Everything here runs from the main
- * loop (never inside a libcoap callback), so it may free and recreate the
- * sensor's context.
+ * sleep, a reboot, reconnects.  It sits above session.c and resources.c:
+ * it calls them, and what they see inside libcoap's callbacks (a lost
+ * session, a registration answered, a PUT) comes back through the
+ * sensor_events it gives each sensor; those only set state and timers.
+ * Everything else here runs from the main loop, so it may free and
+ * recreate the sensor's context.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +13,10 @@
 
 #include "coap2mqtt/log.h"
 #include "sim.h"
+
+#define BACKOFF_MAX_S 30
+
+static const struct sensor_events sensor_events;
 
 /* bind + n, carrying across octets (127.0.1.255 + 1 = 127.0.2.0). */
 static void
@@ -34,7 +41,7 @@ sensor_init(struct sensor *s, struct sim *sim, unsigned n,
 
     memset(s, 0, sizeof(*s));
     s->sim = sim;
-    s->ctx_fd = -1;
+    s->ev = &sensor_events;
     s->index = o->first + n;
     snprintf(s->id, sizeof(s->id), "%s%u", o->prefix, s->index);
     if (psk) {
@@ -57,11 +64,16 @@ sensor_init(struct sensor *s, struct sim *sim, unsigned n,
     }
     s->refresh_ms = s->retry_ms = s->wake_ms = SIM_NEVER;
     s->sleep_ms = s->reboot_ms = s->reg_retry_ms = SIM_NEVER;
-    return resources_reset(s);
+    if (resources_reset(s) < 0) {
+        resources_free(s);
+        return -1;
+    }
+    return 0;
 }
 
-void
-sensor_schedule_pushes(struct sensor *s, int64_t now)
+/* Push mode: next readings from now, resources staggered over an interval. */
+static void
+schedule_pushes(struct sensor *s, int64_t now)
 {
     double interval = s->sim->opts.interval_ms;
     size_t periodic = 0, j = 0;
@@ -76,28 +88,88 @@ sensor_schedule_pushes(struct sensor *s, int64_t now)
     }
 }
 
+/* Session trouble: an ERROR line, then a reconnect after a growing backoff. */
+static void
+lost(struct sensor *s, const char *why)
+{
+    unsigned b;
+
+    if (s->state != SS_ACTIVE)
+        return;
+    s->sim->cnt.errors++;
+    out_event(s->sim, true, "ERROR %s %s", s->id, why);
+    s->state = SS_BACKOFF;
+    b = s->backoff_s ? s->backoff_s : 1;
+    s->retry_ms = tool_now_ms() + (int64_t)b * 1000 + (int64_t)(s->rng % 500);
+    s->backoff_s = b * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : b * 2;
+}
+
+/* The gateway has our registration: pushes start (again) where due. */
+static void
+registered(struct sensor *s, bool first, bool refresh)
+{
+    if (s->sim->opts.push && (first || !refresh))
+        schedule_pushes(s, tool_now_ms());
+}
+
+/* The gateway wrote a resource: in push mode the new value goes out at once. */
+static void
+written(struct res_state *r)
+{
+    if (r->sensor->sim->opts.push)
+        session_push(r->sensor, r);
+}
+
+static const struct sensor_events sensor_events = {
+    .lost = lost,
+    .registered = registered,
+    .written = written,
+};
+
+/* The session and with it the libcoap resources (their values stay). */
+static void
+close_session(struct sensor *s, bool quiet)
+{
+    session_close(s, quiet);
+    resources_detach(s);
+}
+
+/* A new session with the sensor's resources in its context. */
+static int
+open_session(struct sensor *s)
+{
+    if (session_open(s) < 0)
+        return -1;
+    if (resources_add(s) < 0) {
+        close_session(s, true);
+        return -1;
+    }
+    return 0;
+}
+
 /* Opens a session and registers (fresh) or refreshes (known to the gateway). */
 static void
 connect_and_register(struct sensor *s, int64_t now)
 {
     const struct sim_opts *o = &s->sim->opts;
 
-    if (session_open(s) < 0) {
+    if (open_session(s) < 0) {
         s->state = SS_ACTIVE;
-        session_lost(s, "session-open-failed");
+        lost(s, "session-open-failed");
         return;
     }
+    s->state = SS_ACTIVE;
     for (size_t i = 0; i < s->nres; i++)
         if (!o->push)
             s->res[i].next_ms = SIM_NEVER;   /* starts when observed */
     if (o->no_register) {
         if (o->push)
-            sensor_schedule_pushes(s, now);
+            schedule_pushes(s, now);
         return;
     }
     /* Pushes wait for the registration answer; a known sensor resumes. */
     if (o->push && s->registered)
-        sensor_schedule_pushes(s, now);
+        schedule_pushes(s, now);
     session_register(s, s->registered);
 }
 
@@ -121,7 +193,7 @@ do_sleep(struct sensor *s, int64_t now)
 
     out_event(s->sim, true, "SLEEP %s", s->id);
     s->sim->cnt.sleeps++;
-    session_close(s, true);
+    close_session(s, true);
     s->state = SS_SLEEPING;
     s->wake_ms = now + (int64_t)(o->sleep_for_s * 1000);
     /* One sleep per run: tests need the sensor awake after it. */
@@ -144,7 +216,7 @@ do_reboot(struct sensor *s, int64_t now)
     out_event(s->sim, true, "REBOOT %s", s->id);
     s->sim->cnt.reboots++;
     s->reboot_ms = SIM_NEVER;
-    session_close(s, true);
+    close_session(s, true);
     /* RAM is gone: registration, seq counters, written values. */
     s->registered = false;
     s->location[0] = '\0';
@@ -202,7 +274,7 @@ active_tick(struct sensor *s, int64_t now)
     bool acted = false;
 
     if (!s->connected && now >= s->connect_deadline_ms) {
-        session_lost(s, "handshake-timeout");
+        lost(s, "handshake-timeout");
         return true;
     }
     if (now >= s->reboot_ms) {
@@ -236,7 +308,7 @@ static bool
 sensor_timers(struct sensor *s, int64_t now)
 {
     if (s->state == SS_BACKOFF && now >= s->retry_ms) {
-        session_close(s, true);
+        close_session(s, true);
         connect_and_register(s, now);
         return true;
     }
@@ -284,7 +356,7 @@ sensor_tick(struct sensor *s, int64_t now)
 
     if (s->ctx && (acted || now >= s->io_ms)) {
         s->io_ms = now + 1000;
-        coap_io_process(s->ctx, COAP_IO_NO_WAIT);
+        tool_ctx_process(s->ctx);
     }
     return sensor_next(s);
 }
@@ -292,6 +364,6 @@ sensor_tick(struct sensor *s, int64_t now)
 void
 sensor_free(struct sensor *s)
 {
-    session_close(s, false);
+    close_session(s, false);
     resources_free(s);
 }

@@ -4,8 +4,13 @@
  * Each sensor owns one libcoap context (its resources, its one DTLS client
  * session, its own observers), so that notifying one sensor's observers
  * never touches another's: libcoap 4.3.1 marks a resource dirty for every
- * observing session of a context at once.  All contexts are driven from one
- * epoll loop in main.c.
+ * observing session of a context at once.  All contexts are driven from
+ * one loop (tools/common's tool_loop) in main.c.
+ *
+ * Calls go one way: main.c -> sensor.c -> session.c -> resources.c (sensor.c
+ * calls resources.c too), and down to kinds.c, payload.c, psk.c, out.c and
+ * tools/common.  What session.c and resources.c see inside libcoap comes up
+ * through struct sensor_events.
  *
  * The stdout lines (REGISTERED, OBSERVED, OBSERVE_GET, NOTIFY, PUT, PUSH,
  * SLEEP, WAKE, REBOOT, ERROR, SUMMARY) are a protocol parsed by the
@@ -103,13 +108,7 @@ struct sim_opts {
  */
 int options_parse(struct sim_opts *o, int argc, char **argv);
 
-/* ---- PSK (psk.c) ---- */
-
-/*
- * Decodes a secret ("hex:..." or raw bytes) into key; returns its length or
- * -1 if empty, bad hex or longer than 'cap'.
- */
-int psk_decode(const char *secret, uint8_t *key, size_t cap);
+/* ---- PSK (psk.c); a secret is decoded by tool_psk_decode ---- */
 
 struct psk_table;
 
@@ -148,6 +147,22 @@ void out_code(char buf[8], coap_pdu_code_t code);
 /* ---- a sensor (sensor.c, session.c, resources.c) ---- */
 
 struct sensor;
+struct res_state;
+
+/*
+ * What session.c and resources.c report up to sensor.c, which gives every
+ * sensor its own (sensor_init).  Called inside libcoap's callbacks: they
+ * set state and timers only.
+ */
+struct sensor_events {
+    /* The session failed ('why' ends up in an ERROR line): reconnect later. */
+    void (*lost)(struct sensor *s, const char *why);
+    /* The gateway answered a registration (refresh: of a refresh) 2.xx;
+     * first: the sensor was not registered before. */
+    void (*registered)(struct sensor *s, bool first, bool refresh);
+    /* The gateway PUT a new value into a writable resource. */
+    void (*written)(struct res_state *r);
+};
 
 struct res_state {
     struct sensor *sensor;
@@ -172,19 +187,18 @@ enum sensor_state {
 
 struct sensor {
     struct sim *sim;
+    const struct sensor_events *ev;
     unsigned index;
     char id[TOPIC_ID_MAX + 1];
     uint8_t key[SIM_KEY_MAX];
     size_t key_len;
     coap_address_t local;
-    coap_context_t *ctx;
+    tool_ctx_t *ctx;              /* in the sim's loop; NULL between sessions */
     coap_session_t *session;
-    int ctx_fd;                   /* context's epoll fd, in the sim's set */
     unsigned gen;                 /* bumped with every new session */
     enum sensor_state state;
     bool registered;              /* the gateway has a registration */
     bool reg_inflight;
-    bool teardown;                /* ignore events while freeing the context */
     bool connected;               /* DTLS handshake done */
     int reuse_port;               /* next session binds this port (reboot) */
     char location[TOPIC_ID_MAX + 16];  /* Location-Path of the registration */
@@ -206,37 +220,41 @@ struct sim {
     struct sim_opts opts;
     struct sensor *sensors;
     size_t nsensors;
-    int epfd;
+    tool_loop_t *loop;
     struct sim_counters cnt;
 };
 
 #define SIM_NEVER INT64_MAX
 
 /* sensor.c: life cycle driven by the main loop */
-/* 'psk' may be NULL when --key gives every sensor the same key. */
+/*
+ * Sensor n of the run, no session yet.  'psk' may be NULL when --key gives
+ * every sensor the same key.  0, or -1 (reason on stderr; nothing to free).
+ */
 int sensor_init(struct sensor *s, struct sim *sim, unsigned n,
                 const struct psk_table *psk);
 void sensor_start(struct sensor *s, int64_t now);
 /* Runs what is due; returns the next time it wants to run. */
 int64_t sensor_tick(struct sensor *s, int64_t now);
-/* The context's fd is readable: let libcoap work. */
-void sensor_io(struct sensor *s);
 void sensor_free(struct sensor *s);
-/* Push mode: next readings from now, resources staggered over an interval. */
-void sensor_schedule_pushes(struct sensor *s, int64_t now);
 
 /* session.c: context + DTLS session, registration, pushes */
+/* A new context in the sim's loop and a DTLS session to the gateway; 0 or -1. */
 int session_open(struct sensor *s);
 /* Frees context and session; 'quiet' sends nothing (no close_notify). */
 void session_close(struct sensor *s, bool quiet);
+/* The source port of the current session (for a reboot onto the same one). */
 int session_local_port(const struct sensor *s);
+/* POST /rd with the links, or (refresh) an empty POST to its location. */
 void session_register(struct sensor *s, bool refresh);
+/* POST /ps/<path> with the current value of r. */
 void session_push(struct sensor *s, struct res_state *r);
-/* Session trouble seen in a callback: reconnect later from the main loop. */
-void session_lost(struct sensor *s, const char *why);
 
 /* resources.c */
+/* Adds the sensor's resources to its (new) context; 0 or -1. */
 int resources_add(struct sensor *s);
+/* The context is gone: forget its libcoap resources (values are kept). */
+void resources_detach(struct sensor *s);
 /* Makes a new reading of a periodic resource (seq + 1, new payload). */
 int resources_new_reading(struct res_state *r);
 /* Between notifications: the interval, or SIM_KEEPFRESH_MS if writable. */
