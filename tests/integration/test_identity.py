@@ -1,0 +1,84 @@
+"""Identity and authorisation (issue 12, items 6-9): a forged ClientHello
+must not end a device's DTLS session; a plain-CoAP peer must not take the
+id of an authenticated device; SIGHUP must close the sessions of removed
+PSK identities and of revoked certificates; an MQTT v5 Response Topic must
+not make the gateway publish under its own base topic."""
+
+import socket
+import struct
+import time
+
+import pytest
+
+import c2m
+import sec
+from sec import libcoap_san  # noqa: F401 (autouse fixture)
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+def spoof_udp(src, dst, payload):
+    """Sends one UDP datagram with a forged IPv4 source (src = (addr, port)):
+    what an off-path attacker can do.  Needs CAP_NET_RAW."""
+    udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64,
+                     socket.IPPROTO_UDP, 0, socket.inet_aton(src[0]),
+                     socket.inet_aton(dst[0]))
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+        s.sendto(ip + udp, (dst[0], 0))
+
+
+def raw_sockets_allowed():
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW).close()
+        return True
+    except PermissionError:
+        return False
+
+
+def hello_with_cookie(hello, cookie):
+    """The ClientHello 'hello' (one record, one unfragmented message) with
+    its cookie field replaced by 'cookie'; lengths fixed up."""
+    sid_len = hello[59]
+    at = 60 + sid_len                   # the cookie length byte
+    old = hello[at]
+    out = bytearray(hello[:at] + bytes([len(cookie)]) + cookie + hello[at + 1 + old:])
+    delta = len(cookie) - old
+    struct.pack_into("!H", out, 11, struct.unpack_from("!H", hello, 11)[0] + delta)
+    body = int.from_bytes(hello[14:17], "big") + delta
+    out[14:17] = body.to_bytes(3, "big")        # handshake length
+    out[22:25] = body.to_bytes(3, "big")        # fragment length
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------
+# item 6: a forged ClientHello from a device's address and port
+
+@pytest.mark.skipif(not raw_sockets_allowed(), reason="needs CAP_NET_RAW to spoof")
+@pytest.mark.timeout(60)
+def test_spoofed_hello_keeps_the_session(gateway, sim, mqtt):
+    """An off-path attacker sends ClientHellos with a device's source
+    address and port (no cookie, and one with a made-up cookie).  The
+    device's established session must stay: its readings keep coming."""
+    addr = c2m.peer_addr()
+    port = c2m.free_port(socket.SOCK_DGRAM, addr)
+    s = sim("meter", bind=addr, extra_args=["--port", port, "--interval", "200"])
+    s.wait_for(r"^OBSERVED meter-1 ", timeout=15)
+    readings = gateway.topic("meter-1", "+")
+    mqtt.wait_for(readings, timeout=10)
+    hello = sec.capture_client_hello()
+    mark = gateway.log.mark()
+    start = mqtt.mark()
+    for forged in (hello, hello_with_cookie(hello, bytes(range(32)))):
+        spoof_udp((addr, port), ("127.0.0.1", gateway.port), forged)
+    # Readings still come in through the device's session: twenty more (two
+    # seconds of them, so not only those on their way already).
+    seen = []
+    mqtt.wait_for(readings, lambda m: not m.topic.endswith("/availability") and
+                  seen.append(m) is None and len(seen) >= 20, timeout=6, start=start)
+    # The device never saw its session end (libcoap devices get a
+    # close_notify and handshake again: "ERROR meter-1 dtls-closed").
+    assert not s.out.find(r"^ERROR "), s.out.tail(30)
+    assert not gateway.log.find(r"retiring the old session", mark), \
+        gateway.log.tail(20)
