@@ -131,3 +131,27 @@ compat_endpoint_fd(const struct epoll_event *ev)
 {
     return ev->data.ptr ? *(const int *)ev->data.ptr : -1;
 }
+
+/*
+ * libcoap 4.3.1 through 4.3.5 (OpenSSL) read a ClientHello through the one
+ * listening SSL object of the context, whose app data is NULL: the session
+ * is only in the data of its BIO ("coapdgram"), a coap_ssl_data whose first
+ * member is the coap_session_t pointer (the same in all those releases).
+ * libcoap's own cookie callbacks read it from there; ours need it too.
+ */
+coap_session_t *
+compat_dtls_session_of(SSL *ssl)
+{
+#if defined(LIBCOAP_VERSION) && LIBCOAP_VERSION >= 4003001U && LIBCOAP_VERSION <= 4003005U
+    BIO *bio = ssl ? SSL_get_rbio(ssl) : NULL;
+    const char *name = bio ? BIO_method_name(bio) : NULL;
+    coap_session_t *const *data;
+
+    if (!name || strcmp(name, "coapdgram") != 0 || !(data = BIO_get_data(bio)))
+        return NULL;
+    return *data;
+#else
+    (void)ssl;
+    return NULL;
+#endif
+}

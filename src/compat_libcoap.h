@@ -10,6 +10,7 @@
 #define COAP2MQTT_COMPAT_LIBCOAP_H
 
 #include <sys/epoll.h>
+#include <openssl/ssl.h>
 #include <coap3/coap.h>
 
 /* State of the #1306 work-around (see compat_libcoap.c). */
@@ -26,5 +27,9 @@ void compat_forget_last_con_mid(struct compat_libcoap *c, coap_session_t *s,
 void compat_libcoap_relearn(struct compat_libcoap *c);
 /* The socket behind one of libcoap's epoll events, or -1. */
 int compat_endpoint_fd(const struct epoll_event *ev);
+/* Inside an OpenSSL callback on one of libcoap's DTLS objects (the
+ * listening one included): the session whose datagram is being read, or
+ * NULL when that cannot be known. */
+coap_session_t *compat_dtls_session_of(SSL *ssl);
 
 #endif

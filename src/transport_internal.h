@@ -53,6 +53,8 @@ struct transport {
     struct hello *hellos;           /* by session pointer */
     struct hello *hello_fifo;       /* oldest first */
     size_t n_hellos;
+    uint8_t cookie_secret[32];      /* DTLS cookies (transport_guard.c) */
+    int cookies;                    /* 1 libcoap makes ours, -1 cannot, 0 not yet */
     int tuned_fds[16];              /* endpoint sockets given a big SO_RCVBUF */
     size_t n_tuned;
     uint64_t sweep_timer;
@@ -81,7 +83,7 @@ void transport__cert_free_all(transport_t *t);
 void transport__sanitize(const uint8_t *s, size_t len, char *out, size_t cap);
 
 /* transport_guard.c */
-void transport__guard_start(transport_t *t);
+int transport__guard_start(transport_t *t);
 void transport__guard_free(transport_t *t);
 void transport__handshake_track(transport_t *t, coap_session_t *session,
                                 const coap_bin_const_t *identity);
@@ -92,7 +94,8 @@ void transport__hello_forget(transport_t *t, coap_session_t *session);
 void transport__established_add(transport_t *t, coap_session_t *session);
 void transport__established_del(transport_t *t, coap_session_t *session);
 /* Before libcoap reads an endpoint's datagram: a device re-handshaking on
- * its live session gets the old one retired first. */
+ * its live session gets the old one retired first, once it answered a
+ * cookie of ours (a forged hello gets a HelloVerifyRequest and no more). */
 void transport__check_rehandshake(transport_t *t, const struct epoll_event *ev);
 
 /* transport_io.c */

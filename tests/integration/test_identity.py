@@ -69,11 +69,16 @@ def test_spoofed_hello_keeps_the_session(gateway, sim, mqtt):
     mqtt.wait_for(readings, timeout=10)
     hello = sec.capture_client_hello()
     mark = gateway.log.mark()
-    start = mqtt.mark()
-    for forged in (hello, hello_with_cookie(hello, bytes(range(32)))):
+    # One at a time: the gateway looks at the first datagram waiting on
+    # the socket; one behind it would go to the live session (dropped).
+    # Each is answered with a cookie request (a HelloVerifyRequest).
+    for i, forged in enumerate((hello, hello_with_cookie(hello, bytes(range(32))))):
         spoof_udp((addr, port), ("127.0.0.1", gateway.port), forged)
+        sec.stats(mqtt, gateway, lambda d, n=i + 1: sec.counter(d, "rehandshake_cookies") >= n
+                  or sec.counter(d, "sessions_reset") > 0)
     # Readings still come in through the device's session: twenty more (two
     # seconds of them, so not only those on their way already).
+    start = mqtt.mark()
     seen = []
     mqtt.wait_for(readings, lambda m: not m.topic.endswith("/availability") and
                   seen.append(m) is None and len(seen) >= 20, timeout=6, start=start)
