@@ -87,3 +87,53 @@ def test_spoofed_hello_keeps_the_session(gateway, sim, mqtt):
     assert not s.out.find(r"^ERROR "), s.out.tail(30)
     assert not gateway.log.find(r"retiring the old session", mark), \
         gateway.log.tail(20)
+
+
+# --------------------------------------------------------------------------
+# item 7: plain CoAP must not take the id of an authenticated device
+
+@pytest.fixture
+def pki(tmp_path):
+    p = sec.Pki(str(tmp_path / "pki"))
+    p.gateway = p.issue("gateway", "/CN=coap2mqtt-gateway", dns=["gateway.test"])
+    return p
+
+
+def plain_coap(port, path, **kw):
+    kw.setdefault("local", c2m.peer_addr())
+    return c2m.coap_client("coap://127.0.0.1:%d/%s" % (port, path), None, None, **kw)
+
+
+def test_plain_coap_cannot_take_a_certificate_id(make_gateway, pki, mqtt):
+    """With coap.plain_listen on, POST /rd?ep=<id of an X.509 device> from
+    plain CoAP is refused (4.03), whether that device is registered now or
+    has left: the id belongs to an authenticated identity."""
+    plain = c2m.free_port(socket.SOCK_DGRAM)
+    gw = make_gateway(overrides={"coap": {
+        "ca_file": pki.ca_crt, "cert_file": pki.gateway.cert,
+        "key_file": pki.gateway.key, "plain_listen": ["127.0.0.1:%d" % plain]}})
+    dev = pki.issue("meter-x7", "/CN=meter-x7")
+    avail = gw.topic("meter-x7", "availability")
+    mqtt.subscribe(gw.topic("meter-x7", "#"))
+    r = sec.cert_client("%s/rd?ep=meter-x7&lt=120" % gw.uri, dev, local=c2m.peer_addr(),
+                        **sec.register_links("</valve>;ct=0"))
+    assert r.code == "2.01", r
+    mqtt.wait_payload(avail, "online", timeout=5)
+    start = mqtt.mark()
+    thief = c2m.peer_addr()
+    r = plain_coap(plain, "rd?ep=meter-x7&lt=60", local=thief, **sec.register_links("</evil>"))
+    assert r.code == "4.03", "plain CoAP took the certificate device's id: %r" % r
+    # Nor can it push under that id on the same address afterwards.
+    r = plain_coap(plain, "ps/evil", local=thief, method="post", ct=0, payload="forged")
+    assert r.code in ("4.01", "4.03"), r
+    # The device left (DELETE): its id is still not free for plain CoAP.
+    r = sec.cert_client("%s/rd/meter-x7" % gw.uri, dev, local=c2m.peer_addr(),
+                        method="delete")
+    assert r.code == "2.02", r
+    r = plain_coap(plain, "rd?ep=meter-x7&lt=60", **sec.register_links("</evil>"))
+    assert r.code == "4.03", "plain CoAP took a certificate device's id after it left: %r" % r
+    # Fence: an id no authenticated device ever used still works there.
+    assert plain_coap(plain, "rd?ep=lab-7&lt=60", **sec.register_links()).code == "2.01"
+    got = [(m.topic, m.payload) for m in mqtt.received(gw.topic("meter-x7", "#"), start)
+           if not m.topic.endswith("/availability")]
+    assert got == [], got
