@@ -137,3 +137,91 @@ def test_plain_coap_cannot_take_a_certificate_id(make_gateway, pki, mqtt):
     got = [(m.topic, m.payload) for m in mqtt.received(gw.topic("meter-x7", "#"), start)
            if not m.topic.endswith("/availability")]
     assert got == [], got
+
+
+# --------------------------------------------------------------------------
+# item 8: SIGHUP closes the sessions of removed keys and revoked certificates
+
+class Pusher:
+    """coap-client-openssl pushing POST /ps/<path> once a second, 'count'
+    times, on one DTLS session (-G): a device that keeps talking."""
+
+    def __init__(self, tmpdir, gw, path, psk=None, cert=None, count=60):
+        if cert is not None:
+            argv = c2m.coap_argv("%s/ps/%s" % (gw.uri, path), None, None, method="post",
+                                 ct=0, payload="1", local=c2m.peer_addr(), wait=count + 5)
+            argv = argv[:1] + ["-c", cert.cert, "-j", cert.key, "-n"] + argv[1:]
+        else:
+            argv = c2m.coap_argv("%s/ps/%s" % (gw.uri, path), psk[0], psk[1], method="post",
+                                 ct=0, payload="1", local=c2m.peer_addr(), wait=count + 5)
+        self.argv = argv[:1] + ["-G", str(count)] + argv[1:]
+        self.proc = c2m.subprocess.Popen(self.argv, stdin=c2m.subprocess.DEVNULL,
+                                         stdout=c2m.subprocess.PIPE,
+                                         stderr=c2m.subprocess.STDOUT)
+        self.log = c2m.LineLog(self.proc.stdout, "%s/pusher-%d.log" % (tmpdir, self.proc.pid),
+                               "pusher " + path)
+
+    def stop(self):
+        c2m.stop_process(self.proc, timeout=3)
+        self.log.join()
+
+
+def hup(gw, what):
+    mark = gw.log.mark()
+    gw.proc.send_signal(c2m.signal.SIGHUP)
+    gw.log.wait_for(what, timeout=5, start=mark)
+
+
+def goes_silent(mqtt, gone, alive, within=8):
+    """True once 'gone' publishes nothing while 'alive' publishes two
+    readings (about two seconds), trying for 'within' seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        start = mqtt.mark()
+        seen = []
+        mqtt.wait_for(alive, lambda m: seen.append(m) is None and len(seen) >= 2,
+                      timeout=5, start=start)
+        if not mqtt.received(gone, start):
+            return True
+    return False
+
+
+@pytest.mark.timeout(90)
+def test_hup_closes_sessions_of_removed_psk_identities(gateway, mqtt, psk_file, tmp_path):
+    gone, alive = gateway.topic("dev-8", "x"), gateway.topic("dev-9", "x")
+    pushers = [Pusher(str(tmp_path), gateway, "x", psk=(i, psk_file[i]))
+               for i in ("dev-8", "dev-9")]
+    try:
+        mqtt.wait_for(gone, timeout=10)
+        mqtt.wait_for(alive, timeout=10)
+        del psk_file.keys["dev-8"]
+        psk_file.write()
+        hup(gateway, r"reload: \d+ PSK identities")
+        assert goes_silent(mqtt, gone, alive), \
+            "dev-8 still publishes on its session after its key was removed"
+        assert gateway.log.find(r"dev-8.*(closed|closing)|(closed|closing).*dev-8")
+    finally:
+        for p in pushers:
+            p.stop()
+
+
+@pytest.mark.timeout(90)
+def test_hup_closes_sessions_of_revoked_certificates(make_gateway, pki, mqtt, tmp_path):
+    gw = make_gateway(overrides={"coap": {
+        "ca_file": pki.ca_crt, "cert_file": pki.gateway.cert,
+        "key_file": pki.gateway.key, "crl_file": pki.write_crl()}})
+    bad, good = pki.issue("cert-r1", "/CN=cert-r1"), pki.issue("cert-r2", "/CN=cert-r2")
+    gone, alive = gw.topic("cert-r1", "x"), gw.topic("cert-r2", "x")
+    pushers = [Pusher(str(tmp_path), gw, "x", cert=c) for c in (bad, good)]
+    try:
+        mqtt.wait_for(gone, timeout=10)
+        mqtt.wait_for(alive, timeout=10)
+        pki.revoke(bad)
+        pki.write_crl(gw.cfg["coap"]["crl_file"])
+        hup(gw, r"reload: certificates reloaded")
+        assert goes_silent(mqtt, gone, alive), \
+            "cert-r1 still publishes on its session after its certificate was revoked"
+        assert gw.log.find(r"cert-r1.*(closed|closing)|(closed|closing).*cert-r1")
+    finally:
+        for p in pushers:
+            p.stop()
