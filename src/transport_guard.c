@@ -8,11 +8,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <utlist.h>
 #include <uthash.h>
 
@@ -157,8 +154,6 @@ transport__handshake_failed(transport_t *t, coap_session_t *session)
 
 /* --- devices that re-handshake on a live session ---------------------------- */
 
-static void cookies_install(transport_t *t, coap_session_t *session);
-
 static bool
 peer_key_of(const struct sockaddr *sa, struct peer_key *k)
 {
@@ -202,7 +197,6 @@ transport__established_add(transport_t *t, coap_session_t *session)
     struct established *e;
     struct peer_key k;
 
-    cookies_install(t, session);
     if (!established_find(t, session, &k, &e))
         return;
     if (!e) {
@@ -212,6 +206,25 @@ transport__established_add(transport_t *t, coap_session_t *session)
         HASH_ADD(hh, t->established, key, sizeof(k), e);
     }
     e->session = session;
+}
+
+/* The established sessions now (a copy: closing them changes the table);
+ * NULL with *n 0 when there are none or on allocation failure. */
+coap_session_t **
+transport__established_list(transport_t *t, size_t *n)
+{
+    struct established *e, *tmp;
+    coap_session_t **list;
+    size_t i = 0;
+
+    *n = HASH_COUNT(t->established);
+    if (!*n || !(list = calloc(*n, sizeof(*list)))) {
+        *n = 0;
+        return NULL;
+    }
+    HASH_ITER(hh, t->established, e, tmp)
+        list[i++] = e->session;
+    return list;
 }
 
 void
@@ -248,174 +261,11 @@ tune_socket(transport_t *t, int fd)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
 }
 
-/*
- * A ClientHello in one unfragmented record: content type 22 (handshake),
- * epoch 0, handshake type 1.  Finds the cookie: after the record header
- * (13), the handshake header (12), client_version (2), random (32) and
- * the session id (1 + up to 32 bytes).
- */
-struct client_hello {
-    const uint8_t *record_seq;      /* 6 bytes, echoed in our answer */
-    const uint8_t *message_seq;     /* 2 bytes, echoed too */
-    const uint8_t *cookie;
-    size_t cookie_len;
-};
-
+/* DTLS record: content type 22 (handshake), epoch 0, handshake type 1. */
 static bool
-parse_client_hello(const uint8_t *b, size_t n, struct client_hello *ch)
+is_client_hello(const uint8_t *b, ssize_t n)
 {
-    size_t body, at;
-
-    if (n < 61 || b[0] != 22 || b[3] != 0 || b[4] != 0 || b[13] != 1)
-        return false;
-    body = (size_t)b[14] << 16 | (size_t)b[15] << 8 | b[16];
-    /* fragment offset 0, fragment length = message length */
-    if (b[19] || b[20] || b[21] ||
-        ((size_t)b[22] << 16 | (size_t)b[23] << 8 | b[24]) != body)
-        return false;
-    if (b[59] > 32)
-        return false;
-    at = 60 + b[59];
-    if (at >= n || at + 1 + b[at] > n || at + 1 + b[at] > 25 + body)
-        return false;
-    ch->record_seq = b + 5;
-    ch->message_seq = b + 18;
-    ch->cookie = b + at + 1;
-    ch->cookie_len = b[at];
-    return true;
-}
-
-/*
- * Cookies (RFC 6347 4.2.1): HMAC-SHA-256 over the peer's address and a
- * minute counter; 'age' 0 is the current minute, 1 the one before.  They
- * are libcoap's cookies too (cookies_install): a device that answered our
- * HelloVerifyRequest sends a hello libcoap's DTLSv1_listen() accepts as
- * it is.  With a cookie of its own libcoap would answer a second
- * HelloVerifyRequest, and OpenSSL clients drop that one (its message_seq
- * is 0 again): the device would be stuck until its handshake timed out.
- */
-#define COOKIE_LEN 32
-#define COOKIE_PERIOD_MS 60000
-
-static bool
-make_cookie(transport_t *t, const struct peer_key *k, unsigned age,
-            uint8_t out[COOKIE_LEN])
-{
-    uint8_t msg[sizeof(*k) + 8];
-    uint64_t period = loop_now_ms(t->gw->loop) / COOKIE_PERIOD_MS - age;
-    unsigned len = COOKIE_LEN;
-
-    memcpy(msg, k, sizeof(*k));
-    memcpy(msg + sizeof(*k), &period, sizeof(period));
-    return HMAC(EVP_sha256(), t->cookie_secret, sizeof(t->cookie_secret), msg,
-                sizeof(msg), out, &len) != NULL && len == COOKIE_LEN;
-}
-
-static bool
-cookie_valid(transport_t *t, const struct peer_key *k, const uint8_t *cookie,
-             size_t len)
-{
-    uint8_t c[COOKIE_LEN];
-
-    if (len != COOKIE_LEN)
-        return false;
-    for (unsigned age = 0; age < 2; age++)
-        if (make_cookie(t, k, age, c) && CRYPTO_memcmp(c, cookie, COOKIE_LEN) == 0)
-            return true;
-    return false;
-}
-
-/* The transport and peer of the datagram libcoap's SSL object reads. */
-static transport_t *
-cookie_peer(SSL *ssl, struct peer_key *k)
-{
-    coap_session_t *session = compat_dtls_session_of(ssl);
-    const coap_address_t *a = session ? coap_session_get_addr_remote(session) : NULL;
-
-    if (!a || !peer_key_of(&a->addr.sa, k))
-        return NULL;
-    return coap_get_app_data(coap_session_get_context(session));
-}
-
-static int
-cookie_generate(SSL *ssl, unsigned char *cookie, unsigned int *len)
-{
-    struct peer_key k;
-    transport_t *t = cookie_peer(ssl, &k);
-
-    if (!t || !make_cookie(t, &k, 0, cookie))
-        return 0;
-    *len = COOKIE_LEN;
-    return 1;
-}
-
-static int
-cookie_verify(SSL *ssl, const unsigned char *cookie, unsigned int len)
-{
-    struct peer_key k;
-    transport_t *t = cookie_peer(ssl, &k);
-
-    return t && cookie_valid(t, &k, cookie, len);
-}
-
-/* Once, on the first DTLS session: libcoap's SSL_CTX makes our cookies. */
-static void
-cookies_install(transport_t *t, coap_session_t *session)
-{
-    coap_tls_library_t lib = COAP_TLS_LIBRARY_NOTLS;
-    SSL *ssl;
-
-    if (t->cookies)
-        return;
-    ssl = coap_session_get_tls(session, &lib);
-    if (lib != COAP_TLS_LIBRARY_OPENSSL || !ssl ||
-        compat_dtls_session_of(ssl) != session) {
-        t->cookies = -1;
-        log_warnx("dtls: cannot reach libcoap's cookies (libcoap %s): a ClientHello "
-                  "from a device's address and port ends its session unchecked",
-                  coap_package_version());
-        return;
-    }
-    SSL_CTX_set_cookie_generate_cb(SSL_get_SSL_CTX(ssl), cookie_generate);
-    SSL_CTX_set_cookie_verify_cb(SSL_get_SSL_CTX(ssl), cookie_verify);
-    t->cookies = 1;
-}
-
-/*
- * RFC 6347 4.2.1: a HelloVerifyRequest with our cookie, sent to the
- * address the hello claims.  It is smaller than the hello (no
- * amplification), and the device's live session ignores it (epoch 0).
- */
-static void
-send_hello_verify(transport_t *t, int fd, const struct peer_key *k,
-                  const struct client_hello *ch, const struct sockaddr *to,
-                  socklen_t tolen)
-{
-    uint8_t m[13 + 12 + 3 + COOKIE_LEN];
-    size_t body = 3 + COOKIE_LEN;
-
-    if (!make_cookie(t, k, 0, m + 13 + 12 + 3))
-        return;
-    m[0] = 22;                          /* handshake */
-    m[1] = 0xfe;                        /* DTLS 1.0, as RFC 6347 4.2.1 asks */
-    m[2] = 0xff;
-    m[3] = m[4] = 0;                    /* epoch 0 */
-    memcpy(m + 5, ch->record_seq, 6);   /* the hello's sequence number */
-    m[11] = (uint8_t)((12 + body) >> 8);
-    m[12] = (uint8_t)(12 + body);
-    m[13] = 3;                          /* hello_verify_request */
-    m[14] = 0;
-    m[15] = (uint8_t)(body >> 8);
-    m[16] = (uint8_t)body;
-    memcpy(m + 17, ch->message_seq, 2);
-    m[19] = m[20] = m[21] = 0;          /* fragment offset */
-    m[22] = 0;
-    m[23] = (uint8_t)(body >> 8);
-    m[24] = (uint8_t)body;
-    m[25] = 0xfe;                       /* server_version */
-    m[26] = 0xff;
-    m[27] = COOKIE_LEN;
-    (void)sendto(fd, m, sizeof(m), MSG_DONTWAIT, to, tolen);
+    return n >= 25 && b[0] == 22 && b[3] == 0 && b[4] == 0 && b[13] == 1;
 }
 
 static void
@@ -440,20 +290,22 @@ retire_session(transport_t *t, struct established *e)
 /*
  * Looks at the next datagram on an endpoint socket without taking it.  A
  * ClientHello from the address of an established session is either a
- * device that rebooted or anybody with that address in a forged header.
- * Without a valid cookie it is answered with a HelloVerifyRequest and
- * taken off the socket (libcoap would hand it to the live session, which
- * drops it), and the session stays.  With one, the peer received our
- * answer at that address: the old session is retired and libcoap reads
- * the hello, whose cookie it accepts, into a fresh handshake.
+ * device that rebooted or anybody with that address in a forged header,
+ * and only the cookie exchange of RFC 6347 4.2.1 tells them apart: libcoap
+ * would hand the hello to the live session (which drops it), so its cookie
+ * check is run here, with libcoap's own cookies.  Without a valid cookie
+ * the hello is answered with libcoap's HelloVerifyRequest and taken off
+ * the socket; the session stays.  With one, the peer received that answer
+ * at this address: the old session is retired and libcoap reads the hello,
+ * whose cookie it accepts, into a fresh handshake at once.
  */
 void
 transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    uint8_t buf[512];
-    struct client_hello ch;
+    uint8_t buf[4096], hvr[512];
+    size_t hvr_len = 0;
     struct established *e;
     struct peer_key k;
     int fd = compat_endpoint_fd(ev);
@@ -464,21 +316,37 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
     tune_socket(t, fd);
     if (!t->established)
         return;
-    n = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT,
+    n = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC,
                  (struct sockaddr *)&ss, &sl);
-    if (n <= 0 || !parse_client_hello(buf, (size_t)n, &ch) ||
+    if (!is_client_hello(buf, n) || n > (ssize_t)sizeof(buf) ||
         !peer_key_of((struct sockaddr *)&ss, &k))
         return;
     HASH_FIND(hh, t->established, &k, sizeof(k), e);
     if (!e)
         return;
-    if (t->cookies < 0 || cookie_valid(t, &k, ch.cookie, ch.cookie_len)) {
+    switch (compat_dtls_cookie_check(e->session, buf, (size_t)n, hvr, sizeof(hvr),
+                                     &hvr_len)) {
+    case COMPAT_COOKIE_VALID:
         retire_session(t, e);
-        return;
+        break;
+    case COMPAT_COOKIE_ASKED:
+        t->gw->stats.rehandshake_cookies++;
+        (void)sendto(fd, hvr, hvr_len, MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
+        (void)recv(fd, buf, 1, MSG_DONTWAIT);   /* taken: it was answered */
+        break;
+    case COMPAT_COOKIE_BAD:
+        break;          /* the live session drops it */
+    case COMPAT_COOKIE_UNKNOWN:
+        /* Cannot check (another libcoap): as before, trust the hello. */
+        if (!t->cookie_warned) {
+            t->cookie_warned = true;
+            log_warnx("dtls: cannot run libcoap's cookie check (libcoap %s): a "
+                      "ClientHello from a device's address ends its session unchecked",
+                      coap_package_version());
+        }
+        retire_session(t, e);
+        break;
     }
-    t->gw->stats.rehandshake_cookies++;
-    send_hello_verify(t, fd, &k, &ch, (struct sockaddr *)&ss, sl);
-    (void)recv(fd, buf, 1, MSG_DONTWAIT);       /* taken: it was ours */
 }
 
 /* --- hello floods ------------------------------------------------------------ */
@@ -528,14 +396,10 @@ transport__hello_track(transport_t *t, coap_session_t *session)
 
 /* --- life ------------------------------------------------------------------- */
 
-int
+void
 transport__guard_start(transport_t *t)
 {
-    if (getrandom(t->cookie_secret, sizeof(t->cookie_secret), 0) !=
-        (ssize_t)sizeof(t->cookie_secret))
-        return -1;
     t->sweep_timer = loop_add_timer(t->gw->loop, HANDSHAKE_SWEEP_MS, handshake_sweep, t);
-    return 0;
 }
 
 void

@@ -53,8 +53,7 @@ struct transport {
     struct hello *hellos;           /* by session pointer */
     struct hello *hello_fifo;       /* oldest first */
     size_t n_hellos;
-    uint8_t cookie_secret[32];      /* DTLS cookies (transport_guard.c) */
-    int cookies;                    /* 1 libcoap makes ours, -1 cannot, 0 not yet */
+    bool cookie_warned;             /* the re-handshake check cannot run */
     int tuned_fds[16];              /* endpoint sockets given a big SO_RCVBUF */
     size_t n_tuned;
     uint64_t sweep_timer;
@@ -83,7 +82,7 @@ void transport__cert_free_all(transport_t *t);
 void transport__sanitize(const uint8_t *s, size_t len, char *out, size_t cap);
 
 /* transport_guard.c */
-int transport__guard_start(transport_t *t);
+void transport__guard_start(transport_t *t);
 void transport__guard_free(transport_t *t);
 void transport__handshake_track(transport_t *t, coap_session_t *session,
                                 const coap_bin_const_t *identity);
@@ -93,9 +92,10 @@ void transport__hello_track(transport_t *t, coap_session_t *session);
 void transport__hello_forget(transport_t *t, coap_session_t *session);
 void transport__established_add(transport_t *t, coap_session_t *session);
 void transport__established_del(transport_t *t, coap_session_t *session);
+coap_session_t **transport__established_list(transport_t *t, size_t *n);
 /* Before libcoap reads an endpoint's datagram: a device re-handshaking on
- * its live session gets the old one retired first, once it answered a
- * cookie of ours (a forged hello gets a HelloVerifyRequest and no more). */
+ * its live session gets the old one retired first, once its hello carries
+ * a valid cookie (a forged one gets a HelloVerifyRequest and no more). */
 void transport__check_rehandshake(transport_t *t, const struct epoll_event *ev);
 
 /* transport_io.c */
