@@ -227,3 +227,65 @@ def test_hup_closes_sessions_of_revoked_certificates(make_gateway, pki, mqtt, tm
     finally:
         for p in pushers:
             p.stop()
+
+
+# --------------------------------------------------------------------------
+# item 9: an MQTT v5 Response Topic must not make the gateway publish
+# under its own base topic (a forged reading, state or result)
+
+def hvac_ready(gw, sim, mqtt):
+    s = sim("hvac", extra_args=["--interval", "60000"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    return s, gw.topic("hvac-1", "setpoint")
+
+
+@pytest.mark.parametrize("forged", [
+    ("hvac-2", "temperature"),          # another device's reading
+    ("hvac-1", "temperature"),          # the same device's other reading
+    ("bridge", "state"),                # the gateway's own state
+])
+def test_response_topic_under_base_refused(gateway, sim, mqtt, forged):
+    s, setpoint = hvac_ready(gateway, sim, mqtt)
+    target = gateway.topic(*forged)
+    mqtt.subscribe(target)
+    mqtt.subscribe(setpoint + "/get/result")
+    start, smark = mqtt.mark(), s.mark()
+    mqtt.publish(setpoint + "/get", b"", response_topic=target, correlation_data=b"c9")
+    res = mqtt.wait_for(gateway.topic("#"), lambda m: m.topic in (target, setpoint +
+                        "/get/result") and m.prop("CorrelationData") == b"c9",
+                        timeout=10, start=start)
+    assert res.topic == setpoint + "/get/result", \
+        "the GET answer was published on %s: %r" % (res.topic, res)
+    assert "error" in res.json(), res
+    assert not mqtt.received(target, start), mqtt.received(target, start)
+    # The device was never asked.
+    assert not s.out.find(r"^(GET|PUT) hvac-1 setpoint", smark)
+
+
+def test_response_topic_outside_base_still_works(gateway, sim, mqtt):
+    s, setpoint = hvac_ready(gateway, sim, mqtt)
+    replies = "app/replies/%d" % id(s)
+    mqtt.subscribe(replies)
+    mqtt.publish(setpoint + "/get", b"", response_topic=replies, correlation_data=b"ok")
+    m = mqtt.wait_for(replies, timeout=10)
+    assert m.prop("CorrelationData") == b"ok" and float(m.payload) > 0, m
+
+
+def test_response_topic_prefix(make_gateway, sim, mqtt):
+    """mqtt.response_topic_prefix: Response Topics must be at or below it
+    (it may be under the base topic); every other one is refused."""
+    prefix = c2m.BASE + "/replies"
+    gw = make_gateway(overrides={"mqtt": {"response_topic_prefix": prefix}})
+    s, setpoint = hvac_ready(gw, sim, mqtt)
+    mqtt.subscribe(setpoint + "/get/result")
+    ok = prefix + "/app-1"
+    mqtt.subscribe(ok)
+    mqtt.publish(setpoint + "/get", b"", response_topic=ok, correlation_data=b"1")
+    assert mqtt.wait_for(ok, timeout=10).prop("CorrelationData") == b"1"
+    for bad in ("app/replies/x", gw.topic("hvac-2", "temperature"), prefix + "-x/y"):
+        start = mqtt.mark()
+        mqtt.subscribe(bad)
+        mqtt.publish(setpoint + "/get", b"", response_topic=bad, correlation_data=b"2")
+        res = mqtt.wait_for(setpoint + "/get/result", timeout=10, start=start)
+        assert "error" in res.json(), (bad, res)
+        assert not mqtt.received(bad, start), bad
