@@ -452,6 +452,7 @@ config_free(struct config *cfg)
     free(cfg->coap.crl_file);
     free(cfg->mqtt.host);
     free(cfg->mqtt.base_topic);
+    free(cfg->mqtt.response_topic_prefix);
     free(cfg->mqtt.client_id);
     free(cfg->mqtt.username);
     free(cfg->mqtt.password_file);
@@ -630,6 +631,7 @@ static const struct item mqtt_items[] = {
     STR("host", mqtt.host, check_host),
     INT("port", mqtt.port, 1, 65535),
     STR("base_topic", mqtt.base_topic, check_base),
+    STR("response_topic_prefix", mqtt.response_topic_prefix, check_base),
     STR("client_id", mqtt.client_id, check_client_id),
     STR("username", mqtt.username, check_username),
     STR("password_file", mqtt.password_file, check_path),
