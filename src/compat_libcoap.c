@@ -223,7 +223,7 @@ compat_dtls_cookie_check(coap_session_t *established, const uint8_t *hello,
     coap_tls_library_t lib = COAP_TLS_LIBRARY_NOTLS;
     SSL *ref = coap_session_get_tls(established, &lib), *ssl = NULL;
     struct cookie_bio c = { established, hello, len, false, out, cap, 0 };
-    enum compat_cookie verdict = COMPAT_COOKIE_UNKNOWN;
+    enum compat_cookie verdict;
     BIO_METHOD *meth = NULL;
     BIO_ADDR *peer = NULL;
     BIO *bio;
@@ -233,6 +233,7 @@ compat_dtls_cookie_check(coap_session_t *established, const uint8_t *hello,
     /* The layout check: libcoap's own BIO of this session names it. */
     if (lib != COAP_TLS_LIBRARY_OPENSSL || !ref || session_of(ref) != established)
         return COMPAT_COOKIE_UNKNOWN;
+    verdict = COMPAT_COOKIE_BAD;        /* out of memory: nothing to do */
     if (!(peer = BIO_ADDR_new()) || !(meth = BIO_meth_new(BIO_TYPE_DGRAM, "c2m-cookie")) ||
         !BIO_meth_set_read(meth, cookie_bio_read) ||
         !BIO_meth_set_write(meth, cookie_bio_write) ||

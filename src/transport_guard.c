@@ -44,8 +44,8 @@ struct handshake {
  * 6347 4.2.8 and would drop its ClientHello on the old session (~31 s
  * stuck, measured).  Anyone can send a ClientHello with a device's address,
  * so the old session is retired only once the peer proved it receives at
- * that address (a cookie round trip of our own, see check_rehandshake);
- * then libcoap reads the hello and a fresh handshake starts at once.
+ * that address (libcoap's cookie round trip, see check_rehandshake); then
+ * libcoap reads the hello and a fresh handshake starts at once.
  */
 struct peer_key {
     uint16_t family, port;
