@@ -484,14 +484,41 @@ commands_device_event(void *arg, device_t *dev, enum device_event ev)
 /* The MQTT v5 properties a command may carry (absent: NULL / 0). */
 struct cmd_props {
     char *rt;                   /* Response Topic, when usable */
+    bool rt_refused;            /* one was given where we may not publish */
     uint8_t *corr;              /* Correlation Data */
     uint16_t corr_len;
     char *mime;                 /* content type */
     uint32_t expiry;            /* Message Expiry Interval, s */
 };
 
+/* 'topic' is 'prefix' or below it. */
+static bool
+topic_under(const char *topic, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return strncmp(topic, prefix, n) == 0 && (topic[n] == '\0' || topic[n] == '/');
+}
+
+/*
+ * Whoever may publish a command may name a Response Topic, and the
+ * gateway publishes the answer there: under our base topic that would be
+ * a forged reading, result or bridge/state.  With mqtt.response_topic_prefix
+ * only topics at or below it are answered on; without, any topic outside
+ * the base (the broker's ACL for our client decides the rest).
+ */
+static bool
+response_topic_allowed(const struct gw *gw, const char *rt)
+{
+    const char *prefix = gw->cfg->mqtt.response_topic_prefix;
+
+    if (prefix)
+        return topic_under(rt, prefix);
+    return !topic_under(rt, gw->cfg->mqtt.base_topic);
+}
+
 static void
-read_props(const mosquitto_property *props, struct cmd_props *p)
+read_props(const struct gw *gw, const mosquitto_property *props, struct cmd_props *p)
 {
     memset(p, 0, sizeof(*p));
     mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &p->rt, false);
@@ -499,7 +526,8 @@ read_props(const mosquitto_property *props, struct cmd_props *p)
                                    (void **)&p->corr, &p->corr_len, false);
     mosquitto_property_read_string(props, MQTT_PROP_CONTENT_TYPE, &p->mime, false);
     mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &p->expiry, false);
-    if (p->rt && !topic_base_valid(p->rt)) {
+    if (p->rt && (!topic_base_valid(p->rt) || !response_topic_allowed(gw, p->rt))) {
+        p->rt_refused = topic_base_valid(p->rt);
         free(p->rt);
         p->rt = NULL;
     }
@@ -515,8 +543,10 @@ free_props(struct cmd_props *p)
 
 /* Why a command for (dev, path) cannot be queued, or NULL. */
 static const char *
-refusal(struct gw *gw, struct device *dev, const char *path)
+refusal(struct gw *gw, struct device *dev, const char *path, const struct cmd_props *p)
 {
+    if (p->rt_refused)
+        return "response topic not allowed";
     if (gw->stopping)
         return "gateway stopping";
     if (!dev)
@@ -567,9 +597,9 @@ commands_on_message(void *arg, const struct mosquitto_message *msg,
     gw->stats.commands_in++;
     if (dropped_early(c, msg))
         return;
-    read_props(props, &p);
+    read_props(gw, props, &p);
     dev = devices_find(gw->devices, id);
-    if ((why = refusal(gw, dev, path))) {
+    if ((why = refusal(gw, dev, path, &p))) {
         reject(gw, id, path, kind, p.rt, p.corr, p.corr_len, why);
     } else if ((cmd = command_new(dev, kind, path, msg, p.rt, p.corr, p.corr_len,
                                   payload_mime_to_ct(p.mime)))) {

@@ -156,14 +156,10 @@ begin_stop(struct daemon *d, const char *why)
 }
 
 static void
-reload(struct daemon *d)
+reload_keys(struct daemon *d)
 {
     keystore_t *ks;
 
-    if (transport_reload_pki(d->gw.coap) < 0)
-        log_warnx("reload: certificates not reloaded, keeping the old ones");
-    else if (d->gw.cfg->coap.cert_file)
-        log_notice("reload: certificates reloaded");
     if (!d->gw.cfg->coap.psk_file)
         return;
     ks = keystore_load(d->gw.cfg->coap.psk_file, report_line, NULL);
@@ -175,6 +171,21 @@ reload(struct daemon *d)
     keystore_free(d->gw.keys);
     d->gw.keys = ks;
     log_notice("reload: %zu PSK identities", keystore_count(ks));
+}
+
+/* New credentials, then the live sessions they no longer admit end. */
+static void
+reload(struct daemon *d)
+{
+    size_t closed;
+
+    if (transport_reload_pki(d->gw.coap) < 0)
+        log_warnx("reload: certificates not reloaded, keeping the old ones");
+    else if (d->gw.cfg->coap.cert_file)
+        log_notice("reload: certificates reloaded");
+    reload_keys(d);
+    if ((closed = transport_close_revoked(d->gw.coap)))
+        log_notice("reload: %zu sessions closed (credentials taken back)", closed);
 }
 
 static void
