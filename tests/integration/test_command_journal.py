@@ -55,6 +55,7 @@ def test_queued_commands_survive_kill9(make_gateway, sim, mqtt):
     assert not [m for m in mqtt.received(replies) if m.prop("CorrelationData") != b"before"]
     crash_and_restart(gw, mqtt)
     assert not s.out.find(r"^WAKE ", pos), "the device woke before the restart"
+    assert stats_with(gw, mqtt, "commands_restored", 3)["commands_restored"] == 3
 
     # Once the device is back (new session, new registration), each queued
     # command reaches it once, in order, and gets exactly one result.
@@ -101,3 +102,32 @@ def test_queued_command_expires_after_kill9(make_gateway, sim, mqtt):
     time.sleep(2)
     assert len(mqtt.received(result)) == 1, [m.payload for m in mqtt.received(result)]
     assert not s.out.find(r"^PUT hvac-1 setpoint \d+ 21\.5$")
+
+
+def test_restored_command_answered_at_graceful_stop(make_gateway, sim, mqtt):
+    """A restored command whose device has not come back yet is answered
+    "gateway stopping" at SIGTERM, like every queued command, and only
+    once: the next start does not restore it again."""
+    gw = make_gateway()
+    setpoint = gw.topic("hvac-1", "setpoint")
+    result = setpoint + "/set/result"
+    mqtt.subscribe(result)
+    s = sim("hvac", extra_args=["--lifetime", "60", "--sleep-after", "1",
+                                "--sleep-for", "120", "--interval", "60000"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    s.wait_for(r"^SLEEP hvac-1$", timeout=10)
+    mqtt.publish(setpoint + "/set", b"22.5")
+    stats_with(gw, mqtt, "commands_in", 1)
+    crash_and_restart(gw, mqtt)
+    assert gw.stop(signal.SIGTERM, timeout=5) == 0
+    doc = mqtt.wait_for(result, timeout=5).json()
+    assert doc == {"error": "gateway stopping"}, doc
+    mark = mqtt.mark()
+    gw.respawn()
+    mqtt.wait_for(gw.topic("bridge", "state"), lambda m: m.payload == b"online",
+                  timeout=15, start=mark)
+    stats = mqtt.wait_for(gw.topic("bridge", "stats"), timeout=5, start=mark).json()
+    assert stats["commands_restored"] == 0, stats
+    assert stats["commands_journal_skipped"] == 0, stats
+    time.sleep(1)
+    assert len(mqtt.received(result)) == 1, [m.payload for m in mqtt.received(result)]
