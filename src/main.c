@@ -22,6 +22,7 @@
 #include <mosquitto.h>
 #include <systemd/sd-daemon.h>
 
+#include "coap2mqtt/commands.h"
 #include "coap2mqtt/config.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/gateway.h"
@@ -150,6 +151,7 @@ begin_stop(struct daemon *d, const char *why)
     sd_notify(0, "STOPPING=1");
     gw->stopping = true;
     devices_shutdown(gw->devices);
+    commands_stop(gw->commands);
     status_publish_offline(gw->status);
     d->deadline_timer = loop_add_timer(gw->loop, STOP_DEADLINE_MS, stop_now, d);
     drain_check(gw->loop, d);

@@ -49,6 +49,8 @@
     X(commands_timeout)      /* no answer after RFC 7252 retransmissions */ \
     X(commands_expired)      /* TTL ran out before delivery */              \
     X(commands_rejected)     /* bad topic, unknown device, queue full */    \
+    X(commands_restored)     /* read back from the journal at start */      \
+    X(commands_journal_skipped) /* damaged or torn journal records at start */ \
     X(mqtt_connects)         /* successful broker connections */            \
     X(mqtt_disconnects)      /* lost broker connections */
 
