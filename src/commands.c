@@ -6,17 +6,29 @@
  * has one.  libcoap does the RFC 7252 retransmissions and block-wise
  * transfer; we turn its answer, or its giving up, into exactly one result.
  *
+ * With queue.spool on, every queued command is also in the command journal
+ * (state_dir/commands.journal, cmdjournal.h) from the moment it is queued
+ * until its one result has been handed to the outbound path.  The broker
+ * had its PUBACK before we saw the command, so after a crash the journal
+ * is the only copy: at start the commands in it wait, with what is left of
+ * their time to live, for their device to show up (the registry starts
+ * empty), and then go in front of its queue.
+ *
  * Layer: services (calls base, the device session and the outbound path;
  * hears of MQTT messages through the MQTT side's message callback, of
  * devices through its device listener, of answers through the handler
  * registered with each request)
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <jansson.h>
 #include <mqtt_protocol.h>
+#include <uthash.h>
 
+#include "coap2mqtt/cmdjournal.h"
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/log.h"
@@ -26,17 +38,32 @@
 
 #define RECENT_COMMANDS 256
 
+/* Commands read back from the journal at start, waiting for their device
+ * to show up: after a restart the registry knows no device. */
+struct waiting {
+    char id[TOPIC_ID_MAX + 1];
+    struct command *head, *tail;
+    size_t n;
+    UT_hash_handle hh;
+};
+
 struct commands {
     struct gw *gw;
     /* (packet id, topic+payload hash) of recent QoS 1 commands, so a
      * broker redelivery (lost PUBACK) is not PUT twice. */
     uint64_t recent[RECENT_COMMANDS];
     unsigned recent_pos;
+    cmdjournal_t *journal;      /* NULL without queue.spool */
+    struct waiting *waiting;    /* by device id */
+    uint64_t *unusable;         /* journal records that cannot be restored */
+    size_t n_unusable;
 };
 
 struct command {
     struct command *next;
-    struct device *dev;
+    commands_t *c;
+    struct device *dev;         /* NULL while it waits in 'wait' */
+    struct waiting *wait;
     enum topic_kind kind;
     char path[TOPIC_PATH_MAX + 1];
     uint8_t *payload;
@@ -48,6 +75,9 @@ struct command {
     uint64_t token;             /* while in flight */
     uint64_t sent_ms;
     uint64_t expiry_timer;
+    uint64_t ttl_ms;
+    int64_t expiry_wall_ms;     /* wall clock: it must survive a restart */
+    uint64_t jseq;              /* its number in the journal, 0 = none */
 };
 
 static void send_next(struct device *dev);
@@ -61,19 +91,231 @@ static const struct transport_handler command_handler = {
     .one_shot = true,
 };
 
+static int64_t
+wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void expired(loop_t *loop, void *arg);
+static void command_free(struct command *cmd);
+
+static const char *
+command_id(const struct command *cmd)
+{
+    return cmd->dev ? cmd->dev->id : cmd->wait->id;
+}
+
+/* --- the journal ---------------------------------------------------------- */
+
+static int
+journal_accept(commands_t *c, struct command *cmd)
+{
+    struct cj_command jc = {
+        .kind = (uint8_t)cmd->kind, .ct = cmd->ct,
+        .expiry_ms = cmd->expiry_wall_ms, .ttl_ms = cmd->ttl_ms,
+        .id = cmd->dev->id, .id_len = strlen(cmd->dev->id),
+        .path = cmd->path, .path_len = strlen(cmd->path),
+        .rt = cmd->response_topic,
+        .rt_len = cmd->response_topic ? strlen(cmd->response_topic) : 0,
+        .corr = cmd->corr, .corr_len = cmd->corr_len,
+        .payload = cmd->payload, .len = cmd->len,
+    };
+
+    cmd->jseq = cmdjournal_accept(c->journal, &jc);
+    return cmd->jseq ? 0 : -1;
+}
+
+static void
+waiting_add(commands_t *c, const char *id, struct command *cmd)
+{
+    struct waiting *w;
+
+    HASH_FIND_STR(c->waiting, id, w);
+    if (!w) {
+        if (!(w = calloc(1, sizeof(*w))))
+            return;
+        snprintf(w->id, sizeof(w->id), "%s", id);
+        HASH_ADD_STR(c->waiting, id, w);
+    }
+    cmd->wait = w;
+    cmd->next = NULL;
+    if (w->tail)
+        w->tail->next = cmd;
+    else
+        w->head = cmd;
+    w->tail = cmd;
+    w->n++;
+}
+
+static void
+waiting_remove(commands_t *c, struct command *cmd)
+{
+    struct waiting *w = cmd->wait;
+    struct command **pp = &w->head, *prev = NULL;
+
+    while (*pp && *pp != cmd) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = cmd->next;
+        if (w->tail == cmd)
+            w->tail = prev;
+        w->n--;
+    }
+    cmd->next = NULL;
+    cmd->wait = NULL;
+    if (!w->head) {
+        HASH_DEL(c->waiting, w);
+        free(w);
+    }
+}
+
+/* A command from the journal: it waits for its device with what is left
+ * of its time to live (at most the whole of it, should the clock have
+ * gone back).  False when it cannot be used. */
+static bool
+restore(commands_t *c, const struct cj_command *jc)
+{
+    struct gw *gw = c->gw;
+    char id[TOPIC_ID_MAX + 1];
+    struct command *cmd;
+    int64_t left;
+
+    snprintf(id, sizeof(id), "%.*s", (int)jc->id_len, jc->id);
+    if (!topic_id_valid(jc->id, jc->id_len) || !topic_path_valid(jc->path, jc->path_len))
+        return false;
+    if (!(cmd = calloc(1, sizeof(*cmd))))
+        return true;            /* stays in the journal for the next start */
+    cmd->c = c;
+    cmd->kind = jc->kind ? TOPIC_KIND_GET : TOPIC_KIND_SET;
+    snprintf(cmd->path, sizeof(cmd->path), "%.*s", (int)jc->path_len, jc->path);
+    cmd->len = jc->len;
+    cmd->payload = malloc(jc->len ? jc->len : 1);
+    if (jc->rt)
+        cmd->response_topic = strndup(jc->rt, jc->rt_len);
+    if (jc->corr) {
+        cmd->corr = malloc(jc->corr_len ? jc->corr_len : 1);
+        cmd->corr_len = jc->corr_len;
+    }
+    if (!cmd->payload || (jc->rt && !cmd->response_topic) || (jc->corr && !cmd->corr)) {
+        free(cmd->payload);
+        free(cmd->response_topic);
+        free(cmd->corr);
+        free(cmd);
+        return true;
+    }
+    if (jc->len)
+        memcpy(cmd->payload, jc->payload, jc->len);
+    if (jc->corr_len)
+        memcpy(cmd->corr, jc->corr, jc->corr_len);
+    if (cmd->response_topic && !topic_base_valid(cmd->response_topic)) {
+        free(cmd->response_topic);
+        cmd->response_topic = NULL;
+    }
+    cmd->ct = jc->ct;
+    cmd->ttl_ms = jc->ttl_ms;
+    cmd->expiry_wall_ms = jc->expiry_ms;
+    cmd->jseq = jc->seq;
+    left = jc->expiry_ms - wall_ms();
+    if (left < 0)
+        left = 0;
+    if ((uint64_t)left > jc->ttl_ms)
+        left = (int64_t)jc->ttl_ms;
+    waiting_add(c, id, cmd);
+    if (!cmd->wait) {
+        command_free(cmd);
+        return true;
+    }
+    /* Already expired: answered from the first turn of the loop, when the
+     * broker connection is being made. */
+    cmd->expiry_timer = loop_add_timer(gw->loop, (uint64_t)left, expired, cmd);
+    gw->stats.commands_restored++;
+    return true;
+}
+
+static void
+restore_cb(void *arg, const struct cj_command *jc)
+{
+    commands_t *c = arg;
+    uint64_t *n;
+
+    if (restore(c, jc))
+        return;
+    log_warnx("commands journal: command %" PRIu64 " for %.*s cannot be restored (bad id "
+              "or path); dropped", jc->seq, (int)jc->id_len, jc->id);
+    if ((n = realloc(c->unusable, (c->n_unusable + 1) * sizeof(*n)))) {
+        c->unusable = n;
+        c->unusable[c->n_unusable++] = jc->seq;
+    }
+}
+
+static int
+journal_open(commands_t *c)
+{
+    struct gw *gw = c->gw;
+    struct cj_load_stats st;
+    char path[4096];
+
+    snprintf(path, sizeof(path), "%s/commands.journal", gw->cfg->state_dir);
+    c->journal = cmdjournal_open(path, gw->loop, gw->cfg->queue.fsync_interval,
+                                 CJ_COMPACT_MIN, restore_cb, c, &st);
+    if (!c->journal)
+        return -1;
+    gw->stats.commands_journal_skipped += st.damaged + (st.torn_tail ? 1 : 0);
+    for (size_t i = 0; i < c->n_unusable; i++)
+        cmdjournal_done(c->journal, c->unusable[i]);
+    free(c->unusable);
+    c->unusable = NULL;
+    c->n_unusable = 0;
+    if (gw->stats.commands_restored)
+        log_notice("commands journal: %" PRIu64 " commands from before the restart wait "
+                   "for their devices", gw->stats.commands_restored);
+    return 0;
+}
+
 commands_t *
 commands_new(struct gw *gw)
 {
     commands_t *c = calloc(1, sizeof(*c));
 
-    if (c)
-        c->gw = gw;
+    if (!c) {
+        log_warnx("out of memory");
+        return NULL;
+    }
+    c->gw = gw;
+    if (gw->cfg->queue.spool && journal_open(c) < 0) {
+        commands_free(c);
+        return NULL;
+    }
     return c;
 }
 
 void
 commands_free(commands_t *c)
 {
+    struct waiting *w, *tmp;
+
+    if (!c)
+        return;
+    /* Unanswered: they stay in the journal for the next start. */
+    HASH_ITER(hh, c->waiting, w, tmp) {
+        struct command *cmd;
+
+        while ((cmd = w->head)) {
+            w->head = cmd->next;
+            cmd->wait = NULL;
+            command_free(cmd);
+        }
+        HASH_DEL(c->waiting, w);
+        free(w);
+    }
+    cmdjournal_close(c->journal);
+    free(c->unusable);
     free(c);
 }
 
@@ -121,23 +363,39 @@ publish_result(struct gw *gw, const char *id, const char *path,
 static void
 result_error(struct command *cmd, const char *error)
 {
-    struct gw *gw = cmd->dev->gw;
+    struct gw *gw = cmd->c->gw;
 
-    publish_result(gw, cmd->dev->id, cmd->path, cmd->kind, cmd->response_topic,
+    publish_result(gw, command_id(cmd), cmd->path, cmd->kind, cmd->response_topic,
                    cmd->corr, cmd->corr_len, json_pack("{ss}", "error", error));
 }
 
+/* Frees a command that is off every list; the journal keeps it. */
 static void
 command_free(struct command *cmd)
 {
     if (!cmd)
         return;
-    loop_cancel_timer(cmd->dev->gw->loop, cmd->expiry_timer);
-    device_forget_token(cmd->dev, cmd->token);
+    loop_cancel_timer(cmd->c->gw->loop, cmd->expiry_timer);
+    if (cmd->dev)
+        device_forget_token(cmd->dev, cmd->token);
     free(cmd->payload);
     free(cmd->response_topic);
     free(cmd->corr);
     free(cmd);
+}
+
+/* The command's one result has just been handed to the outbound path
+ * (spooled first): the journal forgets it, then it is freed.  During
+ * teardown there is no queue, nothing was published, and the journal
+ * keeps it for the next start. */
+static void
+finish(struct command *cmd)
+{
+    commands_t *c = cmd->c;
+
+    if (cmd->jseq && c->journal && c->gw->outq)
+        cmdjournal_done(c->journal, cmd->jseq);
+    command_free(cmd);
 }
 
 /* --- the per-device queue ------------------------------------------------- */
@@ -168,6 +426,16 @@ expired(loop_t *loop, void *arg)
 
     (void)loop;
     cmd->expiry_timer = 0;
+    if (!dev) {
+        /* From the journal; its device never showed up. */
+        struct gw *gw = cmd->c->gw;
+
+        gw->stats.commands_expired++;
+        result_error(cmd, "expired");
+        waiting_remove(cmd->c, cmd);
+        finish(cmd);
+        return;
+    }
     if (dev->cmd_inflight == cmd) {
         /* On the wire to a device that has not answered within the TTL
          * (asleep on a session it has lost, or out of radio range).  The
@@ -177,14 +445,14 @@ expired(loop_t *loop, void *arg)
         dev->cmd_inflight = NULL;
         dev->gw->stats.commands_expired++;
         result_error(cmd, "expired");
-        command_free(cmd);
+        finish(cmd);
         send_next(dev);
         return;
     }
     queue_remove(dev, cmd);
     dev->gw->stats.commands_expired++;
     result_error(cmd, "expired");
-    command_free(cmd);
+    finish(cmd);
 }
 
 static void
@@ -330,7 +598,7 @@ handle_answer(struct command *cmd, const coap_pdu_t *rcvd)
                        json_pack("{sssI}", "code", codestr, "rtt_ms",
                                  (json_int_t)(loop_now_ms(gw->loop) - cmd->sent_ms)));
     }
-    command_free(cmd);
+    finish(cmd);
     send_next(dev);
 }
 
@@ -354,7 +622,7 @@ on_nack(void *owner, coap_nack_reason_t reason)
         dev->gw->stats.commands_timeout += reason == COAP_NACK_TOO_MANY_RETRIES;
         dev->gw->stats.commands_error += reason == COAP_NACK_RST;
         result_error(cmd, reason == COAP_NACK_RST ? "reset" : "timeout");
-        command_free(cmd);
+        finish(cmd);
         send_next(dev);
         return;
     }
@@ -387,7 +655,50 @@ flush(struct device *dev, const char *why)
     while ((cmd = dev->cmd_head)) {
         queue_remove(dev, cmd);
         result_error(cmd, why);
-        command_free(cmd);
+        finish(cmd);
+    }
+}
+
+/* Commands from the journal for this device go in front of its queue, in
+ * their order: they are older than anything queued since. */
+static void
+adopt(commands_t *c, struct device *dev)
+{
+    struct waiting *w;
+
+    HASH_FIND_STR(c->waiting, dev->id, w);
+    if (!w)
+        return;
+    HASH_DEL(c->waiting, w);
+    for (struct command *cmd = w->head; cmd; cmd = cmd->next) {
+        cmd->dev = dev;
+        cmd->wait = NULL;
+    }
+    w->tail->next = dev->cmd_head;
+    dev->cmd_head = w->head;
+    if (!dev->cmd_tail)
+        dev->cmd_tail = w->tail;
+    dev->n_cmds += w->n;
+    free(w);
+}
+
+void
+commands_stop(commands_t *c)
+{
+    struct waiting *w, *tmp;
+
+    HASH_ITER(hh, c->waiting, w, tmp) {
+        struct command *cmd;
+
+        while ((cmd = w->head)) {
+            w->head = cmd->next;
+            cmd->next = NULL;
+            result_error(cmd, "gateway stopping");
+            cmd->wait = NULL;
+            finish(cmd);
+        }
+        HASH_DEL(c->waiting, w);
+        free(w);
     }
 }
 
@@ -404,7 +715,7 @@ reject(struct gw *gw, const char *id, const char *path, enum topic_kind kind,
 }
 
 static struct command *
-command_new(struct device *dev, enum topic_kind kind, const char *path,
+command_new(commands_t *c, struct device *dev, enum topic_kind kind, const char *path,
             const struct mosquitto_message *msg, char *rt, uint8_t *corr,
             uint16_t corr_len, int ct)
 {
@@ -412,6 +723,7 @@ command_new(struct device *dev, enum topic_kind kind, const char *path,
 
     if (!cmd)
         return NULL;
+    cmd->c = c;
     cmd->dev = dev;
     cmd->kind = kind;
     snprintf(cmd->path, sizeof(cmd->path), "%s", path);
@@ -464,7 +776,10 @@ redelivered(commands_t *c, const struct mosquitto_message *msg)
 void
 commands_device_event(void *arg, device_t *dev, enum device_event ev)
 {
-    (void)arg;
+    commands_t *c = arg;
+
+    if (c && c->waiting)
+        adopt(c, dev);
     switch (ev) {
     case DEVICE_SESSION_LOST:
         session_lost(dev);
@@ -484,14 +799,41 @@ commands_device_event(void *arg, device_t *dev, enum device_event ev)
 /* The MQTT v5 properties a command may carry (absent: NULL / 0). */
 struct cmd_props {
     char *rt;                   /* Response Topic, when usable */
+    bool rt_refused;            /* one was given where we may not publish */
     uint8_t *corr;              /* Correlation Data */
     uint16_t corr_len;
     char *mime;                 /* content type */
     uint32_t expiry;            /* Message Expiry Interval, s */
 };
 
+/* 'topic' is 'prefix' or below it. */
+static bool
+topic_under(const char *topic, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return strncmp(topic, prefix, n) == 0 && (topic[n] == '\0' || topic[n] == '/');
+}
+
+/*
+ * Whoever may publish a command may name a Response Topic, and the
+ * gateway publishes the answer there: under our base topic that would be
+ * a forged reading, result or bridge/state.  With mqtt.response_topic_prefix
+ * only topics at or below it are answered on; without, any topic outside
+ * the base (the broker's ACL for our client decides the rest).
+ */
+static bool
+response_topic_allowed(const struct gw *gw, const char *rt)
+{
+    const char *prefix = gw->cfg->mqtt.response_topic_prefix;
+
+    if (prefix)
+        return topic_under(rt, prefix);
+    return !topic_under(rt, gw->cfg->mqtt.base_topic);
+}
+
 static void
-read_props(const mosquitto_property *props, struct cmd_props *p)
+read_props(const struct gw *gw, const mosquitto_property *props, struct cmd_props *p)
 {
     memset(p, 0, sizeof(*p));
     mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &p->rt, false);
@@ -499,7 +841,8 @@ read_props(const mosquitto_property *props, struct cmd_props *p)
                                    (void **)&p->corr, &p->corr_len, false);
     mosquitto_property_read_string(props, MQTT_PROP_CONTENT_TYPE, &p->mime, false);
     mosquitto_property_read_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, &p->expiry, false);
-    if (p->rt && !topic_base_valid(p->rt)) {
+    if (p->rt && (!topic_base_valid(p->rt) || !response_topic_allowed(gw, p->rt))) {
+        p->rt_refused = topic_base_valid(p->rt);
         free(p->rt);
         p->rt = NULL;
     }
@@ -515,8 +858,10 @@ free_props(struct cmd_props *p)
 
 /* Why a command for (dev, path) cannot be queued, or NULL. */
 static const char *
-refusal(struct gw *gw, struct device *dev, const char *path)
+refusal(struct gw *gw, struct device *dev, const char *path, const struct cmd_props *p)
 {
+    if (p->rt_refused)
+        return "response topic not allowed";
     if (gw->stopping)
         return "gateway stopping";
     if (!dev)
@@ -567,18 +912,27 @@ commands_on_message(void *arg, const struct mosquitto_message *msg,
     gw->stats.commands_in++;
     if (dropped_early(c, msg))
         return;
-    read_props(props, &p);
+    read_props(gw, props, &p);
     dev = devices_find(gw->devices, id);
-    if ((why = refusal(gw, dev, path))) {
+    if ((why = refusal(gw, dev, path, &p))) {
         reject(gw, id, path, kind, p.rt, p.corr, p.corr_len, why);
-    } else if ((cmd = command_new(dev, kind, path, msg, p.rt, p.corr, p.corr_len,
+    } else if ((cmd = command_new(c, dev, kind, path, msg, p.rt, p.corr, p.corr_len,
                                   payload_mime_to_ct(p.mime)))) {
         p.rt = NULL;            /* the command owns them now */
         p.corr = NULL;
         ttl_ms = (uint64_t)(p.expiry ? p.expiry : (uint32_t)gw->cfg->commands.ttl) * 1000;
-        cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, expired, cmd);
-        push_back(dev, cmd);
-        send_next(dev);
+        cmd->ttl_ms = ttl_ms;
+        cmd->expiry_wall_ms = wall_ms() + (int64_t)ttl_ms;
+        if (c->journal && journal_accept(c, cmd) < 0) {
+            /* Not safe across a crash: refused, so that it has a result. */
+            reject(gw, id, path, kind, cmd->response_topic, cmd->corr, cmd->corr_len,
+                   "cannot store command");
+            command_free(cmd);
+        } else {
+            cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, expired, cmd);
+            push_back(dev, cmd);
+            send_next(dev);
+        }
     }
     free_props(&p);
 }

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include <openssl/err.h>
+
 #include "coap2mqtt/log.h"
 #include "compat_libcoap.h"
 
@@ -126,4 +128,143 @@ int
 compat_endpoint_fd(const struct epoll_event *ev)
 {
     return ev->data.ptr ? *(const int *)ev->data.ptr : -1;
+}
+
+/*
+ * libcoap 4.3.1 through 4.3.5 (OpenSSL) answer a ClientHello from a new
+ * address with DTLSv1_listen() on a listening SSL object of their SSL_CTX,
+ * and their cookie callbacks (an HMAC over the session's local and remote
+ * addresses, with a secret of the context) find the session in the data of
+ * the SSL's BIO: a coap_ssl_data whose first member is the coap_session_t
+ * pointer, the same in all those releases.  libcoap never runs that
+ * exchange for an address that has a session, so it is run here on an SSL
+ * object of the same SSL_CTX whose BIO (ours) reads the one hello, keeps
+ * what OpenSSL answers, and carries the established session first, so that
+ * libcoap's callbacks make and check the cookie for that address.
+ */
+#if defined(LIBCOAP_VERSION) && LIBCOAP_VERSION >= 4003001U && LIBCOAP_VERSION <= 4003005U
+struct cookie_bio {
+    coap_session_t *session;    /* first: libcoap's cookie callbacks read it */
+    const uint8_t *in;
+    size_t in_len;
+    bool read;
+    uint8_t *out;
+    size_t cap, out_len;
+};
+
+static int
+cookie_bio_read(BIO *b, char *buf, int len)
+{
+    struct cookie_bio *c = BIO_get_data(b);
+
+    BIO_clear_retry_flags(b);
+    if (c->read || len < 0 || c->in_len > (size_t)len) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    c->read = true;
+    memcpy(buf, c->in, c->in_len);
+    return (int)c->in_len;
+}
+
+static int
+cookie_bio_write(BIO *b, const char *buf, int len)
+{
+    struct cookie_bio *c = BIO_get_data(b);
+
+    if (len < 0 || c->out_len + (size_t)len > c->cap)
+        return -1;
+    memcpy(c->out + c->out_len, buf, (size_t)len);
+    c->out_len += (size_t)len;
+    return len;
+}
+
+static long
+cookie_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH || cmd == BIO_CTRL_DGRAM_SET_PEEK_MODE;
+}
+
+/* libcoap's info callback expects its session as the SSL's app data. */
+static void
+quiet_info(const SSL *ssl, int where, int ret)
+{
+    (void)ssl;
+    (void)where;
+    (void)ret;
+}
+
+/* The session whose datagram a libcoap SSL object reads, or NULL. */
+static coap_session_t *
+session_of(SSL *ssl)
+{
+    BIO *bio = SSL_get_rbio(ssl);
+    const char *name = bio ? BIO_method_name(bio) : NULL;
+    coap_session_t *const *data;
+
+    if (!name || strcmp(name, "coapdgram") != 0 || !(data = BIO_get_data(bio)))
+        return NULL;
+    return *data;
+}
+#endif
+
+enum compat_cookie
+compat_dtls_cookie_check(coap_session_t *established, const uint8_t *hello,
+                         size_t len, uint8_t *out, size_t cap, size_t *out_len)
+{
+#if defined(LIBCOAP_VERSION) && LIBCOAP_VERSION >= 4003001U && LIBCOAP_VERSION <= 4003005U
+    coap_tls_library_t lib = COAP_TLS_LIBRARY_NOTLS;
+    SSL *ref = coap_session_get_tls(established, &lib), *ssl = NULL;
+    struct cookie_bio c = { established, hello, len, false, out, cap, 0 };
+    enum compat_cookie verdict;
+    BIO_METHOD *meth = NULL;
+    BIO_ADDR *peer = NULL;
+    BIO *bio;
+    int rc;
+
+    *out_len = 0;
+    /* The layout check: libcoap's own BIO of this session names it. */
+    if (lib != COAP_TLS_LIBRARY_OPENSSL || !ref || session_of(ref) != established)
+        return COMPAT_COOKIE_UNKNOWN;
+    verdict = COMPAT_COOKIE_BAD;        /* out of memory: nothing to do */
+    if (!(peer = BIO_ADDR_new()) || !(meth = BIO_meth_new(BIO_TYPE_DGRAM, "c2m-cookie")) ||
+        !BIO_meth_set_read(meth, cookie_bio_read) ||
+        !BIO_meth_set_write(meth, cookie_bio_write) ||
+        !BIO_meth_set_ctrl(meth, cookie_bio_ctrl) ||
+        !(ssl = SSL_new(SSL_get_SSL_CTX(ref))))
+        goto out;
+    if (!(bio = BIO_new(meth)))
+        goto out;
+    BIO_set_data(bio, &c);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl, bio, bio);
+    SSL_set_info_callback(ssl, quiet_info);
+    SSL_set_options(ssl, SSL_OP_COOKIE_EXCHANGE);
+    rc = DTLSv1_listen(ssl, peer);
+    if (rc > 0) {
+        verdict = COMPAT_COOKIE_VALID;
+    } else if (c.out_len) {
+        verdict = COMPAT_COOKIE_ASKED;
+        *out_len = c.out_len;
+    } else {
+        verdict = COMPAT_COOKIE_BAD;    /* OpenSSL would not answer it */
+    }
+out:
+    SSL_free(ssl);              /* and the BIO */
+    BIO_ADDR_free(peer);
+    BIO_meth_free(meth);
+    ERR_clear_error();
+    return verdict;
+#else
+    (void)established;
+    (void)hello;
+    (void)len;
+    (void)out;
+    (void)cap;
+    *out_len = 0;
+    return COMPAT_COOKIE_UNKNOWN;
+#endif
 }

@@ -10,6 +10,7 @@
 #define COAP2MQTT_COMPAT_LIBCOAP_H
 
 #include <sys/epoll.h>
+#include <openssl/ssl.h>
 #include <coap3/coap.h>
 
 /* State of the #1306 work-around (see compat_libcoap.c). */
@@ -25,5 +26,27 @@ void compat_forget_last_con_mid(struct compat_libcoap *c, coap_session_t *s,
                                 const coap_pdu_t *rcvd);
 /* The socket behind one of libcoap's epoll events, or -1. */
 int compat_endpoint_fd(const struct epoll_event *ev);
+
+/* compat_dtls_cookie_check's verdicts. */
+enum compat_cookie {
+    COMPAT_COOKIE_UNKNOWN = -2, /* cannot be checked with this libcoap */
+    COMPAT_COOKIE_BAD = -1,     /* not a hello OpenSSL would answer */
+    COMPAT_COOKIE_ASKED = 0,    /* no valid cookie: *out holds the answer */
+    COMPAT_COOKIE_VALID = 1,    /* libcoap will accept this hello's cookie */
+};
+
+/*
+ * The cookie exchange (RFC 6347 4.2.1) libcoap runs for a ClientHello
+ * from a new address, run for 'hello' (one datagram) from the address of
+ * 'established', a DTLS session libcoap holds there, with libcoap's own
+ * cookies: whether the hello carries a cookie libcoap will accept from
+ * that address, else the HelloVerifyRequest libcoap would have sent (in
+ * 'out', *out_len bytes).  Nothing is sent and libcoap's state is left
+ * alone.
+ */
+enum compat_cookie compat_dtls_cookie_check(coap_session_t *established,
+                                            const uint8_t *hello, size_t len,
+                                            uint8_t *out, size_t cap,
+                                            size_t *out_len);
 
 #endif

@@ -102,6 +102,7 @@ config_free(struct config *cfg)
     free(cfg->coap.crl_file);
     free(cfg->mqtt.host);
     free(cfg->mqtt.base_topic);
+    free(cfg->mqtt.response_topic_prefix);
     free(cfg->mqtt.client_id);
     free(cfg->mqtt.username);
     free(cfg->mqtt.password_file);

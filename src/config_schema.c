@@ -153,6 +153,7 @@ static const struct item mqtt_items[] = {
     STR("host", mqtt.host, check_host),
     INT("port", mqtt.port, 1, 65535),
     STR("base_topic", mqtt.base_topic, check_base),
+    STR("response_topic_prefix", mqtt.response_topic_prefix, check_base),
     STR("client_id", mqtt.client_id, check_client_id),
     STR("username", mqtt.username, check_username),
     STR("password_file", mqtt.password_file, check_path),

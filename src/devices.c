@@ -155,6 +155,8 @@ adopt_session(struct device *dev, coap_session_t *session)
     }
     dev->session = session;
     coap_session_set_app_data(session, dev);
+    if (coap_session_get_proto(session) != COAP_PROTO_UDP)
+        dev->authenticated = true;
     /* Message IDs start over on a new session. */
     memset(&dev->pushes, 0, sizeof(dev->pushes));
     memset(&dev->responses, 0, sizeof(dev->responses));
@@ -519,6 +521,12 @@ bool
 device_online(const device_t *dev)
 {
     return dev->online;
+}
+
+bool
+device_authenticated(const device_t *dev)
+{
+    return dev->authenticated;
 }
 
 bool

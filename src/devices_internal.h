@@ -56,6 +56,8 @@ struct device {
     coap_session_t *session;    /* current DTLS session, NULL when none */
     bool registered;            /* has a live /rd registration */
     bool online;                /* availability as last published */
+    bool authenticated;         /* has been on a DTLS session (PSK or
+                                 * certificate): plain CoAP may not claim it */
     uint32_t lifetime;          /* s, from lt= */
     int64_t registered_at;      /* wall clock s */
     int64_t last_seen;          /* wall clock s */

@@ -87,10 +87,14 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
     }
     if (cfg->queue.spool && !(gw->spool = open_spool(gw)))
         return -1;
-    if (!(gw->devices = devices_new(gw)) || !(gw->commands = commands_new(gw))) {
+    if (!(gw->devices = devices_new(gw))) {
         log_warnx("out of memory");
         return -1;
     }
+    /* After the spool: the results of commands restored from the journal
+     * queue behind what the spool replayed. */
+    if (!(gw->commands = commands_new(gw)))
+        return -1;
     if (!(gw->mqtt = mqtt_side_new(gw)))
         return -1;
     if (!(gw->status = status_new(gw))) {

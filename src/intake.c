@@ -277,6 +277,18 @@ parse_links(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
 
 /* --- /rd --------------------------------------------------------------------- */
 
+/* An id that an authenticated identity owns: one of the PSK file, or one
+ * that has been on a DTLS session (a certificate's too). */
+static bool
+owned_by_dtls(struct gw *gw, const char *id)
+{
+    device_t *dev = devices_find(gw->devices, id);
+    size_t klen;
+
+    return (dev && device_authenticated(dev)) ||
+           (gw->keys && keystore_lookup(gw->keys, (const uint8_t *)id, strlen(id), &klen));
+}
+
 /*
  * Who is registering: on DTLS the session's identity (answers 4.01 when it
  * has none).  On plain CoAP (lab use) nothing can be checked, so a valid
@@ -287,14 +299,18 @@ static const char *
 registrant(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
            coap_pdu_t *response, char *ep, char *idbuf, size_t cap, int *ep_rc)
 {
-    size_t klen;
+    char peer[64];
 
     *ep_rc = query_value(req, "ep", ep, TOPIC_ID_MAX + 1);
     if (*ep_rc <= 0 || coap_session_get_proto(session) != COAP_PROTO_UDP ||
         coap_session_get_app_data(session) || !topic_id_valid(ep, strlen(ep)))
         return identity_or_reply(gw, session, idbuf, cap, response);
-    if (gw->keys && keystore_lookup(gw->keys, (const uint8_t *)ep, strlen(ep), &klen)) {
+    if (owned_by_dtls(gw, ep)) {
         gw->stats.rejected_identity++;
+        log_ratelimited(&gw->stats.rejected_identity,
+                        "coap: plain CoAP registration from %s as \"%s\" refused: "
+                        "an authenticated identity", transport_peer(session, peer, sizeof(peer)),
+                        ep);
         reply(response, 403, "this identity must use DTLS");
         return NULL;
     }

@@ -22,6 +22,7 @@
 #include <mosquitto.h>
 #include <systemd/sd-daemon.h>
 
+#include "coap2mqtt/commands.h"
 #include "coap2mqtt/config.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/gateway.h"
@@ -150,20 +151,17 @@ begin_stop(struct daemon *d, const char *why)
     sd_notify(0, "STOPPING=1");
     gw->stopping = true;
     devices_shutdown(gw->devices);
+    commands_stop(gw->commands);
     status_publish_offline(gw->status);
     d->deadline_timer = loop_add_timer(gw->loop, STOP_DEADLINE_MS, stop_now, d);
     drain_check(gw->loop, d);
 }
 
 static void
-reload(struct daemon *d)
+reload_keys(struct daemon *d)
 {
     keystore_t *ks;
 
-    if (transport_reload_pki(d->gw.coap) < 0)
-        log_warnx("reload: certificates not reloaded, keeping the old ones");
-    else if (d->gw.cfg->coap.cert_file)
-        log_notice("reload: certificates reloaded");
     if (!d->gw.cfg->coap.psk_file)
         return;
     ks = keystore_load(d->gw.cfg->coap.psk_file, report_line, NULL);
@@ -175,6 +173,21 @@ reload(struct daemon *d)
     keystore_free(d->gw.keys);
     d->gw.keys = ks;
     log_notice("reload: %zu PSK identities", keystore_count(ks));
+}
+
+/* New credentials, then the live sessions they no longer admit end. */
+static void
+reload(struct daemon *d)
+{
+    size_t closed;
+
+    if (transport_reload_pki(d->gw.coap) < 0)
+        log_warnx("reload: certificates not reloaded, keeping the old ones");
+    else if (d->gw.cfg->coap.cert_file)
+        log_notice("reload: certificates reloaded");
+    reload_keys(d);
+    if ((closed = transport_close_revoked(d->gw.coap)))
+        log_notice("reload: %zu sessions closed (credentials taken back)", closed);
 }
 
 static void

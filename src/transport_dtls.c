@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -363,4 +364,83 @@ void
 transport_set_keystore(transport_t *t, keystore_t *ks)
 {
     t->keys = ks;
+}
+
+/* --- credentials taken back (SIGHUP) ------------------------------------------ */
+
+/* The session's certificate chain checked again against today's store (CA
+ * and CRL): X509_V_OK, or why not. */
+static int
+cert_verdict(transport_t *t, coap_session_t *session)
+{
+    coap_tls_library_t lib = COAP_TLS_LIBRARY_NOTLS;
+    SSL *ssl = coap_session_get_tls(session, &lib);
+    X509 *leaf = lib == COAP_TLS_LIBRARY_OPENSSL && ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    X509_STORE_CTX *ctx;
+    int rc = X509_V_ERR_UNSPECIFIED;
+
+    if (!t->store)
+        return X509_V_OK;       /* no ca_file: nothing was verified */
+    if (!leaf || !(ctx = X509_STORE_CTX_new()))
+        return rc;
+    if (X509_STORE_CTX_init(ctx, t->store, leaf, SSL_get_peer_cert_chain(ssl)) &&
+        X509_STORE_CTX_set_default(ctx, "ssl_client"))
+        rc = X509_verify_cert(ctx) == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
+    X509_STORE_CTX_free(ctx);
+    ERR_clear_error();
+    return rc;
+}
+
+/* Why today's credentials no longer admit the session's peer, or NULL. */
+static const char *
+taken_back(transport_t *t, coap_session_t *session)
+{
+    const coap_bin_const_t *id = coap_session_get_psk_identity(session);
+    const coap_bin_const_t *used = coap_session_get_psk_key(session);
+    const uint8_t *key;
+    size_t len = 0;
+    int rc;
+
+    if (id && id->length) {
+        key = t->keys ? keystore_lookup(t->keys, id->s, id->length, &len) : NULL;
+        if (!key)
+            return "its PSK identity was removed";
+        if (!used || used->length != len || CRYPTO_memcmp(used->s, key, len) != 0)
+            return "its PSK key changed";
+        return NULL;
+    }
+    if (!transport__cert_identity(t, session) || (rc = cert_verdict(t, session)) == X509_V_OK)
+        return NULL;
+    return rc == X509_V_ERR_CERT_REVOKED ? "its certificate was revoked"
+                                         : X509_verify_cert_error_string(rc);
+}
+
+size_t
+transport_close_revoked(transport_t *t)
+{
+    size_t n, closed = 0;
+    coap_session_t **list = transport__established_list(t, &n);
+    coap_tick_t now;
+
+    for (size_t i = 0; i < n; i++) {
+        const char *why = taken_back(t, list[i]);
+        char id[200], peer[64];
+
+        if (!why)
+            continue;
+        if (!transport_identity(list[i], id, sizeof(id)))
+            snprintf(id, sizeof(id), "?");
+        t->gw->stats.sessions_revoked++;
+        log_warnx("dtls: closing the session of \"%s\" (%s): %s", id,
+                  transport_peer(list[i], peer, sizeof(peer)), why);
+        coap_session_disconnected(list[i], COAP_NACK_TLS_FAILED);
+        closed++;
+    }
+    free(list);
+    if (closed) {
+        /* Frees the sessions now in state NONE. */
+        coap_ticks(&now);
+        coap_io_prepare_epoll(t->ctx, now);
+    }
+    return closed;
 }

@@ -42,8 +42,10 @@ struct handshake {
  * Established DTLS sessions by peer address, to spot a device that reboots
  * and handshakes again from the same address and port: OpenSSL lacks RFC
  * 6347 4.2.8 and would drop its ClientHello on the old session (~31 s
- * stuck, measured).  We retire the old session before libcoap reads the
- * datagram, so the hello starts a fresh handshake at once.
+ * stuck, measured).  Anyone can send a ClientHello with a device's address,
+ * so the old session is retired only once the peer proved it receives at
+ * that address (libcoap's cookie round trip, see check_rehandshake); then
+ * libcoap reads the hello and a fresh handshake starts at once.
  */
 struct peer_key {
     uint16_t family, port;
@@ -206,6 +208,25 @@ transport__established_add(transport_t *t, coap_session_t *session)
     e->session = session;
 }
 
+/* The established sessions now (a copy: closing them changes the table);
+ * NULL with *n 0 when there are none or on allocation failure. */
+coap_session_t **
+transport__established_list(transport_t *t, size_t *n)
+{
+    struct established *e, *tmp;
+    coap_session_t **list;
+    size_t i = 0;
+
+    *n = HASH_COUNT(t->established);
+    if (!*n || !(list = calloc(*n, sizeof(*list)))) {
+        *n = 0;
+        return NULL;
+    }
+    HASH_ITER(hh, t->established, e, tmp)
+        list[i++] = e->session;
+    return list;
+}
+
 void
 transport__established_del(transport_t *t, coap_session_t *session)
 {
@@ -255,7 +276,7 @@ retire_session(transport_t *t, struct established *e)
     char peer[64];
 
     t->gw->stats.sessions_reset++;
-    log_info("dtls: %s sent a new ClientHello on its established session "
+    log_info("dtls: %s handshakes again on its established session "
              "(rebooted?): retiring the old session",
              transport_peer(old, peer, sizeof(peer)));
     HASH_DEL(t->established, e);
@@ -266,13 +287,25 @@ retire_session(transport_t *t, struct established *e)
     coap_io_prepare_epoll(t->ctx, now);
 }
 
-/* Looks at the next datagram on an endpoint socket without taking it. */
+/*
+ * Looks at the next datagram on an endpoint socket without taking it.  A
+ * ClientHello from the address of an established session is either a
+ * device that rebooted or anybody with that address in a forged header,
+ * and only the cookie exchange of RFC 6347 4.2.1 tells them apart: libcoap
+ * would hand the hello to the live session (which drops it), so its cookie
+ * check is run here, with libcoap's own cookies.  Without a valid cookie
+ * the hello is answered with libcoap's HelloVerifyRequest and taken off
+ * the socket; the session stays.  With one, the peer received that answer
+ * at this address: the old session is retired and libcoap reads the hello,
+ * whose cookie it accepts, into a fresh handshake at once.
+ */
 void
 transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    uint8_t buf[32];
+    uint8_t buf[4096], hvr[512];
+    size_t hvr_len = 0;
     struct established *e;
     struct peer_key k;
     int fd = compat_endpoint_fd(ev);
@@ -283,13 +316,37 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
     tune_socket(t, fd);
     if (!t->established)
         return;
-    n = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT,
+    n = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC,
                  (struct sockaddr *)&ss, &sl);
-    if (!is_client_hello(buf, n) || !peer_key_of((struct sockaddr *)&ss, &k))
+    if (!is_client_hello(buf, n) || n > (ssize_t)sizeof(buf) ||
+        !peer_key_of((struct sockaddr *)&ss, &k))
         return;
     HASH_FIND(hh, t->established, &k, sizeof(k), e);
-    if (e)
+    if (!e)
+        return;
+    switch (compat_dtls_cookie_check(e->session, buf, (size_t)n, hvr, sizeof(hvr),
+                                     &hvr_len)) {
+    case COMPAT_COOKIE_VALID:
         retire_session(t, e);
+        break;
+    case COMPAT_COOKIE_ASKED:
+        t->gw->stats.rehandshake_cookies++;
+        (void)sendto(fd, hvr, hvr_len, MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
+        (void)recv(fd, buf, 1, MSG_DONTWAIT);   /* taken: it was answered */
+        break;
+    case COMPAT_COOKIE_BAD:
+        break;          /* the live session drops it */
+    case COMPAT_COOKIE_UNKNOWN:
+        /* Cannot check (another libcoap): as before, trust the hello. */
+        if (!t->cookie_warned) {
+            t->cookie_warned = true;
+            log_warnx("dtls: cannot run libcoap's cookie check (libcoap %s): a "
+                      "ClientHello from a device's address ends its session unchecked",
+                      coap_package_version());
+        }
+        retire_session(t, e);
+        break;
+    }
 }
 
 /* --- hello floods ------------------------------------------------------------ */

@@ -53,6 +53,7 @@ struct transport {
     struct hello *hellos;           /* by session pointer */
     struct hello *hello_fifo;       /* oldest first */
     size_t n_hellos;
+    bool cookie_warned;             /* the re-handshake check cannot run */
     int tuned_fds[16];              /* endpoint sockets given a big SO_RCVBUF */
     size_t n_tuned;
     uint64_t sweep_timer;
@@ -91,8 +92,10 @@ void transport__hello_track(transport_t *t, coap_session_t *session);
 void transport__hello_forget(transport_t *t, coap_session_t *session);
 void transport__established_add(transport_t *t, coap_session_t *session);
 void transport__established_del(transport_t *t, coap_session_t *session);
+coap_session_t **transport__established_list(transport_t *t, size_t *n);
 /* Before libcoap reads an endpoint's datagram: a device re-handshaking on
- * its live session gets the old one retired first. */
+ * its live session gets the old one retired first, once its hello carries
+ * a valid cookie (a forged one gets a HelloVerifyRequest and no more). */
 void transport__check_rehandshake(transport_t *t, const struct epoll_event *ev);
 
 /* transport_io.c */

@@ -6,6 +6,10 @@
  * exactly one result, published as JSON on .../set/result or on the
  * command's Response Topic with its Correlation Data.
  *
+ * With queue.spool on, queued commands are kept in state_dir/commands.journal
+ * until their result is out, so that a crash does not lose them: the next
+ * start queues them again for their devices (see docs/RELIABILITY.md).
+ *
  * Layer: services
  */
 #ifndef COAP2MQTT_COMMANDS_H
@@ -16,7 +20,8 @@
 #include "coap2mqtt/context.h"
 #include "coap2mqtt/devices.h"
 
-/* NULL on allocation failure. */
+/* With queue.spool, opens the command journal and restores what it holds.
+ * NULL on failure, logged. */
 commands_t *commands_new(struct gw *gw);
 void commands_free(commands_t *c);
 
@@ -24,9 +29,14 @@ void commands_free(commands_t *c);
  * arrived on a subscribed topic. */
 void commands_on_message(void *arg, const struct mosquitto_message *msg,
                          const mosquitto_property *props);
-/* The device listener (arg unused): delivers queued commands when a
- * device shows up, puts the one in flight back when its session goes,
- * answers every queued one when the gateway stops. */
+/* The device listener (arg: the commands_t): delivers queued commands when
+ * a device shows up (those restored from the journal first), puts the one
+ * in flight back when its session goes, answers every queued one when the
+ * gateway stops. */
 void commands_device_event(void *arg, device_t *dev, enum device_event ev);
+/* Graceful stop: answers {"error":"gateway stopping"} for every restored
+ * command whose device has not shown up since the start (the device
+ * listener answers the others). */
+void commands_stop(commands_t *c);
 
 #endif

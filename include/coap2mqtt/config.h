@@ -41,6 +41,8 @@ struct config_mqtt {
     char *host;             /* default "localhost" */
     int port;               /* default 1883 */
     char *base_topic;       /* default "coap2mqtt" */
+    char *response_topic_prefix; /* MQTT v5 Response Topics allowed only at or
+                               below it; NULL: any but under base_topic */
     char *client_id;        /* default "coap2mqtt" */
     char *username;         /* NULL when absent */
     char *password_file;    /* first line is the password; NULL when absent */

@@ -116,6 +116,10 @@ const char *device_id(const device_t *dev);
 coap_session_t *device_session(const device_t *dev);
 bool device_online(const device_t *dev);
 bool device_registered(const device_t *dev);
+/* Whether the id has been used on a DTLS session (an authenticated PSK
+ * identity or certificate) since the gateway started: plain CoAP may
+ * never claim it. */
+bool device_authenticated(const device_t *dev);
 /* Token bucket of coap.max_request_rate (burst: twice the rate). */
 bool device_allow_request(device_t *dev, uint64_t now_ms);
 /* True if a CON push with this Message ID was taken on the current session

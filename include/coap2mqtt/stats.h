@@ -17,6 +17,8 @@
     X(handshakes_evicted)    /* unanswered ClientHellos dropped (flood) */  \
     X(sessions_closed)       /* DTLS sessions closed or timed out */        \
     X(sessions_reset)        /* old session retired: same-port re-handshake */ \
+    X(rehandshake_cookies)   /* hellos on a live session asked for a cookie */ \
+    X(sessions_revoked)      /* closed at reload: key removed, cert revoked */ \
     X(registrations)         /* POST /rd accepted */                        \
     X(refreshes)             /* POST /rd/<id> accepted */                   \
     X(deregistrations)       /* DELETE /rd/<id> */                          \
@@ -49,6 +51,8 @@
     X(commands_timeout)      /* no answer after RFC 7252 retransmissions */ \
     X(commands_expired)      /* TTL ran out before delivery */              \
     X(commands_rejected)     /* bad topic, unknown device, queue full */    \
+    X(commands_restored)     /* read back from the journal at start */      \
+    X(commands_journal_skipped) /* damaged or torn journal records at start */ \
     X(mqtt_connects)         /* successful broker connections */            \
     X(mqtt_disconnects)      /* lost broker connections */
 

@@ -384,7 +384,7 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
         observed_all(s, prefix + str(i), paths, 0, 60)
 
     mqtt.subscribe(gw.topic("bridge", "stats"))
-    replies = "c2m-test/replies"
+    replies = "c2m-test-replies"     # outside the base: allowed as Response Topic
     mqtt.subscribe(replies + "/#")
     sent = {}          # correlation -> (device, value, time)
     results = {}       # correlation -> [result documents]
