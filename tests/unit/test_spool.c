@@ -11,13 +11,21 @@
  * Children report failures through their exit status (cmocka's longjmp
  * must not run in a child).
  *
- * Needs src/spool.c src/outq.c src/loop.c src/log.c and -lz (see the
- * Makefile's PURE_SRC).
+ * Disk faults (a short write on a full disk, ENOSPC, EIO from fdatasync,
+ * a failing ftruncate) are injected at link time: the Makefile links this
+ * test with -Wl,--wrap=write,--wrap=ftruncate,--wrap=fdatasync, so the
+ * spool's and the syncer's calls land in the __wrap_* functions below.
+ *
+ * Needs src/spool.c src/syncer.c src/outq.c src/loop.c src/log.c, -lz and
+ * those --wrap flags (see the Makefile's rule for build/tests/test_spool).
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,6 +52,73 @@ struct fix {
     spool_t *sp;
     unsigned done_true, done_false;
 };
+
+
+/* --- disk faults ------------------------------------------------------- */
+
+ssize_t __real_write(int fd, const void *buf, size_t n);
+int __real_ftruncate(int fd, off_t len);
+int __real_fdatasync(int fd);
+ssize_t __wrap_write(int fd, const void *buf, size_t n);
+int __wrap_ftruncate(int fd, off_t len);
+int __wrap_fdatasync(int fd);
+
+static atomic_int short_writes;     /* next N writes: half written, then "disk full" */
+static atomic_int enospc_writes;    /* next N writes: nothing written, ENOSPC */
+static atomic_int failing_truncates; /* next N ftruncate()s: EIO */
+static atomic_int failing_syncs;    /* next N fdatasync()s (either thread): EIO */
+
+static bool
+take(atomic_int *counter)
+{
+    int n = atomic_load(counter);
+
+    while (n > 0)
+        if (atomic_compare_exchange_weak(counter, &n, n - 1))
+            return true;
+    return false;
+}
+
+ssize_t
+__wrap_write(int fd, const void *buf, size_t n)
+{
+    if (fd > 2 && n > 1 && take(&short_writes))
+        return __real_write(fd, buf, n / 2);
+    if (fd > 2 && take(&enospc_writes)) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return __real_write(fd, buf, n);
+}
+
+int
+__wrap_ftruncate(int fd, off_t len)
+{
+    if (take(&failing_truncates)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_ftruncate(fd, len);
+}
+
+int
+__wrap_fdatasync(int fd)
+{
+    if (take(&failing_syncs)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_fdatasync(fd);
+}
+
+static void
+faults_off(void)
+{
+    atomic_store(&short_writes, 0);
+    atomic_store(&enospc_writes, 0);
+    atomic_store(&failing_truncates, 0);
+    atomic_store(&failing_syncs, 0);
+}
 
 /* --- fixture ------------------------------------------------------------- */
 
@@ -90,6 +165,7 @@ fix_free(struct fix *f)
 {
     char cmd[128];
 
+    faults_off();
     if (f->sp)
         gw_down(f);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
@@ -218,6 +294,98 @@ last_segment(const struct fix *f, char *path, size_t cap)
     assert_true(strlen(f->spool) + strlen(best) + 2 <= cap);
     snprintf(path, cap, "%s/%.*s", f->spool, 32, best);
 }
+
+
+/* The first sequence numbers of the segments on disk, oldest first. */
+static size_t
+segment_firsts(const struct fix *f, uint64_t *v, size_t cap)
+{
+    DIR *d = opendir(f->spool);
+    struct dirent *e;
+    size_t n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d))) {
+        uint64_t first;
+
+        if (!strstr(e->d_name, ".seg") || sscanf(e->d_name, "%16" SCNx64, &first) != 1)
+            continue;
+        assert_true(n < cap);
+        v[n++] = first;
+    }
+    closedir(d);
+    for (size_t i = 1; i < n; i++)            /* insertion sort: a handful */
+        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            uint64_t t = v[j];
+
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n;
+}
+
+static void
+segment_path(const struct fix *f, uint64_t first, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%016" PRIx64 ".seg", f->spool, first);
+}
+
+/* What state_dir/spool/acked says (0 when it is empty). */
+static uint64_t
+acked_on_disk(const struct fix *f)
+{
+    char path[160];
+    uint8_t b[8];
+    uint64_t v = 0;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/acked", f->spool);
+    fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    if (pread(fd, b, sizeof(b), 0) == (ssize_t)sizeof(b))
+        for (int i = 7; i >= 0; i--)
+            v = v << 8 | b[i];
+    close(fd);
+    return v;
+}
+
+static void
+set_acked_on_disk(const struct fix *f, uint64_t v)
+{
+    char path[160];
+    uint8_t b[8];
+    int fd;
+
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    snprintf(path, sizeof(path), "%s/acked", f->spool);
+    fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, b, sizeof(b), 0), (ssize_t)sizeof(b));
+    close(fd);
+}
+
+/* Pops and delivers everything queued (refilling from disk); the reading
+ * numbers in order into v, their count returned. */
+static size_t
+drain_all(struct fix *f, unsigned *v, size_t cap)
+{
+    size_t n = 0;
+    unsigned got;
+    uint64_t seq;
+
+    for (;;) {
+        spool_refill(f->sp, f->gw.outq);
+        if (!pop(f, &got, &seq))
+            return n;
+        assert_true(n < cap);
+        v[n++] = got;
+        spool_delivered(f->sp, seq);
+    }
+}
+
+/* 10 KiB readings in a 1 MiB spool: segments of 128 KiB hold 12 each. */
+#define PAD10K  (10 * 1024)
 
 /* --- crashes ----------------------------------------------------------------- */
 
@@ -595,6 +763,142 @@ test_acknowledged_segments_deleted(void **state)
     fix_free(f);
 }
 
+
+/* --- issue 12, item 1: the acknowledged position and deleted segments --- */
+
+static void
+child_30_in_three_segments_deliver_20(struct fix *f)
+{
+    uint64_t firsts[8];
+
+    for (unsigned i = 1; i <= 30; i++)
+        CHILD_CHECK(put(f, i, PAD10K) == SPOOL_QUEUED);
+    CHILD_CHECK(segment_firsts(f, firsts, 8) == 3);
+    for (unsigned i = 1; i <= 20; i++)
+        child_deliver_head(f, i);
+    /* The first segment (1..12) is behind the watermark and gone. */
+    CHILD_CHECK(segment_firsts(f, firsts, 8) == 2);
+    /* kill -9 here: before the next sync tick. */
+}
+
+/*
+ * A segment is deleted only once the position that makes it unnecessary
+ * is in state_dir/spool/acked: a kill -9 right after the deletion must
+ * not leave the file below the first surviving record.
+ */
+static void
+test_acked_position_written_before_segment_deleted(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+
+    (void)state;
+    crash_after(f, child_30_in_three_segments_deliver_20);
+    assert_int_equal(segment_firsts(f, firsts, 8), 2);
+    assert_in_range(acked_on_disk(f), firsts[0] - 1, 20);
+    fix_free(f);
+}
+
+/*
+ * The state a crash left behind in the previous version (or a power cut
+ * that kept the unlink but not the position): acked says 0, the oldest
+ * surviving record is 13.  The watermark must start at 12; before, it
+ * stayed at 0 for good, nothing was ever freed, and every restart
+ * replayed everything again.
+ */
+static void
+test_watermark_not_below_first_surviving_record(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+    unsigned got[64];
+    size_t n;
+
+    (void)state;
+    crash_after(f, child_30_in_three_segments_deliver_20);
+    set_acked_on_disk(f, 0);
+    gw_up(f);
+    n = drain_all(f, got, 64);
+    assert_int_equal(n, 18);                        /* 13..30 */
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(got[i], 13 + i);
+    /* Everything delivered: the space is free and nothing replays. */
+    assert_true(segment_firsts(f, firsts, 8) <= 1);
+    gw_down(f);
+    assert_true(acked_on_disk(f) >= 30);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+static void
+child_30_in_three_segments(struct fix *f)
+{
+    for (unsigned i = 1; i <= 30; i++)
+        CHILD_CHECK(put(f, i, PAD10K) == SPOOL_QUEUED);
+}
+
+/*
+ * A record cut from a segment that is not the last (its last record torn
+ * by a crash): the records behind it still replay, and the watermark
+ * must pass the hole, or it never moves again.
+ */
+static void
+test_watermark_passes_record_cut_from_non_last_segment(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+    unsigned got[64];
+    char seg[160];
+    struct stat st;
+    size_t n;
+    int fd;
+
+    (void)state;
+    crash_after(f, child_30_in_three_segments);
+    assert_int_equal(segment_firsts(f, firsts, 8), 3);
+    segment_path(f, firsts[0], seg, sizeof(seg));
+    assert_int_equal(stat(seg, &st), 0);
+    fd = open(seg, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, st.st_size - 40), 0);   /* reading 12 torn */
+    close(fd);
+    gw_up(f);
+    n = drain_all(f, got, 64);
+    assert_int_equal(n, 29);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(got[i], i < 11 ? 1 + i : 2 + i);
+    assert_true(segment_firsts(f, firsts, 8) <= 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+/*
+ * While the position cannot be made durable (fdatasync of state_dir/spool/
+ * acked fails), no segment is deleted; once it can, they go.
+ */
+static void
+test_no_segment_deleted_while_position_not_durable(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+
+    (void)state;
+    gw_up(f);
+    for (unsigned i = 1; i <= 30; i++)
+        assert_int_equal(put(f, i, PAD10K), SPOOL_QUEUED);
+    assert_int_equal(segment_firsts(f, firsts, 8), 3);
+    atomic_store(&failing_syncs, 1000);
+    drain_expect(f, 1, 20);
+    assert_int_equal(segment_firsts(f, firsts, 8), 3);
+    faults_off();
+    drain_expect(f, 21, 1);
+    assert_int_equal(segment_firsts(f, firsts, 8), 2);
+    fix_free(f);
+}
+
 static void
 test_no_spool_is_bounded_memory(void **state)
 {
@@ -633,6 +937,10 @@ main(void)
         cmocka_unit_test(test_watermark_only_over_contiguous_deliveries),
         cmocka_unit_test(test_acknowledged_segments_deleted),
         cmocka_unit_test(test_no_spool_is_bounded_memory),
+        cmocka_unit_test(test_acked_position_written_before_segment_deleted),
+        cmocka_unit_test(test_watermark_not_below_first_surviving_record),
+        cmocka_unit_test(test_watermark_passes_record_cut_from_non_last_segment),
+        cmocka_unit_test(test_no_segment_deleted_while_position_not_durable),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
