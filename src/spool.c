@@ -6,9 +6,15 @@
  * Acknowledgements arrive out of order (QoS 0 at hand-over, QoS 1 at
  * PUBACK), so a ring of per-message flags over the unacknowledged window
  * moves the watermark forward only across contiguous deliveries.  Whole
- * segments behind the watermark are deleted.  Nothing here blocks on the
- * network; disk writes are plain write()s, made durable by an fdatasync()
- * every queue.fsync_interval ms on the syncer thread (syncer.h).
+ * segments behind the watermark are deleted, but only once the watermark
+ * that makes them unnecessary is durable in <dir>/acked: a crash right
+ * after a deletion must not leave the file below the oldest surviving
+ * record.  (And at open the watermark is never left below the oldest
+ * surviving record, nor in front of a hole in the sequence: a spool left
+ * that way by an older version, or by a power cut, frees itself again.)
+ * Nothing here blocks on the network; disk writes are plain write()s, made
+ * durable by an fdatasync() every queue.fsync_interval ms on the syncer
+ * thread (syncer.h).
  *
  * Layer: base (calls outq, syncer, loop, log)
  */
@@ -48,7 +54,8 @@ struct spool {
     int wfd;                        /* the tail segment, append only */
     uint64_t next_seq;
     uint64_t acked;                 /* everything <= acked is delivered */
-    uint64_t acked_on_disk;
+    uint64_t acked_on_disk;         /* last written to <dir>/acked */
+    uint64_t acked_durable;         /* ... and made durable there */
     int ackfd;
     uint8_t *done;                  /* ring over (acked, next_seq) */
     size_t cap;
@@ -57,6 +64,8 @@ struct spool {
     bool dirty;                     /* written since the last sync began */
     uint64_t sync_timer;
     syncer_t *syncer;               /* NULL: sync on the loop thread */
+    enum { REQ_NONE, REQ_DATA, REQ_ACKED } req;    /* the syncer's last job */
+    uint64_t req_acked;             /* REQ_ACKED: the position it syncs */
     /* disk-only backlog, read back in order */
     uint64_t backlog;               /* messages on disk only */
     struct segment *rseg;
@@ -228,6 +237,49 @@ window_fit(spool_t *sp, uint64_t seq)
     return 0;
 }
 
+/* --- the acknowledged position on disk -------------------------------- */
+
+static int
+write_acked(spool_t *sp)
+{
+    uint8_t b[8];
+
+    if (sp->acked == sp->acked_on_disk)
+        return 0;
+    put64(b, sp->acked);
+    if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        log_warn("spool: writing the acknowledged position");
+        return -1;
+    }
+    sp->acked_on_disk = sp->acked;
+    return 0;
+}
+
+/*
+ * Makes the watermark durable (at least 'need') here and now, before a
+ * segment is deleted: once per deleted segment, so rare (every 64 KiB to
+ * 16 MiB of delivered data).  The frequent case, the tail retired at the
+ * sync tick, goes through the syncer thread instead (sync_tick).
+ */
+static int
+persist_acked(spool_t *sp, uint64_t need)
+{
+    if (sp->acked_durable >= need)
+        return 0;
+    if (write_acked(sp) < 0)
+        return -1;
+    if (fdatasync(sp->ackfd) < 0) {
+        static int warned;
+
+        log_ratelimited(&warned, "spool: fdatasync of the acknowledged position failed (%s);"
+                        " acknowledged segments kept", strerror(errno));
+        return -1;
+    }
+    sp->acked_durable = sp->acked_on_disk;
+    return 0;
+}
+
+/* Deletes the segments wholly behind the watermark, once it is durable. */
 static void
 drop_acked_segments(spool_t *sp)
 {
@@ -235,11 +287,19 @@ drop_acked_segments(spool_t *sp)
            sp->segs != sp->rseg) {
         struct segment *s = sp->segs;
 
+        if (persist_acked(sp, s->next->first_seq - 1) < 0)
+            return;
         unlinkat(sp->dirfd, s->name, 0);
         sp->bytes -= s->bytes;
         sp->segs = s->next;
         free(s);
     }
+}
+
+static bool
+retire_due(const spool_t *sp)
+{
+    return sp->tail && !sp->backlog && sp->acked + 1 == sp->next_seq && sp->tail->bytes;
 }
 
 /* Everything is delivered: the tail segment can go too, so that a
@@ -249,7 +309,7 @@ retire_tail(spool_t *sp)
 {
     struct segment **pp = &sp->segs;
 
-    if (!sp->tail || sp->backlog || sp->acked + 1 != sp->next_seq || !sp->tail->bytes)
+    if (!retire_due(sp) || persist_acked(sp, sp->next_seq - 1) < 0)
         return;
     if (sp->wfd >= 0) {
         close(sp->wfd);
@@ -290,30 +350,73 @@ spool_delivered(spool_t *sp, uint64_t seq)
  * syncs here and now.
  */
 static void
-sync_now(spool_t *sp, bool wait)
+sync_failed(spool_t *sp, int err)
 {
     static int warned;
-    int err = sp->syncer ? syncer_take_error(sp->syncer) : 0;
 
-    if (err)
-        log_ratelimited(&warned, "spool: fdatasync failed (%s)", strerror(err));
-    if (sp->dirty && sp->wfd >= 0) {
-        if (!wait && sp->syncer) {
-            if (syncer_request(sp->syncer, sp->wfd))
-                sp->dirty = false;
-        } else {
-            if (fdatasync(sp->wfd) < 0)
-                log_warn("spool: fdatasync");
-            sp->dirty = false;
-        }
+    (void)sp;
+    log_ratelimited(&warned, "spool: fdatasync failed (%s)", strerror(err));
+}
+
+/* What the syncer's last job achieved, once it is done. */
+static void
+sync_collect(spool_t *sp)
+{
+    int err;
+
+    if (!sp->syncer || sp->req == REQ_NONE || !syncer_idle(sp->syncer))
+        return;
+    if ((err = syncer_take_error(sp->syncer)))
+        sync_failed(sp, err);
+    else if (sp->req == REQ_ACKED && sp->req_acked > sp->acked_durable)
+        sp->acked_durable = sp->req_acked;
+    sp->req = REQ_NONE;
+}
+
+static bool
+sync_request(spool_t *sp, int fd, int what)
+{
+    int err;
+
+    if (syncer_request(sp->syncer, fd)) {
+        sp->req = what;
+        return true;
     }
-    if (sp->acked != sp->acked_on_disk) {
-        uint8_t b[8];
+    if (syncer_idle(sp->syncer) && (err = syncer_take_error(sp->syncer)))
+        sync_failed(sp, err);       /* no duplicate descriptor: nothing started */
+    return false;
+}
 
-        put64(b, sp->acked);
-        if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
-            log_warn("spool: writing the acknowledged position");
-        sp->acked_on_disk = sp->acked;
+/*
+ * Makes what was appended durable.  From the timer the fdatasync() runs on
+ * the syncer thread; when that is still busy with the previous one, the
+ * data stays dirty for the next tick.  When everything written has been
+ * delivered the data need not be durable, and the syncer makes the
+ * acknowledged position durable instead (so that the tail can be retired
+ * at the next tick).  'wait' (fsync_interval 0, rotation, close) syncs
+ * the data here and now.
+ */
+static void
+sync_now(spool_t *sp, bool wait)
+{
+    sync_collect(sp);
+    write_acked(sp);
+    if (!wait && sp->syncer) {
+        if (sp->req != REQ_NONE)
+            return;                 /* still busy: next tick */
+        if (sp->dirty && sp->wfd >= 0 && sp->acked + 1 < sp->next_seq) {
+            if (sync_request(sp, sp->wfd, REQ_DATA))
+                sp->dirty = false;
+        } else if (sp->acked_on_disk > sp->acked_durable) {
+            sp->req_acked = sp->acked_on_disk;
+            sync_request(sp, sp->ackfd, REQ_ACKED);
+        }
+        return;
+    }
+    if (sp->dirty && sp->wfd >= 0) {
+        if (fdatasync(sp->wfd) < 0)
+            sync_failed(sp, errno);
+        sp->dirty = false;
     }
 }
 
@@ -322,7 +425,11 @@ sync_tick(loop_t *loop, void *arg)
 {
     spool_t *sp = arg;
 
-    retire_tail(sp);
+    /* Without the syncer retire_tail() makes the position durable itself;
+     * with it, the position synced on the thread at an earlier tick. */
+    sync_collect(sp);
+    if (retire_due(sp) && (!sp->syncer || sp->acked_durable + 1 >= sp->next_seq))
+        retire_tail(sp);
     sync_now(sp, false);
     sp->sync_timer = loop_add_timer(loop, (uint64_t)(sp->gw->cfg->queue.fsync_interval
                                                      ? sp->gw->cfg->queue.fsync_interval
@@ -596,9 +703,23 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
             break;
         if (seq <= sp->acked || seq < sp->next_seq)
             want = false;           /* delivered, or a duplicate number */
+        if (want && seq > sp->next_seq && sp->next_seq == sp->acked + 1) {
+            /* The oldest surviving record is above the watermark: what
+             * was below it is gone, i.e. was delivered (its segment was
+             * deleted) or never written.  Waiting for it would stop the
+             * watermark for good. */
+            log_notice("spool: acknowledged position %" PRIu64 " is below the oldest "
+                       "record %" PRIu64 "; moved up", sp->acked, seq);
+            sp->acked = seq - 1;
+            sp->next_seq = seq;
+        }
         if (want) {
             if (window_fit(sp, seq) < 0)
                 break;
+            /* A hole (a record cut or lost, a number never written): the
+             * watermark passes it as if it had been delivered. */
+            for (uint64_t h = sp->next_seq; h < seq; h++)
+                sp->done[h % sp->cap] = 1;
             sp->next_seq = seq + 1;
             sp->done[seq % sp->cap] = 0;
             if (!sp->backlog && outq_len(q) < outq_max(q) &&
@@ -653,6 +774,7 @@ read_acked(spool_t *sp)
     if (sp->ackfd >= 0 && pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b))
         sp->acked = get64(b);
     sp->acked_on_disk = sp->acked;
+    sp->acked_durable = 0;          /* perhaps only in the page cache: sync before relying */
 }
 
 spool_t *

@@ -384,6 +384,21 @@ drain_all(struct fix *f, unsigned *v, size_t cap)
     }
 }
 
+static void
+stop_loop(loop_t *loop, void *arg)
+{
+    (void)arg;
+    loop_stop(loop);
+}
+
+/* Lets the spool's timers (sync, retire) run for 'ms'. */
+static void
+run_loop(struct fix *f, unsigned ms)
+{
+    assert_true(loop_add_timer(f->gw.loop, ms, stop_loop, NULL) != 0);
+    assert_int_equal(loop_run(f->gw.loop), 0);
+}
+
 /* 10 KiB readings in a 1 MiB spool: segments of 128 KiB hold 12 each. */
 #define PAD10K  (10 * 1024)
 
@@ -899,6 +914,36 @@ test_no_segment_deleted_while_position_not_durable(void **state)
     fix_free(f);
 }
 
+
+/*
+ * In good times the tail goes at a sync tick once everything is
+ * delivered - after the syncer thread made the position durable, so a
+ * tick or two later, and without an fdatasync on the loop.
+ */
+static void
+test_tail_retired_at_tick_after_position_synced(void **state)
+{
+    struct fix *f = fix_new(100, 16, 20);
+    uint64_t firsts[4];
+
+    (void)state;
+    gw_up(f);
+    for (unsigned i = 1; i <= 5; i++)
+        assert_int_equal(put(f, i, 0), SPOOL_QUEUED);
+    drain_expect(f, 1, 5);
+    assert_int_equal(segment_firsts(f, firsts, 4), 1);
+    run_loop(f, 200);
+    assert_int_equal(segment_firsts(f, firsts, 4), 0);
+    assert_int_equal(spool_bytes(f->sp), 0);
+    assert_int_equal(acked_on_disk(f), 5);
+    /* And the spool goes on from there. */
+    assert_int_equal(put(f, 6, 0), SPOOL_QUEUED);
+    gw_down(f);
+    gw_up(f);
+    drain_expect(f, 6, 1);
+    fix_free(f);
+}
+
 static void
 test_no_spool_is_bounded_memory(void **state)
 {
@@ -941,6 +986,7 @@ main(void)
         cmocka_unit_test(test_watermark_not_below_first_surviving_record),
         cmocka_unit_test(test_watermark_passes_record_cut_from_non_last_segment),
         cmocka_unit_test(test_no_segment_deleted_while_position_not_durable),
+        cmocka_unit_test(test_tail_retired_at_tick_after_position_synced),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
