@@ -944,6 +944,243 @@ test_tail_retired_at_tick_after_position_synced(void **state)
     fix_free(f);
 }
 
+
+/* --- issue 12, item 3: short writes and torn records ------------------- */
+
+static void
+child_short_write_first_record(struct fix *f)
+{
+    atomic_store(&short_writes, 1);
+    CHILD_CHECK(put(f, 1, 100) == SPOOL_FULL);      /* refused: 5.03, device keeps it */
+    CHILD_CHECK(put(f, 2, 100) == SPOOL_QUEUED);
+    CHILD_CHECK(put(f, 3, 100) == SPOOL_QUEUED);
+}
+
+/*
+ * A short write (disk full) of the first record of a segment: the
+ * readings accepted after it must survive a restart.  Before, the torn
+ * bytes stayed at the head of the segment (reopened under the same name
+ * with O_APPEND), and the replay cut the segment there: everything
+ * accepted after the short write was lost.
+ */
+static void
+test_short_write_loses_no_later_reading(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    unsigned got[8];
+
+    (void)state;
+    crash_after(f, child_short_write_first_record);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 2);
+    assert_int_equal(got[0], 2);
+    assert_int_equal(got[1], 3);
+    fix_free(f);
+}
+
+static void
+child_short_write_truncate_fails(struct fix *f)
+{
+    atomic_store(&short_writes, 1);
+    atomic_store(&failing_truncates, 1);
+    CHILD_CHECK(put(f, 1, 100) == SPOOL_FULL);
+    CHILD_CHECK(put(f, 2, 100) == SPOOL_QUEUED);
+    CHILD_CHECK(put(f, 3, 100) == SPOOL_QUEUED);
+}
+
+/*
+ * The torn bytes cannot be cut off (ftruncate fails too): the segment is
+ * closed as it is and the next record starts a segment of a new name;
+ * no name is ever used twice.  Before, the torn segment was reopened
+ * under its own name (the torn record was its first), a second list
+ * entry for the same file.  After a restart 2 and 3 replay, and once
+ * they are delivered the spool frees itself and nothing replays again.
+ */
+static void
+test_short_write_never_reuses_segment_name(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint64_t firsts[8];
+    unsigned got[8];
+
+    (void)state;
+    crash_after(f, child_short_write_truncate_fails);
+    assert_int_equal(segment_firsts(f, firsts, 8), 2);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 2);
+    assert_int_equal(got[0], 2);
+    assert_int_equal(got[1], 3);
+    run_loop(f, 300);
+    assert_true(segment_firsts(f, firsts, 8) <= 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+/* Memory for 2, then a disk backlog; the short write hits reading 4 (or
+ * 10): the backlog read back must hold every accepted reading. */
+static void
+backlog_with_short_write(struct fix *f, unsigned first, bool truncate_fails)
+{
+    unsigned got[16];
+
+    assert_int_equal(put(f, first, 0), SPOOL_QUEUED);
+    assert_int_equal(put(f, first + 1, 0), SPOOL_QUEUED);
+    assert_int_equal(put(f, first + 2, 0), SPOOL_ON_DISK);
+    atomic_store(&short_writes, 1);
+    atomic_store(&failing_truncates, truncate_fails ? 1 : 0);
+    assert_int_equal(put(f, first + 3, 0), SPOOL_FULL);
+    faults_off();
+    assert_int_equal(put(f, first + 4, 0), SPOOL_ON_DISK);
+    assert_int_equal(put(f, first + 5, 0), SPOOL_ON_DISK);
+    assert_int_equal(drain_all(f, got, 16), 5);
+    assert_int_equal(got[0], first);
+    assert_int_equal(got[1], first + 1);
+    assert_int_equal(got[2], first + 2);
+    assert_int_equal(got[3], first + 4);
+    assert_int_equal(got[4], first + 5);
+    assert_int_equal(spool_backlog(f->sp), 0);
+}
+
+/*
+ * Before: the reader of the disk backlog met the torn record, logged
+ * "N spooled messages lost" and dropped every accepted reading behind it.
+ */
+static void
+test_short_write_during_backlog_loses_nothing(void **state)
+{
+    struct fix *f = fix_new(2, 16, 100);
+
+    (void)state;
+    gw_up(f);
+    backlog_with_short_write(f, 1, false);
+    backlog_with_short_write(f, 11, true);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+static void
+child_put_1_to_3(struct fix *f)
+{
+    for (unsigned i = 1; i <= 3; i++)
+        CHILD_CHECK(put(f, i, 100) == SPOOL_QUEUED);
+}
+
+/* Reads the whole file at 'path' into a malloc'd buffer. */
+static uint8_t *
+slurp(const char *path, size_t *len)
+{
+    struct stat st;
+    uint8_t *b;
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    b = malloc((size_t)st.st_size);
+    assert_non_null(b);
+    assert_int_equal(read(fd, b, (size_t)st.st_size), st.st_size);
+    close(fd);
+    *len = (size_t)st.st_size;
+    return b;
+}
+
+static void
+spit(const char *path, const uint8_t *b, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_TRUNC);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b, len), (ssize_t)len);
+    close(fd);
+}
+
+/*
+ * The segment the previous version left after a short write: record 2
+ * torn, then (the file reopened with O_APPEND) record 2 again whole, and
+ * record 3.  Before, the replay cut the file at the torn record and 2
+ * and 3 - both acknowledged to their device - were lost.
+ */
+static void
+test_torn_record_followed_by_intact_ones(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint64_t firsts[4];
+    unsigned got[8];
+    char seg[160];
+    uint8_t *old, *neu;
+    size_t len, rec;
+
+    (void)state;
+    crash_after(f, child_put_1_to_3);
+    assert_int_equal(segment_firsts(f, firsts, 4), 1);
+    segment_path(f, firsts[0], seg, sizeof(seg));
+    old = slurp(seg, &len);
+    rec = len / 3;                  /* three records of one size */
+    neu = malloc(len + rec / 2);
+    assert_non_null(neu);
+    memcpy(neu, old, rec);                          /* 1 */
+    memcpy(neu + rec, old + rec, rec / 2);          /* 2, torn */
+    memcpy(neu + rec + rec / 2, old + rec, 2 * rec);   /* 2, 3 */
+    spit(seg, neu, len + rec / 2);
+    free(old);
+    free(neu);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 3);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(got[i], i + 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+static void
+child_put_1_to_5_small(struct fix *f)
+{
+    for (unsigned i = 1; i <= 5; i++)
+        CHILD_CHECK(put(f, i, 100) == SPOOL_QUEUED);
+}
+
+/*
+ * A record damaged in the middle of a segment (a bad sector, a bit
+ * flipped): it is skipped, the records after it replay, and the
+ * watermark passes it.
+ */
+static void
+test_damaged_record_mid_segment_skipped(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint64_t firsts[4];
+    unsigned got[8];
+    char seg[160];
+    uint8_t *b;
+    size_t len, rec;
+
+    (void)state;
+    crash_after(f, child_put_1_to_5_small);
+    assert_int_equal(segment_firsts(f, firsts, 4), 1);
+    segment_path(f, firsts[0], seg, sizeof(seg));
+    b = slurp(seg, &len);
+    rec = len / 5;
+    b[rec + rec - 10] ^= 0x20;      /* in record 2's payload */
+    spit(seg, b, len);
+    free(b);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 4);
+    assert_int_equal(got[0], 1);
+    for (unsigned i = 1; i < 4; i++)
+        assert_int_equal(got[i], i + 2);
+    run_loop(f, 300);
+    assert_true(segment_firsts(f, firsts, 4) <= 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
 static void
 test_no_spool_is_bounded_memory(void **state)
 {
@@ -987,6 +1224,11 @@ main(void)
         cmocka_unit_test(test_watermark_passes_record_cut_from_non_last_segment),
         cmocka_unit_test(test_no_segment_deleted_while_position_not_durable),
         cmocka_unit_test(test_tail_retired_at_tick_after_position_synced),
+        cmocka_unit_test(test_short_write_loses_no_later_reading),
+        cmocka_unit_test(test_short_write_never_reuses_segment_name),
+        cmocka_unit_test(test_short_write_during_backlog_loses_nothing),
+        cmocka_unit_test(test_torn_record_followed_by_intact_ones),
+        cmocka_unit_test(test_damaged_record_mid_segment_skipped),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
