@@ -39,6 +39,7 @@
 #define REC_HDR         24
 #define REC_BODY_FIXED  16
 #define REC_MAX_BODY    (REC_BODY_FIXED + 65535 + 65535 + (64u << 20))
+#define SCAN_CHUNK      (64u << 10)     /* resynchronising after a damaged record */
 
 struct segment {
     struct segment *next;
@@ -71,6 +72,7 @@ struct spool {
     struct segment *rseg;
     int rfd;
     uint64_t roff;
+    uint64_t rnext;                 /* the number the next record should have */
 };
 
 /* --- little-endian encoding ------------------------------------------- */
@@ -120,6 +122,18 @@ get64(const uint8_t *p)
 }
 
 /* --- records ------------------------------------------------------------ */
+
+/* The size of m's record, 0 when it cannot be one. */
+static size_t
+rec_size(const outmsg_t *m)
+{
+    size_t tlen = strlen(m->topic);
+    size_t body = REC_BODY_FIXED + tlen + m->corr_len + m->len;
+
+    if (tlen > 65535 || m->corr_len > 65535 || body > REC_MAX_BODY)
+        return 0;
+    return REC_HDR + body;
+}
 
 /* Encodes header + body into a malloc'd buffer; *len gets its size. */
 static uint8_t *
@@ -213,6 +227,40 @@ read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m)
     }
     free(body);
     return (ssize_t)(REC_HDR + len);
+}
+
+/*
+ * After a damaged record at 'off' (torn by a short write or a crash, or a
+ * bad sector): the offset of the next intact record numbered above
+ * 'after' (numbers only grow in a segment), or -1 when none follows and
+ * the rest is a torn end.  Every place the magic appears is tried; the
+ * CRC decides.
+ */
+static int64_t
+next_intact(int fd, uint64_t off, uint64_t after)
+{
+    static const uint8_t magic[4] = { 0x31, 0x4d, 0x32, 0x43 };     /* REC_MAGIC, LE */
+    uint8_t *buf = malloc(SCAN_CHUNK);
+    uint64_t pos = off + 1;
+    int64_t found = -1;
+    ssize_t n;
+
+    if (!buf)
+        return -1;
+    while (found < 0 && (n = pread(fd, buf, SCAN_CHUNK, (off_t)pos)) >= (ssize_t)sizeof(magic)) {
+        const uint8_t *p = buf, *end = buf + n;
+
+        while (found < 0 && (p = memmem(p, (size_t)(end - p), magic, sizeof(magic)))) {
+            uint64_t seq;
+
+            if (read_record(fd, pos + (uint64_t)(p - buf), &seq, NULL) > 0 && seq > after)
+                found = (int64_t)(pos + (uint64_t)(p - buf));
+            p++;
+        }
+        pos += (uint64_t)n - (sizeof(magic) - 1);     /* a magic across the chunk edge */
+    }
+    free(buf);
+    return found;
 }
 
 /* --- the acknowledged window ------------------------------------------- */
@@ -326,16 +374,39 @@ retire_tail(spool_t *sp)
         sp->tail = s;
 }
 
+/* Moves the watermark across contiguous deliveries. */
+static void
+advance(spool_t *sp)
+{
+    while (sp->acked + 1 < sp->next_seq && sp->done[(sp->acked + 1) % sp->cap]) {
+        sp->done[(sp->acked + 1) % sp->cap] = 0;
+        sp->acked++;
+    }
+}
+
+/*
+ * Gives up the number next_seq: a torn record had it, or a file of that
+ * name is in the way.  It is never used again, and the watermark passes
+ * it as if it had been delivered.
+ */
+static int
+skip_seq(spool_t *sp)
+{
+    if (window_fit(sp, sp->next_seq) < 0)
+        return -1;
+    sp->done[sp->next_seq % sp->cap] = 1;
+    sp->next_seq++;
+    advance(sp);
+    return 0;
+}
+
 void
 spool_delivered(spool_t *sp, uint64_t seq)
 {
     if (!sp || seq <= sp->acked || seq >= sp->next_seq)
         return;
     sp->done[seq % sp->cap] = 1;
-    while (sp->acked + 1 < sp->next_seq && sp->done[(sp->acked + 1) % sp->cap]) {
-        sp->done[(sp->acked + 1) % sp->cap] = 0;
-        sp->acked++;
-    }
+    advance(sp);
     drop_acked_segments(sp);
     if (sp->tail && sp->tail->bytes >= sp->seg_max / 2)
         retire_tail(sp);
@@ -454,63 +525,99 @@ segment_new(spool_t *sp, uint64_t first_seq)
     return s;
 }
 
-/* Starts a new tail segment for appending. */
+/* Syncs (see sync_now) and closes the tail segment; it stays in the list. */
+static void
+close_tail(spool_t *sp)
+{
+    if (sp->wfd < 0)
+        return;
+    /* The syncer syncs its own duplicate, so closing at once is fine;
+     * only when it is busy does the loop wait for the disk. */
+    sync_now(sp, false);
+    if (sp->dirty && sp->acked + 1 < sp->next_seq)
+        sync_now(sp, true);
+    sp->dirty = false;
+    close(sp->wfd);
+    sp->wfd = -1;
+}
+
+/*
+ * Starts a new tail segment for appending, named after next_seq.  The file
+ * must be new (O_EXCL): appending to a file of the same name, e.g. one a
+ * torn record is in, would make two list entries of one file, offsets
+ * that are wrong, and an unlink of one that deletes the other.
+ */
 static int
 rotate(spool_t *sp)
 {
     struct segment *s;
+    char name[32];
+    int fd, err;
 
-    if (sp->wfd >= 0) {
-        /* The syncer syncs its own duplicate, so closing at once is fine;
-         * only when it is busy does the loop wait for the disk. */
-        sync_now(sp, false);
-        if (sp->dirty)
-            sync_now(sp, true);
-        close(sp->wfd);
-        sp->wfd = -1;
+    close_tail(sp);
+    for (int tries = 0;; tries++) {
+        snprintf(name, sizeof(name), "%016" PRIx64 ".seg", sp->next_seq);
+        fd = openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            break;
+        err = errno;
+        if (err != EEXIST || tries == 8 || skip_seq(sp) < 0) {
+            errno = err;
+            log_warn("spool: cannot create %s", name);
+            return -1;
+        }
     }
-    if (!(s = segment_new(sp, sp->next_seq)))
-        return -1;
-    sp->wfd = openat(sp->dirfd, s->name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (sp->wfd < 0) {
-        log_warn("spool: cannot create %s", s->name);
+    if (!(s = segment_new(sp, sp->next_seq))) {
+        close(fd);
+        unlinkat(sp->dirfd, name, 0);
         return -1;
     }
+    sp->wfd = fd;
     return 0;
+}
+
+/*
+ * A failed append left 'torn' bytes of a record at the end of the tail
+ * (a short write: the disk is full).  They are cut off; when even that
+ * fails, the segment is closed as it is (the replay cuts the torn end),
+ * the record's number is given up and the next record starts a segment
+ * of a new name.
+ */
+static void
+undo_append(spool_t *sp, uint64_t torn)
+{
+    if (!torn || ftruncate(sp->wfd, (off_t)sp->tail->bytes) == 0)
+        return;
+    log_warn("spool: cannot cut a torn record from %s; starting a new segment", sp->tail->name);
+    sp->tail->bytes += torn;
+    sp->bytes += torn;
+    close_tail(sp);
+    skip_seq(sp);
 }
 
 /* Appends; *off gets the record's offset in the tail segment. */
 static int
 append(spool_t *sp, outmsg_t *m, uint64_t *off)
 {
-    size_t len;
+    size_t len = rec_size(m);
     uint8_t *rec;
     ssize_t n;
 
-    if (window_fit(sp, sp->next_seq) < 0)
+    if (!len || sp->bytes + len > sp->max_bytes)
         return -1;
-    if (!(rec = encode(m, sp->next_seq, &len)))
+    /* An empty tail takes any record, however large. */
+    if ((sp->wfd < 0 || (sp->tail->bytes && sp->tail->bytes + len > sp->seg_max)) &&
+        rotate(sp) < 0)
         return -1;
-    if (sp->bytes + len > sp->max_bytes) {
-        free(rec);
+    if (window_fit(sp, sp->next_seq) < 0 || !(rec = encode(m, sp->next_seq, &len)))
         return -1;
-    }
-    if ((sp->wfd < 0 || sp->tail->bytes + len > sp->seg_max) && rotate(sp) < 0) {
-        free(rec);
-        return -1;
-    }
     n = write(sp->wfd, rec, len);
     free(rec);
     if (n != (ssize_t)len) {
         static int warned;
 
         log_ratelimited(&warned, "spool: write failed (%s)", n < 0 ? strerror(errno) : "short");
-        /* A short write leaves a torn record: start clean in a new segment. */
-        if (n > 0) {
-            sp->tail->bytes += (uint64_t)n;
-            sp->bytes += (uint64_t)n;
-            rotate(sp);
-        }
+        undo_append(sp, n > 0 ? (uint64_t)n : 0);
         return -1;
     }
     *off = sp->tail->bytes;
@@ -524,13 +631,15 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
     return 0;
 }
 
+/* The backlog reader, at 'off' of 'seg', where record 'seq' is. */
 static int
-open_reader(spool_t *sp, struct segment *seg, uint64_t off)
+open_reader(spool_t *sp, struct segment *seg, uint64_t off, uint64_t seq)
 {
     if (sp->rfd >= 0)
         close(sp->rfd);
     sp->rseg = seg;
     sp->roff = off;
+    sp->rnext = seq;
     sp->rfd = openat(sp->dirfd, seg->name, O_RDONLY | O_CLOEXEC);
     if (sp->rfd < 0)
         log_warn("spool: cannot read %s", seg->name);
@@ -571,7 +680,7 @@ spool_put(spool_t *sp, outq_t *q, outmsg_t *m)
         return SPOOL_QUEUED;
     /* Memory is full: from here on everything waits on disk, in order,
      * until spool_refill() has read the backlog back. */
-    if (!sp->backlog && open_reader(sp, sp->tail, off) < 0) {
+    if (!sp->backlog && open_reader(sp, sp->tail, off, m->seq) < 0) {
         /* Cannot read it back: keep it in memory beyond the bound rather
          * than lose a reading that is already acknowledged. */
         outq_push_front(q, m);
@@ -592,12 +701,32 @@ spool_refill(spool_t *sp, outq_t *q)
 
         if (n > 0) {
             sp->roff += (uint64_t)n;
+            if (seq < sp->rnext) {          /* a number read already */
+                outmsg_finish(m, false);
+                continue;
+            }
+            /* A hole (a damaged record, a number given up): the
+             * watermark must not wait for it. */
+            for (; sp->rnext < seq; sp->rnext++)
+                spool_delivered(sp, sp->rnext);
+            sp->rnext = seq + 1;
             sp->backlog--;
             outq_push(q, m);
             continue;
         }
-        if (n == 0 && sp->rseg->next) {
-            if (open_reader(sp, sp->rseg->next, 0) < 0)
+        if (n < 0) {
+            int64_t next = next_intact(sp->rfd, sp->roff, sp->rnext - 1);
+
+            if (next >= 0) {
+                log_warnx("spool: %s: damaged record at offset %" PRIu64 "; %" PRIu64
+                          " bytes skipped", sp->rseg->name, sp->roff, (uint64_t)next - sp->roff);
+                sp->roff = (uint64_t)next;
+                continue;
+            }
+        }
+        /* The end of a segment, or its torn end: on to the next one. */
+        if (sp->rseg->next) {
+            if (open_reader(sp, sp->rseg->next, 0, sp->rnext) < 0)
                 break;
             continue;
         }
@@ -687,7 +816,7 @@ static void
 replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
 {
     int fd = openat(sp->dirfd, seg->name, O_RDWR | O_CLOEXEC);
-    uint64_t off = 0, seq;
+    uint64_t off = 0, seq, last = 0;
     ssize_t n;
 
     if (fd < 0) {
@@ -699,8 +828,20 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
         bool want = true;
 
         n = read_record(fd, off, &seq, NULL);
-        if (n <= 0)
+        if (n < 0) {
+            /* Damaged: never cut off intact records behind it. */
+            int64_t next = next_intact(fd, off, last);
+
+            if (next < 0)
+                break;
+            log_warnx("spool: %s: damaged record at offset %" PRIu64 "; %" PRIu64
+                      " bytes skipped", seg->name, off, (uint64_t)next - off);
+            off = (uint64_t)next;
+            continue;
+        }
+        if (n == 0)
             break;
+        last = seq;
         if (seq <= sp->acked || seq < sp->next_seq)
             want = false;           /* delivered, or a duplicate number */
         if (want && seq > sp->next_seq && sp->next_seq == sp->acked + 1) {
@@ -727,7 +868,7 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
                 outq_push(q, m);
             } else {
                 if (!sp->backlog)
-                    open_reader(sp, seg, off);
+                    open_reader(sp, seg, off, seq);
                 sp->backlog++;
             }
             (*replayed)++;
@@ -735,7 +876,7 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
         off += (uint64_t)n;
     }
     if (n < 0) {
-        log_warnx("spool: %s: torn record at offset %" PRIu64 " (crash during a write), cut",
+        log_warnx("spool: %s: torn record at offset %" PRIu64 " (a crash or a full disk during a write), cut",
                   seg->name, off);
         if (ftruncate(fd, (off_t)off) < 0)
             log_warn("spool: truncate %s", seg->name);
