@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <cmocka.h>
 
 #include "coap2mqtt/config.h"
@@ -1181,6 +1182,117 @@ test_damaged_record_mid_segment_skipped(void **state)
     fix_free(f);
 }
 
+
+/* --- issue 12, item 12: the record CRC and the sequence number --------- */
+
+/*
+ * Two bits of a record's sequence number flipped on disk (record 3's
+ * number becomes 771).  The CRC must catch it: the record is skipped
+ * like any damaged one, and 4 and 5 replay.  Before, the CRC covered the
+ * body only: record 3 replayed as number 771, and 4 and 5 were then
+ * dropped as "numbers seen already" - two acknowledged readings lost.
+ */
+static void
+test_record_crc_covers_seq(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint64_t firsts[4];
+    unsigned got[8];
+    char seg[160];
+    uint8_t *b;
+    size_t len, rec;
+
+    (void)state;
+    crash_after(f, child_put_1_to_5_small);
+    assert_int_equal(segment_firsts(f, firsts, 4), 1);
+    segment_path(f, firsts[0], seg, sizeof(seg));
+    b = slurp(seg, &len);
+    rec = len / 5;
+    assert_int_equal(b[2 * rec + 16], 3);           /* seq, little-endian */
+    b[2 * rec + 17] ^= 0x03;                        /* 3 -> 771 */
+    spit(seg, b, len);
+    free(b);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 4);
+    assert_int_equal(got[0], 1);
+    assert_int_equal(got[1], 2);
+    assert_int_equal(got[2], 4);
+    assert_int_equal(got[3], 5);
+    fix_free(f);
+}
+
+/* A record as the previous version wrote it: magic "C2M1", CRC-32 of the
+ * body only. */
+static size_t
+v1_record(uint8_t *out, uint64_t seq, const char *topic, const char *payload)
+{
+    size_t tlen = strlen(topic), plen = strlen(payload), body = 16 + tlen + plen;
+    uint8_t *b = out + 24;
+    uint32_t crc;
+
+    memset(out, 0, 24 + 16);
+    b[0] = 1;                                       /* QoS 1, no retain */
+    b[4] = 50;                                      /* Content-Format 50 */
+    b[8] = (uint8_t)tlen;
+    b[12] = (uint8_t)plen;
+    memcpy(b + 16, topic, tlen);
+    memcpy(b + 16 + tlen, payload, plen);
+    crc = (uint32_t)crc32(0, b, (uInt)body);
+    memcpy(out, "1M2C", 4);
+    for (int i = 0; i < 4; i++) {
+        out[4 + i] = (uint8_t)(body >> (8 * i));
+        out[8 + i] = (uint8_t)(crc >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++)
+        out[16 + i] = (uint8_t)(seq >> (8 * i));
+    return 24 + body;
+}
+
+/*
+ * A gateway upgrade must not lose a spool: segments written by the
+ * previous version (records "C2M1") replay, in order, after the
+ * watermark, and new records go on behind them.
+ */
+static void
+test_old_format_spool_replays(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint8_t buf[4096];
+    size_t len = 0;
+    char seg[160];
+    int fd;
+
+    (void)state;
+    assert_int_equal(mkdir(f->spool, 0700), 0);
+    for (unsigned i = 1; i <= 5; i++) {
+        char payload[16];
+
+        snprintf(payload, sizeof(payload), "%u", i);
+        len += v1_record(buf + len, 40 + i, TOPIC, payload);
+    }
+    segment_path(f, 41, seg, sizeof(seg));
+    fd = open(seg, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+    snprintf(seg, sizeof(seg), "%s/acked", f->spool);
+    fd = open(seg, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    set_acked_on_disk(f, 42);                       /* 1 and 2 delivered */
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 3);
+    drain_expect(f, 3, 3);
+    assert_int_equal(put(f, 6, 0), SPOOL_QUEUED);
+    gw_down(f);
+    gw_up(f);
+    drain_expect(f, 6, 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
 static void
 test_no_spool_is_bounded_memory(void **state)
 {
@@ -1229,6 +1341,8 @@ main(void)
         cmocka_unit_test(test_short_write_during_backlog_loses_nothing),
         cmocka_unit_test(test_torn_record_followed_by_intact_ones),
         cmocka_unit_test(test_damaged_record_mid_segment_skipped),
+        cmocka_unit_test(test_record_crc_covers_seq),
+        cmocka_unit_test(test_old_format_spool_replays),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
