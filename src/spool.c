@@ -35,7 +35,8 @@
 
 #define SEG_MAX_BYTES   (16u << 20)
 #define SEG_MIN_BYTES   (64u << 10)
-#define REC_MAGIC       0x43324d31u     /* "C2M1" */
+#define REC_MAGIC_V1    0x43324d31u     /* "C2M1": CRC of the body (read only) */
+#define REC_MAGIC       0x43324d32u     /* "C2M2": CRC of length, flags, seq, body */
 #define REC_HDR         24
 #define REC_BODY_FIXED  16
 #define REC_MAX_BODY    (REC_BODY_FIXED + 65535 + 65535 + (64u << 20))
@@ -123,6 +124,26 @@ get64(const uint8_t *p)
 
 /* --- records ------------------------------------------------------------ */
 
+/*
+ * A record: a 24-byte header (magic, body length, CRC-32, flags, sequence
+ * number, all little-endian) and the body.  In "C2M2" records the CRC
+ * covers the header's length, flags and sequence number too, so that a
+ * damaged number is caught like a damaged body.  "C2M1" records (the
+ * previous version's, CRC of the body only) are still read, so that an
+ * upgrade replays the spool it finds.
+ */
+static uint32_t
+rec_crc(const uint8_t *hdr, const uint8_t *body, size_t len)
+{
+    uLong crc = crc32(0, NULL, 0);
+
+    if (get32(hdr) == REC_MAGIC) {
+        crc = crc32(crc, hdr + 4, 4);
+        crc = crc32(crc, hdr + 12, 12);
+    }
+    return (uint32_t)crc32(crc, body, (uInt)len);
+}
+
 /* The size of m's record, 0 when it cannot be one. */
 static size_t
 rec_size(const outmsg_t *m)
@@ -162,9 +183,9 @@ encode(const outmsg_t *m, uint64_t seq, size_t *len)
         memcpy(b + REC_BODY_FIXED + tlen + m->corr_len, m->payload, m->len);
     put32(buf, REC_MAGIC);
     put32(buf + 4, (uint32_t)body);
-    put32(buf + 8, (uint32_t)crc32(0, b, (uInt)body));
     put32(buf + 12, 0);
     put64(buf + 16, seq);
+    put32(buf + 8, rec_crc(buf, b, body));
     *len = REC_HDR + body;
     return buf;
 }
@@ -210,13 +231,13 @@ read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m)
 
     if (n == 0)
         return 0;
-    if (n != REC_HDR || get32(hdr) != REC_MAGIC)
+    if (n != REC_HDR || (get32(hdr) != REC_MAGIC && get32(hdr) != REC_MAGIC_V1))
         return -1;
     len = get32(hdr + 4);
     if (len < REC_BODY_FIXED || len > REC_MAX_BODY || !(body = malloc(len)))
         return -1;
     if (pread(fd, body, len, (off_t)(off + REC_HDR)) != (ssize_t)len ||
-        (uint32_t)crc32(0, body, len) != get32(hdr + 8)) {
+        rec_crc(hdr, body, len) != get32(hdr + 8)) {
         free(body);
         return -1;
     }
@@ -233,13 +254,13 @@ read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m)
  * After a damaged record at 'off' (torn by a short write or a crash, or a
  * bad sector): the offset of the next intact record numbered above
  * 'after' (numbers only grow in a segment), or -1 when none follows and
- * the rest is a torn end.  Every place the magic appears is tried; the
- * CRC decides.
+ * the rest is a torn end.  Every place a magic appears is tried ("C2M1"
+ * and "C2M2" share their last three bytes); the CRC decides.
  */
 static int64_t
 next_intact(int fd, uint64_t off, uint64_t after)
 {
-    static const uint8_t magic[4] = { 0x31, 0x4d, 0x32, 0x43 };     /* REC_MAGIC, LE */
+    static const uint8_t tail3[3] = { 0x4d, 0x32, 0x43 };       /* "M2C": bytes 1..3 */
     uint8_t *buf = malloc(SCAN_CHUNK);
     uint64_t pos = off + 1;
     int64_t found = -1;
@@ -247,17 +268,18 @@ next_intact(int fd, uint64_t off, uint64_t after)
 
     if (!buf)
         return -1;
-    while (found < 0 && (n = pread(fd, buf, SCAN_CHUNK, (off_t)pos)) >= (ssize_t)sizeof(magic)) {
-        const uint8_t *p = buf, *end = buf + n;
+    while (found < 0 && (n = pread(fd, buf, SCAN_CHUNK, (off_t)pos)) >= 4) {
+        const uint8_t *p = buf + 1, *end = buf + n;
 
-        while (found < 0 && (p = memmem(p, (size_t)(end - p), magic, sizeof(magic)))) {
-            uint64_t seq;
+        while (found < 0 && (p = memmem(p, (size_t)(end - p), tail3, sizeof(tail3)))) {
+            uint64_t at = pos + (uint64_t)(p - 1 - buf), seq;
 
-            if (read_record(fd, pos + (uint64_t)(p - buf), &seq, NULL) > 0 && seq > after)
-                found = (int64_t)(pos + (uint64_t)(p - buf));
+            if ((p[-1] == 0x31 || p[-1] == 0x32) && read_record(fd, at, &seq, NULL) > 0 &&
+                seq > after)
+                found = (int64_t)at;
             p++;
         }
-        pos += (uint64_t)n - (sizeof(magic) - 1);     /* a magic across the chunk edge */
+        pos += (uint64_t)n - 3;                     /* a magic across the chunk edge */
     }
     free(buf);
     return found;
