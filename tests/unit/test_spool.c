@@ -1293,6 +1293,80 @@ test_old_format_spool_replays(void **state)
     fix_free(f);
 }
 
+
+/* --- issue 12, item 12: a failed fdatasync ----------------------------- */
+
+static enum spool_put_result
+put_non(struct fix *f, unsigned n)
+{
+    outmsg_t *m = msg(f, n, 0);
+    enum spool_put_result r;
+
+    m->qos = 0;
+    r = spool_put(f->sp, f->gw.outq, m);
+    if (r == SPOOL_FULL)
+        outmsg_finish(m, false);
+    return r;
+}
+
+/*
+ * fsync_interval > 0: the syncer thread's fdatasync fails (EIO).  What
+ * was written before cannot be called safe against a power cut any more,
+ * so from then on the spool takes nothing (a CON push gets 5.03 and the
+ * device keeps its reading) until a later sync works.  Before, the error
+ * was logged and readings went on being accepted.
+ */
+static void
+test_failed_sync_refuses_readings_until_a_sync_works(void **state)
+{
+    struct fix *f = fix_new(100, 16, 20);
+
+    (void)state;
+    gw_up(f);
+    assert_int_equal(put(f, 1, 0), SPOOL_QUEUED);
+    atomic_store(&failing_syncs, 1000);
+    run_loop(f, 150);
+    assert_int_equal(put(f, 2, 0), SPOOL_FULL);
+    assert_int_equal(put_non(f, 3), SPOOL_QUEUED);  /* NON: memory only, as when full */
+    run_loop(f, 100);
+    assert_int_equal(put(f, 4, 0), SPOOL_FULL);     /* still failing */
+    faults_off();
+    run_loop(f, 150);
+    assert_int_equal(put(f, 5, 0), SPOOL_QUEUED);
+    gw_down(f);
+    gw_up(f);
+    drain_expect(f, 1, 1);
+    drain_expect(f, 5, 1);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+/*
+ * fsync_interval 0: every reading is synced before it is acknowledged.
+ * A reading whose sync fails is refused itself (and cut from the
+ * segment), and so are the next ones until a sync works again.
+ */
+static void
+test_failed_sync_refuses_the_reading_it_was_for(void **state)
+{
+    struct fix *f = fix_new(100, 16, 0);
+
+    (void)state;
+    gw_up(f);
+    assert_int_equal(put(f, 1, 0), SPOOL_QUEUED);
+    atomic_store(&failing_syncs, 1);
+    assert_int_equal(put(f, 2, 0), SPOOL_FULL);
+    assert_int_equal(put(f, 3, 0), SPOOL_FULL);
+    run_loop(f, 250);                               /* the next sync works */
+    assert_int_equal(put(f, 4, 0), SPOOL_QUEUED);
+    gw_down(f);
+    gw_up(f);
+    drain_expect(f, 1, 1);
+    drain_expect(f, 4, 1);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
 static void
 test_no_spool_is_bounded_memory(void **state)
 {
@@ -1343,6 +1417,8 @@ main(void)
         cmocka_unit_test(test_damaged_record_mid_segment_skipped),
         cmocka_unit_test(test_record_crc_covers_seq),
         cmocka_unit_test(test_old_format_spool_replays),
+        cmocka_unit_test(test_failed_sync_refuses_readings_until_a_sync_works),
+        cmocka_unit_test(test_failed_sync_refuses_the_reading_it_was_for),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
