@@ -66,8 +66,9 @@ struct spool {
     bool dirty;                     /* written since the last sync began */
     uint64_t sync_timer;
     syncer_t *syncer;               /* NULL: sync on the loop thread */
-    enum { REQ_NONE, REQ_DATA, REQ_ACKED } req;    /* the syncer's last job */
-    uint64_t req_acked;             /* REQ_ACKED: the position it syncs */
+    enum { REQ_NONE, REQ_DATA, REQ_ACKED, REQ_PROBE } req;    /* the syncer's last job */
+    uint64_t req_acked;             /* REQ_ACKED, REQ_PROBE: the position it syncs */
+    bool sync_broken;               /* a sync failed: no new readings (sync_failed) */
     /* disk-only backlog, read back in order */
     uint64_t backlog;               /* messages on disk only */
     struct segment *rseg;
@@ -307,18 +308,45 @@ window_fit(spool_t *sp, uint64_t seq)
     return 0;
 }
 
-/* --- the acknowledged position on disk -------------------------------- */
+/* --- the acknowledged position on disk, and failed syncs ---------------- */
 
+/*
+ * A failed fdatasync() (EIO: a dying disk; and Linux marks the pages clean
+ * after a failed writeback, so a retry proves nothing about them) means
+ * that what was written may not survive a power cut.  From then on the
+ * spool takes no new reading (spool_put() returns SPOOL_FULL: a CON push
+ * is answered 5.03 and the device keeps its reading) and deletes no
+ * segment, until a sync of a fresh write succeeds: every sync tick probes
+ * by writing acked again and syncing it.  Logged once each way.
+ */
+static void
+sync_failed(spool_t *sp, int err)
+{
+    if (!sp->sync_broken)
+        log_warnx("spool: fdatasync failed (%s); refusing new readings until a sync works "
+                  "again", strerror(err));
+    sp->sync_broken = true;
+}
+
+static void
+sync_works(spool_t *sp)
+{
+    if (sp->sync_broken)
+        log_notice("spool: fdatasync works again; accepting readings");
+    sp->sync_broken = false;
+}
+
+/* Writes the watermark to acked (no sync); 'force' even when unchanged. */
 static int
-write_acked(spool_t *sp)
+write_acked(spool_t *sp, bool force)
 {
     uint8_t b[8];
 
-    if (sp->acked == sp->acked_on_disk)
+    if (sp->acked == sp->acked_on_disk && !force)
         return 0;
     put64(b, sp->acked);
     if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
-        log_warn("spool: writing the acknowledged position");
+        sync_failed(sp, errno ? errno : EIO);
         return -1;
     }
     sp->acked_on_disk = sp->acked;
@@ -329,24 +357,36 @@ write_acked(spool_t *sp)
  * Makes the watermark durable (at least 'need') here and now, before a
  * segment is deleted: once per deleted segment, so rare (every 64 KiB to
  * 16 MiB of delivered data).  The frequent case, the tail retired at the
- * sync tick, goes through the syncer thread instead (sync_tick).
+ * sync tick, goes through the syncer thread instead (sync_tick).  While
+ * syncs fail, nothing is deleted (the tick probes).
  */
 static int
 persist_acked(spool_t *sp, uint64_t need)
 {
     if (sp->acked_durable >= need)
         return 0;
-    if (write_acked(sp) < 0)
+    if (sp->sync_broken || write_acked(sp, false) < 0)
         return -1;
     if (fdatasync(sp->ackfd) < 0) {
-        static int warned;
-
-        log_ratelimited(&warned, "spool: fdatasync of the acknowledged position failed (%s);"
-                        " acknowledged segments kept", strerror(errno));
+        sync_failed(sp, errno);
         return -1;
     }
     sp->acked_durable = sp->acked_on_disk;
     return 0;
+}
+
+/* The probe while syncs fail, on the loop (no syncer thread). */
+static void
+probe_inline(spool_t *sp)
+{
+    if (write_acked(sp, true) < 0)
+        return;
+    if (fdatasync(sp->ackfd) < 0) {
+        sync_failed(sp, errno);
+        return;
+    }
+    sp->acked_durable = sp->acked_on_disk;
+    sync_works(sp);
 }
 
 /* Deletes the segments wholly behind the watermark, once it is durable. */
@@ -436,21 +476,6 @@ spool_delivered(spool_t *sp, uint64_t seq)
 
 /* --- writing ------------------------------------------------------------- */
 
-/*
- * Makes what was appended durable.  From the timer the fdatasync() runs on
- * the syncer thread; when that is still busy with the previous one, the
- * data stays dirty for the next tick.  'wait' (fsync_interval 0, close)
- * syncs here and now.
- */
-static void
-sync_failed(spool_t *sp, int err)
-{
-    static int warned;
-
-    (void)sp;
-    log_ratelimited(&warned, "spool: fdatasync failed (%s)", strerror(err));
-}
-
 /* What the syncer's last job achieved, once it is done. */
 static void
 sync_collect(spool_t *sp)
@@ -459,10 +484,14 @@ sync_collect(spool_t *sp)
 
     if (!sp->syncer || sp->req == REQ_NONE || !syncer_idle(sp->syncer))
         return;
-    if ((err = syncer_take_error(sp->syncer)))
+    if ((err = syncer_take_error(sp->syncer))) {
         sync_failed(sp, err);
-    else if (sp->req == REQ_ACKED && sp->req_acked > sp->acked_durable)
-        sp->acked_durable = sp->req_acked;
+    } else if (sp->req != REQ_DATA) {      /* acked written, then synced */
+        if (sp->req_acked > sp->acked_durable)
+            sp->acked_durable = sp->req_acked;
+        if (sp->req == REQ_PROBE)
+            sync_works(sp);
+    }
     sp->req = REQ_NONE;
 }
 
@@ -486,17 +515,24 @@ sync_request(spool_t *sp, int fd, int what)
  * data stays dirty for the next tick.  When everything written has been
  * delivered the data need not be durable, and the syncer makes the
  * acknowledged position durable instead (so that the tail can be retired
- * at the next tick).  'wait' (fsync_interval 0, rotation, close) syncs
- * the data here and now.
+ * at the next tick); while syncs fail, it runs the probe.  'wait'
+ * (rotation, close) syncs the data here and now.
  */
 static void
 sync_now(spool_t *sp, bool wait)
 {
     sync_collect(sp);
-    write_acked(sp);
     if (!wait && sp->syncer) {
         if (sp->req != REQ_NONE)
             return;                 /* still busy: next tick */
+        if (sp->sync_broken) {
+            if (write_acked(sp, true) == 0) {
+                sp->req_acked = sp->acked_on_disk;
+                sync_request(sp, sp->ackfd, REQ_PROBE);
+            }
+            return;
+        }
+        write_acked(sp, false);
         if (sp->dirty && sp->wfd >= 0 && sp->acked + 1 < sp->next_seq) {
             if (sync_request(sp, sp->wfd, REQ_DATA))
                 sp->dirty = false;
@@ -506,6 +542,7 @@ sync_now(spool_t *sp, bool wait)
         }
         return;
     }
+    write_acked(sp, false);
     if (sp->dirty && sp->wfd >= 0) {
         if (fdatasync(sp->wfd) < 0)
             sync_failed(sp, errno);
@@ -521,6 +558,8 @@ sync_tick(loop_t *loop, void *arg)
     /* Without the syncer retire_tail() makes the position durable itself;
      * with it, the position synced on the thread at an earlier tick. */
     sync_collect(sp);
+    if (sp->sync_broken && !sp->syncer)
+        probe_inline(sp);
     if (retire_due(sp) && (!sp->syncer || sp->acked_durable + 1 >= sp->next_seq))
         retire_tail(sp);
     sync_now(sp, false);
@@ -625,11 +664,11 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
     uint8_t *rec;
     ssize_t n;
 
-    if (!len || sp->bytes + len > sp->max_bytes)
+    if (!len || sp->bytes + len > sp->max_bytes || sp->sync_broken)
         return -1;
     /* An empty tail takes any record, however large. */
     if ((sp->wfd < 0 || (sp->tail->bytes && sp->tail->bytes + len > sp->seg_max)) &&
-        rotate(sp) < 0)
+        (rotate(sp) < 0 || sp->sync_broken))
         return -1;
     if (window_fit(sp, sp->next_seq) < 0 || !(rec = encode(m, sp->next_seq, &len)))
         return -1;
@@ -642,14 +681,21 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
         undo_append(sp, n > 0 ? (uint64_t)n : 0);
         return -1;
     }
+    /* fsync_interval 0: durable before it is acknowledged, or refused
+     * (and cut off again, so that it is not replayed either). */
+    if (sp->gw->cfg->queue.fsync_interval == 0 && fdatasync(sp->wfd) < 0) {
+        sync_failed(sp, errno);
+        undo_append(sp, len);
+        return -1;
+    }
     *off = sp->tail->bytes;
     m->seq = sp->next_seq++;
     sp->done[m->seq % sp->cap] = 0;
     sp->tail->bytes += len;
     sp->bytes += len;
-    sp->dirty = true;
-    if (sp->gw->cfg->queue.fsync_interval == 0)
-        sync_now(sp, true);
+    sp->dirty = sp->gw->cfg->queue.fsync_interval != 0;
+    if (!sp->dirty)
+        write_acked(sp, false);
     return 0;
 }
 
