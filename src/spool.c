@@ -787,7 +787,8 @@ spool_refill(spool_t *sp, outq_t *q)
 
             if (next >= 0) {
                 log_warnx("spool: %s: damaged record at offset %" PRIu64 "; %" PRIu64
-                          " bytes skipped", sp->rseg->name, sp->roff, (uint64_t)next - sp->roff);
+                          " bytes skipped", sp->rseg->name, sp->roff,
+                          (uint64_t)next - sp->roff);
                 sp->roff = (uint64_t)next;
                 continue;
             }
@@ -944,8 +945,8 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
         off += (uint64_t)n;
     }
     if (n < 0) {
-        log_warnx("spool: %s: torn record at offset %" PRIu64 " (a crash or a full disk during a write), cut",
-                  seg->name, off);
+        log_warnx("spool: %s: torn record at offset %" PRIu64 " (a crash or a full disk "
+                  "during a write), cut", seg->name, off);
         if (ftruncate(fd, (off_t)off) < 0)
             log_warn("spool: truncate %s", seg->name);
     }
@@ -980,8 +981,18 @@ read_acked(spool_t *sp)
     uint8_t b[8];
 
     sp->ackfd = openat(sp->dirfd, "acked", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (sp->ackfd >= 0 && pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b))
+    if (sp->ackfd < 0)
+        return;
+    if (pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b)) {
         sp->acked = get64(b);
+    } else {
+        /* A new file: its block now, while there is room, so that writing
+         * the position (which every segment deletion waits for) never
+         * needs space on a full disk. */
+        put64(b, 0);
+        if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
+            log_warn("spool: writing the acknowledged position");
+    }
     sp->acked_on_disk = sp->acked;
     sp->acked_durable = 0;          /* perhaps only in the page cache: sync before relying */
 }
