@@ -3,7 +3,11 @@
  * after a crash from the acknowledged position, a torn last record, the
  * size limit, overflow to disk and read-back in order, the acknowledged
  * watermark over out-of-order deliveries, and deletion of acknowledged
- * segments.
+ * segments.  And the defects of issue 12 (items 1, 3, 12): the position
+ * durable before a deletion and never below the oldest surviving record,
+ * short writes on a full disk, damaged records with intact ones behind,
+ * the CRC over the sequence number (and the previous format still read),
+ * failed fdatasync()s.
  *
  * A crash is a forked child that appends and then _exit()s without
  * spool_close(): the file descriptors die with it exactly as under
