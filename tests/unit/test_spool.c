@@ -1373,6 +1373,32 @@ test_failed_sync_refuses_the_reading_it_was_for(void **state)
     fix_free(f);
 }
 
+
+/*
+ * Steady traffic in good times: every reading delivered at once, a few
+ * between two sync ticks.  The disk must hold no more than a tick or two
+ * of readings, as before the position had to be durable before a
+ * deletion: the tail is closed at a tick where everything is delivered,
+ * and deleted once the syncer thread has made the position durable.
+ */
+static void
+test_good_times_hold_little_on_disk(void **state)
+{
+    struct fix *f = fix_new(100, 16, 20);
+    uint64_t firsts[8];
+
+    (void)state;
+    gw_up(f);
+    for (unsigned i = 1; i <= 60; i++) {
+        assert_int_equal(put(f, i, 1000), SPOOL_QUEUED);
+        drain_expect(f, i, 1);
+        run_loop(f, 7);
+    }
+    assert_true(segment_firsts(f, firsts, 8) <= 2);
+    assert_in_range(spool_bytes(f->sp), 0, 12 * 1100);
+    fix_free(f);
+}
+
 static void
 test_no_spool_is_bounded_memory(void **state)
 {
@@ -1416,6 +1442,7 @@ main(void)
         cmocka_unit_test(test_watermark_passes_record_cut_from_non_last_segment),
         cmocka_unit_test(test_no_segment_deleted_while_position_not_durable),
         cmocka_unit_test(test_tail_retired_at_tick_after_position_synced),
+        cmocka_unit_test(test_good_times_hold_little_on_disk),
         cmocka_unit_test(test_short_write_loses_no_later_reading),
         cmocka_unit_test(test_short_write_never_reuses_segment_name),
         cmocka_unit_test(test_short_write_during_backlog_loses_nothing),
