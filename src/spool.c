@@ -355,10 +355,11 @@ write_acked(spool_t *sp, bool force)
 
 /*
  * Makes the watermark durable (at least 'need') here and now, before a
- * segment is deleted: once per deleted segment, so rare (every 64 KiB to
- * 16 MiB of delivered data).  The frequent case, the tail retired at the
- * sync tick, goes through the syncer thread instead (sync_tick).  While
- * syncs fail, nothing is deleted (the tick probes).
+ * segment of at least half the segment size is deleted: rare (every 32 KiB
+ * to 8 MiB of delivered data at most).  Smaller segments (closed at a sync
+ * tick in good times, see sync_tick) wait for the syncer thread to make
+ * the position durable.  While syncs fail, nothing is deleted (the tick
+ * probes).
  */
 static int
 persist_acked(spool_t *sp, uint64_t need)
@@ -396,8 +397,11 @@ drop_acked_segments(spool_t *sp)
     while (sp->segs && sp->segs->next && sp->segs->next->first_seq <= sp->acked + 1 &&
            sp->segs != sp->rseg) {
         struct segment *s = sp->segs;
+        uint64_t need = s->next->first_seq - 1;
 
-        if (persist_acked(sp, s->next->first_seq - 1) < 0)
+        if (sp->acked_durable < need && sp->syncer && s->bytes < sp->seg_max / 2)
+            return;                 /* small: the syncer makes it durable (sync_tick) */
+        if (persist_acked(sp, need) < 0)
             return;
         unlinkat(sp->dirfd, s->name, 0);
         sp->bytes -= s->bytes;
@@ -550,19 +554,50 @@ sync_now(spool_t *sp, bool wait)
     }
 }
 
+/* Syncs (see sync_now) and closes the tail segment; it stays in the list. */
+static void
+close_tail(spool_t *sp)
+{
+    if (sp->wfd < 0)
+        return;
+    /* The syncer syncs its own duplicate, so closing at once is fine;
+     * only when it is busy does the loop wait for the disk. */
+    sync_now(sp, false);
+    if (sp->dirty && sp->acked + 1 < sp->next_seq)
+        sync_now(sp, true);
+    sp->dirty = false;
+    close(sp->wfd);
+    sp->wfd = -1;
+}
+
+/*
+ * In good times everything written is delivered by the next tick, and the
+ * tail goes, so that the disk holds (almost) nothing.  Its deletion waits
+ * for the position to be durable, without an fdatasync on the loop: the
+ * tick asks the syncer thread to sync acked (sync_now) and closes the
+ * tail, so that new readings go to a new segment and do not move the
+ * position this one waits for; a later tick (or delivery) deletes it.
+ * Without the syncer retire_tail() makes the position durable itself.
+ */
 static void
 sync_tick(loop_t *loop, void *arg)
 {
     spool_t *sp = arg;
+    bool seal = false;
 
-    /* Without the syncer retire_tail() makes the position durable itself;
-     * with it, the position synced on the thread at an earlier tick. */
     sync_collect(sp);
     if (sp->sync_broken && !sp->syncer)
         probe_inline(sp);
-    if (retire_due(sp) && (!sp->syncer || sp->acked_durable + 1 >= sp->next_seq))
-        retire_tail(sp);
+    drop_acked_segments(sp);
+    if (retire_due(sp)) {
+        if (!sp->syncer || sp->acked_durable + 1 >= sp->next_seq)
+            retire_tail(sp);
+        else
+            seal = true;
+    }
     sync_now(sp, false);
+    if (seal && sp->wfd >= 0 && sp->req == REQ_ACKED && sp->req_acked + 1 >= sp->next_seq)
+        close_tail(sp);
     sp->sync_timer = loop_add_timer(loop, (uint64_t)(sp->gw->cfg->queue.fsync_interval
                                                      ? sp->gw->cfg->queue.fsync_interval
                                                      : 100),
@@ -584,22 +619,6 @@ segment_new(spool_t *sp, uint64_t first_seq)
         sp->segs = s;
     sp->tail = s;
     return s;
-}
-
-/* Syncs (see sync_now) and closes the tail segment; it stays in the list. */
-static void
-close_tail(spool_t *sp)
-{
-    if (sp->wfd < 0)
-        return;
-    /* The syncer syncs its own duplicate, so closing at once is fine;
-     * only when it is busy does the loop wait for the disk. */
-    sync_now(sp, false);
-    if (sp->dirty && sp->acked + 1 < sp->next_seq)
-        sync_now(sp, true);
-    sp->dirty = false;
-    close(sp->wfd);
-    sp->wfd = -1;
 }
 
 /*
