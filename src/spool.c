@@ -9,7 +9,7 @@
  * segments behind the watermark are deleted, but only once the watermark
  * that makes them unnecessary is durable in <dir>/acked: a crash right
  * after a deletion must not leave the file below the oldest surviving
- * record.  (And at open the watermark is never left below the oldest
+ * record (see persist_acked and sync_tick for where that sync runs).  (And at open the watermark is never left below the oldest
  * surviving record, nor in front of a hole in the sequence: a spool left
  * that way by an older version, or by a power cut, frees itself again.)
  * Nothing here blocks on the network; disk writes are plain write()s, made
