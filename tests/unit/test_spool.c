@@ -1432,6 +1432,33 @@ test_good_times_hold_little_on_disk(void **state)
     fix_free(f);
 }
 
+
+/*
+ * A small segment (here: one closed after a short write it could not cut
+ * off) ahead of large ones, while readings are always in flight: it must
+ * not hold back the deletion of the large ones behind it until a sync
+ * tick finds nothing in flight.
+ */
+static void
+test_small_segment_does_not_block_deletion(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+
+    (void)state;
+    gw_up(f);
+    atomic_store(&short_writes, 1);
+    atomic_store(&failing_truncates, 1);
+    assert_int_equal(put(f, 1, PAD10K), SPOOL_FULL);
+    for (unsigned i = 2; i <= 31; i++)
+        assert_int_equal(put(f, i, PAD10K), SPOOL_QUEUED);
+    assert_int_equal(segment_firsts(f, firsts, 8), 4);     /* 1 (torn), 2.., 14.., 26.. */
+    drain_expect(f, 2, 24);                         /* 26..31 still in flight */
+    assert_int_equal(segment_firsts(f, firsts, 8), 1);
+    assert_int_equal(firsts[0], 26);
+    fix_free(f);
+}
+
 static void
 test_no_spool_is_bounded_memory(void **state)
 {
@@ -1476,6 +1503,7 @@ main(void)
         cmocka_unit_test(test_no_segment_deleted_while_position_not_durable),
         cmocka_unit_test(test_tail_retired_at_tick_after_position_synced),
         cmocka_unit_test(test_good_times_hold_little_on_disk),
+        cmocka_unit_test(test_small_segment_does_not_block_deletion),
         cmocka_unit_test(test_short_write_loses_no_later_reading),
         cmocka_unit_test(test_short_write_never_reuses_segment_name),
         cmocka_unit_test(test_short_write_during_backlog_loses_nothing),
