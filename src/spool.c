@@ -354,12 +354,11 @@ write_acked(spool_t *sp, bool force)
 }
 
 /*
- * Makes the watermark durable (at least 'need') here and now, before a
- * segment of at least half the segment size is deleted: rare (every 32 KiB
- * to 8 MiB of delivered data at most).  Smaller segments (closed at a sync
- * tick in good times, see sync_tick) wait for the syncer thread to make
- * the position durable.  While syncs fail, nothing is deleted (the tick
- * probes).
+ * Makes the watermark durable (at least 'need') here and now, before half
+ * a segment or more is deleted: rare (every 32 KiB to 8 MiB of delivered
+ * data at most).  Less (the tail closed at a sync tick in good times, see
+ * sync_tick) waits for the syncer thread to make the position durable.
+ * While syncs fail, nothing is deleted (the tick probes).
  */
 static int
 persist_acked(spool_t *sp, uint64_t need)
@@ -390,19 +389,32 @@ probe_inline(spool_t *sp)
     sync_works(sp);
 }
 
-/* Deletes the segments wholly behind the watermark, once it is durable. */
+static bool
+deletable(const spool_t *sp, const struct segment *s)
+{
+    return s->next && s->next->first_seq <= sp->acked + 1 && s != sp->rseg;
+}
+
+/*
+ * Deletes the segments wholly behind the watermark, once it is durable.
+ * When they add up to half a segment or more, the position is synced here
+ * (rare); less waits for the syncer thread to sync it at a tick.
+ */
 static void
 drop_acked_segments(spool_t *sp)
 {
-    while (sp->segs && sp->segs->next && sp->segs->next->first_seq <= sp->acked + 1 &&
-           sp->segs != sp->rseg) {
-        struct segment *s = sp->segs;
-        uint64_t need = s->next->first_seq - 1;
+    uint64_t bytes = 0, need = 0;
+    struct segment *s;
 
-        if (sp->acked_durable < need && sp->syncer && s->bytes < sp->seg_max / 2)
-            return;                 /* small: the syncer makes it durable (sync_tick) */
-        if (persist_acked(sp, need) < 0)
-            return;
+    for (s = sp->segs; s && deletable(sp, s); s = s->next) {
+        bytes += s->bytes;
+        need = s->next->first_seq - 1;
+    }
+    if (s == sp->segs)
+        return;
+    if (sp->acked_durable < need && (bytes >= sp->seg_max / 2 || !sp->syncer))
+        persist_acked(sp, need);
+    while ((s = sp->segs) && deletable(sp, s) && s->next->first_seq - 1 <= sp->acked_durable) {
         unlinkat(sp->dirfd, s->name, 0);
         sp->bytes -= s->bytes;
         sp->segs = s->next;
