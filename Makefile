@@ -104,6 +104,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(PURE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
+# The spool's test injects disk faults (short writes, ENOSPC, EIO from
+# fdatasync, a failing ftruncate): spool.o's and syncer.o's calls go to
+# the test's __wrap_* functions in this binary only.
+$(BUILD)/tests/test_spool: LDFLAGS += -Wl,--wrap=write,--wrap=ftruncate,--wrap=fdatasync
+
 deps:
 	@scripts/install-deps.sh
 

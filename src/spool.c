@@ -6,9 +6,15 @@
  * Acknowledgements arrive out of order (QoS 0 at hand-over, QoS 1 at
  * PUBACK), so a ring of per-message flags over the unacknowledged window
  * moves the watermark forward only across contiguous deliveries.  Whole
- * segments behind the watermark are deleted.  Nothing here blocks on the
- * network; disk writes are plain write()s, made durable by an fdatasync()
- * every queue.fsync_interval ms on the syncer thread (syncer.h).
+ * segments behind the watermark are deleted, but only once the watermark
+ * that makes them unnecessary is durable in <dir>/acked: a crash right
+ * after a deletion must not leave the file below the oldest surviving
+ * record (see persist_acked and sync_tick for where that sync runs).  (And at open the watermark is never left below the oldest
+ * surviving record, nor in front of a hole in the sequence: a spool left
+ * that way by an older version, or by a power cut, frees itself again.)
+ * Nothing here blocks on the network; disk writes are plain write()s, made
+ * durable by an fdatasync() every queue.fsync_interval ms on the syncer
+ * thread (syncer.h).
  *
  * Layer: base (calls outq, syncer, loop, log)
  */
@@ -29,10 +35,12 @@
 
 #define SEG_MAX_BYTES   (16u << 20)
 #define SEG_MIN_BYTES   (64u << 10)
-#define REC_MAGIC       0x43324d31u     /* "C2M1" */
+#define REC_MAGIC_V1    0x43324d31u     /* "C2M1": CRC of the body (read only) */
+#define REC_MAGIC       0x43324d32u     /* "C2M2": CRC of length, flags, seq, body */
 #define REC_HDR         24
 #define REC_BODY_FIXED  16
 #define REC_MAX_BODY    (REC_BODY_FIXED + 65535 + 65535 + (64u << 20))
+#define SCAN_CHUNK      (64u << 10)     /* resynchronising after a damaged record */
 
 struct segment {
     struct segment *next;
@@ -48,7 +56,8 @@ struct spool {
     int wfd;                        /* the tail segment, append only */
     uint64_t next_seq;
     uint64_t acked;                 /* everything <= acked is delivered */
-    uint64_t acked_on_disk;
+    uint64_t acked_on_disk;         /* last written to <dir>/acked */
+    uint64_t acked_durable;         /* ... and made durable there */
     int ackfd;
     uint8_t *done;                  /* ring over (acked, next_seq) */
     size_t cap;
@@ -57,11 +66,15 @@ struct spool {
     bool dirty;                     /* written since the last sync began */
     uint64_t sync_timer;
     syncer_t *syncer;               /* NULL: sync on the loop thread */
+    enum { REQ_NONE, REQ_DATA, REQ_ACKED, REQ_PROBE } req;    /* the syncer's last job */
+    uint64_t req_acked;             /* REQ_ACKED, REQ_PROBE: the position it syncs */
+    bool sync_broken;               /* a sync failed: no new readings (sync_failed) */
     /* disk-only backlog, read back in order */
     uint64_t backlog;               /* messages on disk only */
     struct segment *rseg;
     int rfd;
     uint64_t roff;
+    uint64_t rnext;                 /* the number the next record should have */
 };
 
 /* --- little-endian encoding ------------------------------------------- */
@@ -112,6 +125,38 @@ get64(const uint8_t *p)
 
 /* --- records ------------------------------------------------------------ */
 
+/*
+ * A record: a 24-byte header (magic, body length, CRC-32, flags, sequence
+ * number, all little-endian) and the body.  In "C2M2" records the CRC
+ * covers the header's length, flags and sequence number too, so that a
+ * damaged number is caught like a damaged body.  "C2M1" records (the
+ * previous version's, CRC of the body only) are still read, so that an
+ * upgrade replays the spool it finds.
+ */
+static uint32_t
+rec_crc(const uint8_t *hdr, const uint8_t *body, size_t len)
+{
+    uLong crc = crc32(0, NULL, 0);
+
+    if (get32(hdr) == REC_MAGIC) {
+        crc = crc32(crc, hdr + 4, 4);
+        crc = crc32(crc, hdr + 12, 12);
+    }
+    return (uint32_t)crc32(crc, body, (uInt)len);
+}
+
+/* The size of m's record, 0 when it cannot be one. */
+static size_t
+rec_size(const outmsg_t *m)
+{
+    size_t tlen = strlen(m->topic);
+    size_t body = REC_BODY_FIXED + tlen + m->corr_len + m->len;
+
+    if (tlen > 65535 || m->corr_len > 65535 || body > REC_MAX_BODY)
+        return 0;
+    return REC_HDR + body;
+}
+
 /* Encodes header + body into a malloc'd buffer; *len gets its size. */
 static uint8_t *
 encode(const outmsg_t *m, uint64_t seq, size_t *len)
@@ -139,9 +184,9 @@ encode(const outmsg_t *m, uint64_t seq, size_t *len)
         memcpy(b + REC_BODY_FIXED + tlen + m->corr_len, m->payload, m->len);
     put32(buf, REC_MAGIC);
     put32(buf + 4, (uint32_t)body);
-    put32(buf + 8, (uint32_t)crc32(0, b, (uInt)body));
     put32(buf + 12, 0);
     put64(buf + 16, seq);
+    put32(buf + 8, rec_crc(buf, b, body));
     *len = REC_HDR + body;
     return buf;
 }
@@ -187,13 +232,13 @@ read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m)
 
     if (n == 0)
         return 0;
-    if (n != REC_HDR || get32(hdr) != REC_MAGIC)
+    if (n != REC_HDR || (get32(hdr) != REC_MAGIC && get32(hdr) != REC_MAGIC_V1))
         return -1;
     len = get32(hdr + 4);
     if (len < REC_BODY_FIXED || len > REC_MAX_BODY || !(body = malloc(len)))
         return -1;
     if (pread(fd, body, len, (off_t)(off + REC_HDR)) != (ssize_t)len ||
-        (uint32_t)crc32(0, body, len) != get32(hdr + 8)) {
+        rec_crc(hdr, body, len) != get32(hdr + 8)) {
         free(body);
         return -1;
     }
@@ -204,6 +249,41 @@ read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m)
     }
     free(body);
     return (ssize_t)(REC_HDR + len);
+}
+
+/*
+ * After a damaged record at 'off' (torn by a short write or a crash, or a
+ * bad sector): the offset of the next intact record numbered above
+ * 'after' (numbers only grow in a segment), or -1 when none follows and
+ * the rest is a torn end.  Every place a magic appears is tried ("C2M1"
+ * and "C2M2" share their last three bytes); the CRC decides.
+ */
+static int64_t
+next_intact(int fd, uint64_t off, uint64_t after)
+{
+    static const uint8_t tail3[3] = { 0x4d, 0x32, 0x43 };       /* "M2C": bytes 1..3 */
+    uint8_t *buf = malloc(SCAN_CHUNK);
+    uint64_t pos = off + 1;
+    int64_t found = -1;
+    ssize_t n;
+
+    if (!buf)
+        return -1;
+    while (found < 0 && (n = pread(fd, buf, SCAN_CHUNK, (off_t)pos)) >= 4) {
+        const uint8_t *p = buf + 1, *end = buf + n;
+
+        while (found < 0 && (p = memmem(p, (size_t)(end - p), tail3, sizeof(tail3)))) {
+            uint64_t at = pos + (uint64_t)(p - 1 - buf), seq;
+
+            if ((p[-1] == 0x31 || p[-1] == 0x32) && read_record(fd, at, &seq, NULL) > 0 &&
+                seq > after)
+                found = (int64_t)at;
+            p++;
+        }
+        pos += (uint64_t)n - 3;                     /* a magic across the chunk edge */
+    }
+    free(buf);
+    return found;
 }
 
 /* --- the acknowledged window ------------------------------------------- */
@@ -228,18 +308,124 @@ window_fit(spool_t *sp, uint64_t seq)
     return 0;
 }
 
+/* --- the acknowledged position on disk, and failed syncs ---------------- */
+
+/*
+ * A failed fdatasync() (EIO: a dying disk; and Linux marks the pages clean
+ * after a failed writeback, so a retry proves nothing about them) means
+ * that what was written may not survive a power cut.  From then on the
+ * spool takes no new reading (spool_put() returns SPOOL_FULL: a CON push
+ * is answered 5.03 and the device keeps its reading) and deletes no
+ * segment, until a sync of a fresh write succeeds: every sync tick probes
+ * by writing acked again and syncing it.  Logged once each way.
+ */
+static void
+sync_failed(spool_t *sp, int err)
+{
+    if (!sp->sync_broken)
+        log_warnx("spool: fdatasync failed (%s); refusing new readings until a sync works "
+                  "again", strerror(err));
+    sp->sync_broken = true;
+}
+
+static void
+sync_works(spool_t *sp)
+{
+    if (sp->sync_broken)
+        log_notice("spool: fdatasync works again; accepting readings");
+    sp->sync_broken = false;
+}
+
+/* Writes the watermark to acked (no sync); 'force' even when unchanged. */
+static int
+write_acked(spool_t *sp, bool force)
+{
+    uint8_t b[8];
+
+    if (sp->acked == sp->acked_on_disk && !force)
+        return 0;
+    put64(b, sp->acked);
+    if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        sync_failed(sp, errno ? errno : EIO);
+        return -1;
+    }
+    sp->acked_on_disk = sp->acked;
+    return 0;
+}
+
+/*
+ * Makes the watermark durable (at least 'need') here and now, before half
+ * a segment or more is deleted: rare (every 32 KiB to 8 MiB of delivered
+ * data at most).  Less (the tail closed at a sync tick in good times, see
+ * sync_tick) waits for the syncer thread to make the position durable.
+ * While syncs fail, nothing is deleted (the tick probes).
+ */
+static int
+persist_acked(spool_t *sp, uint64_t need)
+{
+    if (sp->acked_durable >= need)
+        return 0;
+    if (sp->sync_broken || write_acked(sp, false) < 0)
+        return -1;
+    if (fdatasync(sp->ackfd) < 0) {
+        sync_failed(sp, errno);
+        return -1;
+    }
+    sp->acked_durable = sp->acked_on_disk;
+    return 0;
+}
+
+/* The probe while syncs fail, on the loop (no syncer thread). */
+static void
+probe_inline(spool_t *sp)
+{
+    if (write_acked(sp, true) < 0)
+        return;
+    if (fdatasync(sp->ackfd) < 0) {
+        sync_failed(sp, errno);
+        return;
+    }
+    sp->acked_durable = sp->acked_on_disk;
+    sync_works(sp);
+}
+
+static bool
+deletable(const spool_t *sp, const struct segment *s)
+{
+    return s->next && s->next->first_seq <= sp->acked + 1 && s != sp->rseg;
+}
+
+/*
+ * Deletes the segments wholly behind the watermark, once it is durable.
+ * When they add up to half a segment or more, the position is synced here
+ * (rare); less waits for the syncer thread to sync it at a tick.
+ */
 static void
 drop_acked_segments(spool_t *sp)
 {
-    while (sp->segs && sp->segs->next && sp->segs->next->first_seq <= sp->acked + 1 &&
-           sp->segs != sp->rseg) {
-        struct segment *s = sp->segs;
+    uint64_t bytes = 0, need = 0;
+    struct segment *s;
 
+    for (s = sp->segs; s && deletable(sp, s); s = s->next) {
+        bytes += s->bytes;
+        need = s->next->first_seq - 1;
+    }
+    if (s == sp->segs)
+        return;
+    if (sp->acked_durable < need && (bytes >= sp->seg_max / 2 || !sp->syncer))
+        persist_acked(sp, need);
+    while ((s = sp->segs) && deletable(sp, s) && s->next->first_seq - 1 <= sp->acked_durable) {
         unlinkat(sp->dirfd, s->name, 0);
         sp->bytes -= s->bytes;
         sp->segs = s->next;
         free(s);
     }
+}
+
+static bool
+retire_due(const spool_t *sp)
+{
+    return sp->tail && !sp->backlog && sp->acked + 1 == sp->next_seq && sp->tail->bytes;
 }
 
 /* Everything is delivered: the tail segment can go too, so that a
@@ -249,7 +435,7 @@ retire_tail(spool_t *sp)
 {
     struct segment **pp = &sp->segs;
 
-    if (!sp->tail || sp->backlog || sp->acked + 1 != sp->next_seq || !sp->tail->bytes)
+    if (!retire_due(sp) || persist_acked(sp, sp->next_seq - 1) < 0)
         return;
     if (sp->wfd >= 0) {
         close(sp->wfd);
@@ -266,16 +452,39 @@ retire_tail(spool_t *sp)
         sp->tail = s;
 }
 
+/* Moves the watermark across contiguous deliveries. */
+static void
+advance(spool_t *sp)
+{
+    while (sp->acked + 1 < sp->next_seq && sp->done[(sp->acked + 1) % sp->cap]) {
+        sp->done[(sp->acked + 1) % sp->cap] = 0;
+        sp->acked++;
+    }
+}
+
+/*
+ * Gives up the number next_seq: a torn record had it, or a file of that
+ * name is in the way.  It is never used again, and the watermark passes
+ * it as if it had been delivered.
+ */
+static int
+skip_seq(spool_t *sp)
+{
+    if (window_fit(sp, sp->next_seq) < 0)
+        return -1;
+    sp->done[sp->next_seq % sp->cap] = 1;
+    sp->next_seq++;
+    advance(sp);
+    return 0;
+}
+
 void
 spool_delivered(spool_t *sp, uint64_t seq)
 {
     if (!sp || seq <= sp->acked || seq >= sp->next_seq)
         return;
     sp->done[seq % sp->cap] = 1;
-    while (sp->acked + 1 < sp->next_seq && sp->done[(sp->acked + 1) % sp->cap]) {
-        sp->done[(sp->acked + 1) % sp->cap] = 0;
-        sp->acked++;
-    }
+    advance(sp);
     drop_acked_segments(sp);
     if (sp->tail && sp->tail->bytes >= sp->seg_max / 2)
         retire_tail(sp);
@@ -283,47 +492,124 @@ spool_delivered(spool_t *sp, uint64_t seq)
 
 /* --- writing ------------------------------------------------------------- */
 
+/* What the syncer's last job achieved, once it is done. */
+static void
+sync_collect(spool_t *sp)
+{
+    int err;
+
+    if (!sp->syncer || sp->req == REQ_NONE || !syncer_idle(sp->syncer))
+        return;
+    if ((err = syncer_take_error(sp->syncer))) {
+        sync_failed(sp, err);
+    } else if (sp->req != REQ_DATA) {      /* acked written, then synced */
+        if (sp->req_acked > sp->acked_durable)
+            sp->acked_durable = sp->req_acked;
+        if (sp->req == REQ_PROBE)
+            sync_works(sp);
+    }
+    sp->req = REQ_NONE;
+}
+
+static bool
+sync_request(spool_t *sp, int fd, int what)
+{
+    int err;
+
+    if (syncer_request(sp->syncer, fd)) {
+        sp->req = what;
+        return true;
+    }
+    if (syncer_idle(sp->syncer) && (err = syncer_take_error(sp->syncer)))
+        sync_failed(sp, err);       /* no duplicate descriptor: nothing started */
+    return false;
+}
+
 /*
  * Makes what was appended durable.  From the timer the fdatasync() runs on
  * the syncer thread; when that is still busy with the previous one, the
- * data stays dirty for the next tick.  'wait' (fsync_interval 0, close)
- * syncs here and now.
+ * data stays dirty for the next tick.  When everything written has been
+ * delivered the data need not be durable, and the syncer makes the
+ * acknowledged position durable instead (so that the tail can be retired
+ * at the next tick); while syncs fail, it runs the probe.  'wait'
+ * (rotation, close) syncs the data here and now.
  */
 static void
 sync_now(spool_t *sp, bool wait)
 {
-    static int warned;
-    int err = sp->syncer ? syncer_take_error(sp->syncer) : 0;
-
-    if (err)
-        log_ratelimited(&warned, "spool: fdatasync failed (%s)", strerror(err));
-    if (sp->dirty && sp->wfd >= 0) {
-        if (!wait && sp->syncer) {
-            if (syncer_request(sp->syncer, sp->wfd))
-                sp->dirty = false;
-        } else {
-            if (fdatasync(sp->wfd) < 0)
-                log_warn("spool: fdatasync");
-            sp->dirty = false;
+    sync_collect(sp);
+    if (!wait && sp->syncer) {
+        if (sp->req != REQ_NONE)
+            return;                 /* still busy: next tick */
+        if (sp->sync_broken) {
+            if (write_acked(sp, true) == 0) {
+                sp->req_acked = sp->acked_on_disk;
+                sync_request(sp, sp->ackfd, REQ_PROBE);
+            }
+            return;
         }
+        write_acked(sp, false);
+        if (sp->dirty && sp->wfd >= 0 && sp->acked + 1 < sp->next_seq) {
+            if (sync_request(sp, sp->wfd, REQ_DATA))
+                sp->dirty = false;
+        } else if (sp->acked_on_disk > sp->acked_durable) {
+            sp->req_acked = sp->acked_on_disk;
+            sync_request(sp, sp->ackfd, REQ_ACKED);
+        }
+        return;
     }
-    if (sp->acked != sp->acked_on_disk) {
-        uint8_t b[8];
-
-        put64(b, sp->acked);
-        if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
-            log_warn("spool: writing the acknowledged position");
-        sp->acked_on_disk = sp->acked;
+    write_acked(sp, false);
+    if (sp->dirty && sp->wfd >= 0) {
+        if (fdatasync(sp->wfd) < 0)
+            sync_failed(sp, errno);
+        sp->dirty = false;
     }
 }
 
+/* Syncs (see sync_now) and closes the tail segment; it stays in the list. */
+static void
+close_tail(spool_t *sp)
+{
+    if (sp->wfd < 0)
+        return;
+    /* The syncer syncs its own duplicate, so closing at once is fine;
+     * only when it is busy does the loop wait for the disk. */
+    sync_now(sp, false);
+    if (sp->dirty && sp->acked + 1 < sp->next_seq)
+        sync_now(sp, true);
+    sp->dirty = false;
+    close(sp->wfd);
+    sp->wfd = -1;
+}
+
+/*
+ * In good times everything written is delivered by the next tick, and the
+ * tail goes, so that the disk holds (almost) nothing.  Its deletion waits
+ * for the position to be durable, without an fdatasync on the loop: the
+ * tick asks the syncer thread to sync acked (sync_now) and closes the
+ * tail, so that new readings go to a new segment and do not move the
+ * position this one waits for; a later tick (or delivery) deletes it.
+ * Without the syncer retire_tail() makes the position durable itself.
+ */
 static void
 sync_tick(loop_t *loop, void *arg)
 {
     spool_t *sp = arg;
+    bool seal = false;
 
-    retire_tail(sp);
+    sync_collect(sp);
+    if (sp->sync_broken && !sp->syncer)
+        probe_inline(sp);
+    drop_acked_segments(sp);
+    if (retire_due(sp)) {
+        if (!sp->syncer || sp->acked_durable + 1 >= sp->next_seq)
+            retire_tail(sp);
+        else
+            seal = true;
+    }
     sync_now(sp, false);
+    if (seal && sp->wfd >= 0 && sp->req == REQ_ACKED && sp->req_acked + 1 >= sp->next_seq)
+        close_tail(sp);
     sp->sync_timer = loop_add_timer(loop, (uint64_t)(sp->gw->cfg->queue.fsync_interval
                                                      ? sp->gw->cfg->queue.fsync_interval
                                                      : 100),
@@ -347,63 +633,90 @@ segment_new(spool_t *sp, uint64_t first_seq)
     return s;
 }
 
-/* Starts a new tail segment for appending. */
+/*
+ * Starts a new tail segment for appending, named after next_seq.  The file
+ * must be new (O_EXCL): appending to a file of the same name, e.g. one a
+ * torn record is in, would make two list entries of one file, offsets
+ * that are wrong, and an unlink of one that deletes the other.
+ */
 static int
 rotate(spool_t *sp)
 {
     struct segment *s;
+    char name[32];
+    int fd, err;
 
-    if (sp->wfd >= 0) {
-        /* The syncer syncs its own duplicate, so closing at once is fine;
-         * only when it is busy does the loop wait for the disk. */
-        sync_now(sp, false);
-        if (sp->dirty)
-            sync_now(sp, true);
-        close(sp->wfd);
-        sp->wfd = -1;
+    close_tail(sp);
+    for (int tries = 0;; tries++) {
+        snprintf(name, sizeof(name), "%016" PRIx64 ".seg", sp->next_seq);
+        fd = openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            break;
+        err = errno;
+        if (err != EEXIST || tries == 8 || skip_seq(sp) < 0) {
+            errno = err;
+            log_warn("spool: cannot create %s", name);
+            return -1;
+        }
     }
-    if (!(s = segment_new(sp, sp->next_seq)))
-        return -1;
-    sp->wfd = openat(sp->dirfd, s->name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (sp->wfd < 0) {
-        log_warn("spool: cannot create %s", s->name);
+    if (!(s = segment_new(sp, sp->next_seq))) {
+        close(fd);
+        unlinkat(sp->dirfd, name, 0);
         return -1;
     }
+    sp->wfd = fd;
     return 0;
+}
+
+/*
+ * A failed append left 'torn' bytes of a record at the end of the tail
+ * (a short write: the disk is full).  They are cut off; when even that
+ * fails, the segment is closed as it is (the replay cuts the torn end),
+ * the record's number is given up and the next record starts a segment
+ * of a new name.
+ */
+static void
+undo_append(spool_t *sp, uint64_t torn)
+{
+    if (!torn || ftruncate(sp->wfd, (off_t)sp->tail->bytes) == 0)
+        return;
+    log_warn("spool: cannot cut a torn record from %s; starting a new segment", sp->tail->name);
+    sp->tail->bytes += torn;
+    sp->bytes += torn;
+    close_tail(sp);
+    skip_seq(sp);
 }
 
 /* Appends; *off gets the record's offset in the tail segment. */
 static int
 append(spool_t *sp, outmsg_t *m, uint64_t *off)
 {
-    size_t len;
+    size_t len = rec_size(m);
     uint8_t *rec;
     ssize_t n;
 
-    if (window_fit(sp, sp->next_seq) < 0)
+    if (!len || sp->bytes + len > sp->max_bytes || sp->sync_broken)
         return -1;
-    if (!(rec = encode(m, sp->next_seq, &len)))
+    /* An empty tail takes any record, however large. */
+    if ((sp->wfd < 0 || (sp->tail->bytes && sp->tail->bytes + len > sp->seg_max)) &&
+        (rotate(sp) < 0 || sp->sync_broken))
         return -1;
-    if (sp->bytes + len > sp->max_bytes) {
-        free(rec);
+    if (window_fit(sp, sp->next_seq) < 0 || !(rec = encode(m, sp->next_seq, &len)))
         return -1;
-    }
-    if ((sp->wfd < 0 || sp->tail->bytes + len > sp->seg_max) && rotate(sp) < 0) {
-        free(rec);
-        return -1;
-    }
     n = write(sp->wfd, rec, len);
     free(rec);
     if (n != (ssize_t)len) {
         static int warned;
 
         log_ratelimited(&warned, "spool: write failed (%s)", n < 0 ? strerror(errno) : "short");
-        /* A short write leaves a torn record: start clean in a new segment. */
-        if (n > 0) {
-            sp->tail->bytes += (uint64_t)n;
-            sp->bytes += (uint64_t)n;
-            rotate(sp);
-        }
+        undo_append(sp, n > 0 ? (uint64_t)n : 0);
+        return -1;
+    }
+    /* fsync_interval 0: durable before it is acknowledged, or refused
+     * (and cut off again, so that it is not replayed either). */
+    if (sp->gw->cfg->queue.fsync_interval == 0 && fdatasync(sp->wfd) < 0) {
+        sync_failed(sp, errno);
+        undo_append(sp, len);
         return -1;
     }
     *off = sp->tail->bytes;
@@ -411,19 +724,21 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
     sp->done[m->seq % sp->cap] = 0;
     sp->tail->bytes += len;
     sp->bytes += len;
-    sp->dirty = true;
-    if (sp->gw->cfg->queue.fsync_interval == 0)
-        sync_now(sp, true);
+    sp->dirty = sp->gw->cfg->queue.fsync_interval != 0;
+    if (!sp->dirty)
+        write_acked(sp, false);
     return 0;
 }
 
+/* The backlog reader, at 'off' of 'seg', where record 'seq' is. */
 static int
-open_reader(spool_t *sp, struct segment *seg, uint64_t off)
+open_reader(spool_t *sp, struct segment *seg, uint64_t off, uint64_t seq)
 {
     if (sp->rfd >= 0)
         close(sp->rfd);
     sp->rseg = seg;
     sp->roff = off;
+    sp->rnext = seq;
     sp->rfd = openat(sp->dirfd, seg->name, O_RDONLY | O_CLOEXEC);
     if (sp->rfd < 0)
         log_warn("spool: cannot read %s", seg->name);
@@ -464,7 +779,7 @@ spool_put(spool_t *sp, outq_t *q, outmsg_t *m)
         return SPOOL_QUEUED;
     /* Memory is full: from here on everything waits on disk, in order,
      * until spool_refill() has read the backlog back. */
-    if (!sp->backlog && open_reader(sp, sp->tail, off) < 0) {
+    if (!sp->backlog && open_reader(sp, sp->tail, off, m->seq) < 0) {
         /* Cannot read it back: keep it in memory beyond the bound rather
          * than lose a reading that is already acknowledged. */
         outq_push_front(q, m);
@@ -485,12 +800,33 @@ spool_refill(spool_t *sp, outq_t *q)
 
         if (n > 0) {
             sp->roff += (uint64_t)n;
+            if (seq < sp->rnext) {          /* a number read already */
+                outmsg_finish(m, false);
+                continue;
+            }
+            /* A hole (a damaged record, a number given up): the
+             * watermark must not wait for it. */
+            for (; sp->rnext < seq; sp->rnext++)
+                spool_delivered(sp, sp->rnext);
+            sp->rnext = seq + 1;
             sp->backlog--;
             outq_push(q, m);
             continue;
         }
-        if (n == 0 && sp->rseg->next) {
-            if (open_reader(sp, sp->rseg->next, 0) < 0)
+        if (n < 0) {
+            int64_t next = next_intact(sp->rfd, sp->roff, sp->rnext - 1);
+
+            if (next >= 0) {
+                log_warnx("spool: %s: damaged record at offset %" PRIu64 "; %" PRIu64
+                          " bytes skipped", sp->rseg->name, sp->roff,
+                          (uint64_t)next - sp->roff);
+                sp->roff = (uint64_t)next;
+                continue;
+            }
+        }
+        /* The end of a segment, or its torn end: on to the next one. */
+        if (sp->rseg->next) {
+            if (open_reader(sp, sp->rseg->next, 0, sp->rnext) < 0)
                 break;
             continue;
         }
@@ -580,7 +916,7 @@ static void
 replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
 {
     int fd = openat(sp->dirfd, seg->name, O_RDWR | O_CLOEXEC);
-    uint64_t off = 0, seq;
+    uint64_t off = 0, seq, last = 0;
     ssize_t n;
 
     if (fd < 0) {
@@ -592,13 +928,39 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
         bool want = true;
 
         n = read_record(fd, off, &seq, NULL);
-        if (n <= 0)
+        if (n < 0) {
+            /* Damaged: never cut off intact records behind it. */
+            int64_t next = next_intact(fd, off, last);
+
+            if (next < 0)
+                break;
+            log_warnx("spool: %s: damaged record at offset %" PRIu64 "; %" PRIu64
+                      " bytes skipped", seg->name, off, (uint64_t)next - off);
+            off = (uint64_t)next;
+            continue;
+        }
+        if (n == 0)
             break;
+        last = seq;
         if (seq <= sp->acked || seq < sp->next_seq)
             want = false;           /* delivered, or a duplicate number */
+        if (want && seq > sp->next_seq && sp->next_seq == sp->acked + 1) {
+            /* The oldest surviving record is above the watermark: what
+             * was below it is gone, i.e. was delivered (its segment was
+             * deleted) or never written.  Waiting for it would stop the
+             * watermark for good. */
+            log_notice("spool: acknowledged position %" PRIu64 " is below the oldest "
+                       "record %" PRIu64 "; moved up", sp->acked, seq);
+            sp->acked = seq - 1;
+            sp->next_seq = seq;
+        }
         if (want) {
             if (window_fit(sp, seq) < 0)
                 break;
+            /* A hole (a record cut or lost, a number never written): the
+             * watermark passes it as if it had been delivered. */
+            for (uint64_t h = sp->next_seq; h < seq; h++)
+                sp->done[h % sp->cap] = 1;
             sp->next_seq = seq + 1;
             sp->done[seq % sp->cap] = 0;
             if (!sp->backlog && outq_len(q) < outq_max(q) &&
@@ -606,7 +968,7 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
                 outq_push(q, m);
             } else {
                 if (!sp->backlog)
-                    open_reader(sp, seg, off);
+                    open_reader(sp, seg, off, seq);
                 sp->backlog++;
             }
             (*replayed)++;
@@ -614,8 +976,8 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
         off += (uint64_t)n;
     }
     if (n < 0) {
-        log_warnx("spool: %s: torn record at offset %" PRIu64 " (crash during a write), cut",
-                  seg->name, off);
+        log_warnx("spool: %s: torn record at offset %" PRIu64 " (a crash or a full disk "
+                  "during a write), cut", seg->name, off);
         if (ftruncate(fd, (off_t)off) < 0)
             log_warn("spool: truncate %s", seg->name);
     }
@@ -650,9 +1012,20 @@ read_acked(spool_t *sp)
     uint8_t b[8];
 
     sp->ackfd = openat(sp->dirfd, "acked", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (sp->ackfd >= 0 && pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b))
+    if (sp->ackfd < 0)
+        return;
+    if (pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b)) {
         sp->acked = get64(b);
+    } else {
+        /* A new file: its block now, while there is room, so that writing
+         * the position (which every segment deletion waits for) never
+         * needs space on a full disk. */
+        put64(b, 0);
+        if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
+            log_warn("spool: writing the acknowledged position");
+    }
     sp->acked_on_disk = sp->acked;
+    sp->acked_durable = 0;          /* perhaps only in the page cache: sync before relying */
 }
 
 spool_t *

@@ -120,6 +120,17 @@ syncer_drain(syncer_t *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+bool
+syncer_idle(syncer_t *s)
+{
+    bool idle;
+
+    pthread_mutex_lock(&s->mu);
+    idle = !s->busy && s->pending < 0;
+    pthread_mutex_unlock(&s->mu);
+    return idle;
+}
+
 int
 syncer_take_error(syncer_t *s)
 {

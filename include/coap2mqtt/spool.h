@@ -8,10 +8,13 @@
  * only and are read back in order as the broker catches up, so memory
  * stays bounded whatever the outage.
  *
- * Records: a 24-byte header (magic "C2M1", body length, CRC-32 of the body,
- * flags, sequence number) and the body (QoS, retain, Content-Format,
- * topic, correlation data, payload).  A torn last record (crash mid-write)
- * fails its CRC and ends the replay of that segment.
+ * Records: a 24-byte header (magic "C2M2", body length, CRC-32, flags,
+ * sequence number) and the body (QoS, retain, Content-Format, topic,
+ * correlation data, payload).  The CRC covers the length, flags, sequence
+ * number and body; records of the previous version ("C2M1", CRC of the
+ * body only) are still read.  A torn last record (crash or full disk
+ * mid-write) fails its CRC and is cut off; a damaged record with intact
+ * ones behind it is skipped, and the replay goes on behind it.
  */
 #ifndef COAP2MQTT_SPOOL_H
 #define COAP2MQTT_SPOOL_H

@@ -30,6 +30,14 @@ bool syncer_request(syncer_t *s, int fd);
 /* Waits until no sync is running or pending. */
 void syncer_drain(syncer_t *s);
 
+/*
+ * True when no sync is running or pending, without waiting: the last
+ * request is done, and its error (if any) is waiting in
+ * syncer_take_error().  The spool asks this on its timer to learn that
+ * its acknowledged position is durable before it deletes a segment.
+ */
+bool syncer_idle(syncer_t *s);
+
 /* The errno of the last failed sync since the previous call, else 0. */
 int syncer_take_error(syncer_t *s);
 

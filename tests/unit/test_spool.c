@@ -3,7 +3,11 @@
  * after a crash from the acknowledged position, a torn last record, the
  * size limit, overflow to disk and read-back in order, the acknowledged
  * watermark over out-of-order deliveries, and deletion of acknowledged
- * segments.
+ * segments.  And the defects of issue 12 (items 1, 3, 12): the position
+ * durable before a deletion and never below the oldest surviving record,
+ * short writes on a full disk, damaged records with intact ones behind,
+ * the CRC over the sequence number (and the previous format still read),
+ * failed fdatasync()s.
  *
  * A crash is a forked child that appends and then _exit()s without
  * spool_close(): the file descriptors die with it exactly as under
@@ -11,13 +15,21 @@
  * Children report failures through their exit status (cmocka's longjmp
  * must not run in a child).
  *
- * Needs src/spool.c src/outq.c src/loop.c src/log.c and -lz (see the
- * Makefile's PURE_SRC).
+ * Disk faults (a short write on a full disk, ENOSPC, EIO from fdatasync,
+ * a failing ftruncate) are injected at link time: the Makefile links this
+ * test with -Wl,--wrap=write,--wrap=ftruncate,--wrap=fdatasync, so the
+ * spool's and the syncer's calls land in the __wrap_* functions below.
+ *
+ * Needs src/spool.c src/syncer.c src/outq.c src/loop.c src/log.c, -lz and
+ * those --wrap flags (see the Makefile's rule for build/tests/test_spool).
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +38,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <cmocka.h>
 
 #include "coap2mqtt/config.h"
@@ -44,6 +57,73 @@ struct fix {
     spool_t *sp;
     unsigned done_true, done_false;
 };
+
+
+/* --- disk faults ------------------------------------------------------- */
+
+ssize_t __real_write(int fd, const void *buf, size_t n);
+int __real_ftruncate(int fd, off_t len);
+int __real_fdatasync(int fd);
+ssize_t __wrap_write(int fd, const void *buf, size_t n);
+int __wrap_ftruncate(int fd, off_t len);
+int __wrap_fdatasync(int fd);
+
+static atomic_int short_writes;     /* next N writes: half written, then "disk full" */
+static atomic_int enospc_writes;    /* next N writes: nothing written, ENOSPC */
+static atomic_int failing_truncates; /* next N ftruncate()s: EIO */
+static atomic_int failing_syncs;    /* next N fdatasync()s (either thread): EIO */
+
+static bool
+take(atomic_int *counter)
+{
+    int n = atomic_load(counter);
+
+    while (n > 0)
+        if (atomic_compare_exchange_weak(counter, &n, n - 1))
+            return true;
+    return false;
+}
+
+ssize_t
+__wrap_write(int fd, const void *buf, size_t n)
+{
+    if (fd > 2 && n > 1 && take(&short_writes))
+        return __real_write(fd, buf, n / 2);
+    if (fd > 2 && take(&enospc_writes)) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return __real_write(fd, buf, n);
+}
+
+int
+__wrap_ftruncate(int fd, off_t len)
+{
+    if (take(&failing_truncates)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_ftruncate(fd, len);
+}
+
+int
+__wrap_fdatasync(int fd)
+{
+    if (take(&failing_syncs)) {
+        errno = EIO;
+        return -1;
+    }
+    return __real_fdatasync(fd);
+}
+
+static void
+faults_off(void)
+{
+    atomic_store(&short_writes, 0);
+    atomic_store(&enospc_writes, 0);
+    atomic_store(&failing_truncates, 0);
+    atomic_store(&failing_syncs, 0);
+}
 
 /* --- fixture ------------------------------------------------------------- */
 
@@ -90,6 +170,7 @@ fix_free(struct fix *f)
 {
     char cmd[128];
 
+    faults_off();
     if (f->sp)
         gw_down(f);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
@@ -218,6 +299,147 @@ last_segment(const struct fix *f, char *path, size_t cap)
     assert_true(strlen(f->spool) + strlen(best) + 2 <= cap);
     snprintf(path, cap, "%s/%.*s", f->spool, 32, best);
 }
+
+
+/* The first sequence numbers of the segments on disk, oldest first. */
+static size_t
+segment_firsts(const struct fix *f, uint64_t *v, size_t cap)
+{
+    DIR *d = opendir(f->spool);
+    struct dirent *e;
+    size_t n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d))) {
+        uint64_t first;
+
+        if (!strstr(e->d_name, ".seg") || sscanf(e->d_name, "%16" SCNx64, &first) != 1)
+            continue;
+        assert_true(n < cap);
+        v[n++] = first;
+    }
+    closedir(d);
+    for (size_t i = 1; i < n; i++)            /* insertion sort: a handful */
+        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            uint64_t t = v[j];
+
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n;
+}
+
+static void
+segment_path(const struct fix *f, uint64_t first, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%016" PRIx64 ".seg", f->spool, first);
+}
+
+/* What state_dir/spool/acked says (0 when it is empty). */
+static uint64_t
+acked_on_disk(const struct fix *f)
+{
+    char path[160];
+    uint8_t b[8];
+    uint64_t v = 0;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/acked", f->spool);
+    fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    if (pread(fd, b, sizeof(b), 0) == (ssize_t)sizeof(b))
+        for (int i = 7; i >= 0; i--)
+            v = v << 8 | b[i];
+    close(fd);
+    return v;
+}
+
+static void
+set_acked_on_disk(const struct fix *f, uint64_t v)
+{
+    char path[160];
+    uint8_t b[8];
+    int fd;
+
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    snprintf(path, sizeof(path), "%s/acked", f->spool);
+    fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, b, sizeof(b), 0), (ssize_t)sizeof(b));
+    close(fd);
+}
+
+/* Pops and delivers everything queued (refilling from disk); the reading
+ * numbers in order into v, their count returned. */
+static size_t
+drain_all(struct fix *f, unsigned *v, size_t cap)
+{
+    size_t n = 0;
+    unsigned got;
+    uint64_t seq;
+
+    for (;;) {
+        spool_refill(f->sp, f->gw.outq);
+        if (!pop(f, &got, &seq))
+            return n;
+        assert_true(n < cap);
+        v[n++] = got;
+        spool_delivered(f->sp, seq);
+    }
+}
+
+static void
+stop_loop(loop_t *loop, void *arg)
+{
+    (void)arg;
+    loop_stop(loop);
+}
+
+/* Lets the spool's timers (sync, retire) run for 'ms'. */
+static void
+run_loop(struct fix *f, unsigned ms)
+{
+    assert_true(loop_add_timer(f->gw.loop, ms, stop_loop, NULL) != 0);
+    assert_int_equal(loop_run(f->gw.loop), 0);
+}
+
+
+/* Runs the loop until at most 'max' segments are left, 5 s at most (the
+ * syncer thread's fdatasync can be slow on a busy machine); the count. */
+static size_t
+settle_segments(struct fix *f, size_t max)
+{
+    uint64_t firsts[16];
+    size_t n;
+
+    for (int i = 0; (n = segment_firsts(f, firsts, 16)) > max && i < 500; i++)
+        run_loop(f, 10);
+    return n;
+}
+
+/* Runs the loop until 'k' of the failing fdatasync()s have happened. */
+static void
+settle_failed_syncs(struct fix *f, int k)
+{
+    for (int i = 0; atomic_load(&failing_syncs) > 1000 - k && i < 500; i++)
+        run_loop(f, 10);
+    assert_true(atomic_load(&failing_syncs) <= 1000 - k);
+}
+
+/* Tries reading 'n' until the spool takes it (5 s at most). */
+static enum spool_put_result
+put_eventually(struct fix *f, unsigned n)
+{
+    enum spool_put_result r;
+
+    for (int i = 0; (r = put(f, n, 0)) == SPOOL_FULL && i < 500; i++)
+        run_loop(f, 10);
+    return r;
+}
+
+/* 10 KiB readings in a 1 MiB spool: segments of 128 KiB hold 12 each. */
+#define PAD10K  (10 * 1024)
 
 /* --- crashes ----------------------------------------------------------------- */
 
@@ -595,6 +817,648 @@ test_acknowledged_segments_deleted(void **state)
     fix_free(f);
 }
 
+
+/* --- issue 12, item 1: the acknowledged position and deleted segments --- */
+
+static void
+child_30_in_three_segments_deliver_20(struct fix *f)
+{
+    uint64_t firsts[8];
+
+    for (unsigned i = 1; i <= 30; i++)
+        CHILD_CHECK(put(f, i, PAD10K) == SPOOL_QUEUED);
+    CHILD_CHECK(segment_firsts(f, firsts, 8) == 3);
+    for (unsigned i = 1; i <= 20; i++)
+        child_deliver_head(f, i);
+    /* The first segment (1..12) is behind the watermark and gone. */
+    CHILD_CHECK(segment_firsts(f, firsts, 8) == 2);
+    /* kill -9 here: before the next sync tick. */
+}
+
+/*
+ * A segment is deleted only once the position that makes it unnecessary
+ * is in state_dir/spool/acked: a kill -9 right after the deletion must
+ * not leave the file below the first surviving record.
+ */
+static void
+test_acked_position_written_before_segment_deleted(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+
+    (void)state;
+    crash_after(f, child_30_in_three_segments_deliver_20);
+    assert_int_equal(segment_firsts(f, firsts, 8), 2);
+    assert_in_range(acked_on_disk(f), firsts[0] - 1, 20);
+    fix_free(f);
+}
+
+/*
+ * The state a crash left behind in the previous version (or a power cut
+ * that kept the unlink but not the position): acked says 0, the oldest
+ * surviving record is 13.  The watermark must start at 12; before, it
+ * stayed at 0 for good, nothing was ever freed, and every restart
+ * replayed everything again.
+ */
+static void
+test_watermark_not_below_first_surviving_record(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+    unsigned got[64];
+    size_t n;
+
+    (void)state;
+    crash_after(f, child_30_in_three_segments_deliver_20);
+    set_acked_on_disk(f, 0);
+    gw_up(f);
+    n = drain_all(f, got, 64);
+    assert_int_equal(n, 18);                        /* 13..30 */
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(got[i], 13 + i);
+    /* Everything delivered: the space is free and nothing replays. */
+    assert_true(segment_firsts(f, firsts, 8) <= 1);
+    gw_down(f);
+    assert_true(acked_on_disk(f) >= 30);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+static void
+child_30_in_three_segments(struct fix *f)
+{
+    for (unsigned i = 1; i <= 30; i++)
+        CHILD_CHECK(put(f, i, PAD10K) == SPOOL_QUEUED);
+}
+
+/*
+ * A record cut from a segment that is not the last (its last record torn
+ * by a crash): the records behind it still replay, and the watermark
+ * must pass the hole, or it never moves again.
+ */
+static void
+test_watermark_passes_record_cut_from_non_last_segment(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+    unsigned got[64];
+    char seg[160];
+    struct stat st;
+    size_t n;
+    int fd;
+
+    (void)state;
+    crash_after(f, child_30_in_three_segments);
+    assert_int_equal(segment_firsts(f, firsts, 8), 3);
+    segment_path(f, firsts[0], seg, sizeof(seg));
+    assert_int_equal(stat(seg, &st), 0);
+    fd = open(seg, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, st.st_size - 40), 0);   /* reading 12 torn */
+    close(fd);
+    gw_up(f);
+    n = drain_all(f, got, 64);
+    assert_int_equal(n, 29);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(got[i], i < 11 ? 1 + i : 2 + i);
+    assert_true(segment_firsts(f, firsts, 8) <= 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+/*
+ * While the position cannot be made durable (fdatasync of state_dir/spool/
+ * acked fails), no segment is deleted; once a sync works again (the sync
+ * tick's probe), they go.
+ */
+static void
+test_no_segment_deleted_while_position_not_durable(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+
+    (void)state;
+    gw_up(f);
+    for (unsigned i = 1; i <= 30; i++)
+        assert_int_equal(put(f, i, PAD10K), SPOOL_QUEUED);
+    assert_int_equal(segment_firsts(f, firsts, 8), 3);
+    atomic_store(&failing_syncs, 1000);
+    drain_expect(f, 1, 20);
+    assert_int_equal(segment_firsts(f, firsts, 8), 3);
+    faults_off();
+    drain_expect(f, 21, 1);
+    assert_int_equal(settle_segments(f, 2), 2);
+    fix_free(f);
+}
+
+
+/*
+ * In good times the tail goes at a sync tick once everything is
+ * delivered - after the syncer thread made the position durable, so a
+ * tick or two later, and without an fdatasync on the loop.
+ */
+static void
+test_tail_retired_at_tick_after_position_synced(void **state)
+{
+    struct fix *f = fix_new(100, 16, 20);
+    uint64_t firsts[4];
+
+    (void)state;
+    gw_up(f);
+    for (unsigned i = 1; i <= 5; i++)
+        assert_int_equal(put(f, i, 0), SPOOL_QUEUED);
+    drain_expect(f, 1, 5);
+    assert_int_equal(segment_firsts(f, firsts, 4), 1);
+    assert_int_equal(settle_segments(f, 0), 0);
+    assert_int_equal(segment_firsts(f, firsts, 4), 0);
+    assert_int_equal(spool_bytes(f->sp), 0);
+    assert_int_equal(acked_on_disk(f), 5);
+    /* And the spool goes on from there. */
+    assert_int_equal(put(f, 6, 0), SPOOL_QUEUED);
+    gw_down(f);
+    gw_up(f);
+    drain_expect(f, 6, 1);
+    fix_free(f);
+}
+
+
+/* --- issue 12, item 3: short writes and torn records ------------------- */
+
+static void
+child_short_write_first_record(struct fix *f)
+{
+    atomic_store(&short_writes, 1);
+    CHILD_CHECK(put(f, 1, 100) == SPOOL_FULL);      /* refused: 5.03, device keeps it */
+    CHILD_CHECK(put(f, 2, 100) == SPOOL_QUEUED);
+    CHILD_CHECK(put(f, 3, 100) == SPOOL_QUEUED);
+}
+
+/*
+ * A short write (disk full) of the first record of a segment: the
+ * readings accepted after it must survive a restart.  Before, the torn
+ * bytes stayed at the head of the segment (reopened under the same name
+ * with O_APPEND), and the replay cut the segment there: everything
+ * accepted after the short write was lost.
+ */
+static void
+test_short_write_loses_no_later_reading(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    unsigned got[8];
+
+    (void)state;
+    crash_after(f, child_short_write_first_record);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 2);
+    assert_int_equal(got[0], 2);
+    assert_int_equal(got[1], 3);
+    fix_free(f);
+}
+
+static void
+child_short_write_truncate_fails(struct fix *f)
+{
+    atomic_store(&short_writes, 1);
+    atomic_store(&failing_truncates, 1);
+    CHILD_CHECK(put(f, 1, 100) == SPOOL_FULL);
+    CHILD_CHECK(put(f, 2, 100) == SPOOL_QUEUED);
+    CHILD_CHECK(put(f, 3, 100) == SPOOL_QUEUED);
+}
+
+/*
+ * The torn bytes cannot be cut off (ftruncate fails too): the segment is
+ * closed as it is and the next record starts a segment of a new name;
+ * no name is ever used twice.  Before, the torn segment was reopened
+ * under its own name (the torn record was its first), a second list
+ * entry for the same file.  After a restart 2 and 3 replay, and once
+ * they are delivered the spool frees itself and nothing replays again.
+ */
+static void
+test_short_write_never_reuses_segment_name(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint64_t firsts[8];
+    unsigned got[8];
+
+    (void)state;
+    crash_after(f, child_short_write_truncate_fails);
+    assert_int_equal(segment_firsts(f, firsts, 8), 2);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 2);
+    assert_int_equal(got[0], 2);
+    assert_int_equal(got[1], 3);
+    assert_true(settle_segments(f, 1) <= 1);
+    assert_true(segment_firsts(f, firsts, 8) <= 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+/* Memory for 2, then a disk backlog; the short write hits reading 4 (or
+ * 10): the backlog read back must hold every accepted reading. */
+static void
+backlog_with_short_write(struct fix *f, unsigned first, bool truncate_fails)
+{
+    unsigned got[16];
+
+    assert_int_equal(put(f, first, 0), SPOOL_QUEUED);
+    assert_int_equal(put(f, first + 1, 0), SPOOL_QUEUED);
+    assert_int_equal(put(f, first + 2, 0), SPOOL_ON_DISK);
+    atomic_store(&short_writes, 1);
+    atomic_store(&failing_truncates, truncate_fails ? 1 : 0);
+    assert_int_equal(put(f, first + 3, 0), SPOOL_FULL);
+    faults_off();
+    assert_int_equal(put(f, first + 4, 0), SPOOL_ON_DISK);
+    assert_int_equal(put(f, first + 5, 0), SPOOL_ON_DISK);
+    assert_int_equal(drain_all(f, got, 16), 5);
+    assert_int_equal(got[0], first);
+    assert_int_equal(got[1], first + 1);
+    assert_int_equal(got[2], first + 2);
+    assert_int_equal(got[3], first + 4);
+    assert_int_equal(got[4], first + 5);
+    assert_int_equal(spool_backlog(f->sp), 0);
+}
+
+/*
+ * Before: the reader of the disk backlog met the torn record, logged
+ * "N spooled messages lost" and dropped every accepted reading behind it.
+ */
+static void
+test_short_write_during_backlog_loses_nothing(void **state)
+{
+    struct fix *f = fix_new(2, 16, 100);
+
+    (void)state;
+    gw_up(f);
+    backlog_with_short_write(f, 1, false);
+    backlog_with_short_write(f, 11, true);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+static void
+child_put_1_to_3(struct fix *f)
+{
+    for (unsigned i = 1; i <= 3; i++)
+        CHILD_CHECK(put(f, i, 100) == SPOOL_QUEUED);
+}
+
+/* Reads the whole file at 'path' into a malloc'd buffer. */
+static uint8_t *
+slurp(const char *path, size_t *len)
+{
+    struct stat st;
+    uint8_t *b;
+    int fd = open(path, O_RDONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    b = malloc((size_t)st.st_size);
+    assert_non_null(b);
+    assert_int_equal(read(fd, b, (size_t)st.st_size), st.st_size);
+    close(fd);
+    *len = (size_t)st.st_size;
+    return b;
+}
+
+static void
+spit(const char *path, const uint8_t *b, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_TRUNC);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, b, len), (ssize_t)len);
+    close(fd);
+}
+
+/*
+ * The segment the previous version left after a short write: record 2
+ * torn, then (the file reopened with O_APPEND) record 2 again whole, and
+ * record 3.  Before, the replay cut the file at the torn record and 2
+ * and 3 - both acknowledged to their device - were lost.
+ */
+static void
+test_torn_record_followed_by_intact_ones(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint64_t firsts[4];
+    unsigned got[8];
+    char seg[160];
+    uint8_t *old, *neu;
+    size_t len, rec;
+
+    (void)state;
+    crash_after(f, child_put_1_to_3);
+    assert_int_equal(segment_firsts(f, firsts, 4), 1);
+    segment_path(f, firsts[0], seg, sizeof(seg));
+    old = slurp(seg, &len);
+    rec = len / 3;                  /* three records of one size */
+    neu = malloc(len + rec / 2);
+    assert_non_null(neu);
+    memcpy(neu, old, rec);                          /* 1 */
+    memcpy(neu + rec, old + rec, rec / 2);          /* 2, torn */
+    memcpy(neu + rec + rec / 2, old + rec, 2 * rec);   /* 2, 3 */
+    spit(seg, neu, len + rec / 2);
+    free(old);
+    free(neu);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 3);
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(got[i], i + 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+static void
+child_put_1_to_5_small(struct fix *f)
+{
+    for (unsigned i = 1; i <= 5; i++)
+        CHILD_CHECK(put(f, i, 100) == SPOOL_QUEUED);
+}
+
+/*
+ * A record damaged in the middle of a segment (a bad sector, a bit
+ * flipped): it is skipped, the records after it replay, and the
+ * watermark passes it.
+ */
+static void
+test_damaged_record_mid_segment_skipped(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint64_t firsts[4];
+    unsigned got[8];
+    char seg[160];
+    uint8_t *b;
+    size_t len, rec;
+
+    (void)state;
+    crash_after(f, child_put_1_to_5_small);
+    assert_int_equal(segment_firsts(f, firsts, 4), 1);
+    segment_path(f, firsts[0], seg, sizeof(seg));
+    b = slurp(seg, &len);
+    rec = len / 5;
+    b[rec + rec - 10] ^= 0x20;      /* in record 2's payload */
+    spit(seg, b, len);
+    free(b);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 4);
+    assert_int_equal(got[0], 1);
+    for (unsigned i = 1; i < 4; i++)
+        assert_int_equal(got[i], i + 2);
+    assert_true(settle_segments(f, 1) <= 1);
+    assert_true(segment_firsts(f, firsts, 4) <= 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+
+/* --- issue 12, item 12: the record CRC and the sequence number --------- */
+
+/*
+ * Two bits of a record's sequence number flipped on disk (record 3's
+ * number becomes 771).  The CRC must catch it: the record is skipped
+ * like any damaged one, and 4 and 5 replay.  Before, the CRC covered the
+ * body only: record 3 replayed as number 771, and 4 and 5 were then
+ * dropped as "numbers seen already" - two acknowledged readings lost.
+ */
+static void
+test_record_crc_covers_seq(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint64_t firsts[4];
+    unsigned got[8];
+    char seg[160];
+    uint8_t *b;
+    size_t len, rec;
+
+    (void)state;
+    crash_after(f, child_put_1_to_5_small);
+    assert_int_equal(segment_firsts(f, firsts, 4), 1);
+    segment_path(f, firsts[0], seg, sizeof(seg));
+    b = slurp(seg, &len);
+    rec = len / 5;
+    assert_int_equal(b[2 * rec + 16], 3);           /* seq, little-endian */
+    b[2 * rec + 17] ^= 0x03;                        /* 3 -> 771 */
+    spit(seg, b, len);
+    free(b);
+    gw_up(f);
+    assert_int_equal(drain_all(f, got, 8), 4);
+    assert_int_equal(got[0], 1);
+    assert_int_equal(got[1], 2);
+    assert_int_equal(got[2], 4);
+    assert_int_equal(got[3], 5);
+    fix_free(f);
+}
+
+/* A record as the previous version wrote it: magic "C2M1", CRC-32 of the
+ * body only. */
+static size_t
+v1_record(uint8_t *out, uint64_t seq, const char *topic, const char *payload)
+{
+    size_t tlen = strlen(topic), plen = strlen(payload), body = 16 + tlen + plen;
+    uint8_t *b = out + 24;
+    uint32_t crc;
+
+    memset(out, 0, 24 + 16);
+    b[0] = 1;                                       /* QoS 1, no retain */
+    b[4] = 50;                                      /* Content-Format 50 */
+    b[8] = (uint8_t)tlen;
+    b[12] = (uint8_t)plen;
+    memcpy(b + 16, topic, tlen);
+    memcpy(b + 16 + tlen, payload, plen);
+    crc = (uint32_t)crc32(0, b, (uInt)body);
+    memcpy(out, "1M2C", 4);
+    for (int i = 0; i < 4; i++) {
+        out[4 + i] = (uint8_t)(body >> (8 * i));
+        out[8 + i] = (uint8_t)(crc >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++)
+        out[16 + i] = (uint8_t)(seq >> (8 * i));
+    return 24 + body;
+}
+
+/*
+ * A gateway upgrade must not lose a spool: segments written by the
+ * previous version (records "C2M1") replay, in order, after the
+ * watermark, and new records go on behind them.
+ */
+static void
+test_old_format_spool_replays(void **state)
+{
+    struct fix *f = fix_new(100, 16, 100);
+    uint8_t buf[4096];
+    size_t len = 0;
+    char seg[160];
+    int fd;
+
+    (void)state;
+    assert_int_equal(mkdir(f->spool, 0700), 0);
+    for (unsigned i = 1; i <= 5; i++) {
+        char payload[16];
+
+        snprintf(payload, sizeof(payload), "%u", i);
+        len += v1_record(buf + len, 40 + i, TOPIC, payload);
+    }
+    segment_path(f, 41, seg, sizeof(seg));
+    fd = open(seg, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+    snprintf(seg, sizeof(seg), "%s/acked", f->spool);
+    fd = open(seg, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    set_acked_on_disk(f, 42);                       /* 1 and 2 delivered */
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 3);
+    drain_expect(f, 3, 3);
+    assert_int_equal(put(f, 6, 0), SPOOL_QUEUED);
+    gw_down(f);
+    gw_up(f);
+    drain_expect(f, 6, 1);
+    gw_down(f);
+    gw_up(f);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+
+/* --- issue 12, item 12: a failed fdatasync ----------------------------- */
+
+static enum spool_put_result
+put_non(struct fix *f, unsigned n)
+{
+    outmsg_t *m = msg(f, n, 0);
+    enum spool_put_result r;
+
+    m->qos = 0;
+    r = spool_put(f->sp, f->gw.outq, m);
+    if (r == SPOOL_FULL)
+        outmsg_finish(m, false);
+    return r;
+}
+
+/*
+ * fsync_interval > 0: the syncer thread's fdatasync fails (EIO).  What
+ * was written before cannot be called safe against a power cut any more,
+ * so from then on the spool takes nothing (a CON push gets 5.03 and the
+ * device keeps its reading) until a later sync works.  Before, the error
+ * was logged and readings went on being accepted.
+ */
+static void
+test_failed_sync_refuses_readings_until_a_sync_works(void **state)
+{
+    struct fix *f = fix_new(100, 16, 20);
+
+    (void)state;
+    gw_up(f);
+    assert_int_equal(put(f, 1, 0), SPOOL_QUEUED);
+    atomic_store(&failing_syncs, 1000);
+    settle_failed_syncs(f, 1);          /* reading 1's sync (syncer thread) */
+    run_loop(f, 60);                    /* the next tick sees it */
+    assert_int_equal(put(f, 2, 0), SPOOL_FULL);
+    assert_int_equal(put_non(f, 3), SPOOL_QUEUED);  /* NON: memory only, as when full */
+    settle_failed_syncs(f, 3);          /* two probes failed too */
+    assert_int_equal(put(f, 4, 0), SPOOL_FULL);     /* still failing */
+    faults_off();
+    assert_int_equal(put_eventually(f, 5), SPOOL_QUEUED);
+    gw_down(f);
+    gw_up(f);
+    drain_expect(f, 1, 1);
+    drain_expect(f, 5, 1);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+/*
+ * fsync_interval 0: every reading is synced before it is acknowledged.
+ * A reading whose sync fails is refused itself (and cut from the
+ * segment), and so are the next ones until a sync works again.
+ */
+static void
+test_failed_sync_refuses_the_reading_it_was_for(void **state)
+{
+    struct fix *f = fix_new(100, 16, 0);
+
+    (void)state;
+    gw_up(f);
+    assert_int_equal(put(f, 1, 0), SPOOL_QUEUED);
+    atomic_store(&failing_syncs, 1);
+    assert_int_equal(put(f, 2, 0), SPOOL_FULL);
+    assert_int_equal(put(f, 3, 0), SPOOL_FULL);
+    assert_int_equal(put_eventually(f, 4), SPOOL_QUEUED);  /* once the probe works */
+    gw_down(f);
+    gw_up(f);
+    drain_expect(f, 1, 1);
+    drain_expect(f, 4, 1);
+    assert_int_equal(outq_len(f->gw.outq), 0);
+    fix_free(f);
+}
+
+
+/*
+ * Steady traffic in good times: every reading delivered at once, a few
+ * between two sync ticks (60 rounds of 3 readings of 1 KB, a tick each).
+ * The disk must hold only the last few ticks' readings, as before the
+ * position had to be durable before a deletion: the tail is closed at a
+ * tick where everything is delivered, and deleted once the syncer thread
+ * has made the position durable.  (With the tail waiting for a position
+ * that new readings keep moving, all 180 KB stay.)
+ */
+static void
+test_good_times_hold_little_on_disk(void **state)
+{
+    struct fix *f = fix_new(100, 16, 20);
+
+    (void)state;
+    gw_up(f);
+    for (unsigned i = 1; i <= 180; i += 3) {
+        for (unsigned j = i; j < i + 3; j++)
+            assert_int_equal(put(f, j, 1000), SPOOL_QUEUED);
+        drain_expect(f, i, 3);
+        run_loop(f, 25);
+    }
+    assert_in_range(spool_bytes(f->sp), 0, 60000);
+    fix_free(f);
+}
+
+
+/*
+ * A small segment (here: one closed after a short write it could not cut
+ * off) ahead of large ones, while readings are always in flight: it must
+ * not hold back the deletion of the large ones behind it until a sync
+ * tick finds nothing in flight.
+ */
+static void
+test_small_segment_does_not_block_deletion(void **state)
+{
+    struct fix *f = fix_new(1000, 1, 100);
+    uint64_t firsts[8];
+
+    (void)state;
+    gw_up(f);
+    atomic_store(&short_writes, 1);
+    atomic_store(&failing_truncates, 1);
+    assert_int_equal(put(f, 1, PAD10K), SPOOL_FULL);
+    for (unsigned i = 2; i <= 31; i++)
+        assert_int_equal(put(f, i, PAD10K), SPOOL_QUEUED);
+    assert_int_equal(segment_firsts(f, firsts, 8), 4);     /* 1 (torn), 2.., 14.., 26.. */
+    drain_expect(f, 2, 24);                         /* 26..31 still in flight */
+    assert_int_equal(segment_firsts(f, firsts, 8), 1);
+    assert_int_equal(firsts[0], 26);
+    fix_free(f);
+}
+
 static void
 test_no_spool_is_bounded_memory(void **state)
 {
@@ -633,6 +1497,22 @@ main(void)
         cmocka_unit_test(test_watermark_only_over_contiguous_deliveries),
         cmocka_unit_test(test_acknowledged_segments_deleted),
         cmocka_unit_test(test_no_spool_is_bounded_memory),
+        cmocka_unit_test(test_acked_position_written_before_segment_deleted),
+        cmocka_unit_test(test_watermark_not_below_first_surviving_record),
+        cmocka_unit_test(test_watermark_passes_record_cut_from_non_last_segment),
+        cmocka_unit_test(test_no_segment_deleted_while_position_not_durable),
+        cmocka_unit_test(test_tail_retired_at_tick_after_position_synced),
+        cmocka_unit_test(test_good_times_hold_little_on_disk),
+        cmocka_unit_test(test_small_segment_does_not_block_deletion),
+        cmocka_unit_test(test_short_write_loses_no_later_reading),
+        cmocka_unit_test(test_short_write_never_reuses_segment_name),
+        cmocka_unit_test(test_short_write_during_backlog_loses_nothing),
+        cmocka_unit_test(test_torn_record_followed_by_intact_ones),
+        cmocka_unit_test(test_damaged_record_mid_segment_skipped),
+        cmocka_unit_test(test_record_crc_covers_seq),
+        cmocka_unit_test(test_old_format_spool_replays),
+        cmocka_unit_test(test_failed_sync_refuses_readings_until_a_sync_works),
+        cmocka_unit_test(test_failed_sync_refuses_the_reading_it_was_for),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

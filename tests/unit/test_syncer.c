@@ -107,6 +107,27 @@ test_bad_descriptor_refused(void **state)
     syncer_free(s);
 }
 
+/* syncer_idle() turns true by itself once the sync is done, and the
+ * error is there for the taking by then. */
+static void
+test_idle_when_done(void **state)
+{
+    syncer_t *s = syncer_new();
+    int p[2];
+
+    (void)state;
+    assert_true(syncer_idle(s));
+    assert_int_equal(pipe(p), 0);
+    assert_true(syncer_request(s, p[1]));  /* EINVAL, as above */
+    for (int i = 0; i < 5000 && !syncer_idle(s); i++)
+        usleep(1000);
+    assert_true(syncer_idle(s));
+    assert_int_equal(syncer_take_error(s), EINVAL);
+    close(p[0]);
+    close(p[1]);
+    syncer_free(s);
+}
+
 static void
 test_free_finishes_pending_request(void **state)
 {
@@ -130,6 +151,7 @@ main(void)
         cmocka_unit_test(test_error_reported_once),
         cmocka_unit_test(test_bad_descriptor_refused),
         cmocka_unit_test(test_free_finishes_pending_request),
+        cmocka_unit_test(test_idle_when_done),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
