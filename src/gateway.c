@@ -118,6 +118,7 @@ gw_close(struct gw *gw)
      * next start. */
     CLOSE(spool_close, spool);
     CLOSE(transport_free, coap);
+    CLOSE(intake_free, intake);
     CLOSE(devices_free, devices);
     CLOSE(commands_free, commands);
     CLOSE(status_free, status);
