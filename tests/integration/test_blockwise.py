@@ -8,12 +8,14 @@ raw CoAP to the plain endpoint (coap.plain_listen) from a device that
 registered there; one case checks the same refusal over DTLS with
 coap-client-openssl."""
 
+import json
 import time
 
 import pytest
 
 import c2m
 import rawcoap as rc
+import sec
 
 MAX = 1024          # coap.max_payload in these tests
 OCTETS = [(rc.CONTENT_FORMAT, rc.uint(42))]
@@ -227,3 +229,43 @@ def test_blockwise_registration(make_gateway, mqtt):
         assert r is not None and r.code == "4.13", r
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------
+# Block2 answers (transport_blocks.c): libcoap no longer puts them together
+
+def test_blockwise_get_answer_whole(gateway, sim, mqtt):
+    """A command's GET whose answer comes in blocks (2 KiB, RFC 7959 Block2)
+    is published once, whole, on its Response Topic."""
+    config = gateway.topic("industrial-1", "config")
+    replies = "test-replies/blockwise-get"
+    mqtt.subscribe(replies)
+    s = sim("industrial", extra_args=["--interval", "60000"])
+    s.wait_for(r"^OBSERVED industrial-1 config$", timeout=15)
+    body = json.dumps({"pad": "".join(chr(ord("a") + i % 26) for i in range(2038))},
+                      separators=(",", ":")).encode()
+    assert len(body) == 2048
+    mqtt.publish(config + "/set", body)
+    s.wait_for(r"^PUT industrial-1 config 2048 ", timeout=15)
+    mqtt.publish(config + "/get", b"", response_topic=replies, correlation_data=b"g1")
+    m = mqtt.wait_for(replies, timeout=10)
+    assert m.payload == body
+    assert m.prop("CorrelationData") == b"g1"
+    time.sleep(0.5)
+    assert len(mqtt.received(replies)) == 1
+
+
+def test_blockwise_notification_over_max_payload_dropped(make_gateway, sim, mqtt):
+    """A notification whose blocks add up past coap.max_payload is dropped
+    (counted), never published cut; the observation goes on."""
+    gw = make_gateway(overrides={"coap": {"max_payload": 2048}})
+    topic = gw.topic("meter-1", "energy")
+    mqtt.subscribe(topic)
+    before = sec.stats(mqtt, gw)
+    s = sim("meter", extra_args=["--payload-size", "4096", "--interval", "500"])
+    s.wait_for(r"^OBSERVED meter-1 energy$", timeout=15)
+    after = sec.stats(mqtt, gw, lambda d: sec.counter(d, "drops_too_large") >=
+                      sec.counter(before, "drops_too_large") + 2, timeout=10)
+    assert sec.counter(after, "drops_too_large") >= 2, after
+    assert gw.log.find(r"block-wise answer .* over coap\.max_payload")
+    assert not mqtt.received(topic), [len(m.payload) for m in mqtt.received(topic)]
