@@ -125,6 +125,7 @@ gw_close(struct gw *gw)
      * event: the devices let go of theirs while they are still alive. */
     devices_release_sessions(gw->devices);
     CLOSE(transport_free, coap);
+    CLOSE(intake_free, intake);
     CLOSE(devices_free, devices);
     CLOSE(commands_free, commands);
     CLOSE(status_free, status);

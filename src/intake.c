@@ -11,6 +11,8 @@
  * them (raw Uri-Path options), not after libcoap's percent-encoding.
  * A CON push is answered 2.04 only when the reading is safe at the broker:
  * libcoap's async support sends the empty ACK now and the 2.04 later.
+ * Bodies sent block-wise reach these handlers block by block, and
+ * intake_blocks.c puts them together under the limits.
  *
  * Layer: services (calls base, the transport's identities, the device
  * registry and the outbound path; libcoap calls it for each request)
@@ -29,6 +31,7 @@
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/topics.h"
 #include "coap2mqtt/transport.h"
+#include "intake_internal.h"
 
 #define MAX_SEGMENTS (TOPIC_PATH_DEPTH + 1)
 #define RETRY_AFTER_S 10        /* Max-Age on 5.03: when to try again */
@@ -158,17 +161,6 @@ option_uint(const coap_pdu_t *pdu, coap_option_num_t num, uint32_t *v)
     return true;
 }
 
-static void
-body(const coap_pdu_t *req, const uint8_t **data, size_t *len)
-{
-    size_t offset, total;
-
-    *data = NULL;
-    *len = 0;
-    if (!coap_get_data_large(req, len, data, &offset, &total))
-        *len = 0;
-}
-
 /* --- responses ------------------------------------------------------------ */
 
 /* An error code with a short diagnostic payload (RFC 7252 5.5.2). */
@@ -252,10 +244,9 @@ bad_request(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
 /* Parses a link-format body; returns the count or -1 after replying. */
 static int
 parse_links(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
-            coap_pdu_t *response, const char *id, struct lf_link *links)
+            coap_pdu_t *response, const char *id, const uint8_t *data, size_t len,
+            struct lf_link *links)
 {
-    const uint8_t *data;
-    size_t len;
     uint32_t ct;
     const char *err = NULL;
     int n;
@@ -266,7 +257,6 @@ parse_links(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         reply(response, 415, "registration body must be link-format (ct 40)");
         return -1;
     }
-    body(req, &data, &len);
     n = linkformat_parse((const char *)data, len, links, LINKFORMAT_MAX_LINKS, &err);
     if (n < 0) {
         bad_request(gw, session, response, id, err ? err : "bad link-format");
@@ -336,18 +326,17 @@ ep_matches(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
 }
 
 static void
-hnd_register(coap_resource_t *resource, coap_session_t *session,
-             const coap_pdu_t *req, const coap_string_t *query,
-             coap_pdu_t *response)
+register_device(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+                coap_pdu_t *response)
 {
-    struct gw *gw = coap_resource_get_userdata(resource);
     struct lf_link links[LINKFORMAT_MAX_LINKS];
     char idbuf[TOPIC_ID_MAX + 1], ep[TOPIC_ID_MAX + 1];
     uint32_t lt = (uint32_t)gw->cfg->rd.default_lifetime;
+    const uint8_t *data;
+    size_t len;
     const char *id;
     int n, ep_rc;
 
-    (void)query;
     if (gw->stopping) {
         reply_busy(response, "gateway stopping");
         return;
@@ -360,7 +349,9 @@ hnd_register(coap_resource_t *resource, coap_session_t *session,
         bad_request(gw, session, response, id, "lt out of range");
         return;
     }
-    if ((n = parse_links(gw, session, req, response, id, links)) < 0)
+    if (intake__body(gw, session, req, response, id, 'r', "", &data, &len) !=
+            INTAKE_BODY_WHOLE ||
+        (n = parse_links(gw, session, req, response, id, data, len, links)) < 0)
         return;
     if (!devices_register(gw->devices, id, session, lt, links, (size_t)n)) {
         gw->stats.rejected_capacity++;
@@ -372,6 +363,18 @@ hnd_register(coap_resource_t *resource, coap_session_t *session,
     coap_add_option(response, COAP_OPTION_LOCATION_PATH, 2, (const uint8_t *)"rd");
     coap_add_option(response, COAP_OPTION_LOCATION_PATH, strlen(id),
                     (const uint8_t *)id);
+}
+
+static void
+hnd_register(coap_resource_t *resource, coap_session_t *session,
+             const coap_pdu_t *req, const coap_string_t *query,
+             coap_pdu_t *response)
+{
+    struct gw *gw = coap_resource_get_userdata(resource);
+
+    (void)query;
+    register_device(gw, session, req, response);
+    intake__answered(gw, req, response);
 }
 
 /* POST or DELETE /rd/<id>; 'id' is the authenticated identity. */
@@ -408,8 +411,10 @@ rd_entry(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
             bad_request(gw, session, response, id, "lt out of range");
             return;
         }
-        body(req, &data, &len);
-        if (len && (n = parse_links(gw, session, req, response, id, links)) < 0)
+        if (intake__body(gw, session, req, response, id, 'u', "", &data, &len) !=
+            INTAKE_BODY_WHOLE)
+            return;
+        if (len && (n = parse_links(gw, session, req, response, id, data, len, links)) < 0)
             return;
         gw->stats.refreshes++;
         devices_refresh(dev, session, lt, links, n);
@@ -515,12 +520,11 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         bad_request(gw, session, response, id, "invalid push path");
         return;
     }
-    body(req, &data, &len);
-    if (len > (size_t)gw->cfg->coap.max_payload) {
-        gw->stats.drops_too_large++;
-        reply(response, 413, "payload over coap.max_payload");
+    /* A block of a longer body is answered by intake__body (2.31, or
+     * 4.13 past coap.max_payload); its last block brings the whole body. */
+    if (intake__body(gw, session, req, response, id, 'p', path, &data, &len) !=
+        INTAKE_BODY_WHOLE)
         return;
-    }
     if (!(dev = devices_seen(gw->devices, id, session))) {
         gw->stats.rejected_capacity++;
         reply_busy(response, "device registry full");
@@ -557,22 +561,14 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
 /* --- dispatch ----------------------------------------------------------------- */
 
 static void
-hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
-            const coap_pdu_t *req, const coap_string_t *query,
-            coap_pdu_t *response)
+dispatch(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+         coap_pdu_t *response)
 {
-    struct gw *gw = coap_resource_get_userdata(resource);
-    coap_async_t *async = coap_find_async(session, coap_pdu_get_token(req));
     struct seg segs[MAX_SEGMENTS];
     char idbuf[TOPIC_ID_MAX + 1];
     const char *id;
     int n;
 
-    (void)query;
-    if (async) {
-        push_answer(session, async, response);
-        return;
-    }
     if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response)))
         return;
     if (!within_rate(gw, id, response))
@@ -598,6 +594,23 @@ hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
     }
 }
 
+static void
+hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
+            const coap_pdu_t *req, const coap_string_t *query,
+            coap_pdu_t *response)
+{
+    struct gw *gw = coap_resource_get_userdata(resource);
+    coap_async_t *async = coap_find_async(session, coap_pdu_get_token(req));
+
+    (void)query;
+    if (async) {
+        push_answer(session, async, response);
+        return;
+    }
+    dispatch(gw, session, req, response);
+    intake__answered(gw, req, response);
+}
+
 int
 intake_register(struct gw *gw)
 {
@@ -605,7 +618,7 @@ intake_register(struct gw *gw)
     coap_resource_t *rd = coap_resource_init(coap_make_str_const("rd"), 0);
     coap_resource_t *dyn = coap_resource_unknown_init2(hnd_dynamic, 0);
 
-    if (!rd || !dyn) {
+    if (!(gw->intake = intake__new(gw)) || !rd || !dyn) {
         log_warnx("coap: cannot add the /rd and /ps resources");
         return -1;
     }

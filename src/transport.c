@@ -179,7 +179,14 @@ static void
 apply_settings(transport_t *t, const struct config_coap *cc)
 {
     coap_set_app_data(t->ctx, t);
-    coap_context_set_block_mode(t->ctx, COAP_BLOCK_USE_LIBCOAP | COAP_BLOCK_SINGLE_BODY);
+    /* Not COAP_BLOCK_SINGLE_BODY: libcoap 4.3.1 would put a block-wise request
+     * body together before any handler runs, allocating whatever size its
+     * first block announces, and hand a lone block on as a whole body; it
+     * has no hook before that, and the mode is one per session, which
+     * carries requests both ways.  Bodies are put together by intake_blocks.c
+     * (requests) and transport_blocks.c (answers), under coap.max_payload;
+     * libcoap still asks for and sends the blocks. */
+    coap_context_set_block_mode(t->ctx, COAP_BLOCK_USE_LIBCOAP);
     coap_context_set_max_handshake_sessions(t->ctx, (unsigned)cc->max_handshakes);
     coap_context_set_max_idle_sessions(t->ctx, (unsigned)cc->max_sessions);
     coap_context_set_session_timeout(t->ctx, (unsigned)cc->session_timeout);

@@ -8,6 +8,7 @@
  *                       devices that re-handshake on a live session
  *   transport_io.c      driving libcoap's epoll fd in batches, back-pressure
  *   transport_tokens.c  our tokens and the routing of responses by them
+ *   transport_blocks.c  answers sent block-wise, put together for the handler
  *
  * Internal calls between these files are named transport__verb.
  *
@@ -27,6 +28,7 @@
 #include "compat_libcoap.h"
 
 struct pending;
+struct answer_body;
 struct handshake;
 struct established;
 struct hello;
@@ -106,6 +108,18 @@ void transport__io_stop(transport_t *t);
 void transport__tokens_init(transport_t *t);
 void transport__tokens_free(transport_t *t);
 void transport__tokens_session_gone(transport_t *t, coap_session_t *session);
+/* transport_blocks.c */
+/*
+ * An answer to one of our requests, whose block-wise body so far is *body:
+ * NULL when 'rcvd' was a block taken (more to come) or dropped; else what
+ * to hand the handler: 'rcvd' itself, or (*made, deleted by the caller)
+ * the whole body in one PDU.
+ */
+const coap_pdu_t *transport__blocks_take(transport_t *t, struct answer_body **body,
+                                         coap_session_t *session, const coap_pdu_t *rcvd,
+                                         coap_pdu_t **made);
+void transport__blocks_free(struct answer_body *b);
+
 coap_response_t transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
                                        const coap_pdu_t *rcvd, const coap_mid_t mid);
 void transport__on_nack(coap_session_t *session, const coap_pdu_t *sent,

@@ -12,7 +12,6 @@
 #include <sys/random.h>
 #include <uthash.h>
 
-#include "coap2mqtt/hash_free.h"
 #include "coap2mqtt/log.h"
 #include "transport_internal.h"
 
@@ -21,6 +20,7 @@ struct pending {
     const struct transport_handler *h;
     void *owner;
     coap_session_t *session;    /* responses must come back on it */
+    struct answer_body *body;   /* a block-wise answer coming in, or NULL */
     UT_hash_handle hh;
 };
 
@@ -31,10 +31,21 @@ transport__tokens_init(transport_t *t)
         t->token_base = (uint64_t)loop_wall_s() * 2654435761u;
 }
 
+static void
+pending_free(transport_t *t, struct pending *p)
+{
+    HASH_DEL(t->pending, p);
+    transport__blocks_free(p->body);
+    free(p);
+}
+
 void
 transport__tokens_free(transport_t *t)
 {
-    HASH_FREE_ALL(t->pending, struct pending);
+    struct pending *p, *tmp;
+
+    HASH_ITER(hh, t->pending, p, tmp)
+        pending_free(t, p);
 }
 
 static uint64_t
@@ -140,10 +151,8 @@ transport_forget(transport_t *t, uint64_t token)
 
     if (!token || !t)
         return;
-    if ((p = find_token(t, token))) {
-        HASH_DEL(t->pending, p);
-        free(p);
-    }
+    if ((p = find_token(t, token)))
+        pending_free(t, p);
 }
 
 /*
@@ -219,8 +228,11 @@ transport__tokens_session_gone(transport_t *t, coap_session_t *session)
     struct pending *p, *tmp;
 
     HASH_ITER(hh, t->pending, p, tmp) {
-        if (p->session == session)
+        if (p->session == session) {
             p->session = NULL;
+            transport__blocks_free(p->body);
+            p->body = NULL;
+        }
     }
 }
 
@@ -231,7 +243,10 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
     transport_t *t = coap_get_app_data(coap_session_get_context(session));
     struct pending *p = find_pending(t, rcvd, session);
     const struct transport_handler *h;
+    const coap_pdu_t *whole;
+    coap_pdu_t *made;
     void *owner;
+    bool ok;
 
     (void)sent;
     (void)mid;
@@ -252,11 +267,15 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
                coap_pdu_get_type(rcvd) == COAP_MESSAGE_NON
                    ? COAP_RESPONSE_FAIL : COAP_RESPONSE_OK;
     }
+    if (!(whole = transport__blocks_take(t, &p->body, session, rcvd, &made)))
+        return COAP_RESPONSE_OK;        /* a block: libcoap asks for the next */
     h = p->h;
     owner = p->owner;
     if (h->one_shot)
         transport_forget(t, p->token);  /* one answer per request */
-    return h->on_response(owner, session, rcvd) ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
+    ok = h->on_response(owner, session, whole);
+    coap_delete_pdu(made);
+    return ok ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
 }
 
 void

@@ -25,6 +25,7 @@ typedef struct outq outq_t;
 typedef struct status status_t;
 typedef struct spool spool_t;
 typedef struct commands commands_t;
+typedef struct intake intake_t;
 
 struct gw {
     struct config *cfg;
@@ -34,6 +35,7 @@ struct gw {
     mqtt_side_t *mqtt;
     devices_t *devices;
     commands_t *commands;
+    intake_t *intake;       /* request bodies sent block-wise, in progress */
     outq_t *outq;
     spool_t *spool;         /* NULL when queue.spool is off */
     status_t *status;

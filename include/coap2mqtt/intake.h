@@ -9,7 +9,10 @@
 
 #include "coap2mqtt/context.h"
 
-/* Adds the resources to the transport's context.  -1 (logged) on failure. */
+/* Adds the resources to the transport's context, and sets up gw->intake
+ * (block-wise bodies being put together).  -1 (logged) on failure. */
 int intake_register(struct gw *gw);
+/* Frees gw->intake's state (NULL is ignored). */
+void intake_free(intake_t *in);
 
 #endif

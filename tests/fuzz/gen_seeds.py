@@ -27,6 +27,7 @@ CORPUS = os.path.join(HERE, "corpus")
 CON, NON, ACK, RST = 0, 1, 2, 3
 GET, POST, PUT, DELETE = 1, 2, 3, 4
 OBSERVE, URI_PATH, CONTENT_FORMAT, MAX_AGE, URI_QUERY, BLOCK1, SIZE1 = 6, 11, 12, 14, 15, 27, 60
+BLOCK2, SIZE2, REQUEST_TAG = 23, 28, 292
 
 
 def _ext(v):
@@ -116,6 +117,15 @@ def push(path, payload, mid=10, type_=CON, ct=None, method=POST):
     return pdu(type_, method, mid, TOK + bytes([mid & 0xFF]), opts, payload)
 
 
+def block1_push(path, num, more, payload, mid=30, szx=2, size1=None, tag=None):
+    opts = path_opts("ps/" + path) + [(BLOCK1, uint(num << 4 | (8 if more else 0) | szx))]
+    if size1 is not None:
+        opts.append((SIZE1, uint(size1)))
+    if tag is not None:
+        opts.append((REQUEST_TAG, tag))
+    return pdu(CON, POST, mid, TOK + bytes([mid & 0xFF]), opts, payload)
+
+
 def handler_seeds():
     meter = "</energy>;obs;ct=0,</power>;obs;ct=0,</relay>;ct=0"
     s = {}
@@ -162,6 +172,41 @@ def handler_seeds():
                                 + dgram(push("energy", "6", mid=11)))
     s["block1-push"] = dgram(register("soil-7", "</m>")) + dgram(
         pdu(CON, POST, 30, TOK, path_opts("ps/m") + [(BLOCK1, uint(0x08 | 0))], "x" * 16))
+    # Block-wise bodies (intake_blocks.c): whole, repeated, over the limit
+    # (max_payload 256 in the harness), out of order, tagged, registrations.
+    s["block1-whole"] = dgram(register("soil-7", "</m>")) + b"".join(
+        dgram(block1_push("m", n, n < 2, "abcd"[n] * (64 if n < 2 else 9), mid=30 + n))
+        for n in range(3)) + ACKED
+    s["block1-repeat"] = dgram(register("soil-7", "</m>")) + b"".join(
+        dgram(block1_push("m", n, n < 1, "ef"[n] * 64, mid=30 + n)) * 2 for n in range(2))
+    s["block1-size1-over"] = dgram(register("soil-7", "</m>")) + dgram(
+        block1_push("m", 0, True, "y" * 64, size1=0xFFFFFFFF)) + dgram(
+        block1_push("m", 1, False, "y" * 64, mid=31))
+    s["block1-past-limit"] = dgram(register("soil-7", "</m>")) + b"".join(
+        dgram(block1_push("m", n, True, "z" * 64, mid=30 + n)) for n in range(5))
+    s["block1-gap-lone"] = (dgram(register("soil-7", "</m>"))
+                            + dgram(block1_push("m", 0, True, "g" * 64))
+                            + dgram(block1_push("m", 2, False, "h", mid=31))
+                            + dgram(block1_push("n", 3, False, "i", mid=32)))
+    s["block1-tags-idle"] = (dgram(register("soil-7", "</m>")) + b"".join(
+        dgram(block1_push("m", 0, True, "t" * 16, mid=30 + i, szx=0, tag=bytes([i])))
+        for i in range(4)) + after(100) + dgram(block1_push("m", 1, False, "u", mid=40,
+                                                             szx=0, tag=b"\x03")))
+    links = ",".join("</m%d>;obs;ct=0" % i for i in range(6))
+    s["block1-register"] = b"".join(
+        dgram(pdu(CON, POST, 50 + n, TOK + bytes([n]), path_opts("rd") + query_opts("ep=soil-8")
+                  + [(CONTENT_FORMAT, uint(40)), (BLOCK1, uint(n << 4 | (8 if n < 1 else 0) | 2))],
+                  part))
+        for n, part in enumerate((links[:64], links[64:])))
+    # A block-wise notification (transport_blocks.c): the first block, then
+    # the answer to the gateway's GET for the next one.
+    s["block2-notify"] = (dgram(register("meter-1", "</energy>;obs;ct=0"))
+                          + reply(ACK, code(2, 5), [(OBSERVE, uint(1)), (BLOCK2, uint(0x08 | 2)),
+                                                    (SIZE2, uint(100))], "n" * 64)
+                          + reply(ACK, code(2, 5), [(BLOCK2, uint(1 << 4 | 2))], "o" * 36)
+                          + reply(CON, code(2, 5), [(OBSERVE, uint(2)), (BLOCK2, uint(0x08 | 2))],
+                                  "p" * 64)
+                          + reply(ACK, code(2, 5), [(BLOCK2, uint(3 << 4 | 2))], "q" * 10))
     # The gateway observes /energy: answer it, then notify.
     s["observe-notify"] = (dgram(register("meter-1", "</energy>;obs;ct=0"))
                            + reply(ACK, code(2, 5), [(OBSERVE, uint(1)), (CONTENT_FORMAT, b""),

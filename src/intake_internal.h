@@ -1,0 +1,47 @@
+/*
+ * intake_internal.h - what the intake's files share, and nobody else:
+ *
+ *   intake.c          the handlers: /rd register, refresh, leave; /ps pushes
+ *   intake_blocks.c   request bodies sent block-wise (RFC 7959 Block1),
+ *                     put together under the limits
+ *
+ * Layer: services
+ */
+#ifndef COAP2MQTT_INTAKE_INTERNAL_H
+#define COAP2MQTT_INTAKE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <coap3/coap.h>
+
+#include "coap2mqtt/intake.h"
+
+/* What intake__body() did with a request. */
+enum intake_body {
+    INTAKE_BODY_WHOLE,      /* *data, *len: the whole body, to be handled */
+    INTAKE_BODY_ANSWERED,   /* 'response' is filled: 2.31 (a block taken,
+                             * send the next) or an error */
+};
+
+intake_t *intake__new(struct gw *gw);
+
+/*
+ * The body of 'req' for the handler of 'kind' ('r' register, 'u' refresh,
+ * 'p' push) and 'path' (the push path, "" otherwise) from the device 'id'.
+ * A request without Block1 is its own body.  A Block1 block is added to
+ * its transfer and answered 2.31 until the last one, which hands out the
+ * whole body; coap.max_payload (the announced Size1 as well as the blocks
+ * so far) and the rules of RFC 7959 are checked at every block, and
+ * refused with 4.13, 4.08 or 4.00 in 'response'.  The body stays valid
+ * until the handler returns.  Call once per request.
+ */
+enum intake_body intake__body(struct gw *gw, coap_session_t *session,
+                              const coap_pdu_t *req, coap_pdu_t *response,
+                              const char *id, char kind, const char *path,
+                              const uint8_t **data, size_t *len);
+
+/* After the handler of 'req' filled 'response': a 2.xx answer to the last
+ * block of a transfer says which block it answers (Block1, M=0). */
+void intake__answered(struct gw *gw, const coap_pdu_t *req, coap_pdu_t *response);
+
+#endif
