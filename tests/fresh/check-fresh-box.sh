@@ -151,10 +151,10 @@ progress() {
         echo "$step $t" >> "$work/marks"
         case $step in
             prereqs)   say "[container] apt-get install git make ca-certificates" ;;
-            clone)     say "[container] git clone ($(secs "$t") s)" ;;
+            clone)     say "[container] git clone (at $(secs "$t") s)" ;;
             make-run)  say "[container] make run: installing the project's packages" ;;
-            build)     say "[container] make run: building ($(secs "$t") s)" ;;
-            demo)      say "[container] make run: demo, $demo_duration s ($(secs "$t") s)" ;;
+            build)     say "[container] make run: building (at $(secs "$t") s)" ;;
+            demo)      say "[container] make run: demo, $demo_duration s (at $(secs "$t") s)" ;;
         esac
     done
 }
@@ -175,7 +175,7 @@ show_tail() {
     echo "----"
 }
 last_step=prereqs
-for s in prereqs clone make-run build demo; do [ -n "${at[$s]:-}" ] && last_step=$s; done
+for s in prereqs clone make-run build demo; do [ -n "${at[$s]:-}" ] || continue; last_step=$s; done
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     show_tail
     fail "the container ran longer than FRESH_TIMEOUT=$run_timeout s (last step: $last_step)"
@@ -192,10 +192,11 @@ fi
 
 problems=()
 [ "$rc" = 0 ] || problems+=("'make run' exited $rc")
-case $last_step in
-    make-run) problems+=("it stopped before building (installing the packages: 'make deps')") ;;
-    build)    problems+=("it stopped while building") ;;
-esac
+# make's own word on what failed, and the classic of issue 10.
+make_err=$(sed -n 's/^ *[0-9.]* \(make\(\[[0-9]*\]\)\{0,1\}: \*\*\* .*\)/\1/p' "$log" | head -n 1)
+[ -z "$make_err" ] || problems+=("$make_err")
+undef=$(grep -c 'undefined reference to' "$log")
+[ "$undef" -eq 0 ] || problems+=("the link failed with $undef undefined references")
 counts=""
 for id in $sensors; do
     n=$(sed -n "s/^ *[0-9.]* demo: $id: \([0-9][0-9]*\) readings.*/\1/p" "$log" | tail -n 1)
@@ -214,7 +215,8 @@ ms_between() { # from to: ms, or "" if either mark is missing
 fmt() { if [ -n "$1" ]; then echo "$(secs "$1") s"; else echo "n/a"; fi; }
 deps_end=deps-done; [ -n "${at[deps-done]:-}" ] || deps_end=build
 at[end]=$t_total_run
-timings="podman + base image $(fmt "$t_base"), git+make $(fmt "$(ms_between prereqs clone)"), clone $(fmt "$(ms_between clone make-run)"), make run: packages $(fmt "$(ms_between make-run "$deps_end")"), build $(fmt "$(ms_between build demo)"), demo $(fmt "$(ms_between demo end)"); total $(fmt $(( $(now_ms) - t_start )))"
+reused=""; case $base_out in *"already present"*) reused=" (reused)" ;; esac
+timings="podman + base image $(fmt "$t_base")$reused, git+make $(fmt "$(ms_between prereqs clone)"), clone $(fmt "$(ms_between clone make-run)"), make run: packages $(fmt "$(ms_between make-run "$deps_end")"), build $(fmt "$(ms_between build demo)"), demo $(fmt "$(ms_between demo end)"); total $(fmt $(( $(now_ms) - t_start )))"
 
 if [ ${#problems[@]} -gt 0 ]; then
     show_tail
