@@ -22,6 +22,7 @@ say() { printf 'podman-base-image: %s\n' "$*" >&2; }
 
 [ "$(id -u)" -eq 0 ] || { say "must run as root (apt-get, debootstrap, rootful podman)"; exit 2; }
 
+start=$(date +%s)
 need=""
 for p in podman debootstrap runc fuse-overlayfs newuidmap; do
     command -v "$p" >/dev/null 2>&1 || need="$need $p"
@@ -36,6 +37,7 @@ if [ -n "$need" ]; then
         say "apt-get could not install podman (log: /tmp/coap2mqtt-podman-install.log)"
         exit 2
     fi
+    say "podman installed ($(( $(date +%s) - start )) s)"
 fi
 
 # One builder at a time; the second finds the image the first made.
@@ -53,6 +55,7 @@ mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/nu
 [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
 root=$(mktemp -d /var/tmp/coap2mqtt-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT
+start=$(date +%s)
 say "debootstrap --variant=minbase $suite from $mirror"
 if ! timeout 900 debootstrap --variant=minbase "$suite" "$root" "$mirror" \
         > /tmp/coap2mqtt-debootstrap.log 2>&1; then
@@ -88,5 +91,5 @@ if ! tar -C "$root" -c . | podman import -q --change 'CMD ["/bin/bash"]' - "$tag
     say "podman import of the $suite root file system failed"
     exit 1
 fi
-say "built $tag"
+say "built $tag ($(( $(date +%s) - start )) s)"
 echo "$tag"
