@@ -60,6 +60,7 @@ printf '%s\n' "$base_out" | sed 's/^/  /'
 case $rc in
     0) ;;
     2) skip "podman is not available and apt-get could not install it (see above)" ;;
+    3) skip "$(printf '%s\n' "$base_out" | sed -n 's/^podman-base-image: //p' | grep -m 1 'cannot start') (in a container, this check needs --privileged)" ;;
     124|137) fail "podman-base-image.sh took more than 30 min" ;;
     *)
         # debootstrap or podman import failed: can podman do anything here?
@@ -73,7 +74,7 @@ t_base=$(( $(now_ms) - t0 ))
 # Can this box start a container at all?  Not inside an unprivileged
 # container, say: then there is nothing to check, which is not a failure.
 if ! err=$(timeout -k 10 120 podman run --rm --network=host "$image" true 2>&1); then
-    skip "podman cannot start a container here: $(printf '%s' "$err" | grep -v '^$' | tail -n 1)"
+    skip "podman cannot start a container from $image here: $(printf '%s\n' "$err" | grep -m 1 'Error' || printf '%s\n' "$err" | tail -n 1)"
 fi
 
 # --- 2. what the developer has: HEAD plus the uncommitted changes -----------

@@ -7,6 +7,8 @@
 # Usage: tests/fresh/podman-base-image.sh [bookworm|trixie]   (as root)
 #   prints the image's name on its last line; about a minute the first time.
 # Exit status: 0 ready, 2 podman could not be installed (apt-get failed),
+#              3 podman cannot start a container here (e.g. this runs inside
+#                an unprivileged container): the reason is on stderr,
 #              1 anything else (debootstrap or podman import failed).
 #
 # The project's copy of the logic in the team's podman-base-image.sh: a clean
@@ -39,6 +41,20 @@ if [ -n "$need" ]; then
     fi
     say "podman installed ($(( $(date +%s) - start )) s)"
 fi
+
+# Can podman start a container here at all?  Asked before the minute of
+# debootstrap, with a root file system of this box's /usr/bin/true and the
+# libraries it loads.
+probe=$(mktemp -d /var/tmp/coap2mqtt-probe.XXXXXX)
+for f in /usr/bin/true $(ldd /usr/bin/true | grep -o '/[^ ]*'); do
+    mkdir -p "$probe$(dirname "$f")" && cp "$f" "$probe$f"
+done
+if ! err=$(timeout -k 10 120 podman run --rm --network=host --rootfs "$probe" /usr/bin/true 2>&1); then
+    rm -rf "$probe"
+    say "podman cannot start a container here: $(printf '%s\n' "$err" | grep -m 1 'Error' || printf '%s\n' "$err" | tail -n 1)"
+    exit 3
+fi
+rm -rf "$probe"
 
 # One builder at a time; the second finds the image the first made.
 exec 9> /tmp/coap2mqtt-podman-base-image.lock
