@@ -123,6 +123,7 @@ test: deps
 	$(PYTHON) scripts/check-layers.py --objs build/san/obj/src
 	@if [ -x scripts/check-unit.sh ]; then scripts/check-unit.sh; fi
 	@if [ -x tests/fuzz/run.sh ]; then tests/fuzz/run.sh --brief; fi
+	@tests/fresh/check-fresh-box.sh
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
 	  C2M_TOOLS=$(CURDIR)/build/san \
 	  $(PYTHON) -m pytest -v -p no:cacheprovider -m "not soak" tests/integration $(PYTEST_ARGS)
