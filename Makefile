@@ -47,7 +47,8 @@ PURE_SRC := src/topics.c src/linkformat.c src/hostport.c \
             src/config.c src/config_errors.c src/config_libconfig.c \
             src/config_schema.c src/keystore.c src/log.c src/payload.c \
             src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \
-            src/outq.c src/loop.c src/spool.c src/syncer.c src/cmdjournal.c
+            src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c \
+            src/syncer.c src/cmdjournal.c
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 # Every tools/<name>/ directory builds build/coap2mqtt-<name> from its *.c,
@@ -105,8 +106,9 @@ $(BUILD)/tests/%: tests/unit/%.c $(PURE_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 # The spool's test injects disk faults (short writes, ENOSPC, EIO from
-# fdatasync, a failing ftruncate): spool.o's and syncer.o's calls go to
-# the test's __wrap_* functions in this binary only.
+# fdatasync, a failing ftruncate): the calls of the spool's objects
+# (spool.o, spool_records.o, spool_segments.o) and syncer.o go to the
+# test's __wrap_* functions in this binary only.
 $(BUILD)/tests/test_spool: LDFLAGS += -Wl,--wrap=write,--wrap=ftruncate,--wrap=fdatasync
 
 deps:

@@ -4,7 +4,8 @@
  * flight, so a device sees its commands in the order they were published)
  * and sent as a CON PUT (or GET) on the device's current session when it
  * has one.  libcoap does the RFC 7252 retransmissions and block-wise
- * transfer; we turn its answer, or its giving up, into exactly one result.
+ * transfer; we turn its answer, or its giving up, into exactly one result
+ * (published by commands_results.c).
  *
  * With queue.spool on, every queued command is also in the command journal
  * (state_dir/commands.journal, cmdjournal.h) from the moment it is queued
@@ -12,7 +13,7 @@
  * had its PUBACK before we saw the command, so after a crash the journal
  * is the only copy: at start the commands in it wait, with what is left of
  * their time to live, for their device to show up (the registry starts
- * empty), and then go in front of its queue.
+ * empty), and then go in front of its queue (commands_journal.c).
  *
  * Layer: services (calls base, the device session and the outbound path;
  * hears of MQTT messages through the MQTT side's message callback, of
@@ -23,62 +24,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <jansson.h>
 #include <mqtt_protocol.h>
 #include <uthash.h>
 
-#include "coap2mqtt/cmdjournal.h"
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/outbound.h"
 #include "coap2mqtt/payload.h"
-#include "devices_internal.h"
-
-#define RECENT_COMMANDS 256
-
-/* Commands read back from the journal at start, waiting for their device
- * to show up: after a restart the registry knows no device. */
-struct waiting {
-    char id[TOPIC_ID_MAX + 1];
-    struct command *head, *tail;
-    size_t n;
-    UT_hash_handle hh;
-};
-
-struct commands {
-    struct gw *gw;
-    /* (packet id, topic+payload hash) of recent QoS 1 commands, so a
-     * broker redelivery (lost PUBACK) is not PUT twice. */
-    uint64_t recent[RECENT_COMMANDS];
-    unsigned recent_pos;
-    cmdjournal_t *journal;      /* NULL without queue.spool */
-    struct waiting *waiting;    /* by device id */
-    uint64_t *unusable;         /* journal records that cannot be restored */
-    size_t n_unusable;
-};
-
-struct command {
-    struct command *next;
-    commands_t *c;
-    struct device *dev;         /* NULL while it waits in 'wait' */
-    struct waiting *wait;
-    enum topic_kind kind;
-    char path[TOPIC_PATH_MAX + 1];
-    uint8_t *payload;
-    size_t len;
-    int ct;                     /* Content-Format to send, -1 none */
-    char *response_topic;       /* MQTT v5, or NULL */
-    uint8_t *corr;
-    size_t corr_len;
-    uint64_t token;             /* while in flight */
-    uint64_t sent_ms;
-    uint64_t expiry_timer;
-    uint64_t ttl_ms;
-    int64_t expiry_wall_ms;     /* wall clock: it must survive a restart */
-    uint64_t jseq;              /* its number in the journal, 0 = none */
-};
+#include "commands_internal.h"
 
 static void send_next(struct device *dev);
 static bool on_answer(void *owner, coap_session_t *session, const coap_pdu_t *rcvd);
@@ -91,191 +45,19 @@ static const struct transport_handler command_handler = {
     .one_shot = true,
 };
 
-static int64_t
-wall_ms(void)
+/* Frees a command that is off every list; the journal keeps it. */
+void
+commands__command_free(struct command *cmd)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void expired(loop_t *loop, void *arg);
-static void command_free(struct command *cmd);
-
-static const char *
-command_id(const struct command *cmd)
-{
-    return cmd->dev ? cmd->dev->id : cmd->wait->id;
-}
-
-/* --- the journal ---------------------------------------------------------- */
-
-static int
-journal_accept(commands_t *c, struct command *cmd)
-{
-    struct cj_command jc = {
-        .kind = (uint8_t)cmd->kind, .ct = cmd->ct,
-        .expiry_ms = cmd->expiry_wall_ms, .ttl_ms = cmd->ttl_ms,
-        .id = cmd->dev->id, .id_len = strlen(cmd->dev->id),
-        .path = cmd->path, .path_len = strlen(cmd->path),
-        .rt = cmd->response_topic,
-        .rt_len = cmd->response_topic ? strlen(cmd->response_topic) : 0,
-        .corr = cmd->corr, .corr_len = cmd->corr_len,
-        .payload = cmd->payload, .len = cmd->len,
-    };
-
-    cmd->jseq = cmdjournal_accept(c->journal, &jc);
-    return cmd->jseq ? 0 : -1;
-}
-
-static void
-waiting_add(commands_t *c, const char *id, struct command *cmd)
-{
-    struct waiting *w;
-
-    HASH_FIND_STR(c->waiting, id, w);
-    if (!w) {
-        if (!(w = calloc(1, sizeof(*w))))
-            return;
-        snprintf(w->id, sizeof(w->id), "%s", id);
-        HASH_ADD_STR(c->waiting, id, w);
-    }
-    cmd->wait = w;
-    cmd->next = NULL;
-    if (w->tail)
-        w->tail->next = cmd;
-    else
-        w->head = cmd;
-    w->tail = cmd;
-    w->n++;
-}
-
-static void
-waiting_remove(commands_t *c, struct command *cmd)
-{
-    struct waiting *w = cmd->wait;
-    struct command **pp = &w->head, *prev = NULL;
-
-    while (*pp && *pp != cmd) {
-        prev = *pp;
-        pp = &(*pp)->next;
-    }
-    if (*pp) {
-        *pp = cmd->next;
-        if (w->tail == cmd)
-            w->tail = prev;
-        w->n--;
-    }
-    cmd->next = NULL;
-    cmd->wait = NULL;
-    if (!w->head) {
-        HASH_DEL(c->waiting, w);
-        free(w);
-    }
-}
-
-/* A command from the journal: it waits for its device with what is left
- * of its time to live (at most the whole of it, should the clock have
- * gone back).  False when it cannot be used. */
-static bool
-restore(commands_t *c, const struct cj_command *jc)
-{
-    struct gw *gw = c->gw;
-    char id[TOPIC_ID_MAX + 1];
-    struct command *cmd;
-    int64_t left;
-
-    snprintf(id, sizeof(id), "%.*s", (int)jc->id_len, jc->id);
-    if (!topic_id_valid(jc->id, jc->id_len) || !topic_path_valid(jc->path, jc->path_len))
-        return false;
-    if (!(cmd = calloc(1, sizeof(*cmd))))
-        return true;            /* stays in the journal for the next start */
-    cmd->c = c;
-    cmd->kind = jc->kind ? TOPIC_KIND_GET : TOPIC_KIND_SET;
-    snprintf(cmd->path, sizeof(cmd->path), "%.*s", (int)jc->path_len, jc->path);
-    cmd->len = jc->len;
-    cmd->payload = malloc(jc->len ? jc->len : 1);
-    if (jc->rt)
-        cmd->response_topic = strndup(jc->rt, jc->rt_len);
-    if (jc->corr) {
-        cmd->corr = malloc(jc->corr_len ? jc->corr_len : 1);
-        cmd->corr_len = jc->corr_len;
-    }
-    if (!cmd->payload || (jc->rt && !cmd->response_topic) || (jc->corr && !cmd->corr)) {
-        free(cmd->payload);
-        free(cmd->response_topic);
-        free(cmd->corr);
-        free(cmd);
-        return true;
-    }
-    if (jc->len)
-        memcpy(cmd->payload, jc->payload, jc->len);
-    if (jc->corr_len)
-        memcpy(cmd->corr, jc->corr, jc->corr_len);
-    if (cmd->response_topic && !topic_base_valid(cmd->response_topic)) {
-        free(cmd->response_topic);
-        cmd->response_topic = NULL;
-    }
-    cmd->ct = jc->ct;
-    cmd->ttl_ms = jc->ttl_ms;
-    cmd->expiry_wall_ms = jc->expiry_ms;
-    cmd->jseq = jc->seq;
-    left = jc->expiry_ms - wall_ms();
-    if (left < 0)
-        left = 0;
-    if ((uint64_t)left > jc->ttl_ms)
-        left = (int64_t)jc->ttl_ms;
-    waiting_add(c, id, cmd);
-    if (!cmd->wait) {
-        command_free(cmd);
-        return true;
-    }
-    /* Already expired: answered from the first turn of the loop, when the
-     * broker connection is being made. */
-    cmd->expiry_timer = loop_add_timer(gw->loop, (uint64_t)left, expired, cmd);
-    gw->stats.commands_restored++;
-    return true;
-}
-
-static void
-restore_cb(void *arg, const struct cj_command *jc)
-{
-    commands_t *c = arg;
-    uint64_t *n;
-
-    if (restore(c, jc))
+    if (!cmd)
         return;
-    log_warnx("commands journal: command %" PRIu64 " for %.*s cannot be restored (bad id "
-              "or path); dropped", jc->seq, (int)jc->id_len, jc->id);
-    if ((n = realloc(c->unusable, (c->n_unusable + 1) * sizeof(*n)))) {
-        c->unusable = n;
-        c->unusable[c->n_unusable++] = jc->seq;
-    }
-}
-
-static int
-journal_open(commands_t *c)
-{
-    struct gw *gw = c->gw;
-    struct cj_load_stats st;
-    char path[4096];
-
-    snprintf(path, sizeof(path), "%s/commands.journal", gw->cfg->state_dir);
-    c->journal = cmdjournal_open(path, gw->loop, gw->cfg->queue.fsync_interval,
-                                 CJ_COMPACT_MIN, restore_cb, c, &st);
-    if (!c->journal)
-        return -1;
-    gw->stats.commands_journal_skipped += st.damaged + (st.torn_tail ? 1 : 0);
-    for (size_t i = 0; i < c->n_unusable; i++)
-        cmdjournal_done(c->journal, c->unusable[i]);
-    free(c->unusable);
-    c->unusable = NULL;
-    c->n_unusable = 0;
-    if (gw->stats.commands_restored)
-        log_notice("commands journal: %" PRIu64 " commands from before the restart wait "
-                   "for their devices", gw->stats.commands_restored);
-    return 0;
+    loop_cancel_timer(cmd->c->gw->loop, cmd->expiry_timer);
+    if (cmd->dev)
+        device_forget_token(cmd->dev, cmd->token);
+    free(cmd->payload);
+    free(cmd->response_topic);
+    free(cmd->corr);
+    free(cmd);
 }
 
 commands_t *
@@ -288,7 +70,7 @@ commands_new(struct gw *gw)
         return NULL;
     }
     c->gw = gw;
-    if (gw->cfg->queue.spool && journal_open(c) < 0) {
+    if (gw->cfg->queue.spool && commands__journal_open(c) < 0) {
         commands_free(c);
         return NULL;
     }
@@ -309,7 +91,7 @@ commands_free(commands_t *c)
         while ((cmd = w->head)) {
             w->head = cmd->next;
             cmd->wait = NULL;
-            command_free(cmd);
+            commands__command_free(cmd);
         }
         HASH_DEL(c->waiting, w);
         free(w);
@@ -317,85 +99,6 @@ commands_free(commands_t *c)
     cmdjournal_close(c->journal);
     free(c->unusable);
     free(c);
-}
-
-/* --- results ------------------------------------------------------------ */
-
-static void
-enqueue_json(struct gw *gw, const char *topic, json_t *body,
-             const uint8_t *corr, size_t corr_len)
-{
-    char *text = json_dumps(body, JSON_COMPACT);
-    outmsg_t *m;
-
-    json_decref(body);
-    if (!text || !gw->outq)
-        goto out;
-    m = outmsg_new(topic, text, strlen(text), 1, false, 50);
-    if (m && corr && outmsg_set_correlation(m, corr, corr_len) < 0) {
-        outmsg_finish(m, false);
-        m = NULL;
-    }
-    outbound_put(gw, m, "command result for", topic);
-out:
-    free(text);
-}
-
-/* Publishes the one result of a command on its Response Topic, or on
- * <base>/<id>/<path>/set/result (.../get/result for a failed GET). */
-static void
-publish_result(struct gw *gw, const char *id, const char *path,
-               enum topic_kind kind, const char *response_topic,
-               const uint8_t *corr, size_t corr_len, json_t *body)
-{
-    char topic[TOPIC_MAX];
-
-    if (response_topic)
-        snprintf(topic, sizeof(topic), "%s", response_topic);
-    else if (topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic, id, path,
-                         kind == TOPIC_KIND_SET ? "set/result" : "get/result") < 0) {
-        json_decref(body);
-        return;
-    }
-    enqueue_json(gw, topic, body, corr, corr_len);
-}
-
-static void
-result_error(struct command *cmd, const char *error)
-{
-    struct gw *gw = cmd->c->gw;
-
-    publish_result(gw, command_id(cmd), cmd->path, cmd->kind, cmd->response_topic,
-                   cmd->corr, cmd->corr_len, json_pack("{ss}", "error", error));
-}
-
-/* Frees a command that is off every list; the journal keeps it. */
-static void
-command_free(struct command *cmd)
-{
-    if (!cmd)
-        return;
-    loop_cancel_timer(cmd->c->gw->loop, cmd->expiry_timer);
-    if (cmd->dev)
-        device_forget_token(cmd->dev, cmd->token);
-    free(cmd->payload);
-    free(cmd->response_topic);
-    free(cmd->corr);
-    free(cmd);
-}
-
-/* The command's one result has just been handed to the outbound path
- * (spooled first): the journal forgets it, then it is freed.  During
- * teardown there is no queue, nothing was published, and the journal
- * keeps it for the next start. */
-static void
-finish(struct command *cmd)
-{
-    commands_t *c = cmd->c;
-
-    if (cmd->jseq && c->journal && c->gw->outq)
-        cmdjournal_done(c->journal, cmd->jseq);
-    command_free(cmd);
 }
 
 /* --- the per-device queue ------------------------------------------------- */
@@ -418,8 +121,8 @@ queue_remove(struct device *dev, struct command *cmd)
     cmd->next = NULL;
 }
 
-static void
-expired(loop_t *loop, void *arg)
+void
+commands__expired(loop_t *loop, void *arg)
 {
     struct command *cmd = arg;
     struct device *dev = cmd->dev;
@@ -431,9 +134,9 @@ expired(loop_t *loop, void *arg)
         struct gw *gw = cmd->c->gw;
 
         gw->stats.commands_expired++;
-        result_error(cmd, "expired");
-        waiting_remove(cmd->c, cmd);
-        finish(cmd);
+        commands__result_error(cmd, "expired");
+        commands__waiting_remove(cmd->c, cmd);
+        commands__finish(cmd);
         return;
     }
     if (dev->cmd_inflight == cmd) {
@@ -444,15 +147,15 @@ expired(loop_t *loop, void *arg)
          * an answer then is ignored (its token is forgotten). */
         dev->cmd_inflight = NULL;
         dev->gw->stats.commands_expired++;
-        result_error(cmd, "expired");
-        finish(cmd);
+        commands__result_error(cmd, "expired");
+        commands__finish(cmd);
         send_next(dev);
         return;
     }
     queue_remove(dev, cmd);
     dev->gw->stats.commands_expired++;
-    result_error(cmd, "expired");
-    finish(cmd);
+    commands__result_error(cmd, "expired");
+    commands__finish(cmd);
 }
 
 static void
@@ -547,33 +250,6 @@ send_next(struct device *dev)
 /* --- answers --------------------------------------------------------------- */
 
 static void
-publish_get_value(struct command *cmd, const coap_pdu_t *rcvd)
-{
-    struct gw *gw = cmd->dev->gw;
-    char topic[TOPIC_MAX];
-    const uint8_t *data = NULL;
-    size_t len = 0, offset, total;
-    coap_opt_iterator_t it;
-    coap_opt_t *opt = coap_check_option(rcvd, COAP_OPTION_CONTENT_FORMAT, &it);
-    int ct = opt ? (int)coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)) : -1;
-    outmsg_t *m;
-
-    if (!coap_get_data_large(rcvd, &len, &data, &offset, &total))
-        len = 0;
-    if (cmd->response_topic)
-        snprintf(topic, sizeof(topic), "%s", cmd->response_topic);
-    else if (topic_build(topic, sizeof(topic), gw->cfg->mqtt.base_topic,
-                         cmd->dev->id, cmd->path, NULL) < 0)
-        return;
-    m = outmsg_new(topic, data, len, 1, false, ct);
-    if (m && cmd->corr && outmsg_set_correlation(m, cmd->corr, cmd->corr_len) < 0) {
-        outmsg_finish(m, false);
-        return;
-    }
-    outbound_put(gw, m, "GET answer from", cmd->dev->id);
-}
-
-static void
 handle_answer(struct command *cmd, const coap_pdu_t *rcvd)
 {
     struct device *dev = cmd->dev;
@@ -591,14 +267,14 @@ handle_answer(struct command *cmd, const coap_pdu_t *rcvd)
     else
         gw->stats.commands_error++;
     if (cmd->kind == TOPIC_KIND_GET && cls == 2) {
-        publish_get_value(cmd, rcvd);
+        commands__publish_get_value(cmd, rcvd);
     } else {
-        publish_result(gw, dev->id, cmd->path, cmd->kind, cmd->response_topic,
-                       cmd->corr, cmd->corr_len,
-                       json_pack("{sssI}", "code", codestr, "rtt_ms",
-                                 (json_int_t)(loop_now_ms(gw->loop) - cmd->sent_ms)));
+        commands__publish_result(gw, dev->id, cmd->path, cmd->kind, cmd->response_topic,
+                                 cmd->corr, cmd->corr_len,
+                                 json_pack("{sssI}", "code", codestr, "rtt_ms",
+                                           (json_int_t)(loop_now_ms(gw->loop) - cmd->sent_ms)));
     }
-    finish(cmd);
+    commands__finish(cmd);
     send_next(dev);
 }
 
@@ -621,8 +297,8 @@ on_nack(void *owner, coap_nack_reason_t reason)
     if (reason == COAP_NACK_TOO_MANY_RETRIES || reason == COAP_NACK_RST) {
         dev->gw->stats.commands_timeout += reason == COAP_NACK_TOO_MANY_RETRIES;
         dev->gw->stats.commands_error += reason == COAP_NACK_RST;
-        result_error(cmd, reason == COAP_NACK_RST ? "reset" : "timeout");
-        finish(cmd);
+        commands__result_error(cmd, reason == COAP_NACK_RST ? "reset" : "timeout");
+        commands__finish(cmd);
         send_next(dev);
         return;
     }
@@ -654,51 +330,8 @@ flush(struct device *dev, const char *why)
     session_lost(dev);
     while ((cmd = dev->cmd_head)) {
         queue_remove(dev, cmd);
-        result_error(cmd, why);
-        finish(cmd);
-    }
-}
-
-/* Commands from the journal for this device go in front of its queue, in
- * their order: they are older than anything queued since. */
-static void
-adopt(commands_t *c, struct device *dev)
-{
-    struct waiting *w;
-
-    HASH_FIND_STR(c->waiting, dev->id, w);
-    if (!w)
-        return;
-    HASH_DEL(c->waiting, w);
-    for (struct command *cmd = w->head; cmd; cmd = cmd->next) {
-        cmd->dev = dev;
-        cmd->wait = NULL;
-    }
-    w->tail->next = dev->cmd_head;
-    dev->cmd_head = w->head;
-    if (!dev->cmd_tail)
-        dev->cmd_tail = w->tail;
-    dev->n_cmds += w->n;
-    free(w);
-}
-
-void
-commands_stop(commands_t *c)
-{
-    struct waiting *w, *tmp;
-
-    HASH_ITER(hh, c->waiting, w, tmp) {
-        struct command *cmd;
-
-        while ((cmd = w->head)) {
-            w->head = cmd->next;
-            cmd->next = NULL;
-            result_error(cmd, "gateway stopping");
-            cmd->wait = NULL;
-            finish(cmd);
-        }
-        HASH_DEL(c->waiting, w);
-        free(w);
+        commands__result_error(cmd, why);
+        commands__finish(cmd);
     }
 }
 
@@ -711,7 +344,8 @@ reject(struct gw *gw, const char *id, const char *path, enum topic_kind kind,
     gw->stats.commands_rejected++;
     log_ratelimited(&gw->stats.commands_rejected, "command for %s/%s rejected: %s",
                     id, path, why);
-    publish_result(gw, id, path, kind, rt, corr, corr_len, json_pack("{ss}", "error", why));
+    commands__publish_result(gw, id, path, kind, rt, corr, corr_len,
+                             json_pack("{ss}", "error", why));
 }
 
 static struct command *
@@ -779,7 +413,7 @@ commands_device_event(void *arg, device_t *dev, enum device_event ev)
     commands_t *c = arg;
 
     if (c && c->waiting)
-        adopt(c, dev);
+        commands__adopt(c, dev);
     switch (ev) {
     case DEVICE_SESSION_LOST:
         session_lost(dev);
@@ -922,14 +556,14 @@ commands_on_message(void *arg, const struct mosquitto_message *msg,
         p.corr = NULL;
         ttl_ms = (uint64_t)(p.expiry ? p.expiry : (uint32_t)gw->cfg->commands.ttl) * 1000;
         cmd->ttl_ms = ttl_ms;
-        cmd->expiry_wall_ms = wall_ms() + (int64_t)ttl_ms;
-        if (c->journal && journal_accept(c, cmd) < 0) {
+        cmd->expiry_wall_ms = commands__wall_ms() + (int64_t)ttl_ms;
+        if (c->journal && commands__journal_accept(c, cmd) < 0) {
             /* Not safe across a crash: refused, so that it has a result. */
             reject(gw, id, path, kind, cmd->response_topic, cmd->corr, cmd->corr_len,
                    "cannot store command");
-            command_free(cmd);
+            commands__command_free(cmd);
         } else {
-            cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, expired, cmd);
+            cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, commands__expired, cmd);
             push_back(dev, cmd);
             send_next(dev);
         }

@@ -1,7 +1,7 @@
 /*
  * devices_internal.h - the device record, shared by the registry
  * (devices.c) and the rooms that keep per-device state in it (observe.c:
- * the observation of each resource; commands.c: the command queue) and by
+ * the observation of each resource; commands*.c: the command queue) and by
  * nobody else, as libcoap does with its *_internal.h headers.
  *
  * Layer: devices

@@ -20,7 +20,7 @@
  * test with -Wl,--wrap=write,--wrap=ftruncate,--wrap=fdatasync, so the
  * spool's and the syncer's calls land in the __wrap_* functions below.
  *
- * Needs src/spool.c src/syncer.c src/outq.c src/loop.c src/log.c, -lz and
+ * Needs src/spool*.c src/syncer.c src/outq.c src/loop.c src/log.c, -lz and
  * those --wrap flags (see the Makefile's rule for build/tests/test_spool).
  */
 #include <dirent.h>

@@ -1,0 +1,90 @@
+/*
+ * spool_internal.h - the spool's state, shared by its files and by nobody
+ * else (as transport_internal.h does for the transport):
+ *
+ *   spool.c             open and close, put, delivered, refill, replay at
+ *                       open, the window of acknowledgements
+ *   spool_records.c     the record format on disk ("C2M1", "C2M2"), its
+ *                       CRC, encoding and decoding, reading a record and
+ *                       finding the next intact one after a damaged one
+ *   spool_segments.c    the segment files (listing, rotation, deletion,
+ *                       retiring the tail), the acknowledged position in
+ *                       <dir>/acked and the syncs that make both durable
+ *
+ * Internal calls between these files are named spool__verb.
+ *
+ * Layer: base
+ */
+#ifndef COAP2MQTT_SPOOL_INTERNAL_H
+#define COAP2MQTT_SPOOL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "coap2mqtt/loop.h"
+#include "coap2mqtt/outq.h"
+#include "coap2mqtt/spool.h"
+#include "coap2mqtt/syncer.h"
+
+struct segment {
+    struct segment *next;
+    uint64_t first_seq;
+    uint64_t bytes;
+    char name[32];
+};
+
+struct spool {
+    struct gw *gw;
+    int dirfd;
+    struct segment *segs, *tail;    /* oldest first */
+    int wfd;                        /* the tail segment, append only */
+    uint64_t next_seq;
+    uint64_t acked;                 /* everything <= acked is delivered */
+    uint64_t acked_on_disk;         /* last written to <dir>/acked */
+    uint64_t acked_durable;         /* ... and made durable there */
+    int ackfd;
+    uint8_t *done;                  /* ring over (acked, next_seq) */
+    size_t cap;
+    uint64_t bytes, max_bytes;
+    uint64_t seg_max;               /* rotate beyond this */
+    bool dirty;                     /* written since the last sync began */
+    uint64_t sync_timer;
+    syncer_t *syncer;               /* NULL: sync on the loop thread */
+    enum { REQ_NONE, REQ_DATA, REQ_ACKED, REQ_PROBE } req;    /* the syncer's last job */
+    uint64_t req_acked;             /* REQ_ACKED, REQ_PROBE: the position it syncs */
+    bool sync_broken;               /* a sync failed: no new readings (spool__sync_failed) */
+    /* disk-only backlog, read back in order */
+    uint64_t backlog;               /* messages on disk only */
+    struct segment *rseg;
+    int rfd;
+    uint64_t roff;
+    uint64_t rnext;                 /* the number the next record should have */
+};
+
+/* spool_records.c */
+void spool__put64(uint8_t *p, uint64_t v);
+uint64_t spool__get64(const uint8_t *p);
+size_t spool__rec_size(const outmsg_t *m);
+uint8_t *spool__encode(const outmsg_t *m, uint64_t seq, size_t *len);
+ssize_t spool__read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m);
+int64_t spool__next_intact(int fd, uint64_t off, uint64_t after);
+
+/* spool_segments.c */
+void spool__sync_failed(spool_t *sp, int err);
+int spool__write_acked(spool_t *sp, bool force);
+void spool__drop_acked_segments(spool_t *sp);
+void spool__retire_tail(spool_t *sp);
+void spool__sync_now(spool_t *sp, bool wait);
+void spool__close_tail(spool_t *sp);
+void spool__sync_tick(loop_t *loop, void *arg);
+int spool__rotate(spool_t *sp);
+int spool__list_segments(spool_t *sp);
+void spool__drop_empty_segments(spool_t *sp);
+void spool__read_acked(spool_t *sp);
+
+/* spool.c */
+int spool__skip_seq(spool_t *sp);
+
+#endif
