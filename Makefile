@@ -43,7 +43,7 @@ CFLAGS   += -D_FORTIFY_SOURCE=2
 endif
 
 # The pure modules: no sockets, unit-tested alone, linked into everything.
-PURE_SRC := src/topics.c src/linkformat.c src/hostport.c \
+PURE_SRC := src/topics.c src/linkformat.c src/hostport.c src/bytes.c \
             src/config.c src/config_errors.c src/config_libconfig.c \
             src/config_schema.c src/keystore.c src/log.c src/payload.c \
             src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "coap2mqtt/bytes.h"
 #include "coap2mqtt/cmdjournal.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/syncer.h"
@@ -45,60 +46,15 @@ struct cmdjournal {
     syncer_t *syncer;           /* NULL: fdatasync on the loop thread */
 };
 
-/* --- little-endian encoding ----------------------------------------------- */
-
-static void
-put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void
-put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t
-get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t
-get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-static uint64_t
-get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
 
 /* --- records --------------------------------------------------------------- */
 
 static void
 seal(uint8_t *rec, size_t body)
 {
-    put32(rec, CJ_MAGIC);
-    put32(rec + 4, (uint32_t)body);
-    put32(rec + 8, (uint32_t)crc32(0, rec + CJ_HDR, (uInt)body));
+    bytes_put32(rec, CJ_MAGIC);
+    bytes_put32(rec + 4, (uint32_t)body);
+    bytes_put32(rec + 8, (uint32_t)crc32(0, rec + CJ_HDR, (uInt)body));
 }
 
 uint8_t *
@@ -117,17 +73,17 @@ cj_encode_accepted(const struct cj_command *c, size_t *len)
         return NULL;
     b = rec + CJ_HDR;
     b[0] = CJ_ACCEPTED;
-    put64(b + 1, c->seq);
+    bytes_put64(b + 1, c->seq);
     b[9] = c->kind;
     b[10] = (uint8_t)((c->rt ? FLAG_RT : 0) | (c->corr ? FLAG_CORR : 0));
-    put32(b + 11, (uint32_t)c->ct);
-    put64(b + 15, (uint64_t)c->expiry_ms);
-    put64(b + 23, c->ttl_ms);
-    put16(b + 31, (uint16_t)c->id_len);
-    put16(b + 33, (uint16_t)c->path_len);
-    put16(b + 35, (uint16_t)c->rt_len);
-    put16(b + 37, (uint16_t)c->corr_len);
-    put32(b + 39, (uint32_t)c->len);
+    bytes_put32(b + 11, (uint32_t)c->ct);
+    bytes_put64(b + 15, (uint64_t)c->expiry_ms);
+    bytes_put64(b + 23, c->ttl_ms);
+    bytes_put16(b + 31, (uint16_t)c->id_len);
+    bytes_put16(b + 33, (uint16_t)c->path_len);
+    bytes_put16(b + 35, (uint16_t)c->rt_len);
+    bytes_put16(b + 37, (uint16_t)c->corr_len);
+    bytes_put32(b + 39, (uint32_t)c->len);
     p = b + CJ_ACCEPTED_FIXED;
     memcpy(p, c->id, c->id_len);
     p += c->id_len;
@@ -150,7 +106,7 @@ size_t
 cj_encode_done(uint64_t seq, uint8_t out[CJ_HDR + CJ_DONE_BODY])
 {
     out[CJ_HDR] = CJ_DONE;
-    put64(out + CJ_HDR + 1, seq);
+    bytes_put64(out + CJ_HDR + 1, seq);
     seal(out, CJ_DONE_BODY);
     return CJ_HDR + CJ_DONE_BODY;
 }
@@ -172,17 +128,17 @@ decode_accepted(const uint8_t *b, size_t body, struct cj_command *c)
     if (body < CJ_ACCEPTED_FIXED)
         return false;
     memset(c, 0, sizeof(*c));
-    c->seq = get64(b + 1);
+    c->seq = bytes_get64(b + 1);
     c->kind = b[9];
     flags = b[10];
-    c->ct = (int32_t)get32(b + 11);
-    c->expiry_ms = (int64_t)get64(b + 15);
-    c->ttl_ms = get64(b + 23);
-    c->id_len = get16(b + 31);
-    c->path_len = get16(b + 33);
-    c->rt_len = get16(b + 35);
-    c->corr_len = get16(b + 37);
-    c->len = get32(b + 39);
+    c->ct = (int32_t)bytes_get32(b + 11);
+    c->expiry_ms = (int64_t)bytes_get64(b + 15);
+    c->ttl_ms = bytes_get64(b + 23);
+    c->id_len = bytes_get16(b + 31);
+    c->path_len = bytes_get16(b + 33);
+    c->rt_len = bytes_get16(b + 35);
+    c->corr_len = bytes_get16(b + 37);
+    c->len = bytes_get32(b + 39);
     if (c->seq == 0 || c->kind > 1 || (flags & ~(FLAG_RT | FLAG_CORR)) ||
         c->id_len < 1 || c->id_len > TOPIC_ID_MAX ||
         c->path_len < 1 || c->path_len > TOPIC_PATH_MAX ||
@@ -212,27 +168,27 @@ cj_decode(const uint8_t *buf, size_t len, enum cj_type *type, struct cj_command 
     uint32_t body;
     const uint8_t *b;
 
-    put32(magic, CJ_MAGIC);
+    bytes_put32(magic, CJ_MAGIC);
     if (len < 4)
         return memcmp(buf, magic, len) == 0 ? 0 : -1;
-    if (get32(buf) != CJ_MAGIC)
+    if (bytes_get32(buf) != CJ_MAGIC)
         return -1;
     if (len < CJ_HDR)
         return 0;
-    body = get32(buf + 4);
+    body = bytes_get32(buf + 4);
     if (body < CJ_DONE_BODY || body > CJ_MAX_BODY)
         return -1;
     if (len - CJ_HDR < body)
         return 0;
     b = buf + CJ_HDR;
-    if ((uint32_t)crc32(0, b, (uInt)body) != get32(buf + 8))
+    if ((uint32_t)crc32(0, b, (uInt)body) != bytes_get32(buf + 8))
         return -1;
     switch (b[0]) {
     case CJ_DONE:
         if (body != CJ_DONE_BODY)
             return -1;
         memset(c, 0, sizeof(*c));
-        c->seq = get64(b + 1);
+        c->seq = bytes_get64(b + 1);
         if (c->seq == 0)
             return -1;
         break;
@@ -371,21 +327,6 @@ is_done(const struct scan *s, uint64_t seq)
 
 /* --- the file -------------------------------------------------------------- */
 
-static int
-write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 static void
 sync_dir(const char *path)
@@ -439,7 +380,7 @@ rewrite(cmdjournal_t *j, struct scan *out)
             s.st.answered++;
             continue;
         }
-        if (write_all(fd, s.buf + s.acc[i].off, s.acc[i].len) < 0) {
+        if (bytes_write_all(fd, s.buf + s.acc[i].off, s.acc[i].len) < 0) {
             log_warn("commands journal: writing %s", tmp);
             goto out;
         }

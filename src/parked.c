@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <jansson.h>
 
+#include "coap2mqtt/bytes.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/parked.h"
 
@@ -85,21 +86,6 @@ line_for(const outmsg_t *m, const char *reason, unsigned refusals)
     return line;
 }
 
-static int
-write_all(int fd, const char *p, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 int
 parked_write(const char *state_dir, const outmsg_t *m, const char *reason,
@@ -121,7 +107,7 @@ parked_write(const char *state_dir, const outmsg_t *m, const char *reason,
     if (fd < 0 || fstat(fd, &st) < 0)
         goto out;
     /* A line cut by a full disk is taken back, so the file stays lines. */
-    if (write_all(fd, line, strlen(line)) < 0) {
+    if (bytes_write_all(fd, line, strlen(line)) < 0) {
         int e = errno;
 
         if (ftruncate(fd, st.st_size) < 0)

@@ -25,6 +25,7 @@
 
 #include "coap2mqtt/loop.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/bytes.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/syncer.h"
 
@@ -64,8 +65,6 @@ struct spool {
 };
 
 /* spool_records.c */
-void spool__put64(uint8_t *p, uint64_t v);
-uint64_t spool__get64(const uint8_t *p);
 size_t spool__rec_size(const outmsg_t *m);
 uint8_t *spool__encode(const outmsg_t *m, uint64_t seq, size_t *len);
 ssize_t spool__read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m);

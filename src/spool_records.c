@@ -20,51 +20,6 @@
 #define REC_MAX_BODY    (REC_BODY_FIXED + 65535 + 65535 + (64u << 20))
 #define SCAN_CHUNK      (64u << 10)     /* resynchronising after a damaged record */
 
-/* --- little-endian encoding ------------------------------------------- */
-
-static void
-put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-void
-spool__put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t
-get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t
-get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-uint64_t
-spool__get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
 
 /* --- records ------------------------------------------------------------ */
 
@@ -81,7 +36,7 @@ rec_crc(const uint8_t *hdr, const uint8_t *body, size_t len)
 {
     uLong crc = crc32(0, NULL, 0);
 
-    if (get32(hdr) == REC_MAGIC) {
+    if (bytes_get32(hdr) == REC_MAGIC) {
         crc = crc32(crc, hdr + 4, 4);
         crc = crc32(crc, hdr + 12, 12);
     }
@@ -115,21 +70,21 @@ spool__encode(const outmsg_t *m, uint64_t seq, size_t *len)
     b = buf + REC_HDR;
     b[0] = (uint8_t)m->qos;
     b[1] = m->retain;
-    put16(b + 2, 0);
-    put32(b + 4, (uint32_t)m->ct);
-    put16(b + 8, (uint16_t)tlen);
-    put16(b + 10, (uint16_t)m->corr_len);
-    put32(b + 12, (uint32_t)m->len);
+    bytes_put16(b + 2, 0);
+    bytes_put32(b + 4, (uint32_t)m->ct);
+    bytes_put16(b + 8, (uint16_t)tlen);
+    bytes_put16(b + 10, (uint16_t)m->corr_len);
+    bytes_put32(b + 12, (uint32_t)m->len);
     memcpy(b + REC_BODY_FIXED, m->topic, tlen);
     if (m->corr_len)
         memcpy(b + REC_BODY_FIXED + tlen, m->corr, m->corr_len);
     if (m->len)
         memcpy(b + REC_BODY_FIXED + tlen + m->corr_len, m->payload, m->len);
-    put32(buf, REC_MAGIC);
-    put32(buf + 4, (uint32_t)body);
-    put32(buf + 12, 0);
-    spool__put64(buf + 16, seq);
-    put32(buf + 8, rec_crc(buf, b, body));
+    bytes_put32(buf, REC_MAGIC);
+    bytes_put32(buf + 4, (uint32_t)body);
+    bytes_put32(buf + 12, 0);
+    bytes_put64(buf + 16, seq);
+    bytes_put32(buf + 8, rec_crc(buf, b, body));
     *len = REC_HDR + body;
     return buf;
 }
@@ -144,15 +99,15 @@ decode(const uint8_t *b, size_t body, uint64_t seq)
 
     if (body < REC_BODY_FIXED)
         return NULL;
-    tlen = get16(b + 8);
-    clen = get16(b + 10);
-    plen = get32(b + 12);
+    tlen = bytes_get16(b + 8);
+    clen = bytes_get16(b + 10);
+    plen = bytes_get32(b + 12);
     if (REC_BODY_FIXED + tlen + clen + plen != body || b[0] > 2)
         return NULL;
     memcpy(topic, b + REC_BODY_FIXED, tlen);
     topic[tlen] = '\0';
     m = outmsg_new(topic, b + REC_BODY_FIXED + tlen + clen, plen, b[0], b[1] != 0,
-                   (int)get32(b + 4));
+                   (int)bytes_get32(b + 4));
     if (m && clen && outmsg_set_correlation(m, b + REC_BODY_FIXED + tlen, clen) < 0) {
         outmsg_finish(m, false);
         return NULL;
@@ -175,17 +130,17 @@ spool__read_record(int fd, uint64_t off, uint64_t *seq, outmsg_t **m)
 
     if (n == 0)
         return 0;
-    if (n != REC_HDR || (get32(hdr) != REC_MAGIC && get32(hdr) != REC_MAGIC_V1))
+    if (n != REC_HDR || (bytes_get32(hdr) != REC_MAGIC && bytes_get32(hdr) != REC_MAGIC_V1))
         return -1;
-    len = get32(hdr + 4);
+    len = bytes_get32(hdr + 4);
     if (len < REC_BODY_FIXED || len > REC_MAX_BODY || !(body = malloc(len)))
         return -1;
     if (pread(fd, body, len, (off_t)(off + REC_HDR)) != (ssize_t)len ||
-        rec_crc(hdr, body, len) != get32(hdr + 8)) {
+        rec_crc(hdr, body, len) != bytes_get32(hdr + 8)) {
         free(body);
         return -1;
     }
-    *seq = spool__get64(hdr + 16);
+    *seq = bytes_get64(hdr + 16);
     if (m && !(*m = decode(body, len, *seq))) {
         free(body);
         return -1;

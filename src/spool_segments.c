@@ -56,7 +56,7 @@ spool__write_acked(spool_t *sp, bool force)
 
     if (sp->acked == sp->acked_on_disk && !force)
         return 0;
-    spool__put64(b, sp->acked);
+    bytes_put64(b, sp->acked);
     if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
         spool__sync_failed(sp, errno ? errno : EIO);
         return -1;
@@ -427,12 +427,12 @@ spool__read_acked(spool_t *sp)
     if (sp->ackfd < 0)
         return;
     if (pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b)) {
-        sp->acked = spool__get64(b);
+        sp->acked = bytes_get64(b);
     } else {
         /* A new file: its block now, while there is room, so that writing
          * the position (which every segment deletion waits for) never
          * needs space on a full disk. */
-        spool__put64(b, 0);
+        bytes_put64(b, 0);
         if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
             log_warn("spool: writing the acknowledged position");
     }
