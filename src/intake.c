@@ -164,8 +164,8 @@ option_uint(const coap_pdu_t *pdu, coap_option_num_t num, uint32_t *v)
 /* --- responses ------------------------------------------------------------ */
 
 /* An error code with a short diagnostic payload (RFC 7252 5.5.2). */
-static void
-reply(coap_pdu_t *response, int code, const char *diag)
+void
+intake__reply(coap_pdu_t *response, int code, const char *diag)
 {
     coap_pdu_set_code(response, COAP_RESPONSE_CODE(code));
     if (diag)
@@ -179,7 +179,7 @@ reply_busy(coap_pdu_t *response, const char *diag)
 
     coap_add_option(response, COAP_OPTION_MAXAGE,
                     coap_encode_var_safe(buf, sizeof(buf), RETRY_AFTER_S), buf);
-    reply(response, 503, diag);
+    intake__reply(response, 503, diag);
 }
 
 /* coap.max_request_rate: false (after answering 5.03) when over it. */
@@ -197,7 +197,7 @@ within_rate(struct gw *gw, const char *id, coap_pdu_t *response)
                     gw->cfg->coap.max_request_rate);
     coap_add_option(response, COAP_OPTION_MAXAGE,
                     coap_encode_var_safe(buf, sizeof(buf), 1), buf);
-    reply(response, 503, "too many requests");
+    intake__reply(response, 503, "too many requests");
     return false;
 }
 
@@ -223,22 +223,25 @@ identity_or_reply(struct gw *gw, coap_session_t *session, char *buf, size_t cap,
         log_ratelimited(&gw->stats.rejected_unauthenticated,
                         "coap: request from %s without a usable identity refused",
                         transport_peer(session, peer, sizeof(peer)));
-        reply(response, 401, "no usable identity");
+        intake__reply(response, 401, "no usable identity");
         return NULL;
     }
     return id;
 }
 
-static void
-bad_request(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
-            const char *id, const char *why)
+/* A malformed request: counted, logged (rate-limited), answered 'code'
+ * (4.00, or 4.08 for a block-wise transfer out of order). */
+void
+intake__bad_request(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
+                    const char *id, int code, const char *why)
 {
     char peer[64];
 
     gw->stats.rejected_bad_request++;
-    log_ratelimited(&gw->stats.rejected_bad_request, "coap: %s (%s): %s", id,
-                    transport_peer(session, peer, sizeof(peer)), why);
-    reply(response, 400, why);
+    log_ratelimited(&gw->stats.rejected_bad_request, "coap: %s (%s): %s%s", id,
+                    transport_peer(session, peer, sizeof(peer)), why,
+                    code == 408 ? ": 4.08" : "");
+    intake__reply(response, code, why);
 }
 
 /* Parses a link-format body; returns the count or -1 after replying. */
@@ -254,12 +257,12 @@ parse_links(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     if (option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) &&
         ct != COAP_MEDIATYPE_APPLICATION_LINK_FORMAT) {
         gw->stats.rejected_bad_request++;
-        reply(response, 415, "registration body must be link-format (ct 40)");
+        intake__reply(response, 415, "registration body must be link-format (ct 40)");
         return -1;
     }
     n = linkformat_parse((const char *)data, len, links, LINKFORMAT_MAX_LINKS, &err);
     if (n < 0) {
-        bad_request(gw, session, response, id, err ? err : "bad link-format");
+        intake__bad_request(gw, session, response, id, 400, err ? err : "bad link-format");
         return -1;
     }
     return n;
@@ -301,7 +304,7 @@ registrant(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
                         "coap: plain CoAP registration from %s as \"%s\" refused: "
                         "an authenticated identity", transport_peer(session, peer, sizeof(peer)),
                         ep);
-        reply(response, 403, "this identity must use DTLS");
+        intake__reply(response, 403, "this identity must use DTLS");
         return NULL;
     }
     snprintf(idbuf, cap, "%s", ep);
@@ -321,7 +324,7 @@ ep_matches(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
     log_ratelimited(&gw->stats.rejected_identity,
                     "coap: registration from %s refused: ep is not the DTLS identity \"%s\"",
                     transport_peer(session, peer, sizeof(peer)), id);
-    reply(response, 403, "ep must equal the DTLS identity");
+    intake__reply(response, 403, "ep must equal the DTLS identity");
     return false;
 }
 
@@ -346,7 +349,7 @@ register_device(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         !ep_matches(gw, session, response, ep_rc, ep, id))
         return;
     if (parse_lifetime(gw, req, &lt) < 0) {
-        bad_request(gw, session, response, id, "lt out of range");
+        intake__bad_request(gw, session, response, id, 400, "lt out of range");
         return;
     }
     if (intake__body(gw, session, req, response, id, 'r', "", &data, &len) !=
@@ -386,12 +389,12 @@ rd_entry(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
 
     if (target->len != strlen(id) || memcmp(target->s, id, target->len) != 0) {
         gw->stats.rejected_identity++;
-        reply(response, 403, "not your registration");
+        intake__reply(response, 403, "not your registration");
         return;
     }
     dev = devices_find(gw->devices, id);
     if (!dev || !device_registered(dev)) {
-        reply(response, 404, "not registered");
+        intake__reply(response, 404, "not registered");
         return;
     }
     if (coap_pdu_get_code(req) == COAP_REQUEST_CODE_DELETE) {
@@ -408,7 +411,7 @@ rd_entry(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         int n = -1;
 
         if (parse_lifetime(gw, req, &lt) < 0) {
-            bad_request(gw, session, response, id, "lt out of range");
+            intake__bad_request(gw, session, response, id, 400, "lt out of range");
             return;
         }
         if (intake__body(gw, session, req, response, id, 'u', "", &data, &len) !=
@@ -517,7 +520,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     bool waiting;
 
     if (join_path(segs, n, path, sizeof(path)) < 0) {
-        bad_request(gw, session, response, id, "invalid push path");
+        intake__bad_request(gw, session, response, id, 400, "invalid push path");
         return;
     }
     /* A block of a longer body is answered by intake__body (2.31, or
@@ -575,7 +578,7 @@ dispatch(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         return;
     n = uri_segments(req, segs, MAX_SEGMENTS);
     if (n < 0) {
-        bad_request(gw, session, response, id, "path too deep");
+        intake__bad_request(gw, session, response, id, 400, "path too deep");
         return;
     }
     if (n == 2 && seg_is(&segs[0], "rd") &&
@@ -590,7 +593,7 @@ dispatch(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         else
             push(gw, session, req, response, id, segs + 1, (size_t)n - 1);
     } else {
-        reply(response, 404, NULL);
+        intake__reply(response, 404, NULL);
     }
 }
 

@@ -314,12 +314,6 @@ next_please(coap_pdu_t *response, const struct block_req *br)
     return INTAKE_BODY_ANSWERED;
 }
 
-static void
-refuse(coap_pdu_t *response, int code, const char *diag)
-{
-    coap_pdu_set_code(response, COAP_RESPONSE_CODE(code));
-    coap_add_data(response, strlen(diag), (const uint8_t *)diag);
-}
 
 /* 4.13 with Size1 = the limit (RFC 7959 2.9.3). */
 static enum intake_body
@@ -334,7 +328,7 @@ too_large(struct gw *gw, coap_pdu_t *response, const char *id, uint64_t size)
     coap_add_option(response, COAP_OPTION_SIZE1,
                     coap_encode_var_safe(buf, sizeof(buf),
                                          (unsigned)gw->cfg->coap.max_payload), buf);
-    refuse(response, 413, "payload over coap.max_payload");
+    intake__reply(response, 413, "payload over coap.max_payload");
     return INTAKE_BODY_ANSWERED;
 }
 
@@ -342,12 +336,7 @@ static enum intake_body
 incomplete(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
            const char *id, const char *why)
 {
-    char peer[64];
-
-    gw->stats.rejected_bad_request++;
-    log_ratelimited(&gw->stats.rejected_bad_request, "coap: %s (%s): %s: 4.08", id,
-                    transport_peer(session, peer, sizeof(peer)), why);
-    refuse(response, 408, why);
+    intake__bad_request(gw, session, response, id, 408, why);
     return INTAKE_BODY_ANSWERED;
 }
 
@@ -393,7 +382,7 @@ continue_upload(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     }
     if (!upload_append(u, br, max)) {
         upload_free(in, u);
-        refuse(response, 500, "out of memory");
+        intake__reply(response, 500, "out of memory");
         return INTAKE_BODY_ANSWERED;
     }
     if (br->b.m)
@@ -426,7 +415,7 @@ intake__body(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     }
     if (rc < 0) {
         gw->stats.rejected_bad_request++;
-        refuse(response, 400, "bad Block1 transfer");
+        intake__reply(response, 400, "bad Block1 transfer");
         return INTAKE_BODY_ANSWERED;
     }
     u = upload_find(in, session, id, kind, path, &br);
@@ -448,7 +437,7 @@ intake__body(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     if (u && u->first_mid == coap_pdu_get_mid(req) && u->len >= br.len)
         return next_please(response, &br);    /* block 0 sent again */
     if (!u && !(u = upload_new(in, session, id, kind, path, &br))) {
-        refuse(response, 500, "out of memory");
+        intake__reply(response, 500, "out of memory");
         return INTAKE_BODY_ANSWERED;
     }
     upload_reset(u, &br, req);

@@ -44,4 +44,10 @@ enum intake_body intake__body(struct gw *gw, coap_session_t *session,
  * block of a transfer says which block it answers (Block1, M=0). */
 void intake__answered(struct gw *gw, const coap_pdu_t *req, coap_pdu_t *response);
 
+/* intake.c: an error code with a short diagnostic payload (RFC 7252
+ * 5.5.2); a malformed request counted, logged and answered 'code'. */
+void intake__reply(coap_pdu_t *response, int code, const char *diag);
+void intake__bad_request(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
+                         const char *id, int code, const char *why);
+
 #endif
