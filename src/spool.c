@@ -288,8 +288,51 @@ spool_backlog(const spool_t *sp)
 
 /* --- recovery ------------------------------------------------------------- */
 
+/*
+ * Takes record 'seq' (found at 'off' of segment 'seg') back after a
+ * restart, unless it was delivered or its number came already.  -1 when
+ * the acknowledgement window cannot hold it (replay stops there).
+ */
+static int
+replay_record(spool_t *sp, struct segment *seg, int fd, uint64_t off, uint64_t seq,
+              outq_t *q, uint64_t *replayed)
+{
+    outmsg_t *m = NULL;
+
+    if (seq <= sp->acked || seq < sp->next_seq)
+        return 0;                   /* delivered, or a duplicate number */
+    if (seq > sp->next_seq && sp->next_seq == sp->acked + 1) {
+        /* The oldest surviving record is above the watermark: what
+         * was below it is gone, i.e. was delivered (its segment was
+         * deleted) or never written.  Waiting for it would stop the
+         * watermark for good. */
+        log_notice("spool: acknowledged position %" PRIu64 " is below the oldest "
+                   "record %" PRIu64 "; moved up", sp->acked, seq);
+        sp->acked = seq - 1;
+        sp->next_seq = seq;
+    }
+    if (window_fit(sp, seq) < 0)
+        return -1;
+    /* A hole (a record cut or lost, a number never written): the
+     * watermark passes it as if it had been delivered. */
+    for (uint64_t h = sp->next_seq; h < seq; h++)
+        sp->done[h % sp->cap] = 1;
+    sp->next_seq = seq + 1;
+    sp->done[seq % sp->cap] = 0;
+    if (!sp->backlog && outq_len(q) < outq_max(q) &&
+        spool__read_record(fd, off, &seq, &m) > 0) {
+        outq_push(q, m);
+    } else {
+        if (!sp->backlog)
+            open_reader(sp, seg, off, seq);
+        sp->backlog++;
+    }
+    (*replayed)++;
+    return 0;
+}
+
 /* Replays one segment: unacknowledged records go to the queue (or start
- * the backlog); a torn tail is cut off. */
+ * the backlog); damaged records are skipped, a torn tail is cut off. */
 static void
 replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
 {
@@ -301,11 +344,7 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
         log_warn("spool: cannot open %s", seg->name);
         return;
     }
-    for (;;) {
-        outmsg_t *m = NULL;
-        bool want = true;
-
-        n = spool__read_record(fd, off, &seq, NULL);
+    while ((n = spool__read_record(fd, off, &seq, NULL)) != 0) {
         if (n < 0) {
             /* Damaged: never cut off intact records behind it. */
             int64_t next = spool__next_intact(fd, off, last);
@@ -317,40 +356,9 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
             off = (uint64_t)next;
             continue;
         }
-        if (n == 0)
-            break;
         last = seq;
-        if (seq <= sp->acked || seq < sp->next_seq)
-            want = false;           /* delivered, or a duplicate number */
-        if (want && seq > sp->next_seq && sp->next_seq == sp->acked + 1) {
-            /* The oldest surviving record is above the watermark: what
-             * was below it is gone, i.e. was delivered (its segment was
-             * deleted) or never written.  Waiting for it would stop the
-             * watermark for good. */
-            log_notice("spool: acknowledged position %" PRIu64 " is below the oldest "
-                       "record %" PRIu64 "; moved up", sp->acked, seq);
-            sp->acked = seq - 1;
-            sp->next_seq = seq;
-        }
-        if (want) {
-            if (window_fit(sp, seq) < 0)
-                break;
-            /* A hole (a record cut or lost, a number never written): the
-             * watermark passes it as if it had been delivered. */
-            for (uint64_t h = sp->next_seq; h < seq; h++)
-                sp->done[h % sp->cap] = 1;
-            sp->next_seq = seq + 1;
-            sp->done[seq % sp->cap] = 0;
-            if (!sp->backlog && outq_len(q) < outq_max(q) &&
-                spool__read_record(fd, off, &seq, &m) > 0) {
-                outq_push(q, m);
-            } else {
-                if (!sp->backlog)
-                    open_reader(sp, seg, off, seq);
-                sp->backlog++;
-            }
-            (*replayed)++;
-        }
+        if (replay_record(sp, seg, fd, off, seq, q, replayed) < 0)
+            break;
         off += (uint64_t)n;
     }
     if (n < 0) {
