@@ -351,6 +351,39 @@ sync_dir(const char *path)
  * failure the old one is still in use.  'out' (may be NULL) keeps the
  * scan for the caller (to hand out the pending commands).
  */
+/* Writes the records of commands still without a result to 'fd';
+ * -1 on a write error.  Counts them in *pending and their bytes. */
+static int
+write_pending(int fd, struct scan *s, uint64_t *bytes, size_t *pending)
+{
+    for (size_t i = 0; i < s->n_acc; i++) {
+        if (is_done(s, s->acc[i].seq)) {
+            s->st.answered++;
+            continue;
+        }
+        if (bytes_write_all(fd, s->buf + s->acc[i].off, s->acc[i].len) < 0)
+            return -1;
+        *bytes += s->acc[i].len;
+        (*pending)++;
+    }
+    return 0;
+}
+
+/* The rewritten file (fd) replaces the journal. */
+static void
+adopt(cmdjournal_t *j, int fd, const struct scan *s, uint64_t bytes, size_t pending)
+{
+    if (j->fd >= 0)
+        close(j->fd);
+    j->fd = fd;
+    j->bytes = bytes;
+    j->open = pending;
+    j->dirty = false;
+    if (s->max_seq >= j->next_seq)
+        j->next_seq = s->max_seq + 1;
+    j->compact_at = bytes * 2 > j->compact_min ? bytes * 2 : j->compact_min;
+}
+
 static int
 rewrite(cmdjournal_t *j, struct scan *out)
 {
@@ -375,17 +408,9 @@ rewrite(cmdjournal_t *j, struct scan *out)
         log_warn("commands journal: cannot create %s", tmp);
         goto out;
     }
-    for (size_t i = 0; i < s.n_acc; i++) {
-        if (is_done(&s, s.acc[i].seq)) {
-            s.st.answered++;
-            continue;
-        }
-        if (bytes_write_all(fd, s.buf + s.acc[i].off, s.acc[i].len) < 0) {
-            log_warn("commands journal: writing %s", tmp);
-            goto out;
-        }
-        bytes += s.acc[i].len;
-        pending++;
+    if (write_pending(fd, &s, &bytes, &pending) < 0) {
+        log_warn("commands journal: writing %s", tmp);
+        goto out;
     }
     if (fdatasync(fd) < 0 || rename(tmp, j->path) < 0) {
         log_warn("commands journal: replacing %s", j->path);
@@ -393,16 +418,8 @@ rewrite(cmdjournal_t *j, struct scan *out)
     }
     sync_dir(j->path);
     s.st.pending = pending;
-    if (j->fd >= 0)
-        close(j->fd);
-    j->fd = fd;
+    adopt(j, fd, &s, bytes, pending);
     fd = -1;
-    j->bytes = bytes;
-    j->open = pending;
-    j->dirty = false;
-    if (s.max_seq >= j->next_seq)
-        j->next_seq = s.max_seq + 1;
-    j->compact_at = bytes * 2 > j->compact_min ? bytes * 2 : j->compact_min;
     rc = 0;
 out:
     if (fd >= 0) {

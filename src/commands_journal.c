@@ -97,19 +97,15 @@ commands__waiting_remove(commands_t *c, struct command *cmd)
 /* A command from the journal: it waits for its device with what is left
  * of its time to live (at most the whole of it, should the clock have
  * gone back).  False when it cannot be used. */
-static bool
-restore(commands_t *c, const struct cj_command *jc)
+/* The command a journal record holds, copied; NULL when memory is short
+ * (the record then stays in the journal for the next start). */
+static struct command *
+command_from_record(commands_t *c, const struct cj_command *jc)
 {
-    struct gw *gw = c->gw;
-    char id[TOPIC_ID_MAX + 1];
-    struct command *cmd;
-    int64_t left;
+    struct command *cmd = calloc(1, sizeof(*cmd));
 
-    snprintf(id, sizeof(id), "%.*s", (int)jc->id_len, jc->id);
-    if (!topic_id_valid(jc->id, jc->id_len) || !topic_path_valid(jc->path, jc->path_len))
-        return false;
-    if (!(cmd = calloc(1, sizeof(*cmd))))
-        return true;            /* stays in the journal for the next start */
+    if (!cmd)
+        return NULL;
     cmd->c = c;
     cmd->kind = jc->kind ? TOPIC_KIND_GET : TOPIC_KIND_SET;
     snprintf(cmd->path, sizeof(cmd->path), "%.*s", (int)jc->path_len, jc->path);
@@ -126,7 +122,7 @@ restore(commands_t *c, const struct cj_command *jc)
         free(cmd->response_topic);
         free(cmd->corr);
         free(cmd);
-        return true;
+        return NULL;
     }
     if (jc->len)
         memcpy(cmd->payload, jc->payload, jc->len);
@@ -140,6 +136,22 @@ restore(commands_t *c, const struct cj_command *jc)
     cmd->ttl_ms = jc->ttl_ms;
     cmd->expiry_wall_ms = jc->expiry_ms;
     cmd->jseq = jc->seq;
+    return cmd;
+}
+
+static bool
+restore(commands_t *c, const struct cj_command *jc)
+{
+    struct gw *gw = c->gw;
+    char id[TOPIC_ID_MAX + 1];
+    struct command *cmd;
+    int64_t left;
+
+    snprintf(id, sizeof(id), "%.*s", (int)jc->id_len, jc->id);
+    if (!topic_id_valid(jc->id, jc->id_len) || !topic_path_valid(jc->path, jc->path_len))
+        return false;
+    if (!(cmd = command_from_record(c, jc)))
+        return true;            /* stays in the journal for the next start */
     left = jc->expiry_ms - commands__wall_ms();
     if (left < 0)
         left = 0;
