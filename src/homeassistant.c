@@ -296,10 +296,13 @@ config_topic(homeassistant_t *ha, char *buf, size_t cap, const char *component,
 
 /* --- publishing ------------------------------------------------------------- */
 
+/* Not connected: nothing is lost, every config goes out again on the
+ * next connection. */
 static void
 publish(homeassistant_t *ha, const char *topic, const char *payload)
 {
-    mqtt_side_publish_now(ha->gw->mqtt, topic, payload, 1, true);
+    if (ha->gw->mqtt)
+        mqtt_side_publish_now(ha->gw->mqtt, topic, payload, 1, true);
 }
 
 /* Removes a retained config now, or once the broker is back. */

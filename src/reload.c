@@ -36,7 +36,12 @@ enum hook {
     HOOK_OUTQ = 1 << 3,         /* the in-memory queue's bound */
 };
 
-/* The settings a reload applies.  Everything else needs a restart. */
+/* The settings a reload applies.  Everything else needs a restart.
+ * Settings that a cross-field rule ties together (rd.*_lifetime,
+ * mqtt.reconnect_min/max; the credential files; the broker's TLS files)
+ * are all live or all restart-only, so the mix in force after a reload
+ * still passes config.c's rules.  A new live setting goes here and in
+ * docs/CONFIG.md's "Reload" tables. */
 static const struct live {
     const char *name;
     enum hook hook;
