@@ -67,9 +67,12 @@ def test_live_settings_apply_and_systemd_hears(make_gateway, mqtt, tmp_path, mon
         mqtt.subscribe(gw.topic("bridge", "stats"))
         stats, _ = stats_after(mqtt, gw, mqtt.mark())
         assert stats["queue_max"] == 100000
+        assert not gw.log.find(r"^<7>")      # -v: info, no debug yet
         rewrite(gw, {"queue": {"max_messages": 777},
-                     "mqtt": {"stats_interval": 3}, "log_level": "info"})
+                     "mqtt": {"stats_interval": 3}, "log_level": "debug"})
         mark, _ = hup(gw, notes)
+        gw.log.wait_for(r'reload: log_level changed: \(unset\) -> "debug"', timeout=1,
+                        start=mark)
         gw.log.wait_for(r"reload: queue\.max_messages changed: 100000 -> 777",
                         timeout=1, start=mark)
         gw.log.wait_for(r"reload: mqtt\.stats_interval changed: 1 -> 3", timeout=1,
@@ -80,6 +83,8 @@ def test_live_settings_apply_and_systemd_hears(make_gateway, mqtt, tmp_path, mon
         _, t1 = stats_after(mqtt, gw, start, lambda s: s["queue_max"] == 777)
         _, t2 = stats_after(mqtt, gw, start, later_than=t1)
         assert t2 - t1 > 2.2, "stats interval still %.1f s" % (t2 - t1)
+        # log_level = "debug": libmosquitto's own lines (each publish) now show.
+        gw.log.wait_for(r"^<7>libmosquitto: .*sending PUBLISH", timeout=5, start=mark)
         assert gw.running()
     finally:
         notes.close()
