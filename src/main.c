@@ -166,17 +166,18 @@ static void
 reload(struct daemon *d)
 {
     struct timespec ts;
+    const char *status;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
                (unsigned long long)ts.tv_sec * 1000000ULL +
                (unsigned long long)ts.tv_nsec / 1000);
-    if (reload_run(&d->gw, d->verbose) < 0)
-        sd_notify(0, "STATUS=configuration reload refused, see the log");
+    status = reload_run(&d->gw, d->verbose) < 0
+             ? "configuration reload refused, see the log"
+             : "serving devices, configuration reloaded";
     /* Before the first READY=1 (broker not yet reached), that one still
      * comes from notify_ready(). */
-    if (d->ready)
-        sd_notify(0, "READY=1");
+    sd_notifyf(0, "%sSTATUS=%s", d->ready ? "READY=1\n" : "", status);
 }
 
 static void

@@ -70,7 +70,8 @@ def test_live_settings_apply_and_systemd_hears(make_gateway, mqtt, tmp_path, mon
         assert not gw.log.find(r"^<7>")      # -v: info, no debug yet
         rewrite(gw, {"queue": {"max_messages": 777},
                      "mqtt": {"stats_interval": 3}, "log_level": "debug"})
-        mark, _ = hup(gw, notes)
+        mark, i = hup(gw, notes)
+        assert "STATUS=serving devices, configuration reloaded" in notes.seen[i:]
         gw.log.wait_for(r'reload: log_level changed: \(unset\) -> "debug"', timeout=1,
                         start=mark)
         gw.log.wait_for(r"reload: queue\.max_messages changed: 100000 -> 777",
@@ -133,7 +134,8 @@ def test_broken_config_is_refused_and_sessions_stay(make_gateway, sim, mqtt, tmp
         # A live setting changed too, in the same broken file: it must not apply.
         rewrite(gw, {"mqtt": {"qos_con": 7, "stats_interval": 5},
                      "commands": {"no_such_setting": 1}})
-        mark, _ = hup(gw, notes)
+        mark, i = hup(gw, notes)
+        assert "STATUS=configuration reload refused, see the log" in notes.seen[i:]
         conf = re.escape(gw.conf)
         gw.log.wait_for(r"reload: %s:\d+: mqtt\.qos_con: must be 0\.\.1, got 7" % conf,
                         timeout=1, start=mark)
