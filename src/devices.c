@@ -598,6 +598,10 @@ device_json(const struct device *dev)
         json_object_set_new(jr, "obs", json_boolean(r->obs));
         if (r->ct >= 0)
             json_object_set_new(jr, "ct", json_integer(r->ct));
+        if (r->rt)
+            json_object_set_new(jr, "rt", json_string(r->rt));
+        if (r->iface)
+            json_object_set_new(jr, "if", json_string(r->iface));
         if (r->obs)
             json_object_set_new(jr, "observing", json_boolean(r->active));
         json_array_append_new(res, jr);

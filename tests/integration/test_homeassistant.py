@@ -155,8 +155,15 @@ def test_entities_follow_link_attributes(make_gateway, mqtt, mqtt_factory, coap)
     assert (bcfg["payload_on"], bcfg["payload_off"]) == ("online", "offline")
     assert bcfg["device"]["identifiers"] == [bridge_node]
 
+    mqtt.subscribe(gw.topic("bridge", "devices"))
     register(coap, gw, "dev-1")
     found = wait_entities(mqtt, "dev-1", EXPECTED)
+    # bridge/devices shows the attributes the entities were made from.
+    listed = mqtt.wait_for(gw.topic("bridge", "devices"),
+                           lambda m: any(d["id"] == "dev-1" for d in m.json())).json()
+    res = {r["path"]: r for d in listed if d["id"] == "dev-1" for r in d["resources"]}
+    assert res["humidity"]["rt"] == "oic.r.humidity" and res["humidity"]["if"] == "oic.if.s"
+    assert "rt" not in res["raw"] and "if" not in res["raw"]
     for (component, obj), (topic, cfg) in found.items():
         check_config(topic, cfg)
         path = obj
