@@ -73,7 +73,8 @@ config_defaults(struct config *cfg, const char *path)
            set_str(&cfg->state_dir, "/var/lib/coap2mqtt") &&
            set_str(&cfg->mqtt.host, "localhost") &&
            set_str(&cfg->mqtt.base_topic, "coap2mqtt") &&
-           set_str(&cfg->mqtt.client_id, "coap2mqtt");
+           set_str(&cfg->mqtt.client_id, "coap2mqtt") &&
+           set_str(&cfg->homeassistant.prefix, "homeassistant");
 }
 
 static void
@@ -111,6 +112,8 @@ config_free(struct config *cfg)
     free(cfg->mqtt.tls_key_file);
     free(cfg->mqtt.tls_version);
     free(cfg->mqtt.tls_ciphers);
+    free(cfg->homeassistant.prefix);
+    free(cfg->log_level);
     free(cfg->state_dir);
     free(cfg->path);
     memset(cfg, 0, sizeof(*cfg));

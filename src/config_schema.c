@@ -69,6 +69,14 @@ check_base(const char *v)
     return NULL;
 }
 
+static const char *
+check_log_level(const char *v)
+{
+    if (config_log_level(v) < 0)
+        return "must be \"error\", \"warning\", \"notice\", \"info\" or \"debug\"";
+    return NULL;
+}
+
 /* MQTT 3.1.1 servers must take 1..23 of [0-9a-zA-Z]; most take more. */
 static const char *
 check_client_id(const char *v)
@@ -189,12 +197,20 @@ static const struct item queue_items[] = {
     END
 };
 
+static const struct item homeassistant_items[] = {
+    BOOL("enabled", homeassistant.enabled),
+    STR("prefix", homeassistant.prefix, check_base),
+    END
+};
+
 const struct item config__root_items[] = {
     STR("state_dir", state_dir, check_path),
+    STR("log_level", log_level, check_log_level),
     GROUP("coap", coap_items),
     GROUP("rd", rd_items),
     GROUP("mqtt", mqtt_items),
     GROUP("commands", commands_items),
     GROUP("queue", queue_items),
+    GROUP("homeassistant", homeassistant_items),
     END
 };

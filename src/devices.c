@@ -65,9 +65,20 @@ devices_new(struct gw *gw)
 }
 
 static void
+free_links(struct device *dev)
+{
+    for (size_t i = 0; i < dev->n_res; i++) {
+        free(dev->res[i].rt);
+        free(dev->res[i].iface);
+        dev->res[i].rt = dev->res[i].iface = NULL;
+    }
+}
+
+static void
 device_free(devices_t *d, struct device *dev)
 {
     emit(dev, DEVICE_FREED);
+    free_links(dev);
     loop_cancel_timer(d->gw->loop, dev->expiry_timer);
     loop_cancel_timer(d->gw->loop, dev->observe_timer);
     loop_cancel_timer(d->gw->loop, dev->reack_timer);
@@ -220,7 +231,8 @@ links_unchanged(const struct device *dev, const struct lf_link *links, size_t n)
         const struct resource *r = &dev->res[i];
 
         if (strcmp(r->path, links[i].path) != 0 || r->obs != links[i].obs ||
-            r->ct != links[i].ct)
+            r->ct != links[i].ct || strcmp(r->rt ? r->rt : "", links[i].rt) != 0 ||
+            strcmp(r->iface ? r->iface : "", links[i].iface) != 0)
             return false;
     }
     return true;
@@ -238,6 +250,7 @@ set_links(struct device *dev, const struct lf_link *links, size_t n)
     if (links_unchanged(dev, links, n))
         return;
     emit(dev, DEVICE_UNOBSERVE);
+    free_links(dev);
     memset(dev->res, 0, sizeof(dev->res));
     dev->n_res = 0;
     for (size_t i = 0; i < n && i < LINKFORMAT_MAX_LINKS; i++) {
@@ -247,6 +260,9 @@ set_links(struct device *dev, const struct lf_link *links, size_t n)
         snprintf(r->path, sizeof(r->path), "%s", links[i].path);
         r->obs = links[i].obs;
         r->ct = links[i].ct;
+        /* Without memory the attribute is left out: it only describes. */
+        r->rt = links[i].rt[0] ? strdup(links[i].rt) : NULL;
+        r->iface = links[i].iface[0] ? strdup(links[i].iface) : NULL;
     }
 }
 
@@ -505,6 +521,24 @@ devices_con_response_seen(coap_session_t *session, const coap_pdu_t *rcvd)
     dev->reack_timer = loop_add_timer(dev->gw->loop, REACK_FIRST_MS, reack_fired, dev);
 }
 
+size_t
+device_links(const device_t *dev, struct lf_link *out, size_t max)
+{
+    size_t i;
+
+    for (i = 0; i < dev->n_res && i < max; i++) {
+        const struct resource *r = &dev->res[i];
+
+        memset(&out[i], 0, sizeof(out[i]));
+        snprintf(out[i].path, sizeof(out[i].path), "%s", r->path);
+        out[i].obs = r->obs;
+        out[i].ct = r->ct;
+        snprintf(out[i].rt, sizeof(out[i].rt), "%s", r->rt ? r->rt : "");
+        snprintf(out[i].iface, sizeof(out[i].iface), "%s", r->iface ? r->iface : "");
+    }
+    return i;
+}
+
 const char *
 device_id(const device_t *dev)
 {
@@ -564,6 +598,10 @@ device_json(const struct device *dev)
         json_object_set_new(jr, "obs", json_boolean(r->obs));
         if (r->ct >= 0)
             json_object_set_new(jr, "ct", json_integer(r->ct));
+        if (r->rt)
+            json_object_set_new(jr, "rt", json_string(r->rt));
+        if (r->iface)
+            json_object_set_new(jr, "if", json_string(r->iface));
         if (r->obs)
             json_object_set_new(jr, "observing", json_boolean(r->active));
         json_array_append_new(res, jr);

@@ -35,6 +35,8 @@ struct resource {
     char path[TOPIC_PATH_MAX + 1];
     bool obs;                   /* declared observable */
     int ct;                     /* declared Content-Format, -1 unknown */
+    char *rt, *iface;           /* declared rt= and if=, NULL when absent
+                                 * (on the heap: most devices send none) */
     uint64_t token;             /* current observation token, 0 = none */
     bool active;                /* a notification confirmed the observation */
     bool have_seq;              /* last_seq/last_ms are valid */

@@ -16,6 +16,7 @@
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/gateway.h"
+#include "coap2mqtt/homeassistant.h"
 #include "coap2mqtt/intake.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
@@ -51,6 +52,31 @@ broker_backlog(void *arg)
     return outq_len(gw->outq) + spool_backlog(gw->spool);
 }
 
+/* What the broker sends: Home Assistant's status to its room, the rest
+ * (commands under the base topic) to commands. */
+static void
+on_mqtt_message(void *arg, const struct mosquitto_message *msg,
+                const mosquitto_property *props)
+{
+    struct gw *gw = arg;
+
+    if (gw->ha && homeassistant_on_message(gw->ha, msg))
+        return;
+    commands_on_message(gw->commands, msg, props);
+}
+
+/* A (re)connection: the retained state first, then the discovery configs
+ * that point at it. */
+static void
+on_mqtt_connected(void *arg)
+{
+    struct gw *gw = arg;
+
+    status_on_connected(gw->status);
+    if (gw->ha)
+        homeassistant_on_connected(gw->ha);
+}
+
 /* Events come up: each room above hears what the rooms below saw.  The
  * device listeners run in this order (observations before commands, as a
  * lost session must forget its observe tokens before the command in flight
@@ -60,11 +86,12 @@ wire(struct gw *gw)
 {
     transport_set_session_listener(gw->coap, devices_session_gone, gw->devices);
     transport_set_backlog(gw->coap, broker_backlog, gw);
-    mqtt_side_set_handlers(gw->mqtt, commands_on_message, gw->commands,
-                           status_on_connected, gw->status);
+    mqtt_side_set_handlers(gw->mqtt, on_mqtt_message, gw, on_mqtt_connected, gw);
     if (devices_add_listener(gw->devices, observe_device_event, NULL) < 0 ||
         devices_add_listener(gw->devices, commands_device_event, gw->commands) < 0 ||
-        devices_add_listener(gw->devices, status_device_event, gw->status) < 0) {
+        devices_add_listener(gw->devices, status_device_event, gw->status) < 0 ||
+        (gw->ha && devices_add_listener(gw->devices, homeassistant_device_event,
+                                        gw->ha) < 0)) {
         log_warnx("cannot wire the device listeners");
         return -1;
     }
@@ -97,7 +124,8 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
         return -1;
     if (!(gw->mqtt = mqtt_side_new(gw)))
         return -1;
-    if (!(gw->status = status_new(gw))) {
+    if (!(gw->status = status_new(gw)) ||
+        (cfg->homeassistant.enabled && !(gw->ha = homeassistant_new(gw)))) {
         log_warnx("out of memory");
         return -1;
     }
@@ -129,6 +157,7 @@ gw_close(struct gw *gw)
     CLOSE(devices_free, devices);
     CLOSE(commands_free, commands);
     CLOSE(status_free, status);
+    CLOSE(homeassistant_free, ha);
     CLOSE(loop_free, loop);
 #undef CLOSE
 }

@@ -1,7 +1,9 @@
 /*
  * linkformat.c - RFC 6690 link-format, just enough for registrations: the
- * targets, "obs" and the first "ct".  Other attributes are parsed (so that
- * quoted values holding ',' or ';' do not split links) and ignored.
+ * targets, "obs", the first "ct", and the first "rt" and "if" (what Home
+ * Assistant discovery makes of a resource).  Other attributes are parsed
+ * (so that quoted values holding ',' or ';' do not split links) and
+ * ignored.
  * Whitespace around ',', ';' and '=' is tolerated because real devices emit
  * it; everything else off the grammar is rejected with a reason.
  *
@@ -202,6 +204,23 @@ parse_ct(struct cursor *c, const struct span *v, int *ct)
     return true;
 }
 
+/* Keeps the first rt= or if= value when it is short, printable ASCII and
+ * free of escapes; anything else is dropped (these attributes only
+ * describe the resource, they never decide whether a link is valid). */
+static void
+keep_attr(char *out, const struct span *v)
+{
+    size_t i;
+
+    if (*out || v->len == 0 || v->len > LINKFORMAT_ATTR_MAX)
+        return;
+    for (i = 0; i < v->len; i++)
+        if (v->p[i] < 0x20 || v->p[i] > 0x7e || v->p[i] == '\\' || v->p[i] == '"')
+            return;
+    memcpy(out, v->p, v->len);
+    out[v->len] = '\0';
+}
+
 /* name [ "=" value ], after the ';' */
 static bool
 parse_param(struct cursor *c, struct lf_link *l)
@@ -230,6 +249,10 @@ parse_param(struct cursor *c, struct lf_link *l)
         if (!has_value)
             return fail(c, "ct without a value");
         return parse_ct(c, &v, &l->ct);
+    } else if (has_value && nlen == 2 && strncasecmp(name, "rt", 2) == 0) {
+        keep_attr(l->rt, &v);
+    } else if (has_value && nlen == 2 && strncasecmp(name, "if", 2) == 0) {
+        keep_attr(l->iface, &v);
     }
     return true;
 }
@@ -239,6 +262,7 @@ parse_link(struct cursor *c, struct lf_link *l)
 {
     l->obs = false;
     l->ct = -1;
+    l->rt[0] = l->iface[0] = '\0';
     if (!parse_target(c, l))
         return false;
     for (;;) {
@@ -265,6 +289,10 @@ add_link(struct cursor *c, const struct lf_link *l, struct lf_link *links,
             links[i].obs = links[i].obs || l->obs;
             if (links[i].ct < 0)
                 links[i].ct = l->ct;
+            if (!links[i].rt[0])
+                memcpy(links[i].rt, l->rt, sizeof(l->rt));
+            if (!links[i].iface[0])
+                memcpy(links[i].iface, l->iface, sizeof(l->iface));
             return true;
         }
     }

@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 #include <coap3/coap.h>
 #include <mosquitto.h>
@@ -30,6 +31,7 @@
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/reload.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
 #include "coap2mqtt/transport.h"
@@ -49,6 +51,7 @@ struct daemon {
     uint64_t ready_timer;
     uint64_t watchdog_timer;
     uint64_t watchdog_ms;
+    int verbose;            /* -v count: a floor under log_level */
 };
 
 static void
@@ -157,37 +160,24 @@ begin_stop(struct daemon *d, const char *why)
     drain_check(gw->loop, d);
 }
 
-static void
-reload_keys(struct daemon *d)
-{
-    keystore_t *ks;
-
-    if (!d->gw.cfg->coap.psk_file)
-        return;
-    ks = keystore_load(d->gw.cfg->coap.psk_file, report_line, NULL);
-    if (!ks) {
-        log_warnx("reload: keeping the old PSK file contents");
-        return;
-    }
-    transport_set_keystore(d->gw.coap, ks);
-    keystore_free(d->gw.keys);
-    d->gw.keys = ks;
-    log_notice("reload: %zu PSK identities", keystore_count(ks));
-}
-
-/* New credentials, then the live sessions they no longer admit end. */
+/* systemd's reload protocol (sd_notify(3)): RELOADING=1 with the
+ * monotonic time it began, then READY=1 once done, refused or not. */
 static void
 reload(struct daemon *d)
 {
-    size_t closed;
+    struct timespec ts;
+    const char *status;
 
-    if (transport_reload_pki(d->gw.coap) < 0)
-        log_warnx("reload: certificates not reloaded, keeping the old ones");
-    else if (d->gw.cfg->coap.cert_file)
-        log_notice("reload: certificates reloaded");
-    reload_keys(d);
-    if ((closed = transport_close_revoked(d->gw.coap)))
-        log_notice("reload: %zu sessions closed (credentials taken back)", closed);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+               (unsigned long long)ts.tv_sec * 1000000ULL +
+               (unsigned long long)ts.tv_nsec / 1000);
+    status = reload_run(&d->gw, d->verbose) < 0
+             ? "configuration reload refused, see the log"
+             : "serving devices, configuration reloaded";
+    /* Before the first READY=1 (broker not yet reached), that one still
+     * comes from notify_ready(). */
+    sd_notifyf(0, "%sSTATUS=%s", d->ready ? "READY=1\n" : "", status);
 }
 
 static void
@@ -275,12 +265,14 @@ run(struct config *cfg, int verbose)
     int rc = 0;
 
     coap_startup();
+    reload_apply_log_level(cfg, verbose);
     log_hook_libraries();
     if (verbose >= 3)
         log_library_packets();
     mosquitto_lib_init();
     memset(&d, 0, sizeof(d));
     d.sigfd = -1;
+    d.verbose = verbose;
     log_notice("coap2mqtt %s starting (libcoap %s, DTLS)", COAP2MQTT_VERSION,
                coap_package_version());
     if (start(&d, cfg) < 0 || loop_run(d.gw.loop) < 0)

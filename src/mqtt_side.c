@@ -97,6 +97,29 @@ mqtt_side__sync_fd(mqtt_side_t *m)
 /* --- connection -------------------------------------------------------- */
 
 static void
+subscribe_extra(mqtt_side_t *m, const char *topic)
+{
+    int rc = mosquitto_subscribe_v5(m->mosq, NULL, topic, 1,
+                                    MQTT_SUB_OPT_NO_LOCAL, NULL);
+
+    if (rc != MOSQ_ERR_SUCCESS)
+        log_warnx("mqtt: subscribe %s: %s", topic, mosquitto_strerror(rc));
+}
+
+int
+mqtt_side_add_subscription(mqtt_side_t *m, const char *topic)
+{
+    char *dup;
+
+    if (m->n_extra_subs == MQTT_SIDE_EXTRA_SUBS || !(dup = strdup(topic)))
+        return -1;
+    m->extra_subs[m->n_extra_subs++] = dup;
+    if (m->connected)
+        subscribe_extra(m, dup);
+    return 0;
+}
+
+static void
 on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
            const mosquitto_property *props)
 {
@@ -122,6 +145,8 @@ on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
                                 sprops);
     if (rc != MOSQ_ERR_SUCCESS)
         log_warnx("mqtt: subscribe %s: %s", topic, mosquitto_strerror(rc));
+    for (size_t i = 0; i < m->n_extra_subs; i++)
+        subscribe_extra(m, m->extra_subs[i]);
     if (m->on_connected)
         m->on_connected(m->connected_arg);
     mqtt_side_flush(m);
@@ -412,6 +437,8 @@ mqtt_side_free(mqtt_side_t *m)
         outmsg_finish(msg, false);
     }
     forget_state_mids(m);
+    for (size_t i = 0; i < m->n_extra_subs; i++)
+        free(m->extra_subs[i]);
     if (m->mosq)
         mosquitto_destroy(m->mosq);
     explicit_bzero(m->password, sizeof(m->password));

@@ -41,6 +41,8 @@ struct state_mid {
     UT_hash_handle hh;
 };
 
+#define MQTT_SIDE_EXTRA_SUBS 4
+
 struct mqtt_side {
     struct gw *gw;
     struct mosquitto *mosq;
@@ -67,6 +69,10 @@ struct mqtt_side {
     mqtt_connected_fn on_connected;
     void *connected_arg;
     char password[256];
+    /* Topics subscribed to at every connect besides <base>/# (Home
+     * Assistant's <prefix>/status), mqtt_side_add_subscription(). */
+    char *extra_subs[MQTT_SIDE_EXTRA_SUBS];
+    size_t n_extra_subs;
 };
 
 /* mqtt_side.c */

@@ -72,6 +72,12 @@ outq_new(size_t max_messages)
 }
 
 void
+outq_set_max(outq_t *q, size_t max_messages)
+{
+    q->max = max_messages;
+}
+
+void
 outq_free(outq_t *q)
 {
     outmsg_t *m;

@@ -136,6 +136,17 @@ status_new(struct gw *gw)
 }
 
 void
+status_restart_stats(status_t *s)
+{
+    int interval = s->gw->cfg->mqtt.stats_interval;
+
+    loop_cancel_timer(s->gw->loop, s->stats_timer);
+    s->stats_timer = interval > 0 ? loop_add_timer(s->gw->loop,
+                                                   (uint64_t)interval * 1000,
+                                                   publish_stats, s) : 0;
+}
+
+void
 status_free(status_t *s)
 {
     if (!s)

@@ -195,6 +195,18 @@ apply_settings(transport_t *t, const struct config_coap *cc)
     coap_register_event_handler(t->ctx, on_event);
 }
 
+void
+transport_apply_limits(transport_t *t)
+{
+    const struct config_coap *cc = &t->gw->cfg->coap;
+
+    /* libcoap reads these when it next counts sessions or handshakes;
+     * nothing established is closed by a lower limit. */
+    coap_context_set_max_handshake_sessions(t->ctx, (unsigned)cc->max_handshakes);
+    coap_context_set_max_idle_sessions(t->ctx, (unsigned)cc->max_sessions);
+    coap_context_set_session_timeout(t->ctx, (unsigned)cc->session_timeout);
+}
+
 transport_t *
 transport_new(struct gw *gw)
 {

@@ -10,6 +10,7 @@
 #define COAP2MQTT_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/coap2mqtt/coap2mqtt.conf"
 
@@ -77,14 +78,21 @@ struct config_queue {
                                0 = every record (slow, no power-loss window) */
 };
 
+struct config_homeassistant {
+    bool enabled;           /* publish Home Assistant MQTT discovery, default false */
+    char *prefix;           /* discovery prefix, default "homeassistant" */
+};
+
 struct config {
     char *path;                 /* the file this came from */
     char *state_dir;            /* default "/var/lib/coap2mqtt" */
+    char *log_level;            /* "error".."debug"; NULL: notice (-v raises it) */
     struct config_coap coap;
     struct config_rd rd;
     struct config_mqtt mqtt;
     struct config_commands commands;
     struct config_queue queue;
+    struct config_homeassistant homeassistant;
 };
 
 /* Receives one complete error line, without trailing newline. */
@@ -110,5 +118,29 @@ int config_check_files(const struct config *cfg,
                        config_report_fn report, void *arg);
 
 void config_free(struct config *cfg);
+
+/* The level a log_level value names (LOG_LVL_* of log.h), or -1 when
+ * 'name' is not one of "error", "warning", "notice", "info", "debug". */
+int config_log_level(const char *name);
+
+/*
+ * Calls fn with the dotted name ("mqtt.stats_interval") of every setting
+ * whose value differs between 'a' and 'b', in schema order.
+ */
+typedef void (*config_diff_fn)(void *arg, const char *name);
+void config_diff(const struct config *a, const struct config *b,
+                 config_diff_fn fn, void *arg);
+
+/*
+ * Moves the value of setting 'name' from 'from' into 'to': a string or a
+ * list changes hands (each config still frees what it then holds).
+ * Returns -1 when no setting has that name.
+ */
+int config_take(struct config *to, struct config *from, const char *name);
+
+/* The value of setting 'name' as text for a log line ("60", "true",
+ * "\"x\"", "[2 addresses]", "(unset)"); "?" when there is no such name. */
+const char *config_value_text(const struct config *cfg, const char *name,
+                              char *buf, size_t cap);
 
 #endif

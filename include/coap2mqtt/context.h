@@ -26,6 +26,7 @@ typedef struct status status_t;
 typedef struct spool spool_t;
 typedef struct commands commands_t;
 typedef struct intake intake_t;
+typedef struct homeassistant homeassistant_t;
 
 struct gw {
     struct config *cfg;
@@ -39,6 +40,7 @@ struct gw {
     outq_t *outq;
     spool_t *spool;         /* NULL when queue.spool is off */
     status_t *status;
+    homeassistant_t *ha;    /* NULL unless homeassistant.enabled */
     struct stats stats;
     bool stopping;          /* graceful stop in progress: no new work */
 };

@@ -113,6 +113,9 @@ void device_cancel_observe(device_t *dev, uint64_t token);
 void devices_con_response_seen(coap_session_t *session, const coap_pdu_t *rcvd);
 
 const char *device_id(const device_t *dev);
+/* Copies up to 'max' of the links the device declared when it registered
+ * (path, obs, ct, rt, if), in its order; returns how many. */
+size_t device_links(const device_t *dev, struct lf_link *out, size_t max);
 coap_session_t *device_session(const device_t *dev);
 bool device_online(const device_t *dev);
 bool device_registered(const device_t *dev);

@@ -11,11 +11,18 @@
 #include "coap2mqtt/topics.h"
 
 #define LINKFORMAT_MAX_LINKS 32
+#define LINKFORMAT_ATTR_MAX  63    /* bytes kept of an "rt" or "if" value */
 
 struct lf_link {
     char path[TOPIC_PATH_MAX + 1]; /* target without the leading '/', NUL-terminated */
     bool obs;                      /* "obs" attribute present */
     int ct;                        /* first value of "ct", or -1 when absent */
+    /* The first "rt" and "if" values as written (space-separated lists
+     * stay lists); "" when absent, or when a value is longer than
+     * LINKFORMAT_ATTR_MAX or holds a byte outside printable ASCII or a
+     * backslash: such a value is ignored, not an error. */
+    char rt[LINKFORMAT_ATTR_MAX + 1];
+    char iface[LINKFORMAT_ATTR_MAX + 1];
 };
 
 /*

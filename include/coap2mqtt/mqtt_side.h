@@ -30,6 +30,11 @@ mqtt_side_t *mqtt_side_new(struct gw *gw);
 /* Who hears messages and connections (either may be NULL). */
 void mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *message_arg,
                             mqtt_connected_fn on_connected, void *connected_arg);
+/* One more topic filter to subscribe to at every connection (No Local,
+ * QoS 1), besides <base>/#; its messages go to the same on_message.  At
+ * most 4; -1 when full or out of memory. */
+int mqtt_side_add_subscription(mqtt_side_t *m, const char *topic);
+
 /* First connection attempt; failures only schedule retries.  Never fails. */
 void mqtt_side_start(mqtt_side_t *m);
 void mqtt_side_free(mqtt_side_t *m);

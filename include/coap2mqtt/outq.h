@@ -49,6 +49,9 @@ int outmsg_set_correlation(outmsg_t *m, const void *data, size_t len);
 void outmsg_finish(outmsg_t *m, bool delivered);
 
 outq_t *outq_new(size_t max_messages);
+/* A new bound (reload): a queue already longer keeps what it holds and
+ * takes nothing more until it is below the bound. */
+void outq_set_max(outq_t *q, size_t max_messages);
 /* Drops every queued message (done(false)) and frees the queue. */
 void outq_free(outq_t *q);
 

@@ -23,6 +23,10 @@ void status_on_connected(void *arg);
 void status_device_event(void *arg, device_t *dev, enum device_event ev);
 /* Graceful stop: every device offline, then bridge/state offline. */
 void status_publish_offline(status_t *s);
+/* Reload: mqtt.stats_interval changed; the next bridge/stats comes one new
+ * interval from now (none when it is 0). */
+void status_restart_stats(status_t *s);
+
 /* The stats JSON document (new reference), also used by tests and -v. */
 char *status_stats_json(status_t *s);
 

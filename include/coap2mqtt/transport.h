@@ -55,6 +55,10 @@ void transport_set_keystore(transport_t *t, keystore_t *ks);
 /* Reloads certificate, key, CA and CRL files (SIGHUP).  -1 on failure
  * (logged; the old ones stay). */
 int transport_reload_pki(transport_t *t);
+
+/* Reload: coap.max_sessions, max_handshakes and session_timeout from
+ * gw->cfg handed to libcoap again (they govern sessions from now on). */
+void transport_apply_limits(transport_t *t);
 /* After those: closes every DTLS session that today's credentials would
  * refuse (PSK identity removed or its key changed, certificate revoked or
  * no longer verified by ca_file), each logged.  Returns how many. */

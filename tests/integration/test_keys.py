@@ -14,7 +14,7 @@ def hup(gw):
     """SIGHUP, then the daemon's log line about the reload."""
     mark = gw.log.mark()
     gw.proc.send_signal(signal.SIGHUP)
-    return gw.log.wait_for(r"(?i)reload", timeout=5, start=mark).string
+    return gw.log.wait_for(r"reload: (done|.*refused)", timeout=5, start=mark).string
 
 
 def test_hex_secret(make_gateway, coap, psk_file):

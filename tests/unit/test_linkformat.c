@@ -341,6 +341,37 @@ test_long_and_deep(void **state)
     free(body);
 }
 
+/* rt= and if= are kept as written (the first of each, lists as lists);
+ * a value too long or with odd bytes is dropped without failing the link. */
+static void
+test_rt_and_if(void **state)
+{
+    const char *err;
+    char body[256];
+
+    (void)state;
+    assert_int_equal(parse("</t>;rt=\"temperature oic.r.temperature\";if=core.s;"
+                           "rt=ignored,</s>;IF=\"core.a\",</x>", &err), 3);
+    assert_string_equal(links[0].rt, "temperature oic.r.temperature");
+    assert_string_equal(links[0].iface, "core.s");
+    assert_string_equal(links[1].rt, "");
+    assert_string_equal(links[1].iface, "core.a");
+    assert_string_equal(links[2].rt, "");
+    assert_string_equal(links[2].iface, "");
+    /* A second link to the same target fills in what the first lacked. */
+    assert_int_equal(parse("</t>;obs,</t>;rt=humidity", &err), 1);
+    assert_string_equal(links[0].rt, "humidity");
+    /* Too long (64 bytes), an escape, bytes outside ASCII: left out. */
+    snprintf(body, sizeof(body), "</a>;rt=\"%064d\",</b>;rt=\"a\\\"b\",</c>;rt=\"\xc3\xa9\"", 0);
+    assert_int_equal(parse(body, &err), 3);
+    assert_string_equal(links[0].rt, "");
+    assert_string_equal(links[1].rt, "");
+    assert_string_equal(links[2].rt, "");
+    snprintf(body, sizeof(body), "</a>;rt=\"%063d\"", 0);
+    assert_int_equal(parse(body, &err), 1);
+    assert_int_equal(strlen(links[0].rt), 63);
+}
+
 int
 main(void)
 {
@@ -358,6 +389,7 @@ main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_duplicates_merge),
         cmocka_unit_test(test_long_and_deep),
+        cmocka_unit_test(test_rt_and_if),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
