@@ -5,6 +5,8 @@ the gateway not hearing its own publications."""
 import json
 import uuid
 
+import pytest
+
 import c2m
 
 
@@ -33,6 +35,7 @@ def test_set_round_trip(gateway, sim, mqtt):
     assert m.qos == 1       # setpoint notifications are CON
 
 
+@pytest.mark.mqtt5("Response Topic, Correlation Data")
 def test_set_with_response_topic_and_correlation(gateway, sim, mqtt):
     s, setpoint = ready_hvac(gateway, sim, mqtt)
     resp = "test-replies/%s" % uuid.uuid4().hex
@@ -64,7 +67,7 @@ def test_get_publishes_current_value(gateway, sim, mqtt):
     mqtt.publish(setpoint + "/get", b"")
     m = mqtt.wait_for(setpoint, timeout=10, start=mark)
     assert float(m.payload) == 24.0
-    assert m.content_type == "text/plain;charset=utf-8"
+    assert m.content_type == c2m.ct("text/plain;charset=utf-8")
 
 
 def test_command_to_unknown_device(gateway, mqtt):
@@ -106,7 +109,7 @@ def test_blockwise_2k_command(gateway, sim, mqtt):
     # The device notifies its new value: the same 2048 bytes come back.
     m = mqtt.wait_for(config, lambda m: len(m.payload) == 2048, timeout=10, start=mark)
     assert m.payload == body
-    assert m.content_type == "application/json"
+    assert m.content_type == c2m.ct("application/json")
 
 
 def test_sleeping_device_gets_command_on_wake(gateway, sim, mqtt):
@@ -126,6 +129,7 @@ def test_sleeping_device_gets_command_on_wake(gateway, sim, mqtt):
     assert mqtt.wait_for(setpoint + "/set/result", timeout=10, start=mark).json()["code"] == "2.04"
 
 
+@pytest.mark.mqtt5("Response Topic")
 def test_gateway_ignores_its_own_publications(make_gateway, sim, mqtt):
     """A requester may name a command topic as its MQTT v5 Response Topic
     (allowed here by mqtt.response_topic_prefix; under the base topic it is
@@ -179,6 +183,7 @@ def test_commands_delivered_in_order(gateway, sim, mqtt):
     assert [m.json().get("code") for m in mqtt.received(setpoint + "/set/result")] == ["2.04"] * 5
 
 
+@pytest.mark.mqtt5("Message Expiry")
 def test_message_expiry_bounds_a_queued_command(gateway, sim, mqtt):
     """MQTT v5 Message Expiry is the command's time to live: a command for
     a sleeping device that expires is answered with an error, never sent."""
