@@ -203,3 +203,22 @@ def test_message_expiry_bounds_a_queued_command(gateway, sim, mqtt):
     mqtt.publish(setpoint + "/set", b"29.5")
     s.wait_for(r"^PUT hvac-1 setpoint 4 29\.5$", timeout=15, start=pos)
     assert not s.out.find(r"^PUT hvac-1 setpoint 4 28\.5$", pos)
+
+
+def test_311_gets_commands_and_never_its_own_readings(make_gateway, sim, mqtt, broker):
+    """MQTT 3.1.1 has no No Local: the gateway subscribes to the command
+    topics only, so the broker sends it commands and none of the readings it
+    publishes (with '<base>/#' it would get every one of them back)."""
+    gw = make_gateway(overrides={"mqtt": {"protocol": "3.1.1"}})
+    gw.log.wait_for(r"mqtt: connected to .* \(MQTT 3\.1\.1", timeout=1)
+    s, setpoint = ready_hvac(gw, sim, mqtt)
+    mark = mqtt.mark()
+    mqtt.subscribe(setpoint + "/set/result")
+    mqtt.publish(setpoint + "/set", b"17.5")
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10,
+                         start=mark).json()["code"] == "2.04"
+    mqtt.wait_for(setpoint, lambda m: m.payload.startswith(b"17.5"), timeout=10, start=mark)
+    to_gw = [m.group(1) for m in
+             broker.log.find(r"Sending PUBLISH to %s \(.*'([^']*)'" % gw.client_id)]
+    assert to_gw == [setpoint + "/set"], to_gw
+    assert not broker.log.find(r"^\S+ \S+ %s 1 %s/#$" % (gw.client_id, c2m.BASE))
