@@ -114,12 +114,20 @@ $(BUILD)/tests/test_spool: LDFLAGS += -Wl,--wrap=write,--wrap=ftruncate,--wrap=f
 deps:
 	@scripts/install-deps.sh
 
+test-deps:
+	@scripts/install-deps.sh --test
+
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 # Integration tests run the sanitized binaries; a leak or UB report makes the
 # gateway exit non-zero, which the tests check at every stop.
-test: deps
+# Run again on MQTT 3.1.1 by make test: what a 3.1.1 broker must get right.
+MQTT311_SUITES = $(addprefix tests/integration/,test_push.py test_commands.py \
+	test_notifications.py test_json_mode.py test_registration.py test_bridge.py \
+	test_spool.py test_command_journal.py)
+
+test: test-deps
 	$(MAKE) SAN=1 all unit
 	$(PYTHON) tests/layers/selftest.py
 	$(PYTHON) scripts/check-layers.py --objs build/san/obj/src
@@ -129,6 +137,10 @@ test: deps
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
 	  C2M_TOOLS=$(CURDIR)/build/san \
 	  $(PYTHON) -m pytest -v -p no:cacheprovider -m "not soak" tests/integration $(PYTEST_ARGS)
+	@echo "== the core suites again with the gateway on MQTT 3.1.1 (mqtt.protocol)"
+	C2M_MQTT_PROTOCOL=3.1.1 C2M_BIN=$(CURDIR)/build/san/coap2mqtt \
+	  C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim C2M_TOOLS=$(CURDIR)/build/san \
+	  $(PYTHON) -m pytest -v -p no:cacheprovider -m "not soak" $(MQTT311_SUITES) $(PYTEST_ARGS)
 
 # The long fault-injection runs (minutes each).
 soak: deps
@@ -168,6 +180,6 @@ install: $(BUILD)/coap2mqtt
 clean:
 	rm -rf build
 
-.PHONY: all help have-pkgs deps unit test soak bench fuzz run install clean
+.PHONY: all help have-pkgs deps test-deps unit test soak bench fuzz run install clean
 # Keep the tools' objects: they are intermediate files of a pattern rule.
 .SECONDARY:

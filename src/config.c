@@ -72,6 +72,7 @@ config_defaults(struct config *cfg, const char *path)
     return set_str(&cfg->path, path) &&
            set_str(&cfg->state_dir, "/var/lib/coap2mqtt") &&
            set_str(&cfg->mqtt.host, "localhost") &&
+           set_str(&cfg->mqtt.protocol, "auto") &&
            set_str(&cfg->mqtt.base_topic, "coap2mqtt") &&
            set_str(&cfg->mqtt.client_id, "coap2mqtt") &&
            set_str(&cfg->homeassistant.prefix, "homeassistant");
@@ -102,6 +103,7 @@ config_free(struct config *cfg)
     free(cfg->coap.key_file);
     free(cfg->coap.crl_file);
     free(cfg->mqtt.host);
+    free(cfg->mqtt.protocol);
     free(cfg->mqtt.base_topic);
     free(cfg->mqtt.response_topic_prefix);
     free(cfg->mqtt.client_id);

@@ -38,6 +38,15 @@ check_tls_version(const char *v)
 }
 
 static const char *
+check_protocol(const char *v)
+{
+    if (strcmp(v, "auto") != 0 && strcmp(v, "5") != 0 && strcmp(v, "3.1.1") != 0)
+        return "must be \"5\", \"3.1.1\" or \"auto\" (5, falling back to 3.1.1 "
+               "when the broker refuses it)";
+    return NULL;
+}
+
+static const char *
 check_ciphers(const char *v)
 {
     size_t n = strlen(v);
@@ -159,6 +168,7 @@ static const struct item rd_items[] = {
 
 static const struct item mqtt_items[] = {
     STR("host", mqtt.host, check_host),
+    STR("protocol", mqtt.protocol, check_protocol),
     INT("port", mqtt.port, 1, 65535),
     STR("base_topic", mqtt.base_topic, check_base),
     STR("response_topic_prefix", mqtt.response_topic_prefix, check_base),

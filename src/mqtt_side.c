@@ -2,7 +2,7 @@
  * mqtt_side.c - libmosquitto without its thread.  The socket sits in our
  * epoll set (EPOLLOUT only while libmosquitto has bytes to write); a 1 s
  * timer runs mosquitto_loop_misc for keepalives.  This file sets the
- * client up (MQTT v5, will, credentials, TLS), connects and reconnects
+ * client up (MQTT v5 or 3.1.1, will, credentials, TLS), connects and reconnects
  * with backoff, follows the socket in the loop, passes libmosquitto's
  * callbacks on and answers the accessors.  The outbound drain (publishing,
  * PUBACKs, refused readings) is mqtt_side_publish.c; the state both share
@@ -37,6 +37,7 @@ mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *message
 }
 
 static void arm_reconnect(mqtt_side_t *m);
+static int connect_first(mqtt_side_t *m);
 
 static void
 forget_state_mids(mqtt_side_t *m)
@@ -96,11 +97,103 @@ mqtt_side__sync_fd(mqtt_side_t *m)
 
 /* --- connection -------------------------------------------------------- */
 
+/* --- protocol version ---------------------------------------------------- */
+
+static bool
+protocol_auto(const mqtt_side_t *m)
+{
+    return strcmp(m->gw->cfg->mqtt.protocol, "auto") == 0;
+}
+
+static const char *
+protocol_name(bool v311)
+{
+    return v311 ? "3.1.1" : "5";
+}
+
+static void
+use_protocol(mqtt_side_t *m, bool v311)
+{
+    m->v311 = v311;
+    mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+                         v311 ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5);
+}
+
+/*
+ * mqtt.protocol "auto": a broker that answers an MQTT v5 CONNECT by closing
+ * the connection before any CONNACK (RabbitMQ 3.10 does) or with "unsupported
+ * protocol version" gets the other version at the next attempt.  Alternating
+ * (rather than settling on 3.1.1 for good) lets a broker that only hiccuped
+ * get v5 again one attempt later.
+ */
+static void
+switch_protocol(mqtt_side_t *m, const char *what)
+{
+    const struct config_mqtt *mc = &m->gw->cfg->mqtt;
+
+    if (m->reconnect_full)
+        return;
+    if (!protocol_auto(m)) {
+        if (m->attempts == 0)   /* once per outage */
+            log_warnx("mqtt: broker %s:%d %s an MQTT %s CONNECT before any CONNACK "
+                      "(a broker for the other version? see mqtt.protocol)",
+                      mc->host, mc->port, what, protocol_name(m->v311));
+        return;
+    }
+    log_notice("mqtt: broker %s:%d %s an MQTT %s CONNECT; trying %s next "
+               "(mqtt.protocol \"auto\")", mc->host, mc->port, what,
+               protocol_name(m->v311), protocol_name(!m->v311));
+    use_protocol(m, !m->v311);
+    m->reconnect_full = true;
+}
+
+/*
+ * The command topics.  With v5, '<base>/#' with No Local: the gateway never
+ * takes its own readings for commands.  3.1.1 has no No Local, and '<base>/#'
+ * would bring every reading we publish back to us (twice the broker's
+ * traffic), so there it is one filter per path depth and verb, which match
+ * exactly the topics topic_parse_command() accepts: a path never ends in
+ * set or get (topic_path_valid), so no reading matches them.
+ */
+static void
+subscribe_commands(mqtt_side_t *m)
+{
+    const char *base = m->gw->cfg->mqtt.base_topic;
+    char filters[2 * TOPIC_PATH_DEPTH][TOPIC_BASE_MAX + 2 * TOPIC_PATH_DEPTH + 16];
+    char *subs[2 * TOPIC_PATH_DEPTH];
+    int n = 0, rc;
+
+    if (!m->v311) {
+        snprintf(filters[0], sizeof(filters[0]), "%s/#", base);
+        rc = mosquitto_subscribe_v5(m->mosq, NULL, filters[0], 1,
+                                    MQTT_SUB_OPT_NO_LOCAL, NULL);
+    } else {
+        for (int depth = 1; depth <= TOPIC_PATH_DEPTH; depth++) {
+            for (int verb = 0; verb < 2; verb++, n++) {
+                int len = snprintf(filters[n], sizeof(filters[n]), "%s/+", base);
+
+                for (int i = 0; i < depth; i++)
+                    len += snprintf(filters[n] + len, sizeof(filters[n]) - (size_t)len, "/+");
+                snprintf(filters[n] + len, sizeof(filters[n]) - (size_t)len,
+                         verb ? "/get" : "/set");
+                subs[n] = filters[n];
+            }
+        }
+        rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1, 0, NULL);
+    }
+    if (rc != MOSQ_ERR_SUCCESS)
+        log_warnx("mqtt: subscribe to the command topics: %s", mosquitto_strerror(rc));
+}
+
+/* --- connection -------------------------------------------------------- */
+
 static void
 subscribe_extra(mqtt_side_t *m, const char *topic)
 {
+    /* No Local means nothing to 3.1.1 (and libmosquitto would send it as
+     * a reserved bit): there, such topics are never ours to publish on. */
     int rc = mosquitto_subscribe_v5(m->mosq, NULL, topic, 1,
-                                    MQTT_SUB_OPT_NO_LOCAL, NULL);
+                                    m->v311 ? 0 : MQTT_SUB_OPT_NO_LOCAL, NULL);
 
     if (rc != MOSQ_ERR_SUCCESS)
         log_warnx("mqtt: subscribe %s: %s", topic, mosquitto_strerror(rc));
@@ -125,26 +218,27 @@ on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
 {
     mqtt_side_t *m = arg;
     struct config_mqtt *mc = &m->gw->cfg->mqtt;
-    char topic[TOPIC_MAX];
-    mosquitto_property *sprops = NULL;
 
+    (void)mosq;
     if (rc != 0) {
         log_warnx("mqtt: broker %s:%d refused the connection: %s",
                   mc->host, mc->port, mosquitto_reason_string(rc));
+        if (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION ||
+            (m->v311 && rc == CONNACK_REFUSED_PROTOCOL_VERSION))
+            switch_protocol(m, "refused");
         return;     /* the broker closes; on_disconnect arms a retry */
     }
     m->connected = true;
     mqtt_side__set_window(m, props);
     m->attempts = 0;
     m->gw->stats.mqtt_connects++;
-    log_notice("mqtt: connected to %s:%d (session %s)", mc->host, mc->port,
-               (flags & 1) ? "resumed" : "new");
-    /* No Local: the gateway must never take its own readings for commands. */
-    snprintf(topic, sizeof(topic), "%s/#", mc->base_topic);
-    rc = mosquitto_subscribe_v5(mosq, NULL, topic, 1, MQTT_SUB_OPT_NO_LOCAL,
-                                sprops);
-    if (rc != MOSQ_ERR_SUCCESS)
-        log_warnx("mqtt: subscribe %s: %s", topic, mosquitto_strerror(rc));
+    log_notice("mqtt: connected to %s:%d (MQTT %s, session %s)", mc->host, mc->port,
+               protocol_name(m->v311), (flags & 1) ? "resumed" : "new");
+    if (m->v311 && protocol_auto(m))
+        log_warnx("mqtt: the broker speaks MQTT 3.1.1 only: no Response Topic, "
+                  "Correlation Data, content type or message expiry (set "
+                  "mqtt.protocol = \"3.1.1\" to skip the v5 attempt)");
+    subscribe_commands(m);
     for (size_t i = 0; i < m->n_extra_subs; i++)
         subscribe_extra(m, m->extra_subs[i]);
     if (m->on_connected)
@@ -160,6 +254,9 @@ on_disconnect(struct mosquitto *mosq, void *arg, int rc,
 
     (void)mosq;
     (void)props;
+    /* Closed by the broker before any CONNACK: the protocol, probably. */
+    if (!m->connected && !m->closing && rc == MOSQ_ERR_CONN_LOST)
+        switch_protocol(m, "closed the connection on");
     if (m->connected && !m->closing) {
         m->gw->stats.mqtt_disconnects++;
         log_warnx("mqtt: connection lost: %s",
@@ -186,7 +283,12 @@ reconnect_now(loop_t *loop, void *arg)
     m->reconnect_timer = 0;
     if (m->closing || m->connected)
         return;
-    rc = mosquitto_reconnect_async(m->mosq);
+    if (m->reconnect_full) {
+        m->reconnect_full = false;
+        rc = connect_first(m);
+    } else {
+        rc = mosquitto_reconnect_async(m->mosq);
+    }
     if (rc != MOSQ_ERR_SUCCESS) {
         if (m->attempts == 0 || log_get_level() >= LOG_LVL_DEBUG)
             log_warnx("mqtt: cannot reach %s:%d: %s", m->gw->cfg->mqtt.host,
@@ -304,7 +406,7 @@ configure(mqtt_side_t *m)
     const struct config_mqtt *mc = &m->gw->cfg->mqtt;
     char topic[TOPIC_MAX];
 
-    mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    use_protocol(m, strcmp(mc->protocol, "3.1.1") == 0);
     /* Without a Receive Maximum from the broker, libmosquitto would allow 20. */
     mosquitto_int_option(m->mosq, MOSQ_OPT_SEND_MAXIMUM, mc->max_inflight);
     if (configure_tls(m) < 0)
@@ -347,21 +449,40 @@ mqtt_side_new(struct gw *gw)
     return m;
 }
 
-void
-mqtt_side_start(mqtt_side_t *m)
+/*
+ * Sets libmosquitto's CONNECT up and makes an attempt, blocking for the TCP
+ * connect only.  libmosquitto keeps the CONNECT properties given here for
+ * every reconnect and refuses to send them in a 3.1.1 CONNECT, so a change
+ * of protocol goes through here again (reconnect_full) to drop them.
+ */
+static int
+connect_first(mqtt_side_t *m)
 {
     const struct config_mqtt *mc = &m->gw->cfg->mqtt;
     mosquitto_property *props = NULL;
     int rc;
 
-    mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
-                                 (uint32_t)mc->session_expiry);
-    /* The first attempt stores host and properties in libmosquitto (only
-     * the v5 call takes properties); it connects blocking, which at start
-     * costs at most the TCP connect.  Retries are non-blocking. */
+    /* 3.1.1: clean_session false in mosquitto_new() keeps the session; the
+     * broker decides for how long. */
+    if (!m->v311)
+        mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                     (uint32_t)mc->session_expiry);
     rc = mosquitto_connect_bind_v5(m->mosq, mc->host, mc->port, mc->keepalive,
                                    NULL, props);
     mosquitto_property_free_all(&props);
+    return rc;
+}
+
+void
+mqtt_side_start(mqtt_side_t *m)
+{
+    const struct config_mqtt *mc = &m->gw->cfg->mqtt;
+    int rc;
+
+    /* The first attempt stores host and properties in libmosquitto (only
+     * the v5 call takes properties); it connects blocking, which at start
+     * costs at most the TCP connect.  Retries are non-blocking. */
+    rc = connect_first(m);
     if (rc != MOSQ_ERR_SUCCESS) {
         log_warnx("mqtt: cannot reach %s:%d: %s; retrying", mc->host, mc->port,
                   rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));

@@ -49,6 +49,9 @@ struct mqtt_side {
     int fd;                     /* registered in the loop, -1 when none */
     bool connected;             /* CONNACK success seen */
     bool closing;               /* mqtt_side_disconnect() called */
+    bool v311;                  /* the next/current CONNECT speaks 3.1.1 */
+    bool reconnect_full;        /* the protocol changed: the next attempt
+                                 * must set libmosquitto's CONNECT up anew */
     unsigned attempts;          /* failed attempts since last success */
     uint64_t reconnect_timer;
     uint64_t misc_timer;

@@ -245,12 +245,16 @@ mqtt_side__on_publish(struct mosquitto *mosq, void *arg, int mid, int reason,
 }
 
 static mosquitto_property *
-message_props(const outmsg_t *msg)
+message_props(const mqtt_side_t *m, const outmsg_t *msg)
 {
     mosquitto_property *props = NULL;
     const char *mime = payload_ct_to_mime(msg->ct);
     char ct[16];
 
+    /* MQTT 3.1.1 has no properties: libmosquitto would refuse the publish
+     * with them.  The substitutes are in docs/CONFIG.md (mqtt.protocol). */
+    if (m->v311)
+        return NULL;
     if (mime)
         mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, mime);
     else if (msg->ct >= 0) {
@@ -270,7 +274,7 @@ message_props(const outmsg_t *msg)
 static int
 publish_one(mqtt_side_t *m, outmsg_t *msg)
 {
-    mosquitto_property *props = message_props(msg);
+    mosquitto_property *props = message_props(m, msg);
     struct inflight *f = calloc(1, sizeof(*f));
     int mid = 0, rc;
 

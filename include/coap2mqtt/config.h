@@ -40,6 +40,8 @@ struct config_rd {
 
 struct config_mqtt {
     char *host;             /* default "localhost" */
+    char *protocol;         /* "5", "3.1.1" or "auto" (default: 5, and 3.1.1
+                               when a broker closes on a v5 CONNECT) */
     int port;               /* default 1883 */
     char *base_topic;       /* default "coap2mqtt" */
     char *response_topic_prefix; /* MQTT v5 Response Topics allowed only at or

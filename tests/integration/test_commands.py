@@ -5,6 +5,8 @@ the gateway not hearing its own publications."""
 import json
 import uuid
 
+import pytest
+
 import c2m
 
 
@@ -33,6 +35,7 @@ def test_set_round_trip(gateway, sim, mqtt):
     assert m.qos == 1       # setpoint notifications are CON
 
 
+@pytest.mark.mqtt5("Response Topic, Correlation Data")
 def test_set_with_response_topic_and_correlation(gateway, sim, mqtt):
     s, setpoint = ready_hvac(gateway, sim, mqtt)
     resp = "test-replies/%s" % uuid.uuid4().hex
@@ -64,7 +67,7 @@ def test_get_publishes_current_value(gateway, sim, mqtt):
     mqtt.publish(setpoint + "/get", b"")
     m = mqtt.wait_for(setpoint, timeout=10, start=mark)
     assert float(m.payload) == 24.0
-    assert m.content_type == "text/plain;charset=utf-8"
+    assert m.content_type == c2m.ct("text/plain;charset=utf-8")
 
 
 def test_command_to_unknown_device(gateway, mqtt):
@@ -106,7 +109,7 @@ def test_blockwise_2k_command(gateway, sim, mqtt):
     # The device notifies its new value: the same 2048 bytes come back.
     m = mqtt.wait_for(config, lambda m: len(m.payload) == 2048, timeout=10, start=mark)
     assert m.payload == body
-    assert m.content_type == "application/json"
+    assert m.content_type == c2m.ct("application/json")
 
 
 def test_sleeping_device_gets_command_on_wake(gateway, sim, mqtt):
@@ -126,6 +129,7 @@ def test_sleeping_device_gets_command_on_wake(gateway, sim, mqtt):
     assert mqtt.wait_for(setpoint + "/set/result", timeout=10, start=mark).json()["code"] == "2.04"
 
 
+@pytest.mark.mqtt5("Response Topic")
 def test_gateway_ignores_its_own_publications(make_gateway, sim, mqtt):
     """A requester may name a command topic as its MQTT v5 Response Topic
     (allowed here by mqtt.response_topic_prefix; under the base topic it is
@@ -179,6 +183,7 @@ def test_commands_delivered_in_order(gateway, sim, mqtt):
     assert [m.json().get("code") for m in mqtt.received(setpoint + "/set/result")] == ["2.04"] * 5
 
 
+@pytest.mark.mqtt5("Message Expiry")
 def test_message_expiry_bounds_a_queued_command(gateway, sim, mqtt):
     """MQTT v5 Message Expiry is the command's time to live: a command for
     a sleeping device that expires is answered with an error, never sent."""
@@ -198,3 +203,22 @@ def test_message_expiry_bounds_a_queued_command(gateway, sim, mqtt):
     mqtt.publish(setpoint + "/set", b"29.5")
     s.wait_for(r"^PUT hvac-1 setpoint 4 29\.5$", timeout=15, start=pos)
     assert not s.out.find(r"^PUT hvac-1 setpoint 4 28\.5$", pos)
+
+
+def test_311_gets_commands_and_never_its_own_readings(make_gateway, sim, mqtt, broker):
+    """MQTT 3.1.1 has no No Local: the gateway subscribes to the command
+    topics only, so the broker sends it commands and none of the readings it
+    publishes (with '<base>/#' it would get every one of them back)."""
+    gw = make_gateway(overrides={"mqtt": {"protocol": "3.1.1"}})
+    gw.log.wait_for(r"mqtt: connected to .* \(MQTT 3\.1\.1", timeout=1)
+    s, setpoint = ready_hvac(gw, sim, mqtt)
+    mark = mqtt.mark()
+    mqtt.subscribe(setpoint + "/set/result")
+    mqtt.publish(setpoint + "/set", b"17.5")
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10,
+                         start=mark).json()["code"] == "2.04"
+    mqtt.wait_for(setpoint, lambda m: m.payload.startswith(b"17.5"), timeout=10, start=mark)
+    to_gw = [m.group(1) for m in
+             broker.log.find(r"Sending PUBLISH to %s \(.*'([^']*)'" % gw.client_id)]
+    assert to_gw == [setpoint + "/set"], to_gw
+    assert not broker.log.find(r"^\S+ \S+ %s 1 %s/#$" % (gw.client_id, c2m.BASE))

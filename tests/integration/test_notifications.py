@@ -2,6 +2,7 @@
 content type from the Content-Format, and block-wise bodies."""
 
 import json
+import c2m
 
 
 def seq_of(m):
@@ -20,7 +21,7 @@ def test_meter_energy_in_order_qos1_json(gateway, sim, mqtt):
     assert all(a < b for a, b in zip(seqs, seqs[1:])), "not strictly increasing: %s" % seqs
     for m in msgs:
         assert m.qos == 1, "CON resource published at QoS %d" % m.qos
-        assert m.content_type == "application/json", m
+        assert m.content_type == c2m.ct("application/json"), m
         assert not m.retain
         assert "kwh" in json.loads(m.payload)
     # What the sensor says it sent is what arrived.
@@ -33,7 +34,7 @@ def test_meter_power_text(gateway, sim, mqtt):
     mqtt.subscribe(topic, qos=1)
     sim("meter", extra_args=["--first", "2", "--interval", "200"])
     m = mqtt.wait_for(topic, timeout=15)
-    assert m.content_type == "text/plain;charset=utf-8", m
+    assert m.content_type == c2m.ct("text/plain;charset=utf-8"), m
     assert m.qos == 1
     float(m.payload.decode())     # a plain number
 
@@ -45,7 +46,7 @@ def test_hvac_temperature_qos0_text(gateway, sim, mqtt):
     mqtt.wait_for(topic, lambda m: len(mqtt.received(topic)) >= 4, timeout=15)
     msgs = mqtt.received(topic)
     for m in msgs:
-        assert m.content_type == "text/plain;charset=utf-8", m
+        assert m.content_type == c2m.ct("text/plain;charset=utf-8"), m
         float(m.payload.decode())
     # The first is the answer to the gateway's CON GET (piggybacked on its
     # ACK); the NON notifications that follow are QoS 0.
@@ -58,7 +59,7 @@ def test_industrial_vibration_cbor(gateway, sim, mqtt):
     sim("industrial", extra_args=["--interval", "200"])
     mqtt.wait_for(topic, timeout=15)
     m = mqtt.wait_for(topic, timeout=5, start=mqtt.mark())   # a NON notification
-    assert m.content_type == "application/cbor", m
+    assert m.content_type == c2m.ct("application/cbor"), m
     assert m.qos == 0
     # A CBOR map (major type 5) holding the keys "seq" and "rms".
     assert m.payload[0] >> 5 == 5, m.payload[:16]
@@ -89,7 +90,7 @@ def test_blockwise_4k_notification(gateway, sim, mqtt):
         assert len(m.payload) == 4096, "got %d bytes" % len(m.payload)
         doc = json.loads(m.payload)     # intact: still valid JSON end to end
         assert isinstance(doc["seq"], int)
-        assert m.content_type == "application/json"
+        assert m.content_type == c2m.ct("application/json")
     assert seq_of(msgs[0]) < seq_of(msgs[1])
 
 
