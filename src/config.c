@@ -69,6 +69,7 @@ config_defaults(struct config *cfg, const char *path)
     cfg->queue.spool = true;
     cfg->queue.spool_max_mb = 1024;
     cfg->queue.fsync_interval = 100;
+    cfg->audit.journal = true;
     return set_str(&cfg->path, path) &&
            set_str(&cfg->state_dir, "/var/lib/coap2mqtt") &&
            set_str(&cfg->mqtt.host, "localhost") &&
@@ -111,6 +112,7 @@ config_free(struct config *cfg)
     free(cfg->mqtt.tls_key_file);
     free(cfg->mqtt.tls_version);
     free(cfg->mqtt.tls_ciphers);
+    free(cfg->stats.textfile);
     free(cfg->state_dir);
     free(cfg->path);
     memset(cfg, 0, sizeof(*cfg));
@@ -424,6 +426,9 @@ check_cross(struct ctx *c)
     }
     check_order(c, "mqtt.reconnect_min", mq->reconnect_min,
                 "mqtt.reconnect_max", mq->reconnect_max);
+    if (c->cfg->stats.textfile && mq->stats_interval == 0)
+        config__serr(c, near(c, "stats.textfile"), "stats.textfile",
+                     "needs mqtt.stats_interval > 0 (how often it is rewritten)");
 }
 
 /* --- loading --------------------------------------------------------------- */

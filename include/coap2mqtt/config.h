@@ -77,6 +77,16 @@ struct config_queue {
                                0 = every record (slow, no power-loss window) */
 };
 
+struct config_stats {
+    char *textfile;         /* node_exporter textfile-collector file (*.prom),
+                               rewritten every mqtt.stats_interval; NULL = off */
+};
+
+struct config_audit {
+    bool journal;           /* command audit records to the journal, default true */
+    bool mqtt;              /* and as JSON on <base>/bridge/audit, default false */
+};
+
 struct config {
     char *path;                 /* the file this came from */
     char *state_dir;            /* default "/var/lib/coap2mqtt" */
@@ -85,6 +95,8 @@ struct config {
     struct config_mqtt mqtt;
     struct config_commands commands;
     struct config_queue queue;
+    struct config_stats stats;
+    struct config_audit audit;
 };
 
 /* Receives one complete error line, without trailing newline. */
