@@ -335,6 +335,26 @@ flush(struct device *dev, const char *why)
     }
 }
 
+size_t
+commands_cancel(commands_t *c, const char *id, bool inflight, const char *why)
+{
+    struct device *dev = devices_find(c->gw->devices, id);
+    size_t n = commands__cancel_waiting(c, id, why);
+    struct command *cmd;
+
+    if (!dev)
+        return n;
+    if (inflight)
+        session_lost(dev);      /* back in front of the queue, token forgotten */
+    while ((cmd = dev->cmd_head)) {
+        queue_remove(dev, cmd);
+        commands__result_error(cmd, why);
+        commands__finish(cmd);
+        n++;
+    }
+    return n;
+}
+
 /* --- MQTT in ------------------------------------------------------------------ */
 
 static void

@@ -266,3 +266,27 @@ commands_stop(commands_t *c)
     }
 }
 
+
+/* Restored commands waiting for device 'id' are answered {"error": why}. */
+size_t
+commands__cancel_waiting(commands_t *c, const char *id, const char *why)
+{
+    struct waiting *w;
+    struct command *cmd;
+    size_t n = 0;
+
+    HASH_FIND_STR(c->waiting, id, w);
+    if (!w)
+        return 0;
+    HASH_DEL(c->waiting, w);
+    while ((cmd = w->head)) {
+        w->head = cmd->next;
+        cmd->next = NULL;
+        commands__result_error(cmd, why);
+        cmd->wait = NULL;
+        commands__finish(cmd);
+        n++;
+    }
+    free(w);
+    return n;
+}

@@ -21,6 +21,7 @@
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/requests.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
 #include "coap2mqtt/transport.h"
@@ -51,6 +52,16 @@ broker_backlog(void *arg)
     return outq_len(gw->outq) + spool_backlog(gw->spool);
 }
 
+void
+gw_on_mqtt_message(void *arg, const struct mosquitto_message *msg,
+                   const mosquitto_property *props)
+{
+    struct gw *gw = arg;
+
+    if (!requests_on_message(gw, msg))
+        commands_on_message(gw->commands, msg, props);
+}
+
 /* Events come up: each room above hears what the rooms below saw.  The
  * device listeners run in this order (observations before commands, as a
  * lost session must forget its observe tokens before the command in flight
@@ -60,7 +71,7 @@ wire(struct gw *gw)
 {
     transport_set_session_listener(gw->coap, devices_session_gone, gw->devices);
     transport_set_backlog(gw->coap, broker_backlog, gw);
-    mqtt_side_set_handlers(gw->mqtt, commands_on_message, gw->commands,
+    mqtt_side_set_handlers(gw->mqtt, gw_on_mqtt_message, gw,
                            status_on_connected, gw->status);
     if (devices_add_listener(gw->devices, observe_device_event, NULL) < 0 ||
         devices_add_listener(gw->devices, commands_device_event, gw->commands) < 0 ||

@@ -26,7 +26,9 @@
  *                       or RST the message id) copied from the request
  *            2  ACKED  the broker acknowledged every queued message
  *            3  LOST   every queued message was dropped (shutdown)
- *            4  MQTT   a message on a command topic: "topic\0payload"
+ *            4  MQTT   a message from the broker, "topic\0payload": a
+ *                       command, or a request of the request API (the
+ *                       wiring's dispatch, as the daemon has it)
  *            5  TIME   time passes: bytes (up to 4, big-endian) are the
  *                       seconds; none means until every timer pending now
  *                       is due.  Registration lifetimes, observe retries,
@@ -467,7 +469,7 @@ mqtt_command(struct gw *gw, const uint8_t *p, size_t len)
     msg.payload = tlen < len ? copy + tlen + 1 : NULL;
     msg.payloadlen = tlen < len ? (int)(len - tlen - 1) : 0;
     msg.qos = 1;
-    commands_on_message(gw->commands, &msg, NULL);
+    gw_on_mqtt_message(gw, &msg, NULL);
     free(copy);
 }
 
