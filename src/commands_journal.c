@@ -136,6 +136,7 @@ command_from_record(commands_t *c, const struct cj_command *jc)
     cmd->ttl_ms = jc->ttl_ms;
     cmd->expiry_wall_ms = jc->expiry_ms;
     cmd->jseq = jc->seq;
+    commands__audit_new_id(cmd);
     return cmd;
 }
 
@@ -166,6 +167,7 @@ restore(commands_t *c, const struct cj_command *jc)
      * broker connection is being made. */
     cmd->expiry_timer = loop_add_timer(gw->loop, (uint64_t)left, commands__expired, cmd);
     gw->stats.commands_restored++;
+    commands__audit_accepted(cmd, "restored");
     return true;
 }
 
