@@ -13,11 +13,15 @@ path sd_journal_sendv writes to, fixed in libsystemd, so nothing in the
 daemon is bent for the test."""
 
 import array
+import json
 import os
 import shutil
+import signal
 import socket
 import struct
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -218,6 +222,90 @@ def test_timeout_after_retransmissions(make_gateway, journal, sim, mqtt):
     mqtt.wait_for(gw.topic("bridge", "audit"),
                   lambda m: m.json().get("result") == "timeout" and
                   m.json().get("retransmissions") == 4, timeout=10)
+
+
+JOURNALD = "/lib/systemd/systemd-journald"
+
+# The daemon's namespace gets a real journald of its own, writing its
+# journal files into the test's directory: the host's journal (if any) is
+# never touched, and the files are read back with the real journalctl.
+JOURNALD_SCRIPT = """set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal /run/log/journal
+mount --bind "$0" /run/log/journal
+if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi
+%s </dev/null >/dev/null 2>&1 &
+echo $! > "$1"
+n=0
+while [ ! -S /run/systemd/journal/socket ]; do
+    n=$((n + 1)); [ $n -lt 200 ] || exit 1; sleep 0.05
+done
+shift
+exec "$@"
+""" % JOURNALD
+
+
+@pytest.fixture
+def journald(tmp_path):
+    """(wrapper argv, journal directory); journald is stopped at the end."""
+    d, pidfile = tmp_path / "journal-files", tmp_path / "journald.pid"
+    d.mkdir()
+    yield (["unshare", "-m", "--propagation", "private", "sh", "-c", JOURNALD_SCRIPT,
+            str(d), str(pidfile)], str(d))
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def journalctl(directory, *matches):
+    r = subprocess.run(["journalctl", "-D", directory, "--no-pager", "-o", "json"]
+                       + list(matches), capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def journalctl_until(directory, count, *matches, timeout=10):
+    """journalctl until it shows 'count' records (journald writes the
+    datagrams it gets asynchronously; its files have no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = journalctl(directory, *matches)
+        if len(recs) >= count or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not os.access(JOURNALD, os.X_OK) or not shutil.which("journalctl"),
+                    reason="needs systemd-journald and journalctl (Debian: systemd)")
+def test_documented_journalctl_queries(make_gateway, journald, sim, mqtt):
+    """docs/AUDIT.md's queries, run by the real journalctl on what a real
+    journald stored."""
+    wrapper, directory = journald
+    gw = make_gateway(wrapper=wrapper)
+    setpoint = gw.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    mqtt.subscribe(gw.topic("hvac-1", "temperature", "set", "result"))
+    s = sim("hvac")
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    mqtt.publish(setpoint + "/set", b"22", correlation_data=b"\x01\xab\xff")
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
+    # temperature is read-only on the simulated hvac: 4.05, a warning.
+    mqtt.publish(gw.topic("hvac-1", "temperature", "set"), b"1")
+    assert mqtt.wait_for(gw.topic("hvac-1", "temperature", "set", "result"),
+                         timeout=10).json()["code"] == "4.05"
+    mid = "MESSAGE_ID=" + MESSAGE_ID
+    dev = journalctl_until(directory, 6, mid, "C2M_DEVICE=hvac-1")
+    assert [r["C2M_EVENT"] for r in dev] == ["accepted", "attempt", "result"] * 2, dev
+    assert all(r["SYSLOG_IDENTIFIER"] == "coap2mqtt" for r in dev)
+    one = journalctl(directory, mid, "C2M_COMMAND=" + dev[0]["C2M_COMMAND"])
+    assert [r["C2M_PATH"] for r in one] == ["setpoint"] * 3, one
+    corr = journalctl(directory, mid, "C2M_CORRELATION=01abff")
+    assert len(corr) == 3 and corr[2]["C2M_RESULT"] == "2.04", corr
+    failed = journalctl(directory, mid, "C2M_EVENT=result", "-p", "warning")
+    assert [(r["C2M_PATH"], r["C2M_RESULT"]) for r in failed] == [("temperature", "4.05")]
+    assert journalctl(directory, mid, "C2M_DEVICE=nobody") == []
 
 
 def test_audit_off(make_gateway, journal, sim, mqtt):
