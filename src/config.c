@@ -608,6 +608,27 @@ check_state_dir(struct ctx *c, const char *path)
                      "%s: not a directory", path);
 }
 
+/* stats.textfile is replaced by a rename in its directory, which must be
+ * there: the daemon does not make it (it is node_exporter's). */
+static void
+check_textfile_dir(struct ctx *c, const char *path)
+{
+    char *dir = strdup(path), *slash;
+    struct stat st;
+
+    if (!dir)
+        return;
+    if ((slash = strrchr(dir, '/')))
+        slash[slash == dir ? 1 : 0] = '\0';
+    if (stat(dir, &st) < 0)
+        config__serr(c, near(c, "stats.textfile"), "stats.textfile", "%s: %s", dir,
+                     strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        config__serr(c, near(c, "stats.textfile"), "stats.textfile",
+                     "%s: not a directory", dir);
+    free(dir);
+}
+
 int
 config_check_files(const struct config *cfg, config_report_fn report,
                    void *arg)
@@ -645,6 +666,8 @@ config_check_files(const struct config *cfg, config_report_fn report,
         check_readable(&c, "mqtt.tls_key_file", cfg->mqtt.tls_key_file, false);
     if (cfg->state_dir)
         check_state_dir(&c, cfg->state_dir);
+    if (cfg->stats.textfile)
+        check_textfile_dir(&c, cfg->stats.textfile);
     ctx_done(&c);
     return c.errors;
 }

@@ -145,3 +145,23 @@ def test_textfile_path_checked(c2m_bin, tmp_path, psk_file, value):
     assert r.returncode == 78, r
     assert re.search(r"bad\.conf:2: stats\.textfile: must be an absolute path ending in "
                      r"\"\.prom\"", r.stderr), r.stderr
+
+
+def test_textfile_directory_must_exist(c2m_bin, tmp_path, psk_file):
+    conf = tmp_path / "bad.conf"
+    conf.write_text('coap = { listen = [ "127.0.0.1:5684" ]; psk_file = "%s"; };\n'
+                    'state_dir = "%s";\n'
+                    'stats = {\n  textfile = "%s/no-such-dir/x.prom";\n};\n'
+                    % (psk_file.path, tmp_path, tmp_path))
+    r = subprocess.run([c2m_bin, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 78, r
+    assert re.search(r"bad\.conf:4: stats\.textfile: .*/no-such-dir: No such file or directory",
+                     r.stderr), r.stderr
+    (tmp_path / "no-such-dir").write_text("")
+    r = subprocess.run([c2m_bin, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert re.search(r"bad\.conf:4: stats\.textfile: .*/no-such-dir: not a directory",
+                     r.stderr), r.stderr
+    (tmp_path / "no-such-dir").unlink()
+    (tmp_path / "no-such-dir").mkdir()
+    r = subprocess.run([c2m_bin, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 0, r
