@@ -48,7 +48,7 @@ PURE_SRC := src/topics.c src/linkformat.c src/hostport.c src/bytes.c \
             src/config_schema.c src/config_diff.c src/keystore.c src/log.c src/payload.c \
             src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \
             src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c \
-            src/syncer.c src/cmdjournal.c
+            src/syncer.c src/cmdjournal.c src/textfile.c
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 # Every tools/<name>/ directory builds build/coap2mqtt-<name> from its *.c,

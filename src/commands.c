@@ -194,6 +194,7 @@ send_one(struct device *dev, struct command *cmd)
     coap_pdu_t *pdu;
     uint64_t token = 0;
     uint8_t buf[4];
+    uint16_t mid;
 
     pdu = device_request_new(dev, COAP_MESSAGE_CON,
                              cmd->kind == TOPIC_KIND_SET ? COAP_REQUEST_CODE_PUT
@@ -224,11 +225,13 @@ send_one(struct device *dev, struct command *cmd)
     cmd->token = token;
     cmd->sent_ms = loop_now_ms(gw->loop);
     dev->cmd_inflight = cmd;
+    mid = (uint16_t)coap_pdu_get_mid(pdu);     /* the send takes the PDU */
     if (device_send(dev, pdu, token) < 0) {
         dev->cmd_inflight = NULL;
         cmd->token = 0;
         return -1;
     }
+    commands__audit_attempt(cmd, mid);
     return 0;
 }
 
@@ -262,6 +265,7 @@ handle_answer(struct command *cmd, const coap_pdu_t *rcvd)
     dev->cmd_inflight = NULL;
     dev->last_seen = loop_wall_s();
     snprintf(codestr, sizeof(codestr), "%u.%02u", cls, code & 0x1f);
+    commands__audit_result(cmd, codestr, (int64_t)(loop_now_ms(gw->loop) - cmd->sent_ms));
     if (cls == 2)
         gw->stats.commands_ok++;
     else
@@ -335,6 +339,26 @@ flush(struct device *dev, const char *why)
     }
 }
 
+size_t
+commands_cancel(commands_t *c, const char *id, bool inflight, const char *why)
+{
+    struct device *dev = devices_find(c->gw->devices, id);
+    size_t n = commands__cancel_waiting(c, id, why);
+    struct command *cmd;
+
+    if (!dev)
+        return n;
+    if (inflight)
+        session_lost(dev);      /* back in front of the queue, token forgotten */
+    while ((cmd = dev->cmd_head)) {
+        queue_remove(dev, cmd);
+        commands__result_error(cmd, why);
+        commands__finish(cmd);
+        n++;
+    }
+    return n;
+}
+
 /* --- MQTT in ------------------------------------------------------------------ */
 
 static void
@@ -344,6 +368,7 @@ reject(struct gw *gw, const char *id, const char *path, enum topic_kind kind,
     gw->stats.commands_rejected++;
     log_ratelimited(&gw->stats.commands_rejected, "command for %s/%s rejected: %s",
                     id, path, why);
+    commands__audit_rejected(gw, id, path, kind, rt, corr, corr_len, why);
     commands__publish_result(gw, id, path, kind, rt, corr, corr_len,
                              json_pack("{ss}", "error", why));
 }
@@ -373,6 +398,7 @@ command_new(commands_t *c, struct device *dev, enum topic_kind kind, const char 
     cmd->response_topic = rt;
     cmd->corr = corr;
     cmd->corr_len = corr_len;
+    commands__audit_new_id(cmd);
     return cmd;
 }
 
@@ -564,6 +590,7 @@ commands_on_message(void *arg, const struct mosquitto_message *msg,
             commands__command_free(cmd);
         } else {
             cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, commands__expired, cmd);
+            commands__audit_accepted(cmd, "accepted");
             push_back(dev, cmd);
             send_next(dev);
         }

@@ -72,6 +72,8 @@ struct command {
     uint64_t ttl_ms;
     int64_t expiry_wall_ms;     /* wall clock: it must survive a restart */
     uint64_t jseq;              /* its number in the journal, 0 = none */
+    char audit_id[33];          /* random 128-bit id in the audit trail */
+    unsigned attempts;          /* times sent (a lost session sends again) */
 };
 
 /* commands.c */
@@ -85,8 +87,20 @@ void commands__waiting_remove(commands_t *c, struct command *cmd);
 int commands__journal_open(commands_t *c);
 void commands__finish(struct command *cmd);
 void commands__adopt(commands_t *c, struct device *dev);
+size_t commands__cancel_waiting(commands_t *c, const char *id, const char *why);
+
+/* commands_audit.c */
+void commands__audit_new_id(struct command *cmd);
+void commands__audit_accepted(struct command *cmd, const char *event);
+void commands__audit_rejected(struct gw *gw, const char *id, const char *path,
+                              enum topic_kind kind, const char *rt, const uint8_t *corr,
+                              size_t corr_len, const char *why);
+void commands__audit_attempt(struct command *cmd, uint16_t mid);
+void commands__audit_result(struct command *cmd, const char *result, int64_t rtt_ms);
 
 /* commands_results.c */
+void commands__enqueue_json(struct gw *gw, const char *topic, json_t *body,
+                            const uint8_t *corr, size_t corr_len);
 void commands__publish_result(struct gw *gw, const char *id, const char *path,
                               enum topic_kind kind, const char *response_topic,
                               const uint8_t *corr, size_t corr_len, json_t *body);

@@ -136,6 +136,7 @@ command_from_record(commands_t *c, const struct cj_command *jc)
     cmd->ttl_ms = jc->ttl_ms;
     cmd->expiry_wall_ms = jc->expiry_ms;
     cmd->jseq = jc->seq;
+    commands__audit_new_id(cmd);
     return cmd;
 }
 
@@ -166,6 +167,7 @@ restore(commands_t *c, const struct cj_command *jc)
      * broker connection is being made. */
     cmd->expiry_timer = loop_add_timer(gw->loop, (uint64_t)left, commands__expired, cmd);
     gw->stats.commands_restored++;
+    commands__audit_accepted(cmd, "restored");
     return true;
 }
 
@@ -266,3 +268,27 @@ commands_stop(commands_t *c)
     }
 }
 
+
+/* Restored commands waiting for device 'id' are answered {"error": why}. */
+size_t
+commands__cancel_waiting(commands_t *c, const char *id, const char *why)
+{
+    struct waiting *w;
+    struct command *cmd;
+    size_t n = 0;
+
+    HASH_FIND_STR(c->waiting, id, w);
+    if (!w)
+        return 0;
+    HASH_DEL(c->waiting, w);
+    while ((cmd = w->head)) {
+        w->head = cmd->next;
+        cmd->next = NULL;
+        commands__result_error(cmd, why);
+        cmd->wait = NULL;
+        commands__finish(cmd);
+        n++;
+    }
+    free(w);
+    return n;
+}

@@ -22,8 +22,9 @@ command_id(const struct command *cmd)
 
 /* --- results ------------------------------------------------------------ */
 
-static void
-enqueue_json(struct gw *gw, const char *topic, json_t *body,
+/* Queues 'body' (the reference is taken) as QoS 1 JSON on 'topic'. */
+void
+commands__enqueue_json(struct gw *gw, const char *topic, json_t *body,
              const uint8_t *corr, size_t corr_len)
 {
     char *text = json_dumps(body, JSON_COMPACT);
@@ -58,7 +59,7 @@ commands__publish_result(struct gw *gw, const char *id, const char *path,
         json_decref(body);
         return;
     }
-    enqueue_json(gw, topic, body, corr, corr_len);
+    commands__enqueue_json(gw, topic, body, corr, corr_len);
 }
 
 void
@@ -66,6 +67,7 @@ commands__result_error(struct command *cmd, const char *error)
 {
     struct gw *gw = cmd->c->gw;
 
+    commands__audit_result(cmd, error, -1);
     commands__publish_result(gw, command_id(cmd), cmd->path, cmd->kind, cmd->response_topic,
                              cmd->corr, cmd->corr_len, json_pack("{ss}", "error", error));
 }

@@ -69,6 +69,7 @@ config_defaults(struct config *cfg, const char *path)
     cfg->queue.spool = true;
     cfg->queue.spool_max_mb = 1024;
     cfg->queue.fsync_interval = 100;
+    cfg->audit.journal = true;
     return set_str(&cfg->path, path) &&
            set_str(&cfg->state_dir, "/var/lib/coap2mqtt") &&
            set_str(&cfg->mqtt.host, "localhost") &&
@@ -116,6 +117,7 @@ config_free(struct config *cfg)
     free(cfg->mqtt.tls_ciphers);
     free(cfg->homeassistant.prefix);
     free(cfg->log_level);
+    free(cfg->stats.textfile);
     free(cfg->state_dir);
     free(cfg->path);
     memset(cfg, 0, sizeof(*cfg));
@@ -429,6 +431,9 @@ check_cross(struct ctx *c)
     }
     check_order(c, "mqtt.reconnect_min", mq->reconnect_min,
                 "mqtt.reconnect_max", mq->reconnect_max);
+    if (c->cfg->stats.textfile && mq->stats_interval == 0)
+        config__serr(c, near(c, "stats.textfile"), "stats.textfile",
+                     "needs mqtt.stats_interval > 0 (how often it is rewritten)");
 }
 
 /* --- loading --------------------------------------------------------------- */
@@ -608,6 +613,27 @@ check_state_dir(struct ctx *c, const char *path)
                      "%s: not a directory", path);
 }
 
+/* stats.textfile is replaced by a rename in its directory, which must be
+ * there: the daemon does not make it (it is node_exporter's). */
+static void
+check_textfile_dir(struct ctx *c, const char *path)
+{
+    char *dir = strdup(path), *slash;
+    struct stat st;
+
+    if (!dir)
+        return;
+    if ((slash = strrchr(dir, '/')))
+        slash[slash == dir ? 1 : 0] = '\0';
+    if (stat(dir, &st) < 0)
+        config__serr(c, near(c, "stats.textfile"), "stats.textfile", "%s: %s", dir,
+                     strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        config__serr(c, near(c, "stats.textfile"), "stats.textfile",
+                     "%s: not a directory", dir);
+    free(dir);
+}
+
 int
 config_check_files(const struct config *cfg, config_report_fn report,
                    void *arg)
@@ -645,6 +671,8 @@ config_check_files(const struct config *cfg, config_report_fn report,
         check_readable(&c, "mqtt.tls_key_file", cfg->mqtt.tls_key_file, false);
     if (cfg->state_dir)
         check_state_dir(&c, cfg->state_dir);
+    if (cfg->stats.textfile)
+        check_textfile_dir(&c, cfg->stats.textfile);
     ctx_done(&c);
     return c.errors;
 }

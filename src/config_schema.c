@@ -113,6 +113,20 @@ check_username(const char *v)
     return NULL;
 }
 
+/* node_exporter's textfile collector reads only *.prom files of its
+ * directory, and our temporary file must land next to it for rename(). */
+static const char *
+check_textfile(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (v[0] != '/' || n >= PATH_MAX || n < 7 || strcmp(v + n - 5, ".prom") != 0 ||
+        v[n - 6] == '/')
+        return "must be an absolute path ending in \".prom\" (node_exporter's "
+               "textfile collector reads only those)";
+    return NULL;
+}
+
 /* "a.b.c.d:port" or "[v6]:port", port 1..65535. */
 const char *
 config__check_addr(const char *v)
@@ -213,6 +227,17 @@ static const struct item homeassistant_items[] = {
     END
 };
 
+static const struct item stats_items[] = {
+    STR("textfile", stats.textfile, check_textfile),
+    END
+};
+
+static const struct item audit_items[] = {
+    BOOL("journal", audit.journal),
+    BOOL("mqtt", audit.mqtt),
+    END
+};
+
 const struct item config__root_items[] = {
     STR("state_dir", state_dir, check_path),
     STR("log_level", log_level, check_log_level),
@@ -222,5 +247,7 @@ const struct item config__root_items[] = {
     GROUP("commands", commands_items),
     GROUP("queue", queue_items),
     GROUP("homeassistant", homeassistant_items),
+    GROUP("stats", stats_items),
+    GROUP("audit", audit_items),
     END
 };

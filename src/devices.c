@@ -316,6 +316,23 @@ devices_deregister(device_t *dev)
     set_online(dev, false);
 }
 
+void
+devices_remove(device_t *dev)
+{
+    devices_t *d = dev->gw->devices;
+
+    if (dev->registered)
+        devices_deregister(dev);
+    else
+        emit(dev, DEVICE_UNOBSERVE);
+    set_online(dev, false);
+    HASH_DEL(d->by_id, dev);
+    d->count--;
+    emit(dev, DEVICE_LIST_CHANGED);
+    log_info("device %s removed", dev->id);
+    device_free(d, dev);
+}
+
 device_t *
 devices_seen(devices_t *d, const char *id, coap_session_t *session)
 {

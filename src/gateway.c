@@ -22,6 +22,7 @@
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/requests.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
 #include "coap2mqtt/transport.h"
@@ -52,15 +53,18 @@ broker_backlog(void *arg)
     return outq_len(gw->outq) + spool_backlog(gw->spool);
 }
 
-/* What the broker sends: Home Assistant's status to its room, the rest
- * (commands under the base topic) to commands. */
-static void
-on_mqtt_message(void *arg, const struct mosquitto_message *msg,
-                const mosquitto_property *props)
+/* What the broker sends: Home Assistant's status to its room, requests
+ * under <base>/bridge/request/ to theirs, the rest (commands under the base
+ * topic) to commands.  Public for the fuzz harness, which feeds it. */
+void
+gw_on_mqtt_message(void *arg, const struct mosquitto_message *msg,
+                   const mosquitto_property *props)
 {
     struct gw *gw = arg;
 
     if (gw->ha && homeassistant_on_message(gw->ha, msg))
+        return;
+    if (requests_on_message(gw, msg))
         return;
     commands_on_message(gw->commands, msg, props);
 }
@@ -86,7 +90,7 @@ wire(struct gw *gw)
 {
     transport_set_session_listener(gw->coap, devices_session_gone, gw->devices);
     transport_set_backlog(gw->coap, broker_backlog, gw);
-    mqtt_side_set_handlers(gw->mqtt, on_mqtt_message, gw, on_mqtt_connected, gw);
+    mqtt_side_set_handlers(gw->mqtt, gw_on_mqtt_message, gw, on_mqtt_connected, gw);
     if (devices_add_listener(gw->devices, observe_device_event, NULL) < 0 ||
         devices_add_listener(gw->devices, commands_device_event, gw->commands) < 0 ||
         devices_add_listener(gw->devices, status_device_event, gw->status) < 0 ||

@@ -153,14 +153,15 @@ switch_protocol(mqtt_side_t *m, const char *what)
  * would bring every reading we publish back to us (twice the broker's
  * traffic), so there it is one filter per path depth and verb, which match
  * exactly the topics topic_parse_command() accepts: a path never ends in
- * set or get (topic_path_valid), so no reading matches them.
+ * set or get (topic_path_valid), so no reading matches them; plus the
+ * request API's <base>/bridge/request/#.
  */
 static void
 subscribe_commands(mqtt_side_t *m)
 {
     const char *base = m->gw->cfg->mqtt.base_topic;
-    char filters[2 * TOPIC_PATH_DEPTH][TOPIC_BASE_MAX + 2 * TOPIC_PATH_DEPTH + 16];
-    char *subs[2 * TOPIC_PATH_DEPTH];
+    char filters[2 * TOPIC_PATH_DEPTH + 1][TOPIC_BASE_MAX + 2 * TOPIC_PATH_DEPTH + 24];
+    char *subs[2 * TOPIC_PATH_DEPTH + 1];
     int n = 0, rc;
 
     if (!m->v311) {
@@ -179,6 +180,10 @@ subscribe_commands(mqtt_side_t *m)
                 subs[n] = filters[n];
             }
         }
+        /* and the broker request API (requests.c) */
+        snprintf(filters[n], sizeof(filters[n]), "%s/bridge/request/#", base);
+        subs[n] = filters[n];
+        n++;
         rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1, 0, NULL);
     }
     if (rc != MOSQ_ERR_SUCCESS)

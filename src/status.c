@@ -9,6 +9,7 @@
  * devices through its device listener, of connections through the MQTT
  * side's connected callback)
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
+#include "coap2mqtt/textfile.h"
 #include "coap2mqtt/topics.h"
 #include "coap2mqtt/transport.h"
 
@@ -78,12 +80,11 @@ schedule_devices(status_t *s)
                                           publish_devices, s);
 }
 
-char *
-status_stats_json(status_t *s)
+static json_t *
+stats_object(status_t *s)
 {
     struct gw *gw = s->gw;
     json_t *o = json_object();
-    char *text;
 
 #define STATS_JSON(name) json_object_set_new(o, #name, json_integer((json_int_t)gw->stats.name));
     STATS_FIELDS(STATS_JSON)
@@ -98,9 +99,31 @@ status_stats_json(status_t *s)
     json_object_set_new(o, "refused_held", json_integer((json_int_t)mqtt_side_held(gw->mqtt)));
     json_object_set_new(o, "mqtt_connected", json_boolean(mqtt_side_connected(gw->mqtt)));
     json_object_set_new(o, "time", json_integer((json_int_t)loop_wall_s()));
-    text = json_dumps(o, JSON_COMPACT);
+    return o;
+}
+
+char *
+status_stats_json(status_t *s)
+{
+    json_t *o = stats_object(s);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
     json_decref(o);
     return text;
+}
+
+/* stats.textfile: the same counters for node_exporter's textfile collector. */
+static void
+write_textfile(status_t *s)
+{
+    const char *path = s->gw->cfg->stats.textfile;
+    json_t *o;
+
+    if (!path || !(o = stats_object(s)))
+        return;
+    if (textfile_write(path, o) < 0)
+        log_ratelimited(s, "stats.textfile %s: %s", path, strerror(errno));
+    json_decref(o);
 }
 
 static void
@@ -115,6 +138,7 @@ publish_stats(loop_t *loop, void *arg)
         mqtt_side_publish_now(s->gw->mqtt, topic, text, 0, false);
         free(text);
     }
+    write_textfile(s);
     s->stats_timer = loop_add_timer(loop,
                                     (uint64_t)s->gw->cfg->mqtt.stats_interval * 1000,
                                     publish_stats, s);

@@ -38,5 +38,12 @@ void commands_device_event(void *arg, device_t *dev, enum device_event ev);
  * command whose device has not shown up since the start (the device
  * listener answers the others). */
 void commands_stop(commands_t *c);
+/*
+ * Answers {"error": why} for every command queued for device 'id' (and the
+ * one in flight too when 'inflight': its answer, should it come, is then
+ * ignored), restored ones still waiting for the device included.  Returns
+ * how many were answered.
+ */
+size_t commands_cancel(commands_t *c, const char *id, bool inflight, const char *why);
 
 #endif

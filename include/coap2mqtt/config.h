@@ -85,6 +85,16 @@ struct config_homeassistant {
     char *prefix;           /* discovery prefix, default "homeassistant" */
 };
 
+struct config_stats {
+    char *textfile;         /* node_exporter textfile-collector file (*.prom),
+                               rewritten every mqtt.stats_interval; NULL = off */
+};
+
+struct config_audit {
+    bool journal;           /* command audit records to the journal, default true */
+    bool mqtt;              /* and as JSON on <base>/bridge/audit, default false */
+};
+
 struct config {
     char *path;                 /* the file this came from */
     char *state_dir;            /* default "/var/lib/coap2mqtt" */
@@ -95,6 +105,8 @@ struct config {
     struct config_commands commands;
     struct config_queue queue;
     struct config_homeassistant homeassistant;
+    struct config_stats stats;
+    struct config_audit audit;
 };
 
 /* Receives one complete error line, without trailing newline. */

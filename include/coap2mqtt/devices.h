@@ -68,6 +68,14 @@ void devices_refresh(device_t *dev, coap_session_t *session, uint32_t lifetime,
                      const struct lf_link *links, int n_links);
 /* DELETE /rd/<id>: cancels observations, marks offline. */
 void devices_deregister(device_t *dev);
+/*
+ * Forgets the device (the request API's device/remove): its observations
+ * are cancelled on the wire, it goes offline, and the record is freed
+ * (DEVICE_FREED: whatever still waits for it is answered).  Its session,
+ * if any, stays open: should the device come back, it is a new device
+ * that registers (or pushes) again.  'dev' is invalid afterwards.
+ */
+void devices_remove(device_t *dev);
 
 /*
  * A device showed up on 'session' (push, notification, refresh): adopts the

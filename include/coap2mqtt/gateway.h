@@ -10,6 +10,8 @@
 #ifndef COAP2MQTT_GATEWAY_H
 #define COAP2MQTT_GATEWAY_H
 
+#include <mosquitto.h>
+
 #include "coap2mqtt/context.h"
 
 /*
@@ -27,5 +29,11 @@ int gw_open(struct gw *gw, struct config *cfg, keystore_t *keys);
 /* Frees what gw_open() made, in the order the rooms need (the spool keeps
  * what the broker did not acknowledge); not keys or cfg. */
 void gw_close(struct gw *gw);
+
+/* The MQTT side's message callback (arg: the struct gw): requests on
+ * <base>/bridge/request/... to the request API, the rest to commands.
+ * Public for the handler fuzzer, which delivers MQTT messages through it. */
+void gw_on_mqtt_message(void *arg, const struct mosquitto_message *msg,
+                        const mosquitto_property *props);
 
 #endif

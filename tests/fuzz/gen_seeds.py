@@ -228,6 +228,19 @@ def handler_seeds():
                                      + reply(ACK, code(4, 4)) + reply(RST, 0))
     s["command-bad-topics"] = (mqtt("coap2mqtt/hvac-2/set") + mqtt("coap2mqtt/+/x/set")
                                + mqtt("coap2mqtt/bridge/x/set") + mqtt("other/hvac-2/x/set"))
+    # The request API, reached through the same MQTT dispatch as commands.
+    s["requests"] = (dgram(register("hvac-2", "</setpoint>;ct=0"))
+                     + mqtt("coap2mqtt/hvac-2/setpoint/set", b"21")
+                     + mqtt("coap2mqtt/hvac-2/setpoint/set", b"22")
+                     + mqtt("coap2mqtt/bridge/request/health_check", b'{"transaction":1}')
+                     + mqtt("coap2mqtt/bridge/request/devices")
+                     + mqtt("coap2mqtt/bridge/request/device/commands/cancel", b'{"id":"hvac-2"}')
+                     + mqtt("coap2mqtt/hvac-2/setpoint/set", b"23")
+                     + mqtt("coap2mqtt/bridge/request/device/remove", b'{"id":"hvac-2"}')
+                     + reply(ACK, code(2, 4))
+                     + mqtt("coap2mqtt/bridge/request/log_level", b'{"level":"warning"}')
+                     + mqtt("coap2mqtt/bridge/request/nope", b"{bad")
+                     + dgram(register("hvac-2", "</setpoint>;ct=0")))
     s["lifetime-expires"] = (dgram(register("meter-1", "</energy>;obs", lt=10)) + TIME
                              + dgram(push("energy", "1", type_=NON)) + TIME)
     s["push-waits-expiry"] = (dgram(register("soil-7", "</m>", lt=10))
@@ -327,6 +340,9 @@ def dictionaries():
              b"\xc0\xaf", b"\xef\xbf\xbf"]
     handlers = (["rd", "ps", "ep=", "lt=", "</", ">;obs", ";ct=", "coap2mqtt/", "/set", "/get",
                  b"\xff", b"\x00\x00\x00"]
+                + ["coap2mqtt/bridge/request/", "health_check", "devices", "device/remove",
+                   "device/commands/cancel", "log_level", '{"id":"', '"transaction":',
+                   '{"level":"debug"}']
                 + [bytes([o]) for o in (0xB2, 0xB1, 0x41, 0x42, 0x43, 0x44, 0x45, 0x60, 0x61,
                                          0x62, 0x63, 0x84, 0x85, 0x8f, 0x82)]
                 + [bytes([0x40 | t << 4 | 4, c]) for t in (0, 1, 2) for c in (1, 2, 3, 4, 0x45, 0x44)])

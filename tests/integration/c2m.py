@@ -555,6 +555,7 @@ class Gateway:
         self.log = None
         self.exit_code = None
         self.expect_death = False   # set when a test kills it on purpose
+        self.wrapper = []           # argv run before the daemon's (exec'ing it)
 
     @property
     def uri(self):
@@ -565,7 +566,8 @@ class Gateway:
         self.runs = getattr(self, "runs", 0) + 1
         suffix = "" if self.runs == 1 else ".%d" % self.runs
         self.proc = subprocess.Popen(
-            [self.binary, "-c", self.conf] + GATEWAY_FLAGS, stdin=subprocess.DEVNULL,
+            self.wrapper + [self.binary, "-c", self.conf] + GATEWAY_FLAGS,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env=gateway_env(), close_fds=True)
         self.log = LineLog(self.proc.stderr,

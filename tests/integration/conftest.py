@@ -202,16 +202,18 @@ def await_online(gw, client, timeout=15):
 
 @pytest.fixture
 def make_gateway(request, tmp_path, broker, mqtt_factory, psk_file, c2m_bin):
-    """make_gateway(listen_host="127.0.0.1", overrides={...}, wait=True)
+    """make_gateway(listen_host="127.0.0.1", overrides={...}, wait=True,
+    wrapper=[argv before the daemon's, which must exec it])
     starts a daemon and awaits bridge/state "online".  At teardown each one
     gets SIGTERM and must exit 0 within 5 s with no sanitizer report."""
     gateways = []
     watcher = mqtt_factory()
 
-    def make(listen_host="127.0.0.1", overrides=None, wait=True):
+    def make(listen_host="127.0.0.1", overrides=None, wait=True, wrapper=()):
         gw = c2m.Gateway(c2m_bin, str(tmp_path), broker, psk_file,
                          listen_host=listen_host, overrides=overrides,
                          name="gw%d" % (len(gateways) + 1))
+        gw.wrapper = list(wrapper)
         start = watcher.mark()
         watcher.subscribe(gw.topic("bridge", "state"))
         gw.start()
