@@ -416,8 +416,13 @@ class Mqtt:
 
     def wait_for(self, topic_filter, predicate=None, timeout=10, start=0):
         """Subscribes if needed, then returns the first message (at or after
-        position 'start') on 'topic_filter' for which predicate(msg) holds."""
-        self.subscribe(topic_filter)
+        position 'start') on 'topic_filter' for which predicate(msg) holds.
+        A topic an existing subscription covers is not subscribed again: the
+        broker would deliver each message once per matching subscription."""
+        covered = "+" not in topic_filter and "#" not in topic_filter and any(
+            paho.topic_matches_sub(f, topic_filter) for f in list(self.subs))
+        if not covered:
+            self.subscribe(topic_filter)
         found = []
         pos = [start]
 

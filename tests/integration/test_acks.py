@@ -240,6 +240,7 @@ def push(coap, gw, ident, path, payload, ct=0, **kw):
 # --------------------------------------------------------------------------
 # Item 4: broker refusals
 
+@pytest.mark.mqtt5("PUBACK reason codes")
 @pytest.mark.parametrize("broker_conf", ["acl"], indirect=True)
 def test_refused_publish_is_kept_and_retried(broker_conf, make_gateway, broker, coap,
                                              mqtt_factory):
@@ -270,6 +271,7 @@ def test_refused_publish_is_kept_and_retried(broker_conf, make_gateway, broker, 
     assert doc["publish_refused"] >= 1 and doc["drops_refused"] == 0, doc
 
 
+@pytest.mark.mqtt5("PUBACK reason codes")
 @pytest.mark.parametrize("broker_conf", ["acl"], indirect=True)
 def test_refused_push_without_spool_is_answered_503(broker_conf, make_gateway, coap,
                                                     mqtt_factory):
@@ -295,6 +297,7 @@ POISON = [
 ]
 
 
+@pytest.mark.mqtt5("PUBACK reason codes")
 @pytest.mark.parametrize("broker_conf,body", POISON, indirect=["broker_conf"])
 def test_poison_publish_is_parked_not_lost(broker_conf, make_gateway, tmp_path, coap,
                                            mqtt_factory, body):
@@ -415,6 +418,7 @@ class HoldingProxy:
             s.close()
 
 
+@pytest.mark.mqtt5("Receive Maximum")
 @pytest.mark.parametrize("broker_conf", ["max_inflight_messages 2\n"], indirect=True)
 def test_qos0_publishes_do_not_open_the_qos1_window(broker_conf, make_gateway, broker,
                                                     coap, mqtt_factory):

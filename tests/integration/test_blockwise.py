@@ -237,6 +237,7 @@ def test_blockwise_registration(make_gateway, mqtt):
 # --------------------------------------------------------------------------
 # Block2 answers (transport_blocks.c): libcoap no longer puts them together
 
+@pytest.mark.mqtt5("Response Topic")
 def test_blockwise_get_answer_whole(gateway, sim, mqtt):
     """A command's GET whose answer comes in blocks (2 KiB, RFC 7959 Block2)
     is published once, whole, on its Response Topic."""

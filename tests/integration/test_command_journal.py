@@ -12,6 +12,8 @@ import signal
 import time
 import uuid
 
+import pytest
+
 import c2m
 
 
@@ -32,6 +34,7 @@ def crash_and_restart(gw, mqtt):
                   timeout=15, start=mark)
 
 
+@pytest.mark.mqtt5("Response Topic")
 def test_queued_commands_survive_kill9(make_gateway, sim, mqtt):
     gw = make_gateway()
     setpoint = gw.topic("hvac-1", "setpoint")

@@ -244,6 +244,7 @@ def hvac_ready(gw, sim, mqtt):
     ("hvac-1", "temperature"),          # the same device's other reading
     ("bridge", "state"),                # the gateway's own state
 ])
+@pytest.mark.mqtt5("Response Topic")
 def test_response_topic_under_base_refused(gateway, sim, mqtt, forged):
     s, setpoint = hvac_ready(gateway, sim, mqtt)
     target = gateway.topic(*forged)
@@ -263,6 +264,7 @@ def test_response_topic_under_base_refused(gateway, sim, mqtt, forged):
     assert not s.out.find(r"^(GET|PUT) hvac-1 setpoint", smark)
 
 
+@pytest.mark.mqtt5("Response Topic")
 def test_response_topic_outside_base_still_works(gateway, sim, mqtt):
     s, setpoint = hvac_ready(gateway, sim, mqtt)
     replies = "app/replies/%d" % id(s)
@@ -272,6 +274,7 @@ def test_response_topic_outside_base_still_works(gateway, sim, mqtt):
     assert m.prop("CorrelationData") == b"ok" and float(m.payload) > 0, m
 
 
+@pytest.mark.mqtt5("Response Topic")
 def test_response_topic_prefix(make_gateway, sim, mqtt):
     """mqtt.response_topic_prefix: Response Topics must be at or below it
     (it may be under the base topic); every other one is refused."""

@@ -5,6 +5,8 @@ they accepted."""
 import re
 import uuid
 
+import pytest
+
 
 def register(coap, gw, ident):
     return coap(gw, ident, "rd?ep=%s&lt=60" % ident, method="post", ct=40, payload="</t>")
@@ -23,6 +25,7 @@ def test_max_devices(make_gateway, coap, mqtt):
                   lambda m: m.json().get("rejected_capacity", 0) >= 1, timeout=5)
 
 
+@pytest.mark.mqtt5("Response Topic")
 def test_command_queue_bound(make_gateway, sim, mqtt):
     gw = make_gateway(overrides={"commands": {"max_queued": 2}})
     setpoint = gw.topic("hvac-1", "setpoint")
