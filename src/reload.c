@@ -67,6 +67,9 @@ static const struct live {
     { "commands.ttl", HOOK_NONE },
     { "commands.max_queued", HOOK_NONE },
     { "queue.max_messages", HOOK_OUTQ },
+    { "stats.textfile", HOOK_NONE },    /* read at every write */
+    { "audit.journal", HOOK_NONE },     /* read at every record */
+    { "audit.mqtt", HOOK_NONE },
 };
 
 struct reload {
