@@ -1,5 +1,6 @@
 /*
- * health.c - state_dir/health, rewritten every 10 s from the event loop:
+ * health.c - state_dir/health, rewritten every 10 s from the event loop,
+ * and at once after every connection to the broker:
  *
  *   mqtt=connected            (or "disconnected")
  *   devices=12                (registered)
@@ -74,6 +75,15 @@ tick(loop_t *loop, void *arg)
         log_warn("cannot write %s (the container's health check reads it)", h->path);
     }
     h->timer = loop_add_timer(loop, HEALTH_INTERVAL_MS, tick, h);
+}
+
+void
+health_update(health_t *h)
+{
+    if (!h)
+        return;
+    loop_cancel_timer(h->gw->loop, h->timer);
+    tick(h->gw->loop, h);
 }
 
 health_t *

@@ -274,8 +274,12 @@ load_config(void)
              "rd = { max_devices = 3; min_lifetime = 10; max_lifetime = 100000; };\n"
              "mqtt = { stats_interval = 0; };\n"
              "commands = { max_queued = 3; ttl = 60; };\n"
-             "queue = { max_messages = 6; spool = false; };\n",
-             ip, ntohs(H.gw_addr.sin_port));
+             "queue = { max_messages = 6; spool = false; };\n"
+             /* never /var/lib/coap2mqtt: the gateway writes its health
+              * file there (src/health.c); this directory does not exist,
+              * so nothing is written at all */
+             "state_dir = \"/tmp/c2m-fuzz-handlers-%ld.no-state\";\n",
+             ip, ntohs(H.gw_addr.sin_port), (long)getpid());
     path = write_file("conf", text);
     if (config_load(path, &H.cfg, quiet, NULL) != 0) {
         fprintf(stderr, "fuzz_handlers: config rejected\n");
