@@ -71,10 +71,12 @@ help:
 	@echo '                 DEMO_DURATION=N stops after N s and checks the readings)'
 	@echo '  make test      install missing packages, build with ASan+UBSan, run every'
 	@echo '                 test (unit, fuzz, man pages, integration, fresh-box and'
-	@echo '                 Debian package container checks)'
+	@echo '                 Debian package and compose container checks)'
 	@echo '  make package-check  build the Debian package and install, upgrade and'
 	@echo '                 purge it in clean bookworm containers (podman, root)'
 	@echo '  make man-check the man pages: groff -ww, man ./page, every setting'
+	@echo '  make compose-check  docker/compose.yaml with podman-compose: readings,'
+	@echo '                 health check (podman, root)'
 	@echo '  make           build build/coap2mqtt and the tools (needs the packages)'
 	@echo '  make deps      install the missing Debian packages only'
 	@echo '  make bench     side-by-side measurements (about 10 min)'
@@ -133,6 +135,7 @@ test: deps
 	@tests/man/check-man.sh
 	@tests/fresh/check-fresh-box.sh
 	@$(MAKE) --no-print-directory package-check
+	@$(MAKE) --no-print-directory compose-check
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
 	  C2M_TOOLS=$(CURDIR)/build/san \
 	  $(PYTHON) -m pytest -v -p no:cacheprovider -m "not soak" tests/integration $(PYTEST_ARGS)
@@ -147,6 +150,12 @@ man-check:
 # podman cannot run.
 package-check:
 	@tests/package/check-package.sh
+
+# docker/compose.yaml under podman-compose: the images built, readings of
+# every simulated sensor on MQTT, the health check healthy / unhealthy
+# without the broker / healthy.  SKIP where podman cannot run.
+compose-check:
+	@tests/compose/check-compose.sh
 
 # The long fault-injection runs (minutes each).
 soak: deps
@@ -188,6 +197,6 @@ install: $(BUILD)/coap2mqtt
 clean:
 	rm -rf build
 
-.PHONY: all help have-pkgs deps unit test man-check package-check soak bench fuzz run install clean
+.PHONY: all help have-pkgs deps unit test man-check package-check compose-check soak bench fuzz run install clean
 # Keep the tools' objects: they are intermediate files of a pattern rule.
 .SECONDARY:
