@@ -17,6 +17,12 @@
 #    package of a higher version (built in step 1 too): both are kept, with
 #    no conffile prompt (stdin is /dev/null, so a prompt would fail).
 # 4. Purges: binary, unit link, /etc/coap2mqtt and the state directory gone.
+# 5. Boots a container with systemd as PID 1 (no network), Debian's mosquitto
+#    and the package installed: the unit is active (READY=1 came), runs as
+#    coap2mqtt, bridge/state is online on the local broker, state_dir/health
+#    says connected, "systemctl reload" works, and a purge with the service
+#    running stops it and removes /var/lib/private/coap2mqtt too
+#    (tests/package/in-systemd.sh).
 #
 # The source is the working tree's tracked files as they are now
 # (uncommitted changes included, untracked files not).
@@ -77,6 +83,7 @@ work=$(mktemp -d /var/tmp/coap2mqtt-package.XXXXXX)
 names=()
 cleanup() {
     for n in "${names[@]}"; do podman rm -f -t 2 "$n" >/dev/null 2>&1; done
+    [ -z "${sysd_image:-}" ] || podman rmi -f "$sysd_image" >/dev/null 2>&1
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -214,11 +221,53 @@ rc=$?
 t_install=$(( $(now_ms) - t0 ))
 cat "$work/install.log" >> "$log"
 grep -E '^(ok|FAIL|note): ' "$work/install.log" | sed 's/^/  /'
-timings="build image $(secs "$t_image") s$reused, two builds + lintian $(secs "$t_build") s, install/upgrade/purge $(secs "$t_install") s; total $(secs $(( $(now_ms) - t_start ))) s"
+timings="build image $(secs "$t_image") s$reused, two builds + lintian $(secs "$t_build") s, install/upgrade/purge $(secs "$t_install") s"
 if [ "$rc" != 0 ]; then
     grep -q '^FAIL: ' "$work/install.log" || show_tail
     say "timings: $timings"
     fail "the installed package did not pass (exit $rc; log: $log)"
 fi
-say "ok: $deb builds, installs, answers -t, keeps the changed configuration on upgrade, purges"
+
+# --- 5. under systemd -------------------------------------------------------
+# The service as an operator gets it: booted with systemd as PID 1 next to
+# Debian's mosquitto, with no network but the container's own loopback.
+t0=$(now_ms)
+say "under systemd: install systemd, mosquitto and ./$deb, boot /sbin/init without a network, run tests/package/in-systemd.sh"
+sysd_image=localhost/coap2mqtt-pkgsysd:$$
+n=coap2mqtt-pkgsysd-$$; names+=("$n")
+if ! timeout -k 10 "$run_timeout" podman run --name "$n" --network=host -e DEB="$deb" \
+        -v "$work/out:/out:ro" "$image" bash -c '
+        set -e
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q > /dev/null
+        apt-get install -y -q --no-install-recommends systemd systemd-sysv procps \
+            mosquitto mosquitto-clients "/out/$DEB"
+        rm -rf /var/lib/apt/lists/*' >> "$log" 2>&1 < /dev/null; then
+    show_tail; fail "could not install systemd, mosquitto and $deb"
+fi
+podman commit -q "$n" "$sysd_image" >> "$log" 2>&1 || fail "podman commit failed"
+podman rm -f "$n" >/dev/null 2>&1
+n=coap2mqtt-pkgsysd-run-$$; names+=("$n")
+# --privileged: the unit's sandbox (PrivateUsers=, PrivateIPC=, mount
+# namespaces) needs systemd to hold every capability, as PID 1 on a real
+# box does.  Without it the service starts, but "systemctl reload" fails:
+# ExecReload cannot join the service's IPC namespace ("Failed to set up
+# mount namespacing: .../dev/mqueue: Operation not permitted", 226/NAMESPACE).
+podman run -d --name "$n" --privileged --network=none --systemd=always \
+    -v "$here/in-systemd.sh:/in-systemd.sh:ro" "$sysd_image" /sbin/init >> "$log" 2>&1 \
+    || { podman rmi -f "$sysd_image" >/dev/null 2>&1; show_tail; fail "could not boot systemd in a container"; }
+timeout -k 10 300 podman exec "$n" bash /in-systemd.sh > "$work/systemd.log" 2>&1
+rc=$?
+podman rm -f -t 2 "$n" >/dev/null 2>&1
+podman rmi -f "$sysd_image" >/dev/null 2>&1
+t_systemd=$(( $(now_ms) - t0 ))
+cat "$work/systemd.log" >> "$log"
+grep -E '^(ok|FAIL): ' "$work/systemd.log" | sed 's/^/  /'
+timings="$timings; under systemd $(secs "$t_systemd") s; total $(secs $(( $(now_ms) - t_start ))) s"
+if [ "$rc" != 0 ]; then
+    grep -q '^FAIL: ' "$work/systemd.log" || tail -n 30 "$work/systemd.log"
+    say "timings: $timings"
+    fail "the service under systemd did not pass (exit $rc; log: $log)"
+fi
+say "ok: $deb builds, installs, answers -t, keeps the changed configuration on upgrade, purges, runs under systemd"
 say "timings: $timings"
