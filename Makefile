@@ -12,6 +12,7 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 SYSCONFDIR ?= /etc
 UNITDIR  ?= /lib/systemd/system
+MANDIR   ?= $(PREFIX)/share/man
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1)
 
 CC       ?= cc
@@ -69,13 +70,19 @@ help:
 	@echo '                 (private broker, gateway, three sensors; Ctrl-C stops;'
 	@echo '                 DEMO_DURATION=N stops after N s and checks the readings)'
 	@echo '  make test      install missing packages, build with ASan+UBSan, run every'
-	@echo '                 test (unit, fuzz, integration, fresh-box container check)'
+	@echo '                 test (unit, fuzz, man pages, integration, fresh-box and'
+	@echo '                 Debian package and compose container checks)'
+	@echo '  make package-check  build the Debian package and install, upgrade and'
+	@echo '                 purge it in clean bookworm containers (podman, root)'
+	@echo '  make man-check the man pages: groff -ww, man ./page, every setting'
+	@echo '  make compose-check  docker/compose.yaml with podman-compose: readings,'
+	@echo '                 health check (podman, root)'
 	@echo '  make           build build/coap2mqtt and the tools (needs the packages)'
 	@echo '  make deps      install the missing Debian packages only'
 	@echo '  make bench     side-by-side measurements (about 10 min)'
 	@echo '  make soak      the long fault-injection runs'
 	@echo '  make fuzz      libFuzzer, FUZZ_SECONDS per target'
-	@echo '  make install   PREFIX=/usr/local DESTDIR= SYSCONFDIR=/etc'
+	@echo '  make install   PREFIX=/usr/local DESTDIR= SYSCONFDIR=/etc MANDIR=PREFIX/share/man'
 	@echo '  make clean     remove build/'
 
 # Before the first compile: are the libraries there?  Without them the
@@ -133,7 +140,10 @@ test: test-deps
 	$(PYTHON) scripts/check-layers.py --objs build/san/obj/src
 	@if [ -x scripts/check-unit.sh ]; then scripts/check-unit.sh; fi
 	@if [ -x tests/fuzz/run.sh ]; then tests/fuzz/run.sh --brief; fi
+	@tests/man/check-man.sh
 	@tests/fresh/check-fresh-box.sh
+	@$(MAKE) --no-print-directory package-check
+	@$(MAKE) --no-print-directory compose-check
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
 	  C2M_TOOLS=$(CURDIR)/build/san \
 	  $(PYTHON) -m pytest -v -p no:cacheprovider -m "not soak" tests/integration $(PYTEST_ARGS)
@@ -141,6 +151,23 @@ test: test-deps
 	C2M_MQTT_PROTOCOL=3.1.1 C2M_BIN=$(CURDIR)/build/san/coap2mqtt \
 	  C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim C2M_TOOLS=$(CURDIR)/build/san \
 	  $(PYTHON) -m pytest -v -p no:cacheprovider -m "not soak" $(MQTT311_SUITES) $(PYTEST_ARGS)
+
+# The man pages format without a groff warning and describe every setting
+# of docs/CONFIG.md (a second).
+man-check:
+	@tests/man/check-man.sh
+
+# The Debian package, built and installed in clean bookworm containers
+# (podman): -t on the shipped configuration, upgrade, purge.  SKIP where
+# podman cannot run.
+package-check:
+	@tests/package/check-package.sh
+
+# docker/compose.yaml under podman-compose: the images built, readings of
+# every simulated sensor on MQTT, the health check healthy / unhealthy
+# without the broker / healthy.  SKIP where podman cannot run.
+compose-check:
+	@tests/compose/check-compose.sh
 
 # The long fault-injection runs (minutes each).
 soak: deps
@@ -176,10 +203,12 @@ install: $(BUILD)/coap2mqtt
 	install -d $(DESTDIR)$(UNITDIR)
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/coap2mqtt.service > $(DESTDIR)$(UNITDIR)/coap2mqtt.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/coap2mqtt.service
+	install -D -m 0644 man/coap2mqtt.8 $(DESTDIR)$(MANDIR)/man8/coap2mqtt.8
+	install -D -m 0644 man/coap2mqtt.conf.5 $(DESTDIR)$(MANDIR)/man5/coap2mqtt.conf.5
 
 clean:
 	rm -rf build
 
-.PHONY: all help have-pkgs deps test-deps unit test soak bench fuzz run install clean
+.PHONY: all help have-pkgs deps test-deps unit test man-check package-check compose-check soak bench fuzz run install clean
 # Keep the tools' objects: they are intermediate files of a pattern rule.
 .SECONDARY:

@@ -7,7 +7,7 @@ PKGS="build-essential pkg-config git
       libmosquitto-dev mosquitto mosquitto-clients
       libconfig-dev libsystemd-dev libjansson-dev libcbor-dev
       libcmocka-dev uthash-dev zlib1g-dev python3 python3-pytest python3-paho-mqtt
-      nftables iproute2 procps systemd
+      nftables iproute2 procps systemd groff-base man-db
       clang libclang-rt-14-dev"
 # Only the tests need these: a 3.1.1-only broker (RabbitMQ 3.10 refuses
 # MQTT v5), which 'make run' can do without.

@@ -17,6 +17,7 @@
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/gateway.h"
 #include "coap2mqtt/homeassistant.h"
+#include "coap2mqtt/health.h"
 #include "coap2mqtt/intake.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
@@ -128,7 +129,7 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
         return -1;
     if (!(gw->mqtt = mqtt_side_new(gw)))
         return -1;
-    if (!(gw->status = status_new(gw)) ||
+    if (!(gw->status = status_new(gw)) || !(gw->health = health_new(gw)) ||
         (cfg->homeassistant.enabled && !(gw->ha = homeassistant_new(gw)))) {
         log_warnx("out of memory");
         return -1;
@@ -160,6 +161,7 @@ gw_close(struct gw *gw)
     CLOSE(intake_free, intake);
     CLOSE(devices_free, devices);
     CLOSE(commands_free, commands);
+    CLOSE(health_free, health);
     CLOSE(status_free, status);
     CLOSE(homeassistant_free, ha);
     CLOSE(loop_free, loop);

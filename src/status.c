@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "coap2mqtt/devices.h"
+#include "coap2mqtt/health.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
@@ -197,6 +198,7 @@ status_on_connected(void *arg)
                           1, true);
     devices_foreach(s->gw->devices, republish_one, s);
     schedule_devices(s);
+    health_update(s->gw->health);   /* healthy now, not at the next tick */
 }
 
 void

@@ -23,6 +23,7 @@ typedef struct mqtt_side mqtt_side_t;
 typedef struct devices devices_t;
 typedef struct outq outq_t;
 typedef struct status status_t;
+typedef struct health health_t;
 typedef struct spool spool_t;
 typedef struct commands commands_t;
 typedef struct intake intake_t;
@@ -41,6 +42,7 @@ struct gw {
     spool_t *spool;         /* NULL when queue.spool is off */
     status_t *status;
     homeassistant_t *ha;    /* NULL unless homeassistant.enabled */
+    health_t *health;       /* state_dir/health, for container health checks */
     struct stats stats;
     bool stopping;          /* graceful stop in progress: no new work */
 };

@@ -279,8 +279,12 @@ load_config(void)
              "queue = { max_messages = 6; spool = false; };\n"
              /* Audit records on bridge/audit, not in the journal of the
               * machine that fuzzes. */
-             "audit = { journal = false; mqtt = true; };\n",
-             ip, ntohs(H.gw_addr.sin_port));
+             "audit = { journal = false; mqtt = true; };\n"
+             /* never /var/lib/coap2mqtt: the gateway writes its health
+              * file there (src/health.c); this directory does not exist,
+              * so nothing is written at all */
+             "state_dir = \"/tmp/c2m-fuzz-handlers-%ld.no-state\";\n",
+             ip, ntohs(H.gw_addr.sin_port), (long)getpid());
     path = write_file("conf", text);
     if (config_load(path, &H.cfg, quiet, NULL) != 0) {
         fprintf(stderr, "fuzz_handlers: config rejected\n");
