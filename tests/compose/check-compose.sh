@@ -25,16 +25,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 fresh=$(cd "$here/../fresh" && pwd)
 build_timeout=${COMPOSE_TIMEOUT:-1500}
-suite=bookworm
-image=docker.io/library/debian:$suite-slim
-: "${CONTAINERS_CONF:=$fresh/containers.conf}"
-export CONTAINERS_CONF
-
-say()  { printf 'compose: %s\n' "$*"; }
-skip() { printf 'SKIP: compose check: %s\n' "$*"; exit 0; }
-fail() { printf 'FAIL: compose check: %s\n' "$*"; exit 1; }
-now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
-secs() { awk -v ms="$1" 'BEGIN { printf "%.0f", ms / 1000 }'; }
+CHECK_NAME=compose CHECK_TITLE="compose check"
+. "$fresh/common.sh"
 
 root=$(cd "$here/../.." && pwd)
 compose_file=$root/docker/compose.yaml

@@ -27,16 +27,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 demo_duration=${FRESH_DEMO_DURATION:-20}
 run_timeout=${FRESH_TIMEOUT:-2400}
 sensors=${FRESH_SENSORS:-meter-1 hvac-1 industrial-1}
-suite=bookworm
-image=docker.io/library/debian:$suite-slim
-: "${CONTAINERS_CONF:=$here/containers.conf}"
-export CONTAINERS_CONF
-
-say()  { printf 'fresh-box: %s\n' "$*"; }
-skip() { printf 'SKIP: fresh-box check: %s\n' "$*"; exit 0; }
-fail() { printf 'FAIL: fresh-box check: %s\n' "$*"; exit 1; }
-now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
-secs() { awk -v ms="$1" 'BEGIN { printf "%.0f", ms / 1000 }'; }   # ms -> "12"
+CHECK_NAME=fresh-box CHECK_TITLE="fresh-box check"
+. "$here/common.sh"
 
 root=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null) \
     || fail "$here is not in a git checkout: the check clones the working tree"

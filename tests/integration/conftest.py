@@ -164,6 +164,8 @@ def mqtt_factory(broker):
     clients = []
 
     def make(**kw):
+        # A broker that speaks 3.1.1 only (RabbitMQ) says so.
+        kw.setdefault("protocol", getattr(broker, "mqtt_protocol", "5"))
         c = c2m.Mqtt(broker.host, broker.port, **kw)
         clients.append(c)
         return c

@@ -31,6 +31,7 @@ class Node:
         os.makedirs(self.dir, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = c2m.free_port()
+        self.mqtt_protocol = "3.1.1"    # what conftest's MQTT clients speak
         amqp, dist = c2m.free_port(), c2m.free_port()
         # epmd is shared by the Erlang nodes of this machine; a free port of
         # its own keeps the test's epmd apart from any other.

@@ -23,25 +23,12 @@ def rabbit(tmp_path_factory):
     node.stop()
 
 
-# The suite's fixtures (make_gateway, sim, ...) take this broker instead of
-# mosquitto, and their MQTT clients speak 3.1.1.
+# The suite's fixtures (make_gateway, sim, mqtt, ...) take this broker
+# instead of mosquitto; their MQTT clients speak 3.1.1 to it
+# (Node.mqtt_protocol).
 @pytest.fixture
 def broker(rabbit):
     return rabbit
-
-
-@pytest.fixture
-def mqtt_factory(broker):
-    clients = []
-
-    def make(**kw):
-        kw.setdefault("protocol", "3.1.1")
-        c = c2m.Mqtt(broker.host, broker.port, **kw)
-        clients.append(c)
-        return c
-    yield make
-    for c in clients:
-        c.close()
 
 
 def test_auto_falls_back_to_311_and_everything_works(make_gateway, sim, mqtt):

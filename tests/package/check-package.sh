@@ -37,16 +37,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 fresh=$(cd "$here/../fresh" && pwd)
 run_timeout=${PACKAGE_TIMEOUT:-1200}
-suite=bookworm
-image=docker.io/library/debian:$suite-slim
-: "${CONTAINERS_CONF:=$fresh/containers.conf}"
-export CONTAINERS_CONF
-
-say()  { printf 'package: %s\n' "$*"; }
-skip() { printf 'SKIP: package check: %s\n' "$*"; exit 0; }
-fail() { printf 'FAIL: package check: %s\n' "$*"; exit 1; }
-now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
-secs() { awk -v ms="$1" 'BEGIN { printf "%.0f", ms / 1000 }'; }
+CHECK_NAME=package CHECK_TITLE="package check"
+. "$fresh/common.sh"
 
 root=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null) \
     || fail "$here is not in a git checkout"
