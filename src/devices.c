@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/transport.h"
@@ -26,10 +27,22 @@ struct listener {
     void *arg;
 };
 
+/* An id that has been on a DTLS session: it stays owned after its record
+ * is forgotten, so plain CoAP can never claim it (item 7 of issue 12). */
+struct owned_id {
+    UT_hash_handle hh;
+    char id[TOPIC_ID_MAX + 1];
+};
+
 struct devices {
     struct gw *gw;
     struct device *by_id;
     size_t count;
+    size_t n_unauth;            /* records never on a DTLS session */
+    struct owned_id *owned;
+    /* Gone devices, oldest first (idle_ms grows along it). */
+    struct device *idle;
+    uint64_t sweep_timer;
     struct listener listeners[DEVICES_LISTENERS];
     size_t n_listeners;
 };
@@ -64,15 +77,55 @@ devices_new(struct gw *gw)
     return d;
 }
 
+/* --- ids owned by authenticated identities ---------------------------------- */
+
+static void
+own_id(devices_t *d, struct device *dev)
+{
+    struct owned_id *o;
+
+    if (dev->authenticated)
+        return;
+    dev->authenticated = true;
+    d->n_unauth--;
+    HASH_FIND_STR(d->owned, dev->id, o);
+    if (o)
+        return;
+    if (!(o = calloc(1, sizeof(*o)))) {
+        log_warnx("device %s: out of memory: once forgotten, its id would be "
+                  "free for plain CoAP", dev->id);
+        return;
+    }
+    snprintf(o->id, sizeof(o->id), "%s", dev->id);
+    HASH_ADD_STR(d->owned, id, o);
+}
+
+bool
+devices_id_authenticated(devices_t *d, const char *id)
+{
+    struct owned_id *o;
+
+    HASH_FIND_STR(d->owned, id, o);
+    return o != NULL;
+}
+
+/* --- records: added, freed ----------------------------------------------------- */
+
+static void idle_leave(struct device *dev);
+
 static void
 device_free(devices_t *d, struct device *dev)
 {
     emit(dev, DEVICE_FREED);
+    idle_leave(dev);
     loop_cancel_timer(d->gw->loop, dev->expiry_timer);
     loop_cancel_timer(d->gw->loop, dev->observe_timer);
     loop_cancel_timer(d->gw->loop, dev->reack_timer);
     if (dev->session)
         coap_session_set_app_data(dev->session, NULL);
+    if (!dev->authenticated)
+        d->n_unauth--;
+    d->count--;
     free(dev);
 }
 
@@ -80,6 +133,7 @@ void
 devices_free(devices_t *d)
 {
     struct device *dev, *tmp;
+    struct owned_id *o, *otmp;
 
     if (!d)
         return;
@@ -87,6 +141,11 @@ devices_free(devices_t *d)
         HASH_DEL(d->by_id, dev);
         device_free(d, dev);
     }
+    HASH_ITER(hh, d->owned, o, otmp) {
+        HASH_DEL(d->owned, o);
+        free(o);
+    }
+    loop_cancel_timer(d->gw->loop, d->sweep_timer);
     free(d);
 }
 
@@ -105,12 +164,42 @@ devices_count(const devices_t *d)
     return d->count;
 }
 
+size_t
+devices_count_unauthenticated(const devices_t *d)
+{
+    return d->n_unauth;
+}
+
+static bool
+plain(coap_session_t *session)
+{
+    return coap_session_get_proto(session) == COAP_PROTO_UDP;
+}
+
+enum devices_room
+devices_room(devices_t *d, const char *id, coap_session_t *session)
+{
+    const struct config_rd *rd = &d->gw->cfg->rd;
+
+    if (devices_find(d, id))
+        return DEVICES_ROOM;
+    if (d->count >= (size_t)rd->max_devices)
+        return DEVICES_FULL;
+    /* Plain CoAP proves nothing: whoever can send datagrams could fill
+     * the registry, so it gets a share and authenticated devices the rest. */
+    if (plain(session) && d->n_unauth >= (size_t)rd->max_unauthenticated)
+        return DEVICES_FULL_UNAUTHENTICATED;
+    return DEVICES_ROOM;
+}
+
+/* A new record, counted as unauthenticated until adopt_session() sees it
+ * on DTLS. */
 static struct device *
-device_add(devices_t *d, const char *id)
+device_add(devices_t *d, const char *id, coap_session_t *session)
 {
     struct device *dev;
 
-    if (d->count >= (size_t)d->gw->cfg->rd.max_devices)
+    if (devices_room(d, id, session) != DEVICES_ROOM)
         return NULL;
     if (!(dev = calloc(1, sizeof(*dev))))
         return NULL;
@@ -118,7 +207,100 @@ device_add(devices_t *d, const char *id)
     dev->gw = d->gw;
     HASH_ADD_STR(d->by_id, id, dev);
     d->count++;
+    d->n_unauth++;
     return dev;
+}
+
+/* --- forgetting: records of devices gone for rd.forget_after ------------------ */
+
+/* Nothing refers to the device any more and nothing waits for it. */
+static bool
+forgettable(const struct device *dev)
+{
+    return !dev->online && !dev->registered && !dev->session &&
+           !dev->cmd_head && !dev->cmd_inflight;
+}
+
+static void sweep(loop_t *loop, void *arg);
+
+/* The timer for the oldest idle device (the queue is in idle_ms order). */
+static void
+arm_sweep(devices_t *d)
+{
+    uint64_t due, now = loop_now_ms(d->gw->loop);
+
+    if (d->sweep_timer || !d->idle)
+        return;
+    due = d->idle->idle_ms + (uint64_t)d->gw->cfg->rd.forget_after * 1000;
+    d->sweep_timer = loop_add_timer(d->gw->loop, due > now ? due - now : 0, sweep, d);
+}
+
+static void
+idle_append(devices_t *d, struct device *dev)
+{
+    dev->idle = true;
+    dev->idle_ms = loop_now_ms(d->gw->loop);
+    DL_APPEND2(d->idle, dev, idle_prev, idle_next);
+}
+
+/* The device is gone (offline, no session): its countdown starts. */
+static void
+idle_enter(struct device *dev)
+{
+    devices_t *d = dev->gw->devices;
+
+    if (!d || dev->idle || dev->online || dev->session ||
+        d->gw->cfg->rd.forget_after <= 0 || d->gw->stopping)
+        return;
+    idle_append(d, dev);
+    arm_sweep(d);
+}
+
+/* It showed up again (or is being freed). */
+static void
+idle_leave(struct device *dev)
+{
+    devices_t *d = dev->gw->devices;
+
+    if (!dev->idle || !d)
+        return;
+    DL_DELETE2(d->idle, dev, idle_prev, idle_next);
+    dev->idle = false;
+}
+
+static void
+forget(devices_t *d, struct device *dev)
+{
+    d->gw->stats.devices_forgotten++;
+    log_info("device %s forgotten: gone for %d s", dev->id,
+             d->gw->cfg->rd.forget_after);
+    emit(dev, DEVICE_FORGOTTEN);
+    HASH_DEL(d->by_id, dev);
+    device_free(d, dev);
+}
+
+/*
+ * Forgets every device idle for rd.forget_after.  One still holding
+ * commands (they wait for it until their time to live) starts another
+ * countdown instead.
+ */
+static void
+sweep(loop_t *loop, void *arg)
+{
+    devices_t *d = arg;
+    uint64_t now = loop_now_ms(loop);
+    uint64_t keep = (uint64_t)d->gw->cfg->rd.forget_after * 1000;
+    struct device *dev;
+
+    d->sweep_timer = 0;
+    while ((dev = d->idle) && now - dev->idle_ms >= keep) {
+        idle_leave(dev);
+        if (forgettable(dev))
+            forget(d, dev);
+        else
+            idle_append(d, dev);
+    }
+    arm_sweep(d);
 }
 
 struct resource *
@@ -137,7 +319,11 @@ set_online(struct device *dev, bool online)
         return;
     dev->online = online;
     log_info("device %s %s", dev->id, online ? "online" : "offline");
+    if (online)
+        idle_leave(dev);
     emit(dev, DEVICE_AVAILABILITY);
+    if (!online)
+        idle_enter(dev);
 }
 
 /* Takes 'session' as the device's current one; the previous one (a reboot,
@@ -155,8 +341,9 @@ adopt_session(struct device *dev, coap_session_t *session)
     }
     dev->session = session;
     coap_session_set_app_data(session, dev);
-    if (coap_session_get_proto(session) != COAP_PROTO_UDP)
-        dev->authenticated = true;
+    idle_leave(dev);
+    if (!plain(session))
+        own_id(dev->gw->devices, dev);
     /* Message IDs start over on a new session. */
     memset(&dev->pushes, 0, sizeof(dev->pushes));
     memset(&dev->responses, 0, sizeof(dev->responses));
@@ -256,7 +443,7 @@ devices_register(devices_t *d, const char *id, coap_session_t *session,
 {
     struct device *dev = devices_find(d, id);
 
-    if (!dev && !(dev = device_add(d, id)))
+    if (!dev && !(dev = device_add(d, id, session)))
         return NULL;
     adopt_session(dev, session);
     set_links(dev, links, n_links);
@@ -306,7 +493,7 @@ devices_seen(devices_t *d, const char *id, coap_session_t *session)
     struct device *dev = devices_find(d, id);
     bool new_session;
 
-    if (!dev && !(dev = device_add(d, id)))
+    if (!dev && !(dev = device_add(d, id, session)))
         return NULL;
     new_session = adopt_session(dev, session);
     dev->last_seen = loop_wall_s();
@@ -347,6 +534,7 @@ devices_session_gone(void *devices, coap_session_t *session)
     /* A push-only device has nothing else telling us it is there. */
     if (!dev->registered)
         set_online(dev, false);
+    idle_enter(dev);
 }
 
 void
@@ -550,8 +738,8 @@ devices_foreach(devices_t *d, void (*fn)(device_t *dev, void *arg), void *arg)
         fn(dev, arg);
 }
 
-static json_t *
-device_json(const struct device *dev)
+json_t *
+device_to_json(const device_t *dev)
 {
     json_t *o = json_object();
     json_t *res = json_array();
@@ -586,7 +774,7 @@ devices_to_json(devices_t *d)
     if (!list)
         return NULL;
     HASH_ITER(hh, d->by_id, dev, tmp)
-        json_array_append_new(list, device_json(dev));
+        json_array_append_new(list, device_to_json(dev));
     return list;
 }
 

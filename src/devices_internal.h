@@ -58,6 +58,11 @@ struct device {
     bool online;                /* availability as last published */
     bool authenticated;         /* has been on a DTLS session (PSK or
                                  * certificate): plain CoAP may not claim it */
+    /* Gone (offline, no session): in the registry's idle queue since
+     * idle_ms (monotonic), forgotten rd.forget_after later. */
+    bool idle;
+    uint64_t idle_ms;
+    struct device *idle_prev, *idle_next;
     uint32_t lifetime;          /* s, from lt= */
     int64_t registered_at;      /* wall clock s */
     int64_t last_seen;          /* wall clock s */

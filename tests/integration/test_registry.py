@@ -53,9 +53,11 @@ def stats_until(mqtt, gw, pred, timeout=10):
 # --------------------------------------------------------------------------
 # per-device topics, the debounced list
 
-def test_change_publishes_the_device_topic(gateway, coap, mqtt, mqtt_factory):
+def test_change_publishes_the_device_topic(make_gateway, coap, mqtt, mqtt_factory):
     """Each registration publishes <base>/bridge/devices/<id> (retained, that
-    device's JSON) at once; the full list does not follow every change."""
+    device's JSON) at once; the full list does not follow every change
+    (mqtt.devices_interval at its default, 30 s)."""
+    gateway = make_gateway(overrides={"mqtt": {"devices_interval": 30}})
     ids = ["dev-%d" % i for i in range(1, 7)]
     lst = gateway.topic("bridge", "devices")
     mqtt.subscribe(lst)
