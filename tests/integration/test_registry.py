@@ -205,3 +205,33 @@ def test_plain_coap_share_is_configured_and_freed(make_gateway, coap, mqtt):
     stats_until(mqtt, gw, lambda d: sec.counter(d, "devices_forgotten") >= 2
                 and d["devices"] == 2, timeout=30)
     assert plain_register(gw, "lab-c").code == "2.01"
+
+
+@pytest.mark.timeout(90)
+def test_plain_coap_flood_is_forgotten(make_gateway, mqtt):
+    """300 plain-CoAP ids, each from an address of its own, registered for
+    1 s: once their sessions idle out (coap.session_timeout = 10) every one
+    is forgotten (rd.forget_after = 1) and the share is free again.
+    libcoap 4.3.1 can lose its own wake-up while freeing many idle sessions
+    at once; then the rest of them, and their records, would stay."""
+    n = 300
+    gw = plain_gateway(make_gateway, rd={"max_devices": 1000, "forget_after": 1},
+                       coap={"session_timeout": 10, "max_request_rate": 0})
+    codes = set()
+    for i in range(n):
+        c = rawcoap.Client("127.0.0.1", gw.plain_port,
+                           local="127.%d.%d.%d" % (150 + i // 62500, i // 250 % 250,
+                                                   i % 250 + 1))
+        try:
+            r = c.register("flood-%d" % i, lifetime=1)
+            codes.add(r.code if r else None)
+        finally:
+            c.close()
+    assert codes == {"2.01"}, codes
+    try:
+        stats_until(mqtt, gw, lambda d: d["devices"] == 0 and d["sessions"] == 0,
+                    timeout=40)
+    except c2m.Timeout:
+        doc = mqtt.received(gw.topic("bridge", "stats"))[-1].json()
+        pytest.fail("not all forgotten: devices %d, sessions %d, forgotten %d" % (
+            doc["devices"], doc["sessions"], sec.counter(doc, "devices_forgotten")))
