@@ -126,6 +126,7 @@ device_free(devices_t *d, struct device *dev)
     if (!dev->authenticated)
         d->n_unauth--;
     d->count--;
+    free(dev->res);
     free(dev);
 }
 
@@ -425,9 +426,19 @@ set_links(struct device *dev, const struct lf_link *links, size_t n)
     if (links_unchanged(dev, links, n))
         return;
     emit(dev, DEVICE_UNOBSERVE);
-    memset(dev->res, 0, sizeof(dev->res));
+    /* Nothing refers to the old resources now (their observations ended
+     * with their tokens and timers). */
+    free(dev->res);
+    dev->res = NULL;
     dev->n_res = 0;
-    for (size_t i = 0; i < n && i < LINKFORMAT_MAX_LINKS; i++) {
+    if (n > LINKFORMAT_MAX_LINKS)
+        n = LINKFORMAT_MAX_LINKS;
+    if (n && !(dev->res = calloc(n, sizeof(*dev->res)))) {
+        log_warnx("device %s: out of memory: its %zu resources are not kept",
+                  dev->id, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
         struct resource *r = &dev->res[dev->n_res++];
 
         r->dev = dev;

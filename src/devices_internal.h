@@ -68,7 +68,9 @@ struct device {
     int64_t last_seen;          /* wall clock s */
     uint64_t expiry_timer;
     uint64_t observe_timer;     /* deferred observe_start_all */
-    struct resource res[LINKFORMAT_MAX_LINKS];
+    /* As many as the registration declared (at most LINKFORMAT_MAX_LINKS),
+     * so a record is ~0.6 KiB plus 344 B a resource, not 11.4 KiB. */
+    struct resource *res;
     size_t n_res;
     /* Message IDs of recent CON pushes taken on this session: libcoap remembers
      * only the last one, and a device whose ACK got lost sends again. */
