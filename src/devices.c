@@ -3,6 +3,8 @@
  * lifetime and availability.  A device is "online" while it holds a live
  * registration or, for push-only devices, while it has a session.  What
  * happens to a device is told to the rooms above through their listeners.
+ * How much of the registry a device may take and when a gone one is
+ * forgotten is devices_forget.c's.
  *
  * Layer: devices (calls base and the transport; calls up only through the
  * listeners registered with devices_add_listener)
@@ -10,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <utlist.h>
 
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/transport.h"
@@ -19,33 +20,6 @@
 #define REACK_FIRST_MS 1000    /* the ACK again, this long after the repeat */
 #define REACK_AGAIN_MS 2000
 #define REACK_TIMES    2
-
-#define DEVICES_LISTENERS 4
-
-struct listener {
-    device_listener_fn fn;
-    void *arg;
-};
-
-/* An id that has been on a DTLS session: it stays owned after its record
- * is forgotten, so plain CoAP can never claim it (item 7 of issue 12). */
-struct owned_id {
-    UT_hash_handle hh;
-    char id[TOPIC_ID_MAX + 1];
-};
-
-struct devices {
-    struct gw *gw;
-    struct device *by_id;
-    size_t count;
-    size_t n_unauth;            /* records never on a DTLS session */
-    struct owned_id *owned;
-    /* Gone devices, oldest first (idle_ms grows along it). */
-    struct device *idle;
-    uint64_t sweep_timer;
-    struct listener listeners[DEVICES_LISTENERS];
-    size_t n_listeners;
-};
 
 int
 devices_add_listener(devices_t *d, device_listener_fn fn, void *arg)
@@ -58,8 +32,8 @@ devices_add_listener(devices_t *d, device_listener_fn fn, void *arg)
     return 0;
 }
 
-static void
-emit(struct device *dev, enum device_event ev)
+void
+devices__emit(struct device *dev, enum device_event ev)
 {
     devices_t *d = dev->gw->devices;
 
@@ -77,47 +51,13 @@ devices_new(struct gw *gw)
     return d;
 }
 
-/* --- ids owned by authenticated identities ---------------------------------- */
-
-static void
-own_id(devices_t *d, struct device *dev)
-{
-    struct owned_id *o;
-
-    if (dev->authenticated)
-        return;
-    dev->authenticated = true;
-    d->n_unauth--;
-    HASH_FIND_STR(d->owned, dev->id, o);
-    if (o)
-        return;
-    if (!(o = calloc(1, sizeof(*o)))) {
-        log_warnx("device %s: out of memory: once forgotten, its id would be "
-                  "free for plain CoAP", dev->id);
-        return;
-    }
-    snprintf(o->id, sizeof(o->id), "%s", dev->id);
-    HASH_ADD_STR(d->owned, id, o);
-}
-
-bool
-devices_id_authenticated(devices_t *d, const char *id)
-{
-    struct owned_id *o;
-
-    HASH_FIND_STR(d->owned, id, o);
-    return o != NULL;
-}
-
 /* --- records: added, freed ----------------------------------------------------- */
 
-static void idle_leave(struct device *dev);
-
-static void
-device_free(devices_t *d, struct device *dev)
+void
+devices__free_one(devices_t *d, struct device *dev)
 {
-    emit(dev, DEVICE_FREED);
-    idle_leave(dev);
+    devices__emit(dev, DEVICE_FREED);
+    devices__idle_leave(dev);
     loop_cancel_timer(d->gw->loop, dev->expiry_timer);
     loop_cancel_timer(d->gw->loop, dev->observe_timer);
     loop_cancel_timer(d->gw->loop, dev->reack_timer);
@@ -134,19 +74,14 @@ void
 devices_free(devices_t *d)
 {
     struct device *dev, *tmp;
-    struct owned_id *o, *otmp;
 
     if (!d)
         return;
     HASH_ITER(hh, d->by_id, dev, tmp) {
         HASH_DEL(d->by_id, dev);
-        device_free(d, dev);
+        devices__free_one(d, dev);
     }
-    HASH_ITER(hh, d->owned, o, otmp) {
-        HASH_DEL(d->owned, o);
-        free(o);
-    }
-    loop_cancel_timer(d->gw->loop, d->sweep_timer);
+    devices__forget_free(d);
     free(d);
 }
 
@@ -163,34 +98,6 @@ size_t
 devices_count(const devices_t *d)
 {
     return d->count;
-}
-
-size_t
-devices_count_unauthenticated(const devices_t *d)
-{
-    return d->n_unauth;
-}
-
-static bool
-plain(coap_session_t *session)
-{
-    return coap_session_get_proto(session) == COAP_PROTO_UDP;
-}
-
-enum devices_room
-devices_room(devices_t *d, const char *id, coap_session_t *session)
-{
-    const struct config_rd *rd = &d->gw->cfg->rd;
-
-    if (devices_find(d, id))
-        return DEVICES_ROOM;
-    if (d->count >= (size_t)rd->max_devices)
-        return DEVICES_FULL;
-    /* Plain CoAP proves nothing: whoever can send datagrams could fill
-     * the registry, so it gets a share and authenticated devices the rest. */
-    if (plain(session) && d->n_unauth >= (size_t)rd->max_unauthenticated)
-        return DEVICES_FULL_UNAUTHENTICATED;
-    return DEVICES_ROOM;
 }
 
 /* A new record, counted as unauthenticated until adopt_session() sees it
@@ -212,98 +119,6 @@ device_add(devices_t *d, const char *id, coap_session_t *session)
     return dev;
 }
 
-/* --- forgetting: records of devices gone for rd.forget_after ------------------ */
-
-/* Nothing refers to the device any more and nothing waits for it. */
-static bool
-forgettable(const struct device *dev)
-{
-    return !dev->online && !dev->registered && !dev->session &&
-           !dev->cmd_head && !dev->cmd_inflight;
-}
-
-static void sweep(loop_t *loop, void *arg);
-
-/* The timer for the oldest idle device (the queue is in idle_ms order). */
-static void
-arm_sweep(devices_t *d)
-{
-    uint64_t due, now = loop_now_ms(d->gw->loop);
-
-    if (d->sweep_timer || !d->idle)
-        return;
-    due = d->idle->idle_ms + (uint64_t)d->gw->cfg->rd.forget_after * 1000;
-    d->sweep_timer = loop_add_timer(d->gw->loop, due > now ? due - now : 0, sweep, d);
-}
-
-static void
-idle_append(devices_t *d, struct device *dev)
-{
-    dev->idle = true;
-    dev->idle_ms = loop_now_ms(d->gw->loop);
-    DL_APPEND2(d->idle, dev, idle_prev, idle_next);
-}
-
-/* The device is gone (offline, no session): its countdown starts. */
-static void
-idle_enter(struct device *dev)
-{
-    devices_t *d = dev->gw->devices;
-
-    if (!d || dev->idle || dev->online || dev->session ||
-        d->gw->cfg->rd.forget_after <= 0 || d->gw->stopping)
-        return;
-    idle_append(d, dev);
-    arm_sweep(d);
-}
-
-/* It showed up again (or is being freed). */
-static void
-idle_leave(struct device *dev)
-{
-    devices_t *d = dev->gw->devices;
-
-    if (!dev->idle || !d)
-        return;
-    DL_DELETE2(d->idle, dev, idle_prev, idle_next);
-    dev->idle = false;
-}
-
-static void
-forget(devices_t *d, struct device *dev)
-{
-    d->gw->stats.devices_forgotten++;
-    log_info("device %s forgotten: gone for %d s", dev->id,
-             d->gw->cfg->rd.forget_after);
-    emit(dev, DEVICE_FORGOTTEN);
-    HASH_DEL(d->by_id, dev);
-    device_free(d, dev);
-}
-
-/*
- * Forgets every device idle for rd.forget_after.  One still holding
- * commands (they wait for it until their time to live) starts another
- * countdown instead.
- */
-static void
-sweep(loop_t *loop, void *arg)
-{
-    devices_t *d = arg;
-    uint64_t now = loop_now_ms(loop);
-    uint64_t keep = (uint64_t)d->gw->cfg->rd.forget_after * 1000;
-    struct device *dev;
-
-    d->sweep_timer = 0;
-    while ((dev = d->idle) && now - dev->idle_ms >= keep) {
-        idle_leave(dev);
-        if (forgettable(dev))
-            forget(d, dev);
-        else
-            idle_append(d, dev);
-    }
-    arm_sweep(d);
-}
-
 struct resource *
 device_resource(struct device *dev, const char *path)
 {
@@ -321,10 +136,10 @@ set_online(struct device *dev, bool online)
     dev->online = online;
     log_info("device %s %s", dev->id, online ? "online" : "offline");
     if (online)
-        idle_leave(dev);
-    emit(dev, DEVICE_AVAILABILITY);
+        devices__idle_leave(dev);
+    devices__emit(dev, DEVICE_AVAILABILITY);
     if (!online)
-        idle_enter(dev);
+        devices__idle_enter(dev);
 }
 
 /* Takes 'session' as the device's current one; the previous one (a reboot,
@@ -338,13 +153,13 @@ adopt_session(struct device *dev, coap_session_t *session)
     if (dev->session) {
         log_info("device %s: new session, retiring the previous one", dev->id);
         coap_session_set_app_data(dev->session, NULL);
-        emit(dev, DEVICE_SESSION_LOST);
+        devices__emit(dev, DEVICE_SESSION_LOST);
     }
     dev->session = session;
     coap_session_set_app_data(session, dev);
-    idle_leave(dev);
-    if (!plain(session))
-        own_id(dev->gw->devices, dev);
+    devices__idle_leave(dev);
+    if (!devices__plain(session))
+        devices__own_id(dev->gw->devices, dev);
     /* Message IDs start over on a new session. */
     memset(&dev->pushes, 0, sizeof(dev->pushes));
     memset(&dev->responses, 0, sizeof(dev->responses));
@@ -360,7 +175,7 @@ observe_now(loop_t *loop, void *arg)
 
     (void)loop;
     dev->observe_timer = 0;
-    emit(dev, DEVICE_OBSERVE);
+    devices__emit(dev, DEVICE_OBSERVE);
 }
 
 /* Observations start after the current handler returned, so the device
@@ -383,7 +198,7 @@ lifetime_expired(loop_t *loop, void *arg)
     dev->gw->stats.expirations++;
     log_info("device %s: registration lifetime (%u s) expired", dev->id,
              dev->lifetime);
-    emit(dev, DEVICE_UNOBSERVE);
+    devices__emit(dev, DEVICE_UNOBSERVE);
     set_online(dev, false);
 }
 
@@ -425,7 +240,7 @@ set_links(struct device *dev, const struct lf_link *links, size_t n)
 {
     if (links_unchanged(dev, links, n))
         return;
-    emit(dev, DEVICE_UNOBSERVE);
+    devices__emit(dev, DEVICE_UNOBSERVE);
     /* Nothing refers to the old resources now (their observations ended
      * with their tokens and timers). */
     free(dev->res);
@@ -465,8 +280,8 @@ devices_register(devices_t *d, const char *id, coap_session_t *session,
              dev->n_res, lifetime);
     schedule_observe(dev);
     set_online(dev, true);
-    emit(dev, DEVICE_LIST_CHANGED);
-    emit(dev, DEVICE_AWAKE);
+    devices__emit(dev, DEVICE_LIST_CHANGED);
+    devices__emit(dev, DEVICE_AWAKE);
     return dev;
 }
 
@@ -483,8 +298,8 @@ devices_refresh(device_t *dev, coap_session_t *session, uint32_t lifetime,
     if (new_session || n_links >= 0)
         schedule_observe(dev);
     set_online(dev, true);
-    emit(dev, DEVICE_LIST_CHANGED);
-    emit(dev, DEVICE_AWAKE);
+    devices__emit(dev, DEVICE_LIST_CHANGED);
+    devices__emit(dev, DEVICE_AWAKE);
 }
 
 void
@@ -493,7 +308,7 @@ devices_deregister(device_t *dev)
     dev->registered = false;
     loop_cancel_timer(dev->gw->loop, dev->expiry_timer);
     dev->expiry_timer = 0;
-    emit(dev, DEVICE_UNOBSERVE);
+    devices__emit(dev, DEVICE_UNOBSERVE);
     log_info("device %s deregistered", dev->id);
     set_online(dev, false);
 }
@@ -512,14 +327,14 @@ devices_seen(devices_t *d, const char *id, coap_session_t *session)
         schedule_observe(dev);
     if (dev->registered || new_session)
         set_online(dev, true);
-    emit(dev, DEVICE_AWAKE);
+    devices__emit(dev, DEVICE_AWAKE);
     return dev;
 }
 
 void
 device_awake(device_t *dev)
 {
-    emit(dev, DEVICE_AWAKE);
+    devices__emit(dev, DEVICE_AWAKE);
 }
 
 /* The device's session ends: nothing of ours refers to it afterwards. */
@@ -530,7 +345,7 @@ let_go_session(struct device *dev)
     dev->session = NULL;
     loop_cancel_timer(dev->gw->loop, dev->reack_timer);
     dev->reack_timer = 0;
-    emit(dev, DEVICE_SESSION_LOST);
+    devices__emit(dev, DEVICE_SESSION_LOST);
 }
 
 void
@@ -545,7 +360,7 @@ devices_session_gone(void *devices, coap_session_t *session)
     /* A push-only device has nothing else telling us it is there. */
     if (!dev->registered)
         set_online(dev, false);
-    idle_enter(dev);
+    devices__idle_enter(dev);
 }
 
 void
@@ -795,7 +610,7 @@ devices_shutdown(devices_t *d)
     struct device *dev, *tmp;
 
     HASH_ITER(hh, d->by_id, dev, tmp) {
-        emit(dev, DEVICE_STOPPING);
+        devices__emit(dev, DEVICE_STOPPING);
         dev->online = false;
     }
 }
