@@ -235,3 +235,23 @@ def test_plain_coap_flood_is_forgotten(make_gateway, mqtt):
         doc = mqtt.received(gw.topic("bridge", "stats"))[-1].json()
         pytest.fail("not all forgotten: devices %d, sessions %d, forgotten %d" % (
             doc["devices"], doc["sessions"], sec.counter(doc, "devices_forgotten")))
+
+
+@pytest.mark.timeout(60)
+def test_forgotten_certificate_id_stays_owned(make_gateway, tmp_path, mqtt):
+    """Item 7 across forgetting: once an X.509 device's record is freed,
+    plain CoAP still may not register its id (4.03), nor take its share."""
+    pki = sec.Pki(str(tmp_path / "pki"))
+    pki.gateway = pki.issue("gateway", "/CN=coap2mqtt-gateway", dns=["gateway.test"])
+    gw = plain_gateway(make_gateway, rd={"forget_after": 1},
+                       coap={"ca_file": pki.ca_crt, "cert_file": pki.gateway.cert,
+                             "key_file": pki.gateway.key})
+    dev = pki.issue("meter-x9", "/CN=meter-x9")
+    r = sec.cert_client("%s/rd?ep=meter-x9&lt=1" % gw.uri, dev, local=c2m.peer_addr(),
+                        **sec.register_links("</valve>;ct=0"))
+    assert r.code == "2.01", r
+    stats_until(mqtt, gw, lambda d: sec.counter(d, "devices_forgotten") >= 1 and
+                d["devices"] == 0)
+    r = plain_register(gw, "meter-x9")
+    assert r.code == "4.03", "plain CoAP took a forgotten certificate id: %r" % r
+    assert plain_register(gw, "lab-9").code == "2.01"
