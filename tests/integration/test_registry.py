@@ -75,7 +75,7 @@ def test_change_publishes_the_device_topic(make_gateway, coap, mqtt, mqtt_factor
         assert abs(doc["last_seen"] - time.time()) < 60, doc
     # Six registrations within a few seconds: the whole list went out at
     # most once (the first change after a quiet spell), not per change.
-    lists = mqtt.received(lst, start)
+    lists = [m for m in mqtt.received(lst, start) if not m.retain]   # live ones
     assert len(lists) <= 1, "bridge/devices published %d times for %d changes" % (
         len(lists), len(ids))
     # Retained: a newcomer gets one device's record without the list.
@@ -100,7 +100,9 @@ def test_devices_list_debounced(make_gateway, coap, mqtt):
     def lists_all(m):
         return {e["id"] for e in m.json()} >= set(ids)
     mqtt.wait_for(lst, lists_all, timeout=10, start=start)
-    got = mqtt.received(lst, start)
+    # Live publications only: the retained copy handed over at the
+    # subscription may have been made just before it.
+    got = [m for m in mqtt.received(lst, start) if not m.retain]
     assert len(got) <= 2 + int(took / 2), (len(got), took)
     gaps = [b.received - a.received for a, b in zip(got, got[1:])]
     assert all(g >= 1.5 for g in gaps), gaps
