@@ -17,6 +17,10 @@
 #include "coap2mqtt/log.h"
 #include "devices_internal.h"
 
+/* Devices looked at per sweep: a fleet that went away at once is
+ * forgotten over several loop turns, and readings are served between. */
+#define SWEEP_BATCH 1000
+
 /* --- ids owned by authenticated identities ---------------------------------- */
 
 void
@@ -146,9 +150,10 @@ forget(devices_t *d, struct device *dev)
 }
 
 /*
- * Forgets every device idle for rd.forget_after.  One still holding
- * commands (they wait for it until their time to live) starts another
- * countdown instead.
+ * Forgets the devices idle for rd.forget_after (SWEEP_BATCH a turn; the
+ * timer comes back at once for the rest).  One still holding commands
+ * (they wait for it until their time to live) starts another countdown
+ * instead.
  */
 static void
 sweep(loop_t *loop, void *arg)
@@ -157,9 +162,10 @@ sweep(loop_t *loop, void *arg)
     uint64_t now = loop_now_ms(loop);
     uint64_t keep = (uint64_t)d->gw->cfg->rd.forget_after * 1000;
     struct device *dev;
+    unsigned n = 0;
 
     d->sweep_timer = 0;
-    while ((dev = d->idle) && now - dev->idle_ms >= keep) {
+    while ((dev = d->idle) && now - dev->idle_ms >= keep && n++ < SWEEP_BATCH) {
         devices__idle_leave(dev);
         if (forgettable(dev))
             forget(d, dev);
