@@ -53,11 +53,14 @@ config_defaults(struct config *cfg, const char *path)
     cfg->rd.min_lifetime = 1;
     cfg->rd.max_lifetime = 31536000;
     cfg->rd.max_devices = 100000;
+    cfg->rd.max_unauthenticated = -1;   /* resolved in check_cross */
+    cfg->rd.forget_after = 86400;
     cfg->mqtt.port = 1883;
     cfg->mqtt.keepalive = 30;
     cfg->mqtt.qos_con = 1;
     cfg->mqtt.qos_non = 0;
     cfg->mqtt.stats_interval = 60;
+    cfg->mqtt.devices_interval = 30;
     cfg->mqtt.reconnect_min = 1;
     cfg->mqtt.reconnect_max = 60;
     cfg->mqtt.session_expiry = 86400;
@@ -404,6 +407,21 @@ check_order(struct ctx *c, const char *lo_name, int lo, const char *hi_name,
                      "must be at least %s (%d), got %d", lo_name, lo, hi);
 }
 
+/* Plain CoAP's share of the registry: at most all of it; half when unset,
+ * so authenticated devices always keep room of their own. */
+static void
+check_share(struct ctx *c)
+{
+    struct config_rd *rd = &c->cfg->rd;
+
+    if (rd->max_unauthenticated < 0)
+        rd->max_unauthenticated = rd->max_devices / 2;
+    else if (rd->max_unauthenticated > rd->max_devices)
+        config__serr(c, near(c, "rd.max_unauthenticated"), "rd.max_unauthenticated",
+                     "must not exceed rd.max_devices (%d), got %d",
+                     rd->max_devices, rd->max_unauthenticated);
+}
+
 static void
 check_cross(struct ctx *c)
 {
@@ -434,6 +452,7 @@ check_cross(struct ctx *c)
     if (c->cfg->stats.textfile && mq->stats_interval == 0)
         config__serr(c, near(c, "stats.textfile"), "stats.textfile",
                      "needs mqtt.stats_interval > 0 (how often it is rewritten)");
+    check_share(c);
 }
 
 /* --- loading --------------------------------------------------------------- */

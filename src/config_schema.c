@@ -177,6 +177,8 @@ static const struct item rd_items[] = {
     INT("min_lifetime", rd.min_lifetime, 1, INT_MAX),
     INT("max_lifetime", rd.max_lifetime, 1, INT_MAX),
     INT("max_devices", rd.max_devices, 1, 10000000),
+    INT("max_unauthenticated", rd.max_unauthenticated, 0, 10000000),
+    INT("forget_after", rd.forget_after, 0, INT_MAX),
     END
 };
 
@@ -193,6 +195,7 @@ static const struct item mqtt_items[] = {
     INT("qos_con", mqtt.qos_con, 0, 1),
     INT("qos_non", mqtt.qos_non, 0, 1),
     INT("stats_interval", mqtt.stats_interval, 0, 86400),
+    INT("devices_interval", mqtt.devices_interval, 0, 86400),
     INT("reconnect_min", mqtt.reconnect_min, 1, 3600),
     INT("reconnect_max", mqtt.reconnect_max, 1, 86400),
     INT("session_expiry", mqtt.session_expiry, 0, INT_MAX),

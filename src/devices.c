@@ -3,6 +3,8 @@
  * lifetime and availability.  A device is "online" while it holds a live
  * registration or, for push-only devices, while it has a session.  What
  * happens to a device is told to the rooms above through their listeners.
+ * How much of the registry a device may take and when a gone one is
+ * forgotten is devices_forget.c's.
  *
  * Layer: devices (calls base and the transport; calls up only through the
  * listeners registered with devices_add_listener)
@@ -19,21 +21,6 @@
 #define REACK_AGAIN_MS 2000
 #define REACK_TIMES    2
 
-#define DEVICES_LISTENERS 4
-
-struct listener {
-    device_listener_fn fn;
-    void *arg;
-};
-
-struct devices {
-    struct gw *gw;
-    struct device *by_id;
-    size_t count;
-    struct listener listeners[DEVICES_LISTENERS];
-    size_t n_listeners;
-};
-
 int
 devices_add_listener(devices_t *d, device_listener_fn fn, void *arg)
 {
@@ -45,8 +32,8 @@ devices_add_listener(devices_t *d, device_listener_fn fn, void *arg)
     return 0;
 }
 
-static void
-emit(struct device *dev, enum device_event ev)
+void
+devices__emit(struct device *dev, enum device_event ev)
 {
     devices_t *d = dev->gw->devices;
 
@@ -74,16 +61,23 @@ free_links(struct device *dev)
     }
 }
 
-static void
-device_free(devices_t *d, struct device *dev)
+/* --- records: added, freed ----------------------------------------------------- */
+
+void
+devices__free_one(devices_t *d, struct device *dev)
 {
-    emit(dev, DEVICE_FREED);
+    devices__emit(dev, DEVICE_FREED);
+    devices__idle_leave(dev);
     free_links(dev);
     loop_cancel_timer(d->gw->loop, dev->expiry_timer);
     loop_cancel_timer(d->gw->loop, dev->observe_timer);
     loop_cancel_timer(d->gw->loop, dev->reack_timer);
     if (dev->session)
         coap_session_set_app_data(dev->session, NULL);
+    if (!dev->authenticated)
+        d->n_unauth--;
+    d->count--;
+    free(dev->res);
     free(dev);
 }
 
@@ -96,8 +90,9 @@ devices_free(devices_t *d)
         return;
     HASH_ITER(hh, d->by_id, dev, tmp) {
         HASH_DEL(d->by_id, dev);
-        device_free(d, dev);
+        devices__free_one(d, dev);
     }
+    devices__forget_free(d);
     free(d);
 }
 
@@ -116,12 +111,14 @@ devices_count(const devices_t *d)
     return d->count;
 }
 
+/* A new record, counted as unauthenticated until adopt_session() sees it
+ * on DTLS. */
 static struct device *
-device_add(devices_t *d, const char *id)
+device_add(devices_t *d, const char *id, coap_session_t *session)
 {
     struct device *dev;
 
-    if (d->count >= (size_t)d->gw->cfg->rd.max_devices)
+    if (devices_room(d, id, session) != DEVICES_ROOM)
         return NULL;
     if (!(dev = calloc(1, sizeof(*dev))))
         return NULL;
@@ -129,6 +126,7 @@ device_add(devices_t *d, const char *id)
     dev->gw = d->gw;
     HASH_ADD_STR(d->by_id, id, dev);
     d->count++;
+    d->n_unauth++;
     return dev;
 }
 
@@ -148,7 +146,11 @@ set_online(struct device *dev, bool online)
         return;
     dev->online = online;
     log_info("device %s %s", dev->id, online ? "online" : "offline");
-    emit(dev, DEVICE_AVAILABILITY);
+    if (online)
+        devices__idle_leave(dev);
+    devices__emit(dev, DEVICE_AVAILABILITY);
+    if (!online)
+        devices__idle_enter(dev);
 }
 
 /* Takes 'session' as the device's current one; the previous one (a reboot,
@@ -162,12 +164,13 @@ adopt_session(struct device *dev, coap_session_t *session)
     if (dev->session) {
         log_info("device %s: new session, retiring the previous one", dev->id);
         coap_session_set_app_data(dev->session, NULL);
-        emit(dev, DEVICE_SESSION_LOST);
+        devices__emit(dev, DEVICE_SESSION_LOST);
     }
     dev->session = session;
     coap_session_set_app_data(session, dev);
-    if (coap_session_get_proto(session) != COAP_PROTO_UDP)
-        dev->authenticated = true;
+    devices__idle_leave(dev);
+    if (!devices__plain(session))
+        devices__own_id(dev->gw->devices, dev);
     /* Message IDs start over on a new session. */
     memset(&dev->pushes, 0, sizeof(dev->pushes));
     memset(&dev->responses, 0, sizeof(dev->responses));
@@ -183,7 +186,7 @@ observe_now(loop_t *loop, void *arg)
 
     (void)loop;
     dev->observe_timer = 0;
-    emit(dev, DEVICE_OBSERVE);
+    devices__emit(dev, DEVICE_OBSERVE);
 }
 
 /* Observations start after the current handler returned, so the device
@@ -206,7 +209,7 @@ lifetime_expired(loop_t *loop, void *arg)
     dev->gw->stats.expirations++;
     log_info("device %s: registration lifetime (%u s) expired", dev->id,
              dev->lifetime);
-    emit(dev, DEVICE_UNOBSERVE);
+    devices__emit(dev, DEVICE_UNOBSERVE);
     set_online(dev, false);
 }
 
@@ -249,11 +252,21 @@ set_links(struct device *dev, const struct lf_link *links, size_t n)
 {
     if (links_unchanged(dev, links, n))
         return;
-    emit(dev, DEVICE_UNOBSERVE);
+    devices__emit(dev, DEVICE_UNOBSERVE);
+    /* Nothing refers to the old resources now (their observations ended
+     * with their tokens and timers). */
     free_links(dev);
-    memset(dev->res, 0, sizeof(dev->res));
+    free(dev->res);
+    dev->res = NULL;
     dev->n_res = 0;
-    for (size_t i = 0; i < n && i < LINKFORMAT_MAX_LINKS; i++) {
+    if (n > LINKFORMAT_MAX_LINKS)
+        n = LINKFORMAT_MAX_LINKS;
+    if (n && !(dev->res = calloc(n, sizeof(*dev->res)))) {
+        log_warnx("device %s: out of memory: its %zu resources are not kept",
+                  dev->id, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
         struct resource *r = &dev->res[dev->n_res++];
 
         r->dev = dev;
@@ -272,7 +285,7 @@ devices_register(devices_t *d, const char *id, coap_session_t *session,
 {
     struct device *dev = devices_find(d, id);
 
-    if (!dev && !(dev = device_add(d, id)))
+    if (!dev && !(dev = device_add(d, id, session)))
         return NULL;
     adopt_session(dev, session);
     set_links(dev, links, n_links);
@@ -283,8 +296,8 @@ devices_register(devices_t *d, const char *id, coap_session_t *session,
              dev->n_res, lifetime);
     schedule_observe(dev);
     set_online(dev, true);
-    emit(dev, DEVICE_LIST_CHANGED);
-    emit(dev, DEVICE_AWAKE);
+    devices__emit(dev, DEVICE_LIST_CHANGED);
+    devices__emit(dev, DEVICE_AWAKE);
     return dev;
 }
 
@@ -301,8 +314,8 @@ devices_refresh(device_t *dev, coap_session_t *session, uint32_t lifetime,
     if (new_session || n_links >= 0)
         schedule_observe(dev);
     set_online(dev, true);
-    emit(dev, DEVICE_LIST_CHANGED);
-    emit(dev, DEVICE_AWAKE);
+    devices__emit(dev, DEVICE_LIST_CHANGED);
+    devices__emit(dev, DEVICE_AWAKE);
 }
 
 void
@@ -311,7 +324,7 @@ devices_deregister(device_t *dev)
     dev->registered = false;
     loop_cancel_timer(dev->gw->loop, dev->expiry_timer);
     dev->expiry_timer = 0;
-    emit(dev, DEVICE_UNOBSERVE);
+    devices__emit(dev, DEVICE_UNOBSERVE);
     log_info("device %s deregistered", dev->id);
     set_online(dev, false);
 }
@@ -324,13 +337,15 @@ devices_remove(device_t *dev)
     if (dev->registered)
         devices_deregister(dev);
     else
-        emit(dev, DEVICE_UNOBSERVE);
+        devices__emit(dev, DEVICE_UNOBSERVE);
     set_online(dev, false);
-    HASH_DEL(d->by_id, dev);
-    d->count--;
-    emit(dev, DEVICE_LIST_CHANGED);
     log_info("device %s removed", dev->id);
-    device_free(d, dev);
+    /* As when forgotten: its retained topics are cleared, then it is freed
+     * (devices__free_one counts it out). */
+    devices__emit(dev, DEVICE_FORGOTTEN);
+    HASH_DEL(d->by_id, dev);
+    devices__emit(dev, DEVICE_LIST_CHANGED);
+    devices__free_one(d, dev);
 }
 
 device_t *
@@ -339,7 +354,7 @@ devices_seen(devices_t *d, const char *id, coap_session_t *session)
     struct device *dev = devices_find(d, id);
     bool new_session;
 
-    if (!dev && !(dev = device_add(d, id)))
+    if (!dev && !(dev = device_add(d, id, session)))
         return NULL;
     new_session = adopt_session(dev, session);
     dev->last_seen = loop_wall_s();
@@ -347,14 +362,14 @@ devices_seen(devices_t *d, const char *id, coap_session_t *session)
         schedule_observe(dev);
     if (dev->registered || new_session)
         set_online(dev, true);
-    emit(dev, DEVICE_AWAKE);
+    devices__emit(dev, DEVICE_AWAKE);
     return dev;
 }
 
 void
 device_awake(device_t *dev)
 {
-    emit(dev, DEVICE_AWAKE);
+    devices__emit(dev, DEVICE_AWAKE);
 }
 
 /* The device's session ends: nothing of ours refers to it afterwards. */
@@ -365,7 +380,7 @@ let_go_session(struct device *dev)
     dev->session = NULL;
     loop_cancel_timer(dev->gw->loop, dev->reack_timer);
     dev->reack_timer = 0;
-    emit(dev, DEVICE_SESSION_LOST);
+    devices__emit(dev, DEVICE_SESSION_LOST);
 }
 
 void
@@ -380,6 +395,7 @@ devices_session_gone(void *devices, coap_session_t *session)
     /* A push-only device has nothing else telling us it is there. */
     if (!dev->registered)
         set_online(dev, false);
+    devices__idle_enter(dev);
 }
 
 void
@@ -601,8 +617,8 @@ devices_foreach(devices_t *d, void (*fn)(device_t *dev, void *arg), void *arg)
         fn(dev, arg);
 }
 
-static json_t *
-device_json(const struct device *dev)
+json_t *
+device_to_json(const device_t *dev)
 {
     json_t *o = json_object();
     json_t *res = json_array();
@@ -641,7 +657,7 @@ devices_to_json(devices_t *d)
     if (!list)
         return NULL;
     HASH_ITER(hh, d->by_id, dev, tmp)
-        json_array_append_new(list, device_json(dev));
+        json_array_append_new(list, device_to_json(dev));
     return list;
 }
 
@@ -651,7 +667,7 @@ devices_shutdown(devices_t *d)
     struct device *dev, *tmp;
 
     HASH_ITER(hh, d->by_id, dev, tmp) {
-        emit(dev, DEVICE_STOPPING);
+        devices__emit(dev, DEVICE_STOPPING);
         dev->online = false;
     }
 }

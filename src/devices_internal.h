@@ -60,12 +60,19 @@ struct device {
     bool online;                /* availability as last published */
     bool authenticated;         /* has been on a DTLS session (PSK or
                                  * certificate): plain CoAP may not claim it */
+    /* Gone (offline, no session): in the registry's idle queue since
+     * idle_ms (monotonic), forgotten rd.forget_after later. */
+    bool idle;
+    uint64_t idle_ms;
+    struct device *idle_prev, *idle_next;
     uint32_t lifetime;          /* s, from lt= */
     int64_t registered_at;      /* wall clock s */
     int64_t last_seen;          /* wall clock s */
     uint64_t expiry_timer;
     uint64_t observe_timer;     /* deferred observe_start_all */
-    struct resource res[LINKFORMAT_MAX_LINKS];
+    /* As many as the registration declared (at most LINKFORMAT_MAX_LINKS),
+     * so a record is ~0.6 KiB plus 344 B a resource, not 11.4 KiB. */
+    struct resource *res;
     size_t n_res;
     /* Message IDs of recent CON pushes taken on this session: libcoap remembers
      * only the last one, and a device whose ACK got lost sends again. */
@@ -88,5 +95,50 @@ struct device {
 
 /* Finds a declared resource by path; NULL when the device lacks it. */
 struct resource *device_resource(struct device *dev, const char *path);
+
+/* --- the registry, shared by devices.c and devices_forget.c --------------- */
+
+#define DEVICES_LISTENERS 4
+
+struct listener {
+    device_listener_fn fn;
+    void *arg;
+};
+
+/* An id that has been on a DTLS session: it stays owned after its record
+ * is forgotten, so plain CoAP can never claim it (item 7 of issue 12). */
+struct owned_id {
+    UT_hash_handle hh;
+    char id[TOPIC_ID_MAX + 1];
+};
+
+struct devices {
+    struct gw *gw;
+    struct device *by_id;
+    size_t count;
+    size_t n_unauth;            /* records never on a DTLS session */
+    struct owned_id *owned;
+    /* Gone devices, oldest first (idle_ms grows along it). */
+    struct device *idle;
+    uint64_t sweep_timer;
+    struct listener listeners[DEVICES_LISTENERS];
+    size_t n_listeners;
+};
+
+/* Tells every listener (devices.c). */
+void devices__emit(struct device *dev, enum device_event ev);
+/* DEVICE_FREED, then frees the record; the caller took it out of by_id. */
+void devices__free_one(devices_t *d, struct device *dev);
+
+/* devices_forget.c */
+bool devices__plain(coap_session_t *session);
+/* The device was seen on DTLS: its id is owned by an authenticated identity. */
+void devices__own_id(devices_t *d, struct device *dev);
+/* It is gone (offline, no session): its rd.forget_after countdown starts. */
+void devices__idle_enter(struct device *dev);
+/* It showed up again (or is being freed): no countdown. */
+void devices__idle_leave(struct device *dev);
+/* At devices_free(): the owned ids and the sweep timer. */
+void devices__forget_free(devices_t *d);
 
 #endif

@@ -271,14 +271,14 @@ parse_links(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
 /* --- /rd --------------------------------------------------------------------- */
 
 /* An id that an authenticated identity owns: one of the PSK file, or one
- * that has been on a DTLS session (a certificate's too). */
+ * that has been on a DTLS session (a certificate's too), even if its
+ * record has been forgotten since. */
 static bool
 owned_by_dtls(struct gw *gw, const char *id)
 {
-    device_t *dev = devices_find(gw->devices, id);
     size_t klen;
 
-    return (dev && device_authenticated(dev)) ||
+    return devices_id_authenticated(gw->devices, id) ||
            (gw->keys && keystore_lookup(gw->keys, (const uint8_t *)id, strlen(id), &klen));
 }
 
@@ -328,6 +328,32 @@ ep_matches(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
     return false;
 }
 
+/* Room in the registry for 'id' (new ones only); else 5.03 after counting
+ * and logging why. */
+static bool
+admitted(struct gw *gw, coap_session_t *session, coap_pdu_t *response, const char *id)
+{
+    char peer[64];
+
+    switch (devices_room(gw->devices, id, session)) {
+    case DEVICES_ROOM:
+        return true;
+    case DEVICES_FULL_UNAUTHENTICATED:
+        gw->stats.registrations_refused_unauthenticated++;
+        log_ratelimited(&gw->stats.registrations_refused_unauthenticated,
+                        "coap: plain CoAP registration of \"%s\" from %s refused: "
+                        "its share of the registry (rd.max_unauthenticated = %d) is taken",
+                        id, transport_peer(session, peer, sizeof(peer)),
+                        gw->cfg->rd.max_unauthenticated);
+        reply_busy(response, "registry full for plain CoAP");
+        return false;
+    default:
+        gw->stats.rejected_capacity++;
+        reply_busy(response, "device registry full");
+        return false;
+    }
+}
+
 static void
 register_device(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
                 coap_pdu_t *response)
@@ -354,7 +380,8 @@ register_device(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     }
     if (intake__body(gw, session, req, response, id, 'r', "", &data, &len) !=
             INTAKE_BODY_WHOLE ||
-        (n = parse_links(gw, session, req, response, id, data, len, links)) < 0)
+        (n = parse_links(gw, session, req, response, id, data, len, links)) < 0 ||
+        !admitted(gw, session, response, id))
         return;
     if (!devices_register(gw->devices, id, session, lt, links, (size_t)n)) {
         gw->stats.rejected_capacity++;

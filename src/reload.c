@@ -56,6 +56,9 @@ static const struct live {
     { "rd.min_lifetime", HOOK_NONE },
     { "rd.max_lifetime", HOOK_NONE },
     { "rd.max_devices", HOOK_NONE },
+    /* tied to rd.max_devices by a cross-field rule: live as it is */
+    { "rd.max_unauthenticated", HOOK_NONE },
+    { "rd.forget_after", HOOK_NONE },   /* read at every countdown and sweep */
     { "mqtt.response_topic_prefix", HOOK_NONE },
     { "mqtt.qos_con", HOOK_NONE },
     { "mqtt.qos_non", HOOK_NONE },

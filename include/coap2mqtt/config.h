@@ -36,6 +36,10 @@ struct config_rd {
     int min_lifetime;       /* s, smallest "lt" accepted (default 1) */
     int max_lifetime;       /* s, largest "lt" accepted (default 31536000) */
     int max_devices;        /* registered devices (default 100000) */
+    int max_unauthenticated; /* of those, entries plain CoAP may hold
+                               (default half of max_devices) */
+    int forget_after;       /* s a gone device's record is kept (default
+                               86400; 0 = never forgotten) */
 };
 
 struct config_mqtt {
@@ -52,6 +56,8 @@ struct config_mqtt {
     int keepalive;          /* s, default 30 */
     int qos_con;            /* QoS for CON-originated readings, default 1 */
     int qos_non;            /* QoS for NON-originated readings, default 0 */
+    int devices_interval;   /* s between bridge/devices lists (default 30;
+                               0 = not published) */
     int stats_interval;     /* s between bridge/stats, default 60; 0 = off */
     int reconnect_min;      /* s, first reconnect delay, default 1 */
     int reconnect_max;      /* s, reconnect delay cap, default 60 */

@@ -1,9 +1,12 @@
 /*
  * devices.h - the device registry and the device session: identity,
  * current session, registration lifetime, declared resources and
- * availability.  A device is known by its authenticated identity; its
- * record lives until the gateway stops (a device that left keeps its
- * entry, offline, so its topics and queued commands stay meaningful).
+ * availability.  A device is known by its authenticated identity.  A
+ * device that left keeps its entry, offline, so its topics and queued
+ * commands stay meaningful, until it has been gone (offline, no session,
+ * no command waiting for it) for rd.forget_after: then it is forgotten
+ * (DEVICE_FORGOTTEN) and its record freed.  Plain CoAP (no
+ * authentication) holds at most rd.max_unauthenticated entries.
  *
  * The rooms above (observations, commands, status) never touch a device's
  * CoAP session: they send through device_request_new()/device_send(),
@@ -40,7 +43,16 @@ enum device_event {
     DEVICE_LIST_CHANGED,  /* registration details changed (bridge/devices) */
     DEVICE_STOPPING,      /* graceful stop: cancel on the wire, answer
                            * whatever waits */
+    DEVICE_FORGOTTEN,     /* gone for rd.forget_after: the record is freed
+                           * next (DEVICE_FREED), not at a stop */
     DEVICE_FREED,         /* the record is about to be freed */
+};
+
+/* Whether a new device fits (devices_room). */
+enum devices_room {
+    DEVICES_ROOM,                 /* known already, or there is room */
+    DEVICES_FULL,                 /* rd.max_devices */
+    DEVICES_FULL_UNAUTHENTICATED, /* plain CoAP's share, rd.max_unauthenticated */
 };
 
 typedef void (*device_listener_fn)(void *arg, device_t *dev, enum device_event ev);
@@ -53,12 +65,19 @@ int devices_add_listener(devices_t *d, device_listener_fn fn, void *arg);
 
 device_t *devices_find(devices_t *d, const char *id);
 size_t devices_count(const devices_t *d);
+/* Records of ids never seen on a DTLS session (plain CoAP). */
+size_t devices_count_unauthenticated(const devices_t *d);
+/* Whether 'id' arriving on 'session' would fit in the registry. */
+enum devices_room devices_room(devices_t *d, const char *id, coap_session_t *session);
+/* Whether 'id' has been on a DTLS session since the gateway started, its
+ * record forgotten or not: plain CoAP may never claim it. */
+bool devices_id_authenticated(devices_t *d, const char *id);
 
 /*
  * Registers (or re-registers) 'id' on 'session' with a lifetime and the
  * declared links: replaces the resources, (re)starts the observations,
  * marks the device online, delivers queued commands.  NULL when the
- * registry is full (rd.max_devices).
+ * registry has no room for it (devices_room) or memory ran out.
  */
 device_t *devices_register(devices_t *d, const char *id, coap_session_t *session,
                            uint32_t lifetime, const struct lf_link *links,
@@ -147,6 +166,8 @@ void devices_foreach(devices_t *d, void (*fn)(device_t *dev, void *arg), void *a
 
 /* JSON array for <base>/bridge/devices (new reference). */
 json_t *devices_to_json(devices_t *d);
+/* One device's object in it, also <base>/bridge/devices/<id> (new reference). */
+json_t *device_to_json(const device_t *dev);
 
 /* Graceful stop: DEVICE_STOPPING for every device, all marked offline. */
 void devices_shutdown(devices_t *d);

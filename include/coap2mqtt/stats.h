@@ -23,6 +23,8 @@
     X(refreshes)             /* POST /rd/<id> accepted */                   \
     X(deregistrations)       /* DELETE /rd/<id> */                          \
     X(expirations)           /* registrations whose lifetime ran out */     \
+    X(devices_forgotten)     /* records freed: gone for rd.forget_after */  \
+    X(registrations_refused_unauthenticated) /* plain CoAP over rd.max_unauthenticated: 5.03 */ \
     X(rejected_identity)     /* ep= not the DTLS identity: 4.03 */          \
     X(rejected_bad_request)  /* malformed query, body, path: 4.00 */        \
     X(rejected_unauthenticated) /* request on a session without identity */ \

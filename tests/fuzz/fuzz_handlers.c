@@ -72,7 +72,7 @@ coap_context_t *__real_coap_new_context(const coap_address_t *listen_addr);
 coap_context_t *__wrap_coap_new_context(const coap_address_t *listen_addr);
 
 #define MAX_RECORDS 64
-#define N_DEVICES   4     /* more than rd.max_devices */
+#define N_DEVICES   4     /* more than rd.max_devices and its plain-CoAP share */
 /* A PSK identity (so plain CoAP may not claim it: 4.03). */
 #define DTLS_ID     "dtls-only"
 
@@ -273,7 +273,8 @@ load_config(void)
     inet_ntop(AF_INET, &H.gw_addr.sin_addr, ip, sizeof(ip));
     snprintf(text, sizeof(text),
              "coap = { plain_listen = [ \"%s:%u\" ]; max_payload = 256; max_sessions = 2; };\n"
-             "rd = { max_devices = 3; min_lifetime = 10; max_lifetime = 100000; };\n"
+             "rd = { max_devices = 3; max_unauthenticated = 2; forget_after = 30;\n"
+             "       min_lifetime = 10; max_lifetime = 100000; };\n"
              "mqtt = { stats_interval = 0; };\n"
              "commands = { max_queued = 3; ttl = 60; };\n"
              "queue = { max_messages = 6; spool = false; };\n"

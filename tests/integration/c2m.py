@@ -541,7 +541,10 @@ class Gateway:
             "state_dir": self.state_dir,
             "mqtt": {"host": broker.host, "port": broker.port,
                      "base_topic": self.base, "client_id": self.client_id,
-                     "stats_interval": 1},
+                     "stats_interval": 1,
+                     # The list soon after every change (the default is
+                     # once per 30 s); test_registry.py tests the default.
+                     "devices_interval": 1},
             "rd": {"min_lifetime": 1},
         }
         # C2M_MQTT_PROTOCOL=3.1.1 runs a suite again with the gateway on

@@ -436,8 +436,9 @@ def test_qos0_publishes_do_not_open_the_qos1_window(broker_conf, make_gateway, b
         # One subscription per filter, none overlapping: mosquitto sends a
         # copy per matching subscription.
         avail, devices = gw.topic("+", "availability"), gw.topic("bridge", "devices")
+        device = gw.topic("bridge", "devices", "+")     # one device's record
         stats, seq = gw.topic("bridge", "stats"), gw.topic("dev-3", "seq")
-        for filt in (avail, devices, stats, seq):
+        for filt in (avail, devices, device, stats, seq):
             watch.subscribe(filt)
         proxy.hold()
         mark = watch.mark()
@@ -446,9 +447,11 @@ def test_qos0_publishes_do_not_open_the_qos1_window(broker_conf, make_gateway, b
                      payload="</seq>;ct=0")
             assert r.code == "2.01", r
 
-        # Two of the state publishes (availabilities, the device list)
-        # reach the broker, its limit; the others wait inside libmosquitto.
+        # Two of the state publishes (availabilities, the device records,
+        # the device list) reach the broker, its limit; the others wait
+        # inside libmosquitto.
         wait_until(lambda: len(watch.received(avail, mark) +
+                               watch.received(device, mark) +
                                watch.received(devices, mark)) >= 2,
                    10, "two state publishes at the broker")
         # Five QoS 0 stats publishes while the PUBACKs are held.

@@ -149,6 +149,9 @@ assert_defaults_except_coap(const struct config *c)
     assert_int_equal(c->rd.min_lifetime, 1);
     assert_int_equal(c->rd.max_lifetime, 31536000);
     assert_int_equal(c->rd.max_devices, 100000);
+    assert_int_equal(c->rd.max_unauthenticated, 50000);
+    assert_int_equal(c->rd.forget_after, 86400);
+    assert_int_equal(c->mqtt.devices_interval, 30);
     assert_string_equal(c->mqtt.host, "localhost");
     assert_int_equal(c->mqtt.port, 1883);
     assert_string_equal(c->mqtt.base_topic, "coap2mqtt");
@@ -270,6 +273,8 @@ static const struct range ranges[] = {
     { "queue", "spool_max_mb", 1, 16777216 },
     { "queue", "fsync_interval", 0, 60000 },
     { "rd", "max_devices", 1, 10000000 },
+    { "rd", "forget_after", 0, 2147483647 },
+    { "mqtt", "devices_interval", 0, 86400 },
     { "mqtt", "port", 1, 65535 },
     { "mqtt", "keepalive", 5, 65535 },
     { "mqtt", "qos_con", 0, 1 },
@@ -577,6 +582,16 @@ test_cross_fields(void **state)
            ":6: rd.min_lifetime: must not exceed rd.default_lifetime (90000), got 100000");
     assert_int_equal(load(MIN_COAP "rd = { min_lifetime = 60; default_lifetime = 60;"
                           " max_lifetime = 60; };\n"), 0);
+    /* Plain CoAP's share of the registry: half by default, never more
+     * than the whole (issue 12, item 11). */
+    expect(MIN_COAP "rd = {\n  max_devices = 10;\n  max_unauthenticated = 11;\n};\n", 1,
+           ":7: rd.max_unauthenticated: must not exceed rd.max_devices (10), got 11");
+    expect(MIN_COAP "rd = {\n  max_unauthenticated = -1;\n};\n", 1,
+           ":6: rd.max_unauthenticated: must be 0..10000000, got -1");
+    assert_int_equal(load(MIN_COAP "rd = { max_devices = 7; };\n"), 0);
+    assert_int_equal(cfg.rd.max_unauthenticated, 3);
+    assert_int_equal(load(MIN_COAP "rd = { max_devices = 7; max_unauthenticated = 0; };\n"), 0);
+    assert_int_equal(cfg.rd.max_unauthenticated, 0);
     expect(MIN_COAP "mqtt = {\n  reconnect_min = 100;\n};\n", 1,
            ":6: mqtt.reconnect_min: must not exceed mqtt.reconnect_max (60), got 100");
     expect(MIN_COAP "mqtt = {\n  reconnect_max = 5;\n  reconnect_min = 10;\n};\n", 1,

@@ -315,6 +315,9 @@ test_parse_command_rejects(void **state)
         "b/d//set",                 /* empty path */
         "b//temp/set",              /* empty id */
         "b/bridge/state/set",       /* reserved id */
+        "b/bridge/devices/set",     /* the record of a device named "set" */
+        "b/bridge/devices/get",     /* ... or "get" (issue 12, item 11) */
+        "b/bridge/devices/x/set",
         "b/d/availability/set",     /* reserved path */
         "b/d/temp/set/set",         /* path ending in set */
         "b/d/temp/get/set",
