@@ -47,7 +47,7 @@ PURE_SRC := src/topics.c src/linkformat.c src/hostport.c src/bytes.c \
             src/config.c src/config_errors.c src/config_libconfig.c \
             src/config_schema.c src/keystore.c src/log.c src/payload.c \
             src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \
-            src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c \
+            src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c src/spool_durable.c \
             src/syncer.c src/cmdjournal.c
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

@@ -111,6 +111,7 @@ config_free(struct config *cfg)
     free(cfg->mqtt.tls_key_file);
     free(cfg->mqtt.tls_version);
     free(cfg->mqtt.tls_ciphers);
+    free(cfg->queue.durability);
     free(cfg->state_dir);
     free(cfg->path);
     memset(cfg, 0, sizeof(*cfg));
@@ -642,4 +643,10 @@ config_check_files(const struct config *cfg, config_report_fn report,
         check_state_dir(&c, cfg->state_dir);
     ctx_done(&c);
     return c.errors;
+}
+
+bool
+config_durability_power(const struct config *cfg)
+{
+    return !cfg->queue.durability || strcmp(cfg->queue.durability, "process") != 0;
 }

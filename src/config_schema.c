@@ -38,6 +38,15 @@ check_tls_version(const char *v)
 }
 
 static const char *
+check_durability(const char *v)
+{
+    if (strcmp(v, "power") != 0 && strcmp(v, "process") != 0)
+        return "must be \"power\" (acknowledge after fdatasync) or \"process\" "
+               "(acknowledge after write)";
+    return NULL;
+}
+
+static const char *
 check_ciphers(const char *v)
 {
     size_t n = strlen(v);
@@ -186,6 +195,7 @@ static const struct item queue_items[] = {
     BOOL("spool", queue.spool),
     INT("spool_max_mb", queue.spool_max_mb, 1, 16777216),
     INT("fsync_interval", queue.fsync_interval, 0, 60000),
+    STR("durability", queue.durability, check_durability),
     END
 };
 

@@ -507,6 +507,40 @@ push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     return m;
 }
 
+/*
+ * queue.durability = "power": the push's record 'seq' is written but may
+ * not be on stable storage yet.  Answered 2.04 now if it is; else the
+ * empty ACK goes now and the 2.04 (or 5.03) when the sync that covers it
+ * ends (group commit, spool_durable.c).  Without async support, the loop
+ * syncs here.  False (nothing answered) when it cannot be made safe.
+ */
+static bool
+answer_when_durable(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+                    coap_pdu_t *response, uint64_t seq)
+{
+    struct push_wait *pw;
+    coap_bin_const_t token = coap_pdu_get_token(req);
+
+    if (spool_is_safe(gw->spool, seq))
+        return true;
+    pw = calloc(1, sizeof(*pw));
+    if (!pw || token.length > sizeof(pw->token) || !coap_register_async(session, req, 0)) {
+        free(pw);
+        return spool_make_safe(gw->spool, seq) == 0;
+    }
+    memcpy(pw->token, token.s, token.length);
+    pw->token_len = token.length;
+    pw->gw = gw;
+    pw->mid = (uint16_t)coap_pdu_get_mid(req);
+    pw->session = coap_session_reference(session);
+    if (spool_when_safe(gw->spool, seq, push_done, pw) < 0) {
+        push_done(pw, spool_make_safe(gw->spool, seq) == 0);
+        return false;
+    }
+    (void)response;
+    return false;
+}
+
 static void
 push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
      coap_pdu_t *response, const char *id, const struct seg *segs, size_t n)
@@ -518,6 +552,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     outmsg_t *m;
     device_t *dev;
     bool waiting;
+    uint64_t seq;
 
     if (join_path(segs, n, path, sizeof(path)) < 0) {
         intake__bad_request(gw, session, response, id, 400, "invalid push path");
@@ -546,11 +581,28 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     gw->stats.pushes_in++;
     m = push_message(gw, session, req, id, path, data, len);
     waiting = m && m->done;
+    seq = spool_last_seq(gw->spool);
     if (!outbound_put(gw, m, "push from", id)) {
         /* A waiting async answers 5.03 by its done callback. */
         if (!waiting)
             reply_busy(response, "gateway queue full");
         return;
+    }
+    if (con && gw->spool) {
+        /* "power": the 2.04 waits for the record's sync (async), unless
+         * it is already safe.  A reading queued in memory only (a QoS 0
+         * CON push the spool could not take) is not safe at all. */
+        if (spool_last_seq(gw->spool) == seq) {
+            if (config_durability_power(gw->cfg)) {
+                reply_busy(response, "reading not stored, send again");
+                return;
+            }
+        } else if (!answer_when_durable(gw, session, req, response,
+                                        spool_last_seq(gw->spool))) {
+            if (!coap_find_async(session, coap_pdu_get_token(req)))
+                reply_busy(response, "reading not stored, send again");
+            return;
+        }
     }
     /* With the spool the reading is on disk now: 2.04 at once.  Without,
      * a CON push gets the empty ACK now and its 2.04 at PUBACK (push_done

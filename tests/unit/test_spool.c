@@ -162,6 +162,9 @@ fix_new(int max_messages, int spool_max_mb, int fsync_interval)
     f->cfg.queue.spool = true;
     f->cfg.queue.spool_max_mb = spool_max_mb;
     f->cfg.queue.fsync_interval = fsync_interval;
+    /* The tests below this fixture's users were written for "process"
+     * (acknowledged after write()); "power" has its own tests. */
+    f->cfg.queue.durability = "process";
     return f;
 }
 
