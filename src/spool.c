@@ -128,6 +128,8 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
     uint8_t *rec;
     ssize_t n;
 
+    if (sp->sync_broken && sp->power)
+        spool__start_job(sp);       /* the probe: does the disk work again? */
     if (!len || sp->bytes + len > sp->max_bytes || sp->sync_broken)
         return -1;
     /* An empty tail takes any record, however large. */

@@ -274,7 +274,10 @@ on_synced(loop_t *loop, int fd, uint32_t events, void *arg)
         log_warn("spool: reading the syncer's eventfd");
     spool__collect(sp);
     spool__drop_acked_segments(sp);
-    spool__start_job(sp);
+    /* While syncs fail, the next probe waits for a reading or the tick
+     * rather than spinning on a dead disk. */
+    if (!sp->sync_broken)
+        spool__start_job(sp);
 }
 
 /* Puts the syncer's eventfd in the loop.  -1 when it cannot be: the
