@@ -529,6 +529,7 @@ class Gateway:
         self.log = None
         self.exit_code = None
         self.expect_death = False   # set when a test kills it on purpose
+        self.extra_env = {}         # more environment for the next start (power cuts)
 
     @property
     def uri(self):
@@ -541,7 +542,7 @@ class Gateway:
         self.proc = subprocess.Popen(
             [self.binary, "-c", self.conf] + GATEWAY_FLAGS, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=gateway_env(), close_fds=True)
+            env=dict(gateway_env(), **self.extra_env), close_fds=True)
         self.log = LineLog(self.proc.stderr,
                            os.path.join(self.dir, self.name + suffix + ".stderr"),
                            "gateway " + self.name + suffix)
