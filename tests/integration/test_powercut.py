@@ -55,6 +55,12 @@ SHORT_POINTS = [
 ]
 
 
+# Points that need deliveries (segments deleted, the position moving) run
+# with the broker up; the others with the broker away, so that what the
+# devices were told about lives in the spool alone when the power goes.
+UP_KINDS = {"create", "acked", "unlink", "dirsync"}
+
+
 def pcut_lib():
     tools = os.environ.get("C2M_TOOLS") or os.path.dirname(os.environ.get("C2M_BIN", ""))
     for d in (tools, os.path.join(HERE, "..", "..", "build", "san"),
@@ -92,9 +98,11 @@ def acks_of(sims):
     return acked
 
 
-def one_round(r, point, gw, sim, psk_file, shadow, sims, load_timeout):
+def one_round(r, point, gw, sim, broker, shadow, sims, load_timeout):
     """Load, then the cut; returns how it happened and the round's acks."""
     prefix = "pc%d-" % r
+    if point[0] not in UP_KINDS:
+        assert broker.stop() == 0
     s = sim("meter", count=SENSORS,
             extra_args=["--prefix", prefix, "--push", "--con", "--rate", str(RATE),
                         "--lifetime", "3600"])
@@ -123,6 +131,8 @@ def one_round(r, point, gw, sim, psk_file, shadow, sims, load_timeout):
     gw.stop(signal.SIGKILL)             # collects its exit
     gw.expect_death = True
     s.stop()
+    if point[0] not in UP_KINDS:
+        broker.start()
     cut_line = [l for l in gw.log.lines if "pcut: power cut" in l]
     return how, (cut_line[0] if cut_line else ""), len(faults.device_acks(s)[0])
 
@@ -135,9 +145,11 @@ def power_cuts(make_gateway, sim, broker, mqtt_factory, psk_file, tmp_path, poin
     for r in range(len(points)):
         for i in range(1, SENSORS + 1):
             psk_file.add("pc%d-%d" % (r, i))
-    faults.unlimit_broker(broker)
+    faults.unlimit_broker(broker)           # applies when the broker comes back
     shadow = str(tmp_path / "pcut-shadow")
-    gw = make_gateway(wait=False)
+    # C2M_PCUT_DURABILITY=process shows what the old behaviour loses
+    mode = os.environ.get("C2M_PCUT_DURABILITY", "power")
+    gw = make_gateway(wait=False, overrides={"queue": {"durability": mode}})
     gw.stop()                               # the first start only wrote the config
     gw.expect_death = True
     watch = mqtt_factory(clean_start=False, session_expiry=3600)
@@ -147,9 +159,10 @@ def power_cuts(make_gateway, sim, broker, mqtt_factory, psk_file, tmp_path, poin
         arm(gw, shadow, point)
         gw.respawn()
         gw.log.wait_for(r"ready:", timeout=30)
-        how, line, acked = one_round(r, point, gw, sim, psk_file, shadow, sims, 25)
+        how, line, acked = one_round(r, point, gw, sim, broker, shadow, sims, 25)
         restore.restore(shadow, gw.state_dir)
-        rounds.append({"point": "%s:%d" % point, "cut": how, "acked": acked})
+        rounds.append({"point": "%s:%d" % point, "cut": how, "acked": acked,
+                       "broker": "up" if point[0] in UP_KINDS else "away"})
         print("FAULTS %s round %d: %s" % (name, r, rounds[-1]))
     gw.extra_env = {}
     gw.respawn()
