@@ -145,7 +145,7 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
         undo_append(sp, n > 0 ? (uint64_t)n : 0);
         return -1;
     }
-    spool__fault_cleared(sp);
+    spool__fault_cleared(sp, false);
     /* "process" with fsync_interval 0: durable before it is acknowledged,
      * or refused (and cut off again, so that it is not replayed either).
      * "power" syncs in groups (spool_durable.c). */

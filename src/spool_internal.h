@@ -81,6 +81,7 @@ struct spool {
     struct spool_waiter *waiters;   /* ring, in record order */
     size_t w_head, w_len, w_cap;
     int fault;                      /* errno while readings cannot be stored */
+    uint64_t fault_ms;              /* loop time of the last failure */
     bool sync_broken;               /* a sync failed: no new readings (spool__sync_failed) */
     /* disk-only backlog, read back in order */
     uint64_t backlog;               /* messages on disk only */
@@ -100,7 +101,7 @@ int64_t spool__next_intact(int fd, uint64_t off, uint64_t after);
 void spool__sync_failed(spool_t *sp, int err);
 void spool__sync_works(spool_t *sp);
 void spool__fault(spool_t *sp, int err);
-void spool__fault_cleared(spool_t *sp);
+void spool__fault_cleared(spool_t *sp, bool at_once);
 int spool__write_acked(spool_t *sp, bool force);
 void spool__drop_acked_segments(spool_t *sp);
 void spool__retire_tail(spool_t *sp);

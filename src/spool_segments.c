@@ -22,6 +22,8 @@
 
 /* --- the acknowledged position on disk, and failed syncs ---------------- */
 
+#define FAULT_QUIET_MS 1000
+
 /*
  * A failed fdatasync() (EIO: a dying disk; and Linux marks the pages clean
  * after a failed writeback, so a retry proves nothing about them) means
@@ -48,9 +50,16 @@ spool__sync_failed(spool_t *sp, int err)
  * readings are refused meanwhile (5.03 with Max-Age; a CON notification
  * is not acknowledged), so the devices keep them and send them again.
  */
+static uint64_t
+now_ms(const spool_t *sp)
+{
+    return sp->gw->loop ? loop_now_ms(sp->gw->loop) : 0;
+}
+
 void
 spool__fault(spool_t *sp, int err)
 {
+    sp->fault_ms = now_ms(sp);
     if (!sp->fault) {
         log_warnx("spool: cannot store readings (%s); CON readings are refused until "
                   "it works again", strerror(err));
@@ -59,10 +68,14 @@ spool__fault(spool_t *sp, int err)
     sp->fault = err;
 }
 
+/* A write worked.  On a nearly full disk a small record still fits where
+ * a large one did not: the fault is over only after a second without a
+ * failure, so that the log and bridge/stats do not flap. */
 void
-spool__fault_cleared(spool_t *sp)
+spool__fault_cleared(spool_t *sp, bool at_once)
 {
-    if (sp->fault && !sp->sync_broken) {
+    if (sp->fault && !sp->sync_broken &&
+        (at_once || now_ms(sp) >= sp->fault_ms + FAULT_QUIET_MS || !sp->gw->loop)) {
         log_notice("spool: storing readings again");
         sp->fault = 0;
     }
@@ -80,7 +93,7 @@ spool__sync_works(spool_t *sp)
     if (sp->sync_broken)
         log_notice("spool: fdatasync works again; accepting readings");
     sp->sync_broken = false;
-    spool__fault_cleared(sp);
+    spool__fault_cleared(sp, true);     /* the probe proved it */
 }
 
 /* Writes the watermark to acked (no sync); 'force' even when unchanged. */

@@ -205,3 +205,56 @@ def test_power_cuts_soak(make_gateway, sim, broker, mqtt_factory, psk_file, tmp_
         points += [(kind, rng.randint(1, top)) for _ in range(8)]
     power_cuts(make_gateway, sim, broker, mqtt_factory, psk_file, tmp_path, points,
                "powercut-soak")
+
+
+# --------------------------------------------------------------------------
+# A full disk (item 4): a tmpfs state_dir filled to the brim
+
+def test_disk_full_refuses_then_recovers(make_gateway, sim, broker, mqtt_factory, psk_file,
+                                         tmp_path):
+    """With the disk full the gateway answers CON pushes 5.03 (Max-Age),
+    says so once in the log and in bridge/stats (spool_fault), never
+    answers 2.04 for what it could not store, and takes readings again by
+    itself when space comes back; every 2.04 is on the broker."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    for i in range(1, 5):
+        psk_file.add("df-%d" % i)
+    gw = make_gateway(wait=False)
+    gw.stop()
+    gw.expect_death = True
+    c2m_mount = ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", gw.state_dir]
+    faults.run(c2m_mount)
+    try:
+        watch = mqtt_factory()
+        watch.subscribe(gw.topic("+", "energy"))
+        watch.subscribe(gw.topic("bridge", "stats"))
+        gw.respawn()
+        gw.log.wait_for(r"ready:", timeout=30)
+        gw.expect_death = False
+        # the broker away: what is acknowledged waits in the spool
+        assert broker.stop() == 0
+        s = sim("meter", count=4, extra_args=["--prefix", "df-", "--push", "--con", "--rate", "20",
+                                              "--payload-size", "400", "--lifetime", "3600"])
+        s.out.wait_for(r"^PUSH df-\d+ energy \d+ 5\.03$", timeout=60)
+        gw.log.wait_for(r"spool: cannot store readings \(No space left on device\)", timeout=10)
+        mark = s.mark()
+        s.out.wait_line(r"^PUSH df-\d+ energy \d+ 5\.03$", timeout=10, start=mark)
+        # room again: the spool is the only file that grew, so free its space
+        # by bringing the broker back (it drains and deletes segments)
+        broker.start()
+        gw.log.wait_for(r"spool: storing readings again", timeout=60)
+        mark = s.mark()
+        s.out.wait_line(r"^PUSH df-\d+ energy \d+ 2\.04$", timeout=30, start=mark)
+        stats = faults.fresh_stats(watch, gw, timeout=10)
+        assert stats.get("spool_fault") is None, stats
+        assert stats.get("spool_faults", 0) >= 1, stats
+        assert s.stop() == 0
+        v = faults.wait_delivered(watch, gw, s, timeout=60)
+        v.report("disk-full", sensors=4, refused=faults.device_acks(s)[1].get("5.03", 0))
+        v.check()
+        log = gw.log.text()
+        assert log.count("cannot store readings") == 1, "said more than once"
+    finally:
+        gw.stop()
+        faults.run(["umount", "-l", gw.state_dir], check=False)
