@@ -358,6 +358,7 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
                 break;
             log_warnx("spool: %s: damaged record at offset %" PRIu64 "; %" PRIu64
                       " bytes skipped", seg->name, off, (uint64_t)next - off);
+            sp->gw->stats.spool_damaged++;
             off = (uint64_t)next;
             continue;
         }
@@ -369,6 +370,7 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
     if (n < 0) {
         log_warnx("spool: %s: torn record at offset %" PRIu64 " (a crash or a full disk "
                   "during a write), cut", seg->name, off);
+        sp->gw->stats.spool_damaged++;
         if (ftruncate(fd, (off_t)off) < 0)
             log_warn("spool: truncate %s", seg->name);
     }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "coap2mqtt/log.h"
 #include "spool_internal.h"
@@ -96,16 +97,33 @@ spool__sync_works(spool_t *sp)
     spool__fault_cleared(sp, true);     /* the probe proved it */
 }
 
+/*
+ * <dir>/acked: the position (8 bytes), its CRC-32 (4) and "C2MA" (4), all
+ * little-endian, written in place.  The CRC tells a damaged file from a
+ * position: a wrong position above the records would skip readings never
+ * delivered.  The previous version's 8-byte file is still read.
+ */
+#define ACKED_LEN   16
+#define ACKED_MAGIC 0x414d3243u     /* "C2MA" */
+
+static void
+encode_acked(uint8_t *b, uint64_t acked)
+{
+    bytes_put64(b, acked);
+    bytes_put32(b + 8, (uint32_t)crc32(0, b, 8));
+    bytes_put32(b + 12, ACKED_MAGIC);
+}
+
 /* Writes the watermark to acked (no sync); 'force' even when unchanged. */
 int
 spool__write_acked(spool_t *sp, bool force)
 {
-    uint8_t b[8];
+    uint8_t b[ACKED_LEN];
 
     if (sp->acked == sp->acked_on_disk && !force)
         return 0;
-    bytes_put64(b, sp->acked);
-    if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+    encode_acked(b, sp->acked);
+    if (pwrite(sp->ackfd, b, ACKED_LEN, 0) != ACKED_LEN) {
         spool__sync_failed(sp, errno ? errno : EIO);
         return -1;
     }
@@ -376,8 +394,13 @@ spool__list_segments(spool_t *sp)
         char tail[8];
 
         if (sscanf(e->d_name, "%16" SCNx64 "%7s", &first, tail) != 2 ||
-            strcmp(tail, ".seg") != 0 || strlen(e->d_name) != 20)
+            strcmp(tail, ".seg") != 0 || strlen(e->d_name) != 20) {
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "acked")) {
+                log_warnx("spool: %s: not a spool file, ignored", e->d_name);
+                sp->gw->stats.spool_damaged++;
+            }
             continue;
+        }
         if (n == cap) {
             struct segment **nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v));
 
@@ -415,6 +438,7 @@ spool__drop_empty_segments(spool_t *sp)
     sp->tail = NULL;
     while ((s = *pp)) {
         if (s->bytes == 0 && s != sp->rseg) {
+            log_notice("spool: %s: empty segment removed", s->name);
             unlinkat(sp->dirfd, s->name, 0);
             sp->dir_dirty = true;
             *pp = s->next;
@@ -426,22 +450,37 @@ spool__drop_empty_segments(spool_t *sp)
     }
 }
 
+/*
+ * A damaged position (wrong length, CRC, magic) is not trusted: the replay
+ * starts at the oldest record (readings the broker had come again: at
+ * least once, never lost), logged and counted (spool_damaged).
+ */
 void
 spool__read_acked(spool_t *sp)
 {
-    uint8_t b[8];
+    uint8_t b[ACKED_LEN + 1];
+    ssize_t n;
 
     sp->ackfd = openat(sp->dirfd, "acked", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (sp->ackfd < 0)
         return;
-    if (pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b)) {
+    n = pread(sp->ackfd, b, sizeof(b), 0);
+    if (n == 8) {
+        sp->acked = bytes_get64(b);                 /* the previous version's */
+    } else if (n == ACKED_LEN && bytes_get32(b + 12) == ACKED_MAGIC &&
+               bytes_get32(b + 8) == (uint32_t)crc32(0, b, 8)) {
         sp->acked = bytes_get64(b);
     } else {
+        if (n != 0) {
+            log_warnx("spool: acked: damaged acknowledged position (%zd bytes); replaying "
+                      "from the oldest record", n);
+            sp->gw->stats.spool_damaged++;
+        }
         /* A new file: its block now, while there is room, so that writing
          * the position (which every segment deletion waits for) never
          * needs space on a full disk. */
-        bytes_put64(b, 0);
-        if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
+        encode_acked(b, 0);
+        if (pwrite(sp->ackfd, b, ACKED_LEN, 0) != ACKED_LEN || ftruncate(sp->ackfd, ACKED_LEN) < 0)
             log_warn("spool: writing the acknowledged position");
     }
     sp->acked_on_disk = sp->acked;
