@@ -1,8 +1,10 @@
 /*
  * spool.h - the durable half of the outbound queue.  Every message bound
  * for the broker is appended to an on-disk log in state_dir/spool before
- * the device is told it was accepted (a write() survives kill -9; fsync
- * is batched every spool.fsync_interval ms against power loss).  The log
+ * the device is told it was accepted (a write() survives kill -9; with
+ * queue.durability = "power" the acknowledgement also waits for the
+ * group-committed fdatasync, see spool_when_safe; with "process" the
+ * fdatasync follows every queue.fsync_interval ms).  The log
  * is replayed in order after a restart from the last message the broker
  * acknowledged.  When the in-memory queue is full, messages live on disk
  * only and are read back in order as the broker catches up, so memory
