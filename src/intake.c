@@ -541,6 +541,29 @@ answer_when_durable(struct gw *gw, coap_session_t *session, const coap_pdu_t *re
     return false;
 }
 
+/*
+ * A CON push the spool took ('before': the last record number before it).
+ * "power": the 2.04 waits for the record's sync (async), unless it is
+ * already safe; a reading queued in memory only (a QoS 0 CON push the
+ * spool could not take) is not safe at all.  False when it is answered
+ * (5.03) or will be (async).
+ */
+static bool
+spooled_push_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+                  coap_pdu_t *response, uint64_t before)
+{
+    if (spool_last_seq(gw->spool) == before) {
+        if (!config_durability_power(gw->cfg))
+            return true;
+    } else if (answer_when_durable(gw, session, req, response, spool_last_seq(gw->spool))) {
+        return true;
+    } else if (coap_find_async(session, coap_pdu_get_token(req))) {
+        return false;
+    }
+    reply_busy(response, "reading not stored, send again");
+    return false;
+}
+
 static void
 push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
      coap_pdu_t *response, const char *id, const struct seg *segs, size_t n)
@@ -588,22 +611,8 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
             reply_busy(response, "gateway queue full");
         return;
     }
-    if (con && gw->spool) {
-        /* "power": the 2.04 waits for the record's sync (async), unless
-         * it is already safe.  A reading queued in memory only (a QoS 0
-         * CON push the spool could not take) is not safe at all. */
-        if (spool_last_seq(gw->spool) == seq) {
-            if (config_durability_power(gw->cfg)) {
-                reply_busy(response, "reading not stored, send again");
-                return;
-            }
-        } else if (!answer_when_durable(gw, session, req, response,
-                                        spool_last_seq(gw->spool))) {
-            if (!coap_find_async(session, coap_pdu_get_token(req)))
-                reply_busy(response, "reading not stored, send again");
-            return;
-        }
-    }
+    if (con && gw->spool && !spooled_push_safe(gw, session, req, response, seq))
+        return;
     /* With the spool the reading is on disk now: 2.04 at once.  Without,
      * a CON push gets the empty ACK now and its 2.04 at PUBACK (push_done
      * remembers its Message ID then). */
