@@ -669,6 +669,7 @@ hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
     (void)query;
     if (async) {
         push_answer(session, async, response);
+        intake__echo_block1(req, response);
         return;
     }
     dispatch(gw, session, req, response);
