@@ -117,6 +117,7 @@ spool__collect(spool_t *sp)
         spool__release(sp, true);
         return;
     }
+    sp->gw->stats.spool_syncs++;
     if ((sp->req & REQ_DATA) && sp->req_seq > sp->synced_seq)
         sp->synced_seq = sp->req_seq;
     if ((sp->req & (REQ_ACKED | REQ_PROBE)) && sp->req_acked > sp->acked_durable)
