@@ -459,9 +459,10 @@ push_answer(coap_session_t *session, coap_async_t *async, coap_pdu_t *response)
         reply_busy(response, "reading not stored, send again");
 }
 
-/* Arranges for a CON push to be answered when 'm' is safe.  -1 if not. */
-static int
-await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
+/* A CON push to be answered later: the async registered (libcoap sends
+ * the empty ACK), its wait for push_done().  NULL when it cannot be. */
+static struct push_wait *
+push_wait_new(struct gw *gw, coap_session_t *session, const coap_pdu_t *req)
 {
     coap_bin_const_t token = coap_pdu_get_token(req);
     struct push_wait *pw = calloc(1, sizeof(*pw));
@@ -469,13 +470,24 @@ await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg
     if (!pw || token.length > sizeof(pw->token) ||
         !coap_register_async(session, req, 0)) {
         free(pw);
-        return -1;
+        return NULL;
     }
     memcpy(pw->token, token.s, token.length);
     pw->token_len = token.length;
     pw->gw = gw;
     pw->mid = (uint16_t)coap_pdu_get_mid(req);
     pw->session = coap_session_reference(session);
+    return pw;
+}
+
+/* Arranges for a CON push to be answered when 'm' is safe.  -1 if not. */
+static int
+await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
+{
+    struct push_wait *pw = push_wait_new(gw, session, req);
+
+    if (!pw)
+        return -1;
     m->done = push_done;
     m->done_arg = pw;
     return 0;
@@ -511,15 +523,15 @@ push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
  * queue.durability = "power": the push's record 'seq' is written but may
  * not be on stable storage yet.  Answered 2.04 now if it is; else the
  * empty ACK goes now and the 2.04 (or 5.03) when the sync that covers it
- * ends (group commit, spool_durable.c).  Without async support, the loop
- * syncs here.  False (nothing answered) when it cannot be made safe.
+ * ends (group commit, spool_durable.c); without async (or for a push
+ * carrying Hop-Limit) the loop syncs here.  True: answer 2.04 now; false:
+ * the async answers later, or (none registered) it cannot be made safe.
  */
 static bool
 answer_when_durable(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
-                    coap_pdu_t *response, uint64_t seq)
+                    uint64_t seq)
 {
     struct push_wait *pw;
-    coap_bin_const_t token = coap_pdu_get_token(req);
     coap_opt_iterator_t it;
 
     if (spool_is_safe(gw->spool, seq))
@@ -530,21 +542,10 @@ answer_when_durable(struct gw *gw, coap_session_t *session, const coap_pdu_t *re
      * is synced here and answered at once. */
     if (coap_check_option(req, COAP_OPTION_HOP_LIMIT, &it))
         return spool_make_safe(gw->spool, seq) == 0;
-    pw = calloc(1, sizeof(*pw));
-    if (!pw || token.length > sizeof(pw->token) || !coap_register_async(session, req, 0)) {
-        free(pw);
+    if (!(pw = push_wait_new(gw, session, req)))
         return spool_make_safe(gw->spool, seq) == 0;
-    }
-    memcpy(pw->token, token.s, token.length);
-    pw->token_len = token.length;
-    pw->gw = gw;
-    pw->mid = (uint16_t)coap_pdu_get_mid(req);
-    pw->session = coap_session_reference(session);
-    if (spool_when_safe(gw->spool, seq, push_done, pw) < 0) {
+    if (spool_when_safe(gw->spool, seq, push_done, pw) < 0)
         push_done(pw, spool_make_safe(gw->spool, seq) == 0);
-        return false;
-    }
-    (void)response;
     return false;
 }
 
@@ -562,7 +563,7 @@ spooled_push_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     if (spool_last_seq(gw->spool) == before) {
         if (!config_durability_power(gw->cfg))
             return true;
-    } else if (answer_when_durable(gw, session, req, response, spool_last_seq(gw->spool))) {
+    } else if (answer_when_durable(gw, session, req, spool_last_seq(gw->spool))) {
         return true;
     } else if (coap_find_async(session, coap_pdu_get_token(req))) {
         return false;
