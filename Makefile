@@ -48,7 +48,7 @@ PURE_SRC := src/topics.c src/linkformat.c src/hostport.c src/bytes.c \
             src/config.c src/config_errors.c src/config_libconfig.c \
             src/config_schema.c src/config_diff.c src/keystore.c src/log.c src/payload.c \
             src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \
-            src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c \
+            src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c src/spool_durable.c \
             src/syncer.c src/cmdjournal.c src/textfile.c
 GW_SRC   := $(filter-out $(PURE_SRC),$(wildcard src/*.c)) $(PURE_SRC)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -62,7 +62,7 @@ GW_OBJ   := $(GW_SRC:%.c=$(BUILD)/obj/%.o)
 PURE_OBJ := $(PURE_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-all: $(BUILD)/coap2mqtt $(TOOL_BIN)
+all: $(BUILD)/coap2mqtt $(TOOL_BIN) $(BUILD)/libc2m-pcut.so
 
 help:
 	@echo 'coap2mqtt - CoAP/DTLS sensors <-> MQTT gateway.  Targets:'
@@ -117,6 +117,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(PURE_OBJ)
 # (spool.o, spool_records.o, spool_segments.o) and syncer.o go to the
 # test's __wrap_* functions in this binary only.
 $(BUILD)/tests/test_spool: LDFLAGS += -Wl,--wrap=write,--wrap=ftruncate,--wrap=fdatasync
+
+# The power-cut simulator of the tests (an LD_PRELOAD library for the
+# gateway, tests/powercut/pcut.c): never sanitized, since it is preloaded
+# into a sanitized process.
+$(BUILD)/libc2m-pcut.so: tests/powercut/pcut.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g $(WARN) -Wno-format-truncation -fPIC -shared -o $@ $< -ldl -pthread
 
 deps:
 	@scripts/install-deps.sh

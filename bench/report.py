@@ -4,7 +4,11 @@ bench/run.sh run into OUT (bench/results.json): every figure next to the
 baseline measured in the same run, the ratio, and the goals of issue 6."""
 import json, os, platform, subprocess, sys, time
 
-d, out, sessions, rmem = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
+ONLY_DURABILITY = sys.argv[1] == "--durability"
+if ONLY_DURABILITY:
+    d = sys.argv[2]
+else:
+    d, out, sessions, rmem = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
 
 def load(name):
     try:
@@ -22,6 +26,44 @@ def get(j, *path):
 
 def ratio(a, b):
     return round(a / b, 3) if a is not None and b else None
+
+def durability():
+    """queue.durability side by side: the median of two closed-loop CON
+    push runs per mode (throughput on the broker, CoAP round trip)."""
+    out = {}
+    for mode in ("process", "power"):
+        runs = [load("dur_%s_r%d" % (mode, r)) for r in (1, 2)]
+        runs = [j for j in runs if j]
+        def med(*path):
+            xs = sorted(x for x in (get(j, *path) for j in runs) if x is not None)
+            return xs[len(xs) // 2] if xs else None
+        out[mode] = {"con_pushes_per_s": med("mqtt", "per_s"),
+                     "acked_per_s": med("coap", "acked_per_s"),
+                     "rtt_p50_ms": med("coap", "rtt", "p50_ms"),
+                     "rtt_p99_ms": med("coap", "rtt", "p99_ms"),
+                     "lost": med("mqtt", "lost"),
+                     "runs": [get(j, "mqtt", "per_s") for j in runs]}
+    out["power_over_process"] = ratio(out["power"]["con_pushes_per_s"],
+                                      out["process"]["con_pushes_per_s"])
+    return out
+
+
+def print_durability(D):
+    def f(v, p=0):
+        return "-" if v is None else ("%.*f" % (p, v))
+    print("\n| queue.durability | CON pushes/s (broker) | 2.04/s | round trip p50 / p99 ms | runs |")
+    print("|---|---:|---:|---:|---|")
+    for mode in ("process", "power"):
+        m = D[mode]
+        print("| %s | %s | %s | %s / %s | %s |" % (mode, f(m["con_pushes_per_s"]), f(m["acked_per_s"]),
+              f(m["rtt_p50_ms"], 2), f(m["rtt_p99_ms"], 2), ", ".join(f(x) for x in m["runs"])))
+    print("| power / process | %s | | | |" % f(D["power_over_process"], 2))
+
+
+if ONLY_DURABILITY:
+    print_durability(durability())
+    sys.exit(0)
+
 
 def pkg(name):
     r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name],
@@ -148,6 +190,7 @@ R["goals"] = [
     goal("gateway PSK handshakes / bare", R["handshakes_per_s"]["gateway_psk_over_bare_psk"], ">= 0.8", lambda v: v >= 0.8),
     goal("gateway ECDSA handshakes / bare", R["handshakes_per_s"]["gateway_ecdsa_over_bare_ecdsa"], ">= 0.8", lambda v: v >= 0.8),
 ]
+R["durability"] = durability()
 with open(out, "w") as f:
     json.dump(R, f, indent=1)
     f.write("\n")
@@ -189,6 +232,7 @@ for n in sessions:
     print("| %s sessions: RSS KiB/session, CON pushes/s | %s, %s | 100 sessions: %s/s | %s |" % (
         n, fmt(s["rss_per_session_kib"], 1), fmt(s["throughput_per_s"]), fmt(base), fmt(s["throughput_vs_100"], 2)))
 print("| bare server RSS KiB/session at %s | | %s | %s |" % (top, fmt(bare_rss, 1), fmt(ratio(gw_rss_top, bare_rss), 2)))
+print_durability(R["durability"])
 print("\n| goal | value | target | met |\n|---|---:|---|---|")
 for g in R["goals"]:
     print("| %s | %s | %s | %s |" % (g["goal"], fmt(g["value"], 2), g["target"],

@@ -16,6 +16,7 @@
 #                missing) during one extra run; report in bench/perf.txt
 #     --quick    shorter windows and 2k sessions at most (a smoke run)
 #     --keep     keep the temporary directory (logs, configs, raw JSON)
+#     --durability  only the queue.durability comparison (about a minute)
 #
 # Writes bench/results.json and prints the table.  As root it raises
 # net.core.rmem_max/rmem_default to 8 MiB for the run (restored at exit) and
@@ -24,13 +25,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/build
-PROFILE=0 QUICK=0 KEEP=0
+PROFILE=0 QUICK=0 KEEP=0 ONLY_DURABILITY=0
 for a in "$@"; do
   case $a in
     --profile) PROFILE=1 ;;
+    --durability) ONLY_DURABILITY=1 ;;
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
-    *) echo "usage: $0 [--profile] [--quick] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--profile] [--quick] [--keep] [--durability]" >&2; exit 2 ;;
   esac
 done
 
@@ -164,7 +166,7 @@ EOF
 }
 
 start_gateway() {   # $1 = x509: the gateway's certificate and the device CA too
-  local x509=""
+  local x509="" durability=${DURABILITY:-power}
   if [ "${1:-}" = x509 ]; then
     x509="cert_file = \"$DIR/server.crt\"; key_file = \"$DIR/server.key\"; ca_file = \"$DIR/ca.crt\";"
   fi
@@ -182,6 +184,7 @@ coap = {
   $x509
 };
 state_dir = "$DIR/state";
+queue = { durability = "$durability"; };
 rd = { max_devices = 20000; };
 mqtt = {
   host = "127.0.0.1";  port = $MQTT_PORT;
@@ -269,6 +272,22 @@ throughput() {
   loadgen b_obs_non --target "127.0.0.1:$BARE_PORT" $(psk) -n $SENSORS \
     --bind 127.1.1.1 --observe --non --rate 60000 --watch-pid "$BARE"
   stop "$BARE"
+}
+
+durability() {
+  # queue.durability side by side: closed-loop CON pushes from the same
+  # sensors, each mode twice, alternating (the box's other tenants come
+  # and go).  "power" answers each push once its record is fdatasync'ed
+  # (group commit): an empty ACK, then the 2.04 as a separate response.
+  local r mode
+  for r in 1 2; do
+    for mode in process power; do
+      DURABILITY=$mode start_gateway
+      loadgen "dur_${mode}_r$r" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) -n $SENSORS \
+        --push --con --rate 0 --window 4 --watch-pid "$GW"
+      stop "$GW"
+    done
+  done
 }
 
 latency() {
@@ -367,6 +386,13 @@ profile() {
 setup_host
 make_keys
 start_broker
+if [ $ONLY_DURABILITY = 1 ]; then
+  durability
+  stop "$BROKER"
+  python3 "$ROOT/bench/report.py" --durability "$DIR"
+  exit 0
+fi
+durability
 throughput
 latency
 handshakes

@@ -121,6 +121,7 @@ config_free(struct config *cfg)
     free(cfg->homeassistant.prefix);
     free(cfg->log_level);
     free(cfg->stats.textfile);
+    free(cfg->queue.durability);
     free(cfg->state_dir);
     free(cfg->path);
     memset(cfg, 0, sizeof(*cfg));
@@ -694,4 +695,10 @@ config_check_files(const struct config *cfg, config_report_fn report,
         check_textfile_dir(&c, cfg->stats.textfile);
     ctx_done(&c);
     return c.errors;
+}
+
+bool
+config_durability_power(const struct config *cfg)
+{
+    return !cfg->queue.durability || strcmp(cfg->queue.durability, "process") != 0;
 }

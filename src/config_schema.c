@@ -47,6 +47,15 @@ check_protocol(const char *v)
 }
 
 static const char *
+check_durability(const char *v)
+{
+    if (strcmp(v, "power") != 0 && strcmp(v, "process") != 0)
+        return "must be \"power\" (acknowledge after fdatasync) or \"process\" "
+               "(acknowledge after write)";
+    return NULL;
+}
+
+static const char *
 check_ciphers(const char *v)
 {
     size_t n = strlen(v);
@@ -221,6 +230,7 @@ static const struct item queue_items[] = {
     BOOL("spool", queue.spool),
     INT("spool_max_mb", queue.spool_max_mb, 1, 16777216),
     INT("fsync_interval", queue.fsync_interval, 0, 60000),
+    STR("durability", queue.durability, check_durability),
     END
 };
 

@@ -486,9 +486,10 @@ push_answer(coap_session_t *session, coap_async_t *async, coap_pdu_t *response)
         reply_busy(response, "reading not stored, send again");
 }
 
-/* Arranges for a CON push to be answered when 'm' is safe.  -1 if not. */
-static int
-await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
+/* A CON push to be answered later: the async registered (libcoap sends
+ * the empty ACK), its wait for push_done().  NULL when it cannot be. */
+static struct push_wait *
+push_wait_new(struct gw *gw, coap_session_t *session, const coap_pdu_t *req)
 {
     coap_bin_const_t token = coap_pdu_get_token(req);
     struct push_wait *pw = calloc(1, sizeof(*pw));
@@ -496,13 +497,24 @@ await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg
     if (!pw || token.length > sizeof(pw->token) ||
         !coap_register_async(session, req, 0)) {
         free(pw);
-        return -1;
+        return NULL;
     }
     memcpy(pw->token, token.s, token.length);
     pw->token_len = token.length;
     pw->gw = gw;
     pw->mid = (uint16_t)coap_pdu_get_mid(req);
     pw->session = coap_session_reference(session);
+    return pw;
+}
+
+/* Arranges for a CON push to be answered when 'm' is safe.  -1 if not. */
+static int
+await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
+{
+    struct push_wait *pw = push_wait_new(gw, session, req);
+
+    if (!pw)
+        return -1;
     m->done = push_done;
     m->done_arg = pw;
     return 0;
@@ -534,6 +546,59 @@ push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     return m;
 }
 
+/*
+ * queue.durability = "power": the push's record 'seq' is written but may
+ * not be on stable storage yet.  Answered 2.04 now if it is; else the
+ * empty ACK goes now and the 2.04 (or 5.03) when the sync that covers it
+ * ends (group commit, spool_durable.c); without async (or for a push
+ * carrying Hop-Limit) the loop syncs here.  True: answer 2.04 now; false:
+ * the async answers later, or (none registered) it cannot be made safe.
+ */
+static bool
+answer_when_durable(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+                    uint64_t seq)
+{
+    struct push_wait *pw;
+    coap_opt_iterator_t it;
+
+    if (spool_is_safe(gw->spool, seq))
+        return true;
+    /* libcoap 4.3.1 runs an async request through its Hop-Limit check a
+     * second time, on the copy it decremented already: a push with
+     * Hop-Limit 2 got a separate 5.08.  Such a push (from a proxy: rare)
+     * is synced here and answered at once. */
+    if (coap_check_option(req, COAP_OPTION_HOP_LIMIT, &it))
+        return spool_make_safe(gw->spool, seq) == 0;
+    if (!(pw = push_wait_new(gw, session, req)))
+        return spool_make_safe(gw->spool, seq) == 0;
+    if (spool_when_safe(gw->spool, seq, push_done, pw) < 0)
+        push_done(pw, spool_make_safe(gw->spool, seq) == 0);
+    return false;
+}
+
+/*
+ * A CON push the spool took ('before': the last record number before it).
+ * "power": the 2.04 waits for the record's sync (async), unless it is
+ * already safe; a reading queued in memory only (a QoS 0 CON push the
+ * spool could not take) is not safe at all.  False when it is answered
+ * (5.03) or will be (async).
+ */
+static bool
+spooled_push_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+                  coap_pdu_t *response, uint64_t before)
+{
+    if (spool_last_seq(gw->spool) == before) {
+        if (!config_durability_power(gw->cfg))
+            return true;
+    } else if (answer_when_durable(gw, session, req, spool_last_seq(gw->spool))) {
+        return true;
+    } else if (coap_find_async(session, coap_pdu_get_token(req))) {
+        return false;
+    }
+    reply_busy(response, "reading not stored, send again");
+    return false;
+}
+
 static void
 push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
      coap_pdu_t *response, const char *id, const struct seg *segs, size_t n)
@@ -545,6 +610,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     outmsg_t *m;
     device_t *dev;
     bool waiting;
+    uint64_t seq;
 
     if (join_path(segs, n, path, sizeof(path)) < 0) {
         intake__bad_request(gw, session, response, id, 400, "invalid push path");
@@ -573,12 +639,15 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     gw->stats.pushes_in++;
     m = push_message(gw, session, req, id, path, data, len);
     waiting = m && m->done;
+    seq = spool_last_seq(gw->spool);
     if (!outbound_put(gw, m, "push from", id)) {
         /* A waiting async answers 5.03 by its done callback. */
         if (!waiting)
             reply_busy(response, "gateway queue full");
         return;
     }
+    if (con && gw->spool && !spooled_push_safe(gw, session, req, response, seq))
+        return;
     /* With the spool the reading is on disk now: 2.04 at once.  Without,
      * a CON push gets the empty ACK now and its 2.04 at PUBACK (push_done
      * remembers its Message ID then). */
@@ -635,6 +704,7 @@ hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
     (void)query;
     if (async) {
         push_answer(session, async, response);
+        intake__echo_block1(req, response);
         return;
     }
     dispatch(gw, session, req, response);

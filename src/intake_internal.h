@@ -43,6 +43,7 @@ enum intake_body intake__body(struct gw *gw, coap_session_t *session,
 /* After the handler of 'req' filled 'response': a 2.xx answer to the last
  * block of a transfer says which block it answers (Block1, M=0). */
 void intake__answered(struct gw *gw, const coap_pdu_t *req, coap_pdu_t *response);
+void intake__echo_block1(const coap_pdu_t *req, coap_pdu_t *response);
 
 /* intake.c: an error code with a short diagnostic payload (RFC 7252
  * 5.5.2); a malformed request counted, logged and answered 'code'. */

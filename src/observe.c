@@ -17,6 +17,7 @@
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/outbound.h"
 #include "coap2mqtt/readings.h"
+#include "coap2mqtt/spool.h"
 #include "devices_internal.h"
 
 #define OBS_GRACE_MS       10000   /* on top of Max-Age before re-registering */
@@ -333,6 +334,7 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
     struct gw *gw = gw_of(r);
     const uint8_t *data = NULL;
     size_t len = 0, offset, total;
+    uint64_t before;
     int qos;
 
     if (!coap_get_data_large(rcvd, &len, &data, &offset, &total))
@@ -348,8 +350,24 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
      * answer) QoS 1: the device asked for reliability, so do we. */
     qos = coap_pdu_get_type(rcvd) == COAP_MESSAGE_NON ? gw->cfg->mqtt.qos_non
                                                        : gw->cfg->mqtt.qos_con;
-    return outbound_put(gw, reading_message(gw, r->dev->id, r->path, data, len, qos, ct),
-                        "reading from", r->dev->id);
+    before = spool_last_seq(gw->spool);
+    if (!outbound_put(gw, reading_message(gw, r->dev->id, r->path, data, len, qos, ct),
+                      "reading from", r->dev->id))
+        return false;
+    if (coap_pdu_get_type(rcvd) != COAP_MESSAGE_CON || !gw->spool)
+        return true;
+    /* libcoap sends the ACK of a CON notification when this handler
+     * returns: with queue.durability = "power" its record is synced here,
+     * on the loop (one fdatasync per CON notification, no group commit;
+     * see docs/RELIABILITY.md).  A reading held in memory only (the spool
+     * could not take it) is not acknowledged in that mode. */
+    if (spool_last_seq(gw->spool) == before)
+        return !config_durability_power(gw->cfg);
+    if (spool_make_safe(gw->spool, spool_last_seq(gw->spool)) < 0) {
+        gw->stats.acks_withheld++;
+        return false;
+    }
+    return true;
 }
 
 /* The device refused the observation, or answered without Observe (it

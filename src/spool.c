@@ -93,6 +93,7 @@ spool_delivered(spool_t *sp, uint64_t seq)
         return;
     sp->done[seq % sp->cap] = 1;
     advance(sp);
+    spool__release(sp, false);      /* the broker has it: safe, synced or not */
     spool__drop_acked_segments(sp);
     if (sp->tail && sp->tail->bytes >= sp->seg_max / 2)
         spool__retire_tail(sp);
@@ -127,6 +128,8 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
     uint8_t *rec;
     ssize_t n;
 
+    if (sp->sync_broken && sp->power)
+        spool__start_job(sp);       /* the probe: does the disk work again? */
     if (!len || sp->bytes + len > sp->max_bytes || sp->sync_broken)
         return -1;
     /* An empty tail takes any record, however large. */
@@ -138,15 +141,15 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
     n = write(sp->wfd, rec, len);
     free(rec);
     if (n != (ssize_t)len) {
-        static int warned;
-
-        log_ratelimited(&warned, "spool: write failed (%s)", n < 0 ? strerror(errno) : "short");
+        spool__fault(sp, n < 0 ? errno : ENOSPC);
         undo_append(sp, n > 0 ? (uint64_t)n : 0);
         return -1;
     }
-    /* fsync_interval 0: durable before it is acknowledged, or refused
-     * (and cut off again, so that it is not replayed either). */
-    if (sp->gw->cfg->queue.fsync_interval == 0 && fdatasync(sp->wfd) < 0) {
+    spool__fault_cleared(sp, false);
+    /* "process" with fsync_interval 0: durable before it is acknowledged,
+     * or refused (and cut off again, so that it is not replayed either).
+     * "power" syncs in groups (spool_durable.c). */
+    if (!sp->power && sp->gw->cfg->queue.fsync_interval == 0 && fdatasync(sp->wfd) < 0) {
         spool__sync_failed(sp, errno);
         undo_append(sp, len);
         return -1;
@@ -156,9 +159,11 @@ append(spool_t *sp, outmsg_t *m, uint64_t *off)
     sp->done[m->seq % sp->cap] = 0;
     sp->tail->bytes += len;
     sp->bytes += len;
-    sp->dirty = sp->gw->cfg->queue.fsync_interval != 0;
+    sp->dirty = sp->power || sp->gw->cfg->queue.fsync_interval != 0;
     if (!sp->dirty)
         spool__write_acked(sp, false);
+    else if (sp->power)
+        spool__start_job(sp);       /* none running: this record's sync starts now */
     return 0;
 }
 
@@ -353,6 +358,7 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
                 break;
             log_warnx("spool: %s: damaged record at offset %" PRIu64 "; %" PRIu64
                       " bytes skipped", seg->name, off, (uint64_t)next - off);
+            sp->gw->stats.spool_damaged++;
             off = (uint64_t)next;
             continue;
         }
@@ -364,12 +370,31 @@ replay_segment(spool_t *sp, struct segment *seg, outq_t *q, uint64_t *replayed)
     if (n < 0) {
         log_warnx("spool: %s: torn record at offset %" PRIu64 " (a crash or a full disk "
                   "during a write), cut", seg->name, off);
+        sp->gw->stats.spool_damaged++;
         if (ftruncate(fd, (off_t)off) < 0)
             log_warn("spool: truncate %s", seg->name);
     }
     seg->bytes = off;
     sp->bytes += off;
     close(fd);
+}
+
+/*
+ * "power": what the restart found (replayed records, acked, segments cut
+ * or removed, the directory itself) is made durable before anything new
+ * is acknowledged on top of it; after a kill -9 it may still have been in
+ * the page cache only.  One syncfs() of the spool's file system.
+ */
+static void
+settle_at_open(spool_t *sp)
+{
+    if (syncfs(sp->dirfd) < 0) {
+        log_warn("spool: syncfs");
+        return;
+    }
+    sp->synced_seq = sp->next_seq - 1;
+    sp->acked_durable = sp->acked_on_disk;
+    sp->dir_dirty = false;
 }
 
 spool_t *
@@ -381,7 +406,8 @@ spool_open(struct gw *gw, const char *dir)
     if (!sp)
         return NULL;
     sp->gw = gw;
-    sp->wfd = sp->rfd = sp->ackfd = -1;
+    sp->wfd = sp->rfd = sp->ackfd = sp->prev_fd = sp->notify_fd = -1;
+    sp->power = config_durability_power(gw->cfg);
     sp->max_bytes = (uint64_t)gw->cfg->queue.spool_max_mb << 20;
     /* Small enough that a spool of a few segments frees space as the
      * broker catches up; large enough that rotation is rare. */
@@ -410,8 +436,12 @@ spool_open(struct gw *gw, const char *dir)
     if (replayed)
         log_notice("spool: %" PRIu64 " messages from before the restart will be "
                    "delivered (%" PRIu64 " waiting on disk)", replayed, sp->backlog);
+    if (sp->power)
+        settle_at_open(sp);
     if (!(sp->syncer = syncer_new()))
         log_warnx("spool: no syncer thread; fdatasync() runs on the loop");
+    else if (sp->power && gw->loop)
+        spool__watch_syncer(sp);
     sp->sync_timer = loop_add_timer(gw->loop, 100, spool__sync_tick, sp);
     return sp;
 }
@@ -425,13 +455,21 @@ spool_close(spool_t *sp)
         return;
     if (sp->gw->loop)
         loop_cancel_timer(sp->gw->loop, sp->sync_timer);
-    syncer_free(sp->syncer);        /* waits for a sync still running */
+    if (sp->notify_fd >= 0 && sp->gw->loop)
+        loop_del_fd(sp->gw->loop, sp->notify_fd);
+    if (sp->syncer)
+        syncer_drain(sp->syncer);   /* a sync still running */
+    spool__collect(sp);
+    syncer_free(sp->syncer);
     sp->syncer = NULL;
     if (sp->ackfd >= 0) {
         spool__sync_now(sp, true);
         fsync(sp->ackfd);
         close(sp->ackfd);
     }
+    spool__fail_waiters(sp);        /* none left once synced, unless it failed */
+    if (sp->prev_fd >= 0)
+        close(sp->prev_fd);
     if (sp->wfd >= 0)
         close(sp->wfd);
     if (sp->rfd >= 0)

@@ -10,6 +10,9 @@
  *   spool_segments.c    the segment files (listing, rotation, deletion,
  *                       retiring the tail), the acknowledged position in
  *                       <dir>/acked and the syncs that make both durable
+ *   spool_durable.c     group commit (queue.durability = "power"): the
+ *                       sync jobs, what a finished one made durable, and
+ *                       the acknowledgements that wait for it
  *
  * Internal calls between these files are named spool__verb.
  *
@@ -36,6 +39,19 @@ struct segment {
     char name[32];
 };
 
+enum {
+    REQ_DATA = 1,                   /* segments: records <= req_seq */
+    REQ_DIR = 2,                    /* the directory: created, deleted segments */
+    REQ_ACKED = 4,                  /* acked at req_acked */
+    REQ_PROBE = 8,                  /* acked again while syncs fail */
+};
+
+struct spool_waiter {
+    uint64_t seq;
+    spool_safe_fn fn;
+    void *arg;
+};
+
 struct spool {
     struct gw *gw;
     int dirfd;
@@ -53,8 +69,19 @@ struct spool {
     bool dirty;                     /* written since the last sync began */
     uint64_t sync_timer;
     syncer_t *syncer;               /* NULL: sync on the loop thread */
-    enum { REQ_NONE, REQ_DATA, REQ_ACKED, REQ_PROBE } req;    /* the syncer's last job */
+    unsigned req;                   /* the syncer's job: REQ_* flags, 0 = none */
     uint64_t req_acked;             /* REQ_ACKED, REQ_PROBE: the position it syncs */
+    uint64_t req_seq;               /* REQ_DATA: the records it makes durable */
+    bool power;                     /* queue.durability = "power" */
+    uint64_t synced_seq;            /* every record <= it is on stable storage */
+    int prev_fd;                    /* a closed tail with unsynced records, or -1 */
+    bool dir_dirty;                 /* a segment created or deleted since the last
+                                     * fsync of the directory began */
+    int notify_fd;                  /* the syncer's eventfd in the loop, or -1 */
+    struct spool_waiter *waiters;   /* ring, in record order */
+    size_t w_head, w_len, w_cap;
+    int fault;                      /* errno while readings cannot be stored */
+    uint64_t fault_ms;              /* loop time of the last failure */
     bool sync_broken;               /* a sync failed: no new readings (spool__sync_failed) */
     /* disk-only backlog, read back in order */
     uint64_t backlog;               /* messages on disk only */
@@ -72,6 +99,9 @@ int64_t spool__next_intact(int fd, uint64_t off, uint64_t after);
 
 /* spool_segments.c */
 void spool__sync_failed(spool_t *sp, int err);
+void spool__sync_works(spool_t *sp);
+void spool__fault(spool_t *sp, int err);
+void spool__fault_cleared(spool_t *sp, bool at_once);
 int spool__write_acked(spool_t *sp, bool force);
 void spool__drop_acked_segments(spool_t *sp);
 void spool__retire_tail(spool_t *sp);
@@ -82,6 +112,14 @@ int spool__rotate(spool_t *sp);
 int spool__list_segments(spool_t *sp);
 void spool__drop_empty_segments(spool_t *sp);
 void spool__read_acked(spool_t *sp);
+
+/* spool_durable.c */
+void spool__start_job(spool_t *sp);
+void spool__collect(spool_t *sp);
+int spool__sync_inline(spool_t *sp);
+void spool__release(spool_t *sp, bool failed);
+void spool__fail_waiters(spool_t *sp);
+int spool__watch_syncer(spool_t *sp);
 
 /* spool.c */
 int spool__skip_seq(spool_t *sp);

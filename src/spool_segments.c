@@ -16,11 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "coap2mqtt/log.h"
 #include "spool_internal.h"
 
 /* --- the acknowledged position on disk, and failed syncs ---------------- */
+
+#define FAULT_QUIET_MS 1000
 
 /*
  * A failed fdatasync() (EIO: a dying disk; and Linux marks the pages clean
@@ -38,26 +41,89 @@ spool__sync_failed(spool_t *sp, int err)
         log_warnx("spool: fdatasync failed (%s); refusing new readings until a sync works "
                   "again", strerror(err));
     sp->sync_broken = true;
+    spool__fault(sp, err);
 }
 
-static void
-sync_works(spool_t *sp)
+/*
+ * The spool cannot store readings (a write, a new segment or a sync
+ * failed: ENOSPC, EIO): said once in the log, counted (spool_faults) and
+ * shown in bridge/stats (spool_fault) until a write works again.  CON
+ * readings are refused meanwhile (5.03 with Max-Age; a CON notification
+ * is not acknowledged), so the devices keep them and send them again.
+ */
+static uint64_t
+now_ms(const spool_t *sp)
+{
+    return sp->gw->loop ? loop_now_ms(sp->gw->loop) : 0;
+}
+
+void
+spool__fault(spool_t *sp, int err)
+{
+    sp->fault_ms = now_ms(sp);
+    if (!sp->fault) {
+        log_warnx("spool: cannot store readings (%s); CON readings are refused until "
+                  "it works again", strerror(err));
+        sp->gw->stats.spool_faults++;
+    }
+    sp->fault = err;
+}
+
+/* A write worked.  On a nearly full disk a small record still fits where
+ * a large one did not: the fault is over only after a second without a
+ * failure, so that the log and bridge/stats do not flap. */
+void
+spool__fault_cleared(spool_t *sp, bool at_once)
+{
+    if (sp->fault && !sp->sync_broken &&
+        (at_once || now_ms(sp) >= sp->fault_ms + FAULT_QUIET_MS || !sp->gw->loop)) {
+        log_notice("spool: storing readings again");
+        sp->fault = 0;
+    }
+}
+
+const char *
+spool_fault(const spool_t *sp)
+{
+    return sp && sp->fault ? strerror(sp->fault) : NULL;
+}
+
+void
+spool__sync_works(spool_t *sp)
 {
     if (sp->sync_broken)
         log_notice("spool: fdatasync works again; accepting readings");
     sp->sync_broken = false;
+    spool__fault_cleared(sp, true);     /* the probe proved it */
+}
+
+/*
+ * <dir>/acked: the position (8 bytes), its CRC-32 (4) and "C2MA" (4), all
+ * little-endian, written in place.  The CRC tells a damaged file from a
+ * position: a wrong position above the records would skip readings never
+ * delivered.  The previous version's 8-byte file is still read.
+ */
+#define ACKED_LEN   16
+#define ACKED_MAGIC 0x414d3243u     /* "C2MA" */
+
+static void
+encode_acked(uint8_t *b, uint64_t acked)
+{
+    bytes_put64(b, acked);
+    bytes_put32(b + 8, (uint32_t)crc32(0, b, 8));
+    bytes_put32(b + 12, ACKED_MAGIC);
 }
 
 /* Writes the watermark to acked (no sync); 'force' even when unchanged. */
 int
 spool__write_acked(spool_t *sp, bool force)
 {
-    uint8_t b[8];
+    uint8_t b[ACKED_LEN];
 
     if (sp->acked == sp->acked_on_disk && !force)
         return 0;
-    bytes_put64(b, sp->acked);
-    if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+    encode_acked(b, sp->acked);
+    if (pwrite(sp->ackfd, b, ACKED_LEN, 0) != ACKED_LEN) {
         spool__sync_failed(sp, errno ? errno : EIO);
         return -1;
     }
@@ -98,7 +164,7 @@ probe_inline(spool_t *sp)
         return;
     }
     sp->acked_durable = sp->acked_on_disk;
-    sync_works(sp);
+    spool__sync_works(sp);
 }
 
 static bool
@@ -128,6 +194,7 @@ spool__drop_acked_segments(spool_t *sp)
         persist_acked(sp, need);
     while ((s = sp->segs) && deletable(sp, s) && s->next->first_seq - 1 <= sp->acked_durable) {
         unlinkat(sp->dirfd, s->name, 0);
+        sp->dir_dirty = true;
         sp->bytes -= s->bytes;
         sp->segs = s->next;
         free(s);
@@ -153,7 +220,14 @@ spool__retire_tail(spool_t *sp)
         close(sp->wfd);
         sp->wfd = -1;
     }
+    /* Everything is delivered: nothing unsynced is needed any more. */
+    if (sp->prev_fd >= 0) {
+        close(sp->prev_fd);
+        sp->prev_fd = -1;
+    }
+    sp->dirty = false;
     unlinkat(sp->dirfd, sp->tail->name, 0);
+    sp->dir_dirty = true;
     sp->bytes -= sp->tail->bytes;
     while (*pp != sp->tail)
         pp = &(*pp)->next;
@@ -166,93 +240,44 @@ spool__retire_tail(spool_t *sp)
 
 /* --- syncs, and rotation of the tail ---------------------------------- */
 
-/* What the syncer's last job achieved, once it is done. */
-static void
-sync_collect(spool_t *sp)
-{
-    int err;
-
-    if (!sp->syncer || sp->req == REQ_NONE || !syncer_idle(sp->syncer))
-        return;
-    if ((err = syncer_take_error(sp->syncer))) {
-        spool__sync_failed(sp, err);
-    } else if (sp->req != REQ_DATA) {      /* acked written, then synced */
-        if (sp->req_acked > sp->acked_durable)
-            sp->acked_durable = sp->req_acked;
-        if (sp->req == REQ_PROBE)
-            sync_works(sp);
-    }
-    sp->req = REQ_NONE;
-}
-
-static bool
-sync_request(spool_t *sp, int fd, int what)
-{
-    int err;
-
-    if (syncer_request(sp->syncer, fd)) {
-        sp->req = what;
-        return true;
-    }
-    if (syncer_idle(sp->syncer) && (err = syncer_take_error(sp->syncer)))
-        spool__sync_failed(sp, err);       /* no duplicate descriptor: nothing started */
-    return false;
-}
-
 /*
- * Makes what was appended durable.  From the timer the fdatasync() runs on
- * the syncer thread; when that is still busy with the previous one, the
- * data stays dirty for the next tick.  When everything written has been
- * delivered the data need not be durable, and the syncer makes the
- * acknowledged position durable instead (so that the tail can be retired
- * at the next tick); while syncs fail, it runs the probe.  'wait'
- * (rotation, close) syncs the data here and now.
+ * Makes what was appended durable.  Without 'wait' a job starts on the
+ * syncer thread (spool__start_job); when one still runs, the data stays
+ * dirty for the next.  When everything written has been delivered the
+ * data need not be durable, and the job makes the acknowledged position
+ * durable instead (so that the tail can be retired); while syncs fail, it
+ * is the probe.  'wait' (close; no syncer thread) syncs here and now.
  */
 void
 spool__sync_now(spool_t *sp, bool wait)
 {
-    sync_collect(sp);
-    if (!wait && sp->syncer) {
-        if (sp->req != REQ_NONE)
-            return;                 /* still busy: next tick */
-        if (sp->sync_broken) {
-            if (spool__write_acked(sp, true) == 0) {
-                sp->req_acked = sp->acked_on_disk;
-                sync_request(sp, sp->ackfd, REQ_PROBE);
-            }
-            return;
-        }
-        spool__write_acked(sp, false);
-        if (sp->dirty && sp->wfd >= 0 && sp->acked + 1 < sp->next_seq) {
-            if (sync_request(sp, sp->wfd, REQ_DATA))
-                sp->dirty = false;
-        } else if (sp->acked_on_disk > sp->acked_durable) {
-            sp->req_acked = sp->acked_on_disk;
-            sync_request(sp, sp->ackfd, REQ_ACKED);
-        }
-        return;
-    }
-    spool__write_acked(sp, false);
-    if (sp->dirty && sp->wfd >= 0) {
-        if (fdatasync(sp->wfd) < 0)
-            spool__sync_failed(sp, errno);
-        sp->dirty = false;
-    }
+    if (!wait && sp->syncer)
+        spool__start_job(sp);
+    else
+        spool__sync_inline(sp);
 }
 
-/* Syncs (see spool__sync_now) and closes the tail segment; it stays in the list. */
+/*
+ * Closes the tail segment; it stays in the list.  Its unsynced records
+ * (if any are still needed) go with the next job: the descriptor is kept
+ * as prev_fd until then.  Only when a previous closed tail still waits
+ * (two rotations within one job: rare) does the loop sync it itself.
+ */
 void
 spool__close_tail(spool_t *sp)
 {
     if (sp->wfd < 0)
         return;
-    /* The syncer syncs its own duplicate, so closing at once is fine;
-     * only when it is busy does the loop wait for the disk. */
-    spool__sync_now(sp, false);
-    if (sp->dirty && sp->acked + 1 < sp->next_seq)
-        spool__sync_now(sp, true);
+    spool__start_job(sp);
+    if (sp->dirty && sp->acked + 1 < sp->next_seq) {
+        if (sp->prev_fd >= 0)
+            spool__sync_inline(sp);
+        else
+            sp->prev_fd = sp->wfd;
+    }
+    if (sp->prev_fd != sp->wfd)
+        close(sp->wfd);
     sp->dirty = false;
-    close(sp->wfd);
     sp->wfd = -1;
 }
 
@@ -271,7 +296,7 @@ spool__sync_tick(loop_t *loop, void *arg)
     spool_t *sp = arg;
     bool seal = false;
 
-    sync_collect(sp);
+    spool__collect(sp);
     if (sp->sync_broken && !sp->syncer)
         probe_inline(sp);
     spool__drop_acked_segments(sp);
@@ -282,7 +307,7 @@ spool__sync_tick(loop_t *loop, void *arg)
             seal = true;
     }
     spool__sync_now(sp, false);
-    if (seal && sp->wfd >= 0 && sp->req == REQ_ACKED && sp->req_acked + 1 >= sp->next_seq)
+    if (seal && sp->wfd >= 0 && (sp->req & REQ_ACKED) && sp->req_acked + 1 >= sp->next_seq)
         spool__close_tail(sp);
     sp->sync_timer = loop_add_timer(loop, (uint64_t)(sp->gw->cfg->queue.fsync_interval
                                                      ? sp->gw->cfg->queue.fsync_interval
@@ -328,8 +353,7 @@ spool__rotate(spool_t *sp)
             break;
         err = errno;
         if (err != EEXIST || tries == 8 || spool__skip_seq(sp) < 0) {
-            errno = err;
-            log_warn("spool: cannot create %s", name);
+            spool__fault(sp, err);
             return -1;
         }
     }
@@ -339,6 +363,7 @@ spool__rotate(spool_t *sp)
         return -1;
     }
     sp->wfd = fd;
+    sp->dir_dirty = true;       /* the new name is durable with the directory */
     return 0;
 }
 
@@ -369,8 +394,13 @@ spool__list_segments(spool_t *sp)
         char tail[8];
 
         if (sscanf(e->d_name, "%16" SCNx64 "%7s", &first, tail) != 2 ||
-            strcmp(tail, ".seg") != 0 || strlen(e->d_name) != 20)
+            strcmp(tail, ".seg") != 0 || strlen(e->d_name) != 20) {
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "acked")) {
+                log_warnx("spool: %s: not a spool file, ignored", e->d_name);
+                sp->gw->stats.spool_damaged++;
+            }
             continue;
+        }
         if (n == cap) {
             struct segment **nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof(*v));
 
@@ -408,7 +438,9 @@ spool__drop_empty_segments(spool_t *sp)
     sp->tail = NULL;
     while ((s = *pp)) {
         if (s->bytes == 0 && s != sp->rseg) {
+            log_notice("spool: %s: empty segment removed", s->name);
             unlinkat(sp->dirfd, s->name, 0);
+            sp->dir_dirty = true;
             *pp = s->next;
             free(s);
             continue;
@@ -418,22 +450,37 @@ spool__drop_empty_segments(spool_t *sp)
     }
 }
 
+/*
+ * A damaged position (wrong length, CRC, magic) is not trusted: the replay
+ * starts at the oldest record (readings the broker had come again: at
+ * least once, never lost), logged and counted (spool_damaged).
+ */
 void
 spool__read_acked(spool_t *sp)
 {
-    uint8_t b[8];
+    uint8_t b[ACKED_LEN + 1];
+    ssize_t n;
 
     sp->ackfd = openat(sp->dirfd, "acked", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (sp->ackfd < 0)
         return;
-    if (pread(sp->ackfd, b, sizeof(b), 0) == (ssize_t)sizeof(b)) {
+    n = pread(sp->ackfd, b, sizeof(b), 0);
+    if (n == 8) {
+        sp->acked = bytes_get64(b);                 /* the previous version's */
+    } else if (n == ACKED_LEN && bytes_get32(b + 12) == ACKED_MAGIC &&
+               bytes_get32(b + 8) == (uint32_t)crc32(0, b, 8)) {
         sp->acked = bytes_get64(b);
     } else {
+        if (n != 0) {
+            log_warnx("spool: acked: damaged acknowledged position (%zd bytes); replaying "
+                      "from the oldest record", n);
+            sp->gw->stats.spool_damaged++;
+        }
         /* A new file: its block now, while there is room, so that writing
          * the position (which every segment deletion waits for) never
          * needs space on a full disk. */
-        bytes_put64(b, 0);
-        if (pwrite(sp->ackfd, b, sizeof(b), 0) != (ssize_t)sizeof(b))
+        encode_acked(b, 0);
+        if (pwrite(sp->ackfd, b, ACKED_LEN, 0) != ACKED_LEN || ftruncate(sp->ackfd, ACKED_LEN) < 0)
             log_warn("spool: writing the acknowledged position");
     }
     sp->acked_on_disk = sp->acked;

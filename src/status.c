@@ -208,6 +208,10 @@ stats_object(status_t *s)
     json_object_set_new(o, "queue_max", json_integer((json_int_t)outq_max(gw->outq)));
     json_object_set_new(o, "spool_bytes", json_integer((json_int_t)spool_bytes(gw->spool)));
     json_object_set_new(o, "spool_backlog", json_integer((json_int_t)spool_backlog(gw->spool)));
+    json_object_set_new(o, "spool_fault", spool_fault(gw->spool) ? json_string(spool_fault(gw->spool))
+                                                                 : json_null());
+    json_object_set_new(o, "durability", json_string(config_durability_power(gw->cfg) ? "power"
+                                                                                     : "process"));
     json_object_set_new(o, "mqtt_inflight", json_integer((json_int_t)mqtt_side_inflight(gw->mqtt)));
     json_object_set_new(o, "refused_held", json_integer((json_int_t)mqtt_side_held(gw->mqtt)));
     json_object_set_new(o, "mqtt_connected", json_boolean(mqtt_side_connected(gw->mqtt)));

@@ -84,6 +84,9 @@ struct config_queue {
     int spool_max_mb;       /* disk the spool may use, MiB, default 1024 */
     int fsync_interval;     /* ms between fdatasync of the spool, default 100;
                                0 = every record (slow, no power-loss window) */
+    char *durability;       /* "power" (NULL, the default): a reading is
+                               acknowledged once fdatasync'ed (group commit);
+                               "process": once written (survives kill -9 only) */
 };
 
 struct config_homeassistant {
@@ -114,6 +117,9 @@ struct config {
     struct config_stats stats;
     struct config_audit audit;
 };
+
+/* True unless queue.durability = "process". */
+bool config_durability_power(const struct config *cfg);
 
 /* Receives one complete error line, without trailing newline. */
 typedef void (*config_report_fn)(void *arg, const char *line);

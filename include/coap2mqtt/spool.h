@@ -1,8 +1,10 @@
 /*
  * spool.h - the durable half of the outbound queue.  Every message bound
  * for the broker is appended to an on-disk log in state_dir/spool before
- * the device is told it was accepted (a write() survives kill -9; fsync
- * is batched every spool.fsync_interval ms against power loss).  The log
+ * the device is told it was accepted (a write() survives kill -9; with
+ * queue.durability = "power" the acknowledgement also waits for the
+ * group-committed fdatasync, see spool_when_safe; with "process" the
+ * fdatasync follows every queue.fsync_interval ms).  The log
  * is replayed in order after a restart from the last message the broker
  * acknowledged.  When the in-memory queue is full, messages live on disk
  * only and are read back in order as the broker catches up, so memory
@@ -57,6 +59,36 @@ void spool_delivered(spool_t *sp, uint64_t seq);
 
 /* Moves disk-only messages back into the memory queue as room allows. */
 void spool_refill(spool_t *sp, outq_t *q);
+
+/*
+ * Group commit (queue.durability = "power"): an acknowledgement waits
+ * until the record it covers is on stable storage.  Called with
+ * safe = true once it is (synced, or delivered to the broker), false when
+ * it cannot be (a sync failed, or the spool closes first).
+ */
+typedef void (*spool_safe_fn)(void *arg, bool safe);
+
+/* The number of the record appended last (0: none yet). */
+uint64_t spool_last_seq(const spool_t *sp);
+/* True when record 'seq' may be acknowledged now: "process" mode, or it
+ * is synced or delivered. */
+bool spool_is_safe(const spool_t *sp, uint64_t seq);
+/*
+ * Calls fn(arg, ...) once record 'seq' is safe or cannot be; the sync
+ * that covers it starts at once if none runs.  -1 (nothing registered)
+ * on allocation failure.
+ */
+int spool_when_safe(spool_t *sp, uint64_t seq, spool_safe_fn fn, void *arg);
+/*
+ * Makes record 'seq' safe here and now, on the loop (for what must be
+ * acknowledged before the handler returns: a CON notification).  0 when
+ * it is, -1 when the sync failed (then it must not be acknowledged).
+ */
+int spool_make_safe(spool_t *sp, uint64_t seq);
+
+/* Why the spool takes no readings now (disk full, failed syncs: a
+ * strerror text), or NULL when it does. */
+const char *spool_fault(const spool_t *sp);
 
 uint64_t spool_bytes(const spool_t *sp);       /* on disk now */
 uint64_t spool_backlog(const spool_t *sp);     /* messages on disk only */

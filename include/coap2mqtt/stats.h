@@ -45,6 +45,10 @@
     X(drops_refused)         /* refused for good: parked in refused.jsonl */ \
     X(drops_queue_full)      /* readings refused: queue and spool full */   \
     X(drops_oldest_non)      /* no spool, queue full: oldest NON dropped */ \
+    X(acks_withheld)         /* CON readings not acknowledged: not durable */ \
+    X(spool_syncs)           /* sync jobs finished (group commits) */      \
+    X(spool_faults)          /* times the spool stopped taking readings */ \
+    X(spool_damaged)         /* at start: damaged records, torn ends, foreign files, a damaged acked */ \
     X(drops_too_large)       /* readings refused: payload over the cap */   \
     X(json_failed)           /* mqtt.json: payload did not parse, sent as is */ \
     X(commands_in)           /* /set and /get messages received */          \

@@ -6,12 +6,14 @@
  * visible share of the CON p99).  The loop hands over a duplicate of the
  * file descriptor and goes on; the thread syncs it and closes it.  One
  * sync at a time: a request while the previous one runs is refused, and
- * the caller keeps its data marked dirty for the next tick.
+ * the caller keeps its data marked dirty for the next job.
  */
 #ifndef COAP2MQTT_SYNCER_H
 #define COAP2MQTT_SYNCER_H
 
 #include <stdbool.h>
+
+#define SYNCER_MAX_FDS 4
 
 typedef struct syncer syncer_t;
 
@@ -26,6 +28,27 @@ void syncer_free(syncer_t *s);
  * still running or the duplicate cannot be made: nothing was started.
  */
 bool syncer_request(syncer_t *s, int fd);
+
+/* One file of a job: fsync() when 'full' (a directory), else fdatasync(). */
+struct syncer_file {
+    int fd;
+    bool full;
+};
+
+/*
+ * Starts one job over 1..SYNCER_MAX_FDS files (duplicates taken), synced
+ * in order; the job fails if any of them fails.  False as for
+ * syncer_request().
+ */
+bool syncer_request_set(syncer_t *s, const struct syncer_file *files, int n);
+
+/*
+ * An eventfd that becomes readable after every finished job (read it to
+ * clear it), so that the loop learns at once that a sync is done instead
+ * of at its next tick.  Created on the first call; -1 when it cannot be.
+ * Owned by the syncer.
+ */
+int syncer_notify_fd(syncer_t *s);
 
 /* Waits until no sync is running or pending. */
 void syncer_drain(syncer_t *s);

@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -361,6 +362,42 @@ def write_dicts():
                 f.write(_dict_entry(w) + "\n")
 
 
+# --- fuzz_spool: 16 bytes of acked, then a segment ------------------------------
+
+def spool_record(seq, topic, payload, qos=1, ct=0):
+    """A "C2M2" record as src/spool_records.c writes it (all little-endian)."""
+    body = (bytes([qos, 0]) + struct.pack("<H", 0) + struct.pack("<i", ct) +
+            struct.pack("<HHI", len(topic), 0, len(payload)) + topic + payload)
+    fields = struct.pack("<I", len(body)) + struct.pack("<IQ", 0, seq)   # length; flags, seq
+    crc = zlib.crc32(body, zlib.crc32(fields[4:], zlib.crc32(fields[:4])))
+    return (struct.pack("<III", 0x43324d32, len(body), crc) + struct.pack("<IQ", 0, seq) +
+            body)
+
+
+def spool_acked(pos):
+    b = struct.pack("<Q", pos)
+    return b + struct.pack("<II", zlib.crc32(b), 0x414d3243)
+
+
+def spool_seeds():
+    recs = [spool_record(i, b"c2m/meter-1/energy", b'{"seq":%d}' % i) for i in range(1, 6)]
+    seg = b"".join(recs)
+    mid = len(recs[0]) + len(recs[1]) + 30
+    flipped = bytearray(seg)
+    flipped[mid] ^= 0x04
+    bad_acked = bytearray(spool_acked(2))
+    bad_acked[7] ^= 0x80
+    return {
+        "intact": spool_acked(0) + seg,
+        "intact-acked-2": spool_acked(2) + seg,
+        "bitflip-middle-record": spool_acked(0) + bytes(flipped),
+        "torn-end": spool_acked(0) + seg[:-7],
+        "empty-segment": spool_acked(0),
+        "damaged-acked": bytes(bad_acked) + seg,
+        "garbage-between": spool_acked(0) + recs[0] + b"junk" * 5 + b"".join(recs[1:]),
+    }
+
+
 def write(target, seeds):
     d = os.path.join(CORPUS, target)
     os.makedirs(d, exist_ok=True)
@@ -379,6 +416,7 @@ def main():
     write("linkformat", linkformat_seeds())
     write("topics", topics_seeds())
     write("config", config_seeds())
+    write("spool", spool_seeds())
     write_dicts()
 
 

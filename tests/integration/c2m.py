@@ -564,6 +564,7 @@ class Gateway:
         self.exit_code = None
         self.expect_death = False   # set when a test kills it on purpose
         self.wrapper = []           # argv run before the daemon's (exec'ing it)
+        self.extra_env = {}         # more environment for the next start (power cuts)
 
     @property
     def uri(self):
@@ -577,7 +578,7 @@ class Gateway:
             self.wrapper + [self.binary, "-c", self.conf] + GATEWAY_FLAGS,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=gateway_env(), close_fds=True)
+            env=dict(gateway_env(), **self.extra_env), close_fds=True)
         self.log = LineLog(self.proc.stderr,
                            os.path.join(self.dir, self.name + suffix + ".stderr"),
                            "gateway " + self.name + suffix)

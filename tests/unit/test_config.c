@@ -172,6 +172,26 @@ assert_defaults_except_coap(const struct config *c)
     assert_int_equal(c->queue.max_messages, 100000);
 }
 
+/* queue.durability: "power" by default, "process" on request, nothing else. */
+static void
+test_queue_durability(void **state)
+{
+    (void)state;
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"), 0);
+    assert_null(cfg.queue.durability);
+    assert_true(config_durability_power(&cfg));
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+                          "queue = { durability = \"process\"; };\n"), 0);
+    assert_false(config_durability_power(&cfg));
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+                          "queue = { durability = \"power\"; };\n"), 0);
+    assert_true(config_durability_power(&cfg));
+    expect("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+           "queue = { durability = \"disk\"; };\n", 1,
+           ":2: queue.durability: must be \"power\" (acknowledge after fdatasync) or "
+           "\"process\" (acknowledge after write), got \"disk\"");
+}
+
 static void
 test_defaults(void **state)
 {
@@ -859,6 +879,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_defaults, teardown),
+        cmocka_unit_test_teardown(test_queue_durability, teardown),
         cmocka_unit_test_teardown(test_example_conf, teardown),
         cmocka_unit_test_teardown(test_all_values, teardown),
         cmocka_unit_test_teardown(test_ranges, teardown),

@@ -142,6 +142,42 @@ test_free_finishes_pending_request(void **state)
     assert_int_equal(open_fds(), before);
 }
 
+/*
+ * A job of several files (a segment, the directory, acked): one request,
+ * each synced, the eventfd readable once the job is done, no descriptor
+ * left; a bad one among them refuses the whole job.
+ */
+static void
+test_job_of_several_files_notifies(void **state)
+{
+    syncer_t *s = syncer_new();
+    int a = temp_file(), b = temp_file(), dir = open("/tmp", O_RDONLY | O_DIRECTORY);
+    struct syncer_file files[3] = { { a, false }, { dir, true }, { b, false } };
+    struct syncer_file bad[2] = { { a, false }, { -1, false } };
+    int before, nfd;
+    uint64_t n;
+
+    (void)state;
+    assert_non_null(s);
+    nfd = syncer_notify_fd(s);
+    assert_true(nfd >= 0);
+    assert_int_equal(syncer_notify_fd(s), nfd);         /* one, kept */
+    before = open_fds();
+    assert_true(syncer_request_set(s, files, 3));
+    syncer_drain(s);
+    assert_int_equal(syncer_take_error(s), 0);
+    assert_int_equal(read(nfd, &n, sizeof(n)), (ssize_t)sizeof(n));
+    assert_int_equal(n, 1);
+    assert_int_equal(open_fds(), before);
+    assert_false(syncer_request_set(s, bad, 2));
+    assert_int_equal(open_fds(), before);
+    assert_int_equal(syncer_take_error(s), EBADF);
+    syncer_free(s);
+    close(a);
+    close(b);
+    close(dir);
+}
+
 int
 main(void)
 {
@@ -152,6 +188,7 @@ main(void)
         cmocka_unit_test(test_bad_descriptor_refused),
         cmocka_unit_test(test_free_finishes_pending_request),
         cmocka_unit_test(test_idle_when_done),
+        cmocka_unit_test(test_job_of_several_files_notifies),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
