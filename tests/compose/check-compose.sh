@@ -33,25 +33,12 @@ compose_file=$root/docker/compose.yaml
 mkdir -p "$root/build/compose"
 log=$root/build/compose/run.log
 : > "$log"
-show_tail() {
-    echo "---- last 30 lines of $log ----"
-    tail -n 30 "$log"
-    echo "----"
-}
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (rootful podman, as the fresh-box check)"
 t_start=$(now_ms)
 
 # --- podman, the base image, podman-compose ---------------------------------
-base_out=$(timeout -k 10 1800 "$fresh/podman-base-image.sh" "$suite" 2>&1)
-case $? in
-    0) ;;
-    2) skip "podman is not available and apt-get could not install it" ;;
-    3) skip "podman cannot start a container here" ;;
-    *) printf '%s\n' "$base_out" | sed 's/^/  /'
-       timeout 60 podman info >/dev/null 2>&1 || skip "podman cannot run here"
-       fail "could not build the $image base image" ;;
-esac
+ensure_base_image
 if ! command -v podman-compose >/dev/null 2>&1; then
     say "installing podman-compose (apt-get)"
     DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q podman-compose >> "$log" 2>&1 \

@@ -46,21 +46,7 @@ say "(a few minutes: the container installs the project's packages; log: build/f
 # --- 1. podman and the base image ------------------------------------------
 
 t0=$(now_ms)
-base_out=$(timeout -k 10 1800 "$here/podman-base-image.sh" "$suite" 2>&1)
-rc=$?
-printf '%s\n' "$base_out" | sed 's/^/  /'
-case $rc in
-    0) ;;
-    2) skip "podman is not available and apt-get could not install it (see above)" ;;
-    3) skip "$(printf '%s\n' "$base_out" | sed -n 's/^podman-base-image: //p' | grep -m 1 'cannot start') (in a container, this check needs --privileged)" ;;
-    124|137) fail "podman-base-image.sh took more than 30 min" ;;
-    *)
-        # debootstrap or podman import failed: can podman do anything here?
-        if ! err=$(timeout 60 podman info 2>&1 >/dev/null); then
-            skip "podman cannot run here: $(printf '%s' "$err" | tail -n 1)"
-        fi
-        fail "could not build the $image base image (see above)" ;;
-esac
+ensure_base_image
 t_base=$(( $(now_ms) - t0 ))
 
 # Can this box start a container at all?  Not inside an unprivileged

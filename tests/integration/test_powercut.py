@@ -68,7 +68,7 @@ def pcut_lib():
         p = os.path.join(d or ".", "libc2m-pcut.so")
         if os.path.exists(p):
             return os.path.abspath(p)
-    pytest.skip("libc2m-pcut.so not built (make SAN=1 all)")
+    pytest.skip("libc2m-pcut.so not built (make SAN=1 pcut)")
 
 
 def arm(gw, shadow, point):

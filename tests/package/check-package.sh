@@ -46,27 +46,13 @@ out=$root/build/package
 mkdir -p "$out"
 log=$out/run.log
 : > "$log"
-show_tail() {
-    echo "---- last 40 lines of $log ----"
-    tail -n 40 "$log"
-    echo "----"
-}
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (rootful podman, as the fresh-box check)"
 
 t_start=$(now_ms)
 
 # --- podman and the base image (the fresh-box check's helper) ---------------
-base_out=$(timeout -k 10 1800 "$fresh/podman-base-image.sh" "$suite" 2>&1)
-rc=$?
-printf '%s\n' "$base_out" | sed 's/^/  /'
-case $rc in
-    0) ;;
-    2) skip "podman is not available and apt-get could not install it" ;;
-    3) skip "podman cannot start a container here" ;;
-    *) timeout 60 podman info >/dev/null 2>&1 || skip "podman cannot run here"
-       fail "could not build the $image base image" ;;
-esac
+ensure_base_image
 if ! err=$(timeout -k 10 120 podman run --rm --network=host "$image" true 2>&1); then
     skip "podman cannot start a container from $image: $(printf '%s\n' "$err" | tail -n 1)"
 fi
@@ -107,7 +93,7 @@ if ! podman image exists "$build_image"; then
             apt-get install -y -q --no-install-recommends build-essential lintian
             apt-get build-dep -y -q --no-install-recommends /src/coap2mqtt
             rm -rf /var/lib/apt/lists/*' >> "$log" 2>&1 < /dev/null; then
-        show_tail; fail "could not install the build dependencies (Build-Depends of debian/control)"
+        show_tail 40; fail "could not install the build dependencies (Build-Depends of debian/control)"
     fi
     podman commit -q "$n" "$build_image" >> "$log" 2>&1 || fail "podman commit of the build image failed"
     podman rm -f "$n" >/dev/null 2>&1
@@ -135,7 +121,7 @@ if ! timeout -k 10 "$run_timeout" podman run --rm --network=host \
         echo "@@upgrade-build"
         dpkg-buildpackage -b -us -uc > /dev/null
         mkdir -p /out/upgrade && cp ../coap2mqtt_*+upgrade1_*.deb /out/upgrade/' >> "$log" 2>&1 < /dev/null; then
-    show_tail
+    show_tail 40
     grep -q '^@@lintian$' "$log" && ! grep -q '^@@lintian-ok' "$log" && fail "lintian found errors (above)"
     fail "dpkg-buildpackage failed (above)"
 fi
@@ -215,7 +201,7 @@ cat "$work/install.log" >> "$log"
 grep -E '^(ok|FAIL|note): ' "$work/install.log" | sed 's/^/  /'
 timings="build image $(secs "$t_image") s$reused, two builds + lintian $(secs "$t_build") s, install/upgrade/purge $(secs "$t_install") s"
 if [ "$rc" != 0 ]; then
-    grep -q '^FAIL: ' "$work/install.log" || show_tail
+    grep -q '^FAIL: ' "$work/install.log" || show_tail 40
     say "timings: $timings"
     fail "the installed package did not pass (exit $rc; log: $log)"
 fi
@@ -235,7 +221,7 @@ if ! timeout -k 10 "$run_timeout" podman run --name "$n" --network=host -e DEB="
         apt-get install -y -q --no-install-recommends systemd systemd-sysv procps \
             mosquitto mosquitto-clients "/out/$DEB"
         rm -rf /var/lib/apt/lists/*' >> "$log" 2>&1 < /dev/null; then
-    show_tail; fail "could not install systemd, mosquitto and $deb"
+    show_tail 40; fail "could not install systemd, mosquitto and $deb"
 fi
 podman commit -q "$n" "$sysd_image" >> "$log" 2>&1 || fail "podman commit failed"
 podman rm -f "$n" >/dev/null 2>&1
@@ -247,7 +233,7 @@ n=coap2mqtt-pkgsysd-run-$$; names+=("$n")
 # mount namespacing: .../dev/mqueue: Operation not permitted", 226/NAMESPACE).
 podman run -d --name "$n" --privileged --network=none --systemd=always \
     -v "$here/in-systemd.sh:/in-systemd.sh:ro" "$sysd_image" /sbin/init >> "$log" 2>&1 \
-    || { podman rmi -f "$sysd_image" >/dev/null 2>&1; show_tail; fail "could not boot systemd in a container"; }
+    || { podman rmi -f "$sysd_image" >/dev/null 2>&1; show_tail 40; fail "could not boot systemd in a container"; }
 timeout -k 10 300 podman exec "$n" bash /in-systemd.sh > "$work/systemd.log" 2>&1
 rc=$?
 podman rm -f -t 2 "$n" >/dev/null 2>&1
