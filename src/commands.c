@@ -516,7 +516,10 @@ free_props(struct cmd_props *p)
     free(p->mime);
 }
 
-/* Why a command for (dev, path) cannot be queued, or NULL. */
+/* Why a command for (dev, path) cannot be queued, or NULL.  With
+ * mqtt.instance a device not known here is no refusal: the command waits
+ * (commands__waiting_add) until the device shows up, or its holder is
+ * known (commands_hand_over_waiting), or its time to live runs out. */
 static const char *
 refusal(struct gw *gw, struct device *dev, const char *path, const struct cmd_props *p)
 {
@@ -525,11 +528,15 @@ refusal(struct gw *gw, struct device *dev, const char *path, const struct cmd_pr
     if (gw->stopping)
         return "gateway stopping";
     if (!dev)
-        return "unknown device";
+        return gw->cfg->mqtt.instance ? NULL : "unknown device";
     if (!device_resource(dev, path))
         return "unknown resource";
     if (dev->n_cmds >= (size_t)gw->cfg->commands.max_queued)
         return "command queue full";
+    if (!device_online(dev) && strcmp(gw->cfg->commands.offline, "reject") == 0) {
+        gw->stats.commands_offline++;
+        return "offline";
+    }
     return NULL;
 }
 
@@ -552,6 +559,43 @@ dropped_early(commands_t *c, const struct mosquitto_message *msg)
     return false;
 }
 
+/* Queues (or, for a device not known here, parks) a command that passed
+ * the checks; 'p''s response topic and correlation data are taken. */
+static void
+take_command(commands_t *c, struct device *dev, const char *id, enum topic_kind kind,
+       const char *path, const struct mosquitto_message *msg, struct cmd_props *p)
+{
+    struct gw *gw = c->gw;
+    struct command *cmd = command_new(c, dev, kind, path, msg, p->rt, p->corr,
+                                      p->corr_len, payload_mime_to_ct(p->mime));
+    uint64_t ttl_ms;
+
+    if (!cmd)
+        return;
+    p->rt = NULL;               /* the command owns them now */
+    p->corr = NULL;
+    ttl_ms = (uint64_t)(p->expiry ? p->expiry : (uint32_t)gw->cfg->commands.ttl) * 1000;
+    cmd->ttl_ms = ttl_ms;
+    cmd->expiry_wall_ms = commands__wall_ms() + (int64_t)ttl_ms;
+    if (!dev)
+        commands__waiting_add(c, id, cmd);
+    if (c->journal && commands__journal_accept(c, cmd) < 0) {
+        /* Not safe across a crash: refused, so that it has a result. */
+        if (!dev)
+            commands__waiting_remove(c, cmd);
+        reject(gw, id, path, kind, cmd->response_topic, cmd->corr, cmd->corr_len,
+               "cannot store command");
+        commands__command_free(cmd);
+        return;
+    }
+    cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, commands__expired, cmd);
+    commands__audit_accepted(cmd, "accepted");
+    if (dev) {
+        push_back(dev, cmd);
+        send_next(dev);
+    }
+}
+
 void
 commands_on_message(void *arg, const struct mosquitto_message *msg,
                     const mosquitto_property *props)
@@ -562,38 +606,30 @@ commands_on_message(void *arg, const struct mosquitto_message *msg,
     enum topic_kind kind;
     struct cmd_props p;
     struct device *dev;
-    struct command *cmd;
     const char *why;
-    uint64_t ttl_ms;
+    bool forwarded = false;
 
     if (topic_parse_command(gw->cfg->mqtt.base_topic, msg->topic, id, sizeof(id),
-                            path, sizeof(path), &kind) < 0)
-        return;     /* a reading or state under our base: not for us */
+                            path, sizeof(path), &kind) < 0) {
+        /* mqtt.instance: a command another instance handed on to us */
+        if (commands__parse_forwarded(gw, msg->topic, id, sizeof(id), path,
+                                      sizeof(path), &kind) < 0)
+            return;     /* a reading or state under our base: not for us */
+        forwarded = true;
+    }
     gw->stats.commands_in++;
     if (dropped_early(c, msg))
         return;
     read_props(gw, props, &p);
-    dev = devices_find(gw->devices, id);
-    if ((why = refusal(gw, dev, path, &p))) {
-        reject(gw, id, path, kind, p.rt, p.corr, p.corr_len, why);
-    } else if ((cmd = command_new(c, dev, kind, path, msg, p.rt, p.corr, p.corr_len,
-                                  payload_mime_to_ct(p.mime)))) {
-        p.rt = NULL;            /* the command owns them now */
-        p.corr = NULL;
-        ttl_ms = (uint64_t)(p.expiry ? p.expiry : (uint32_t)gw->cfg->commands.ttl) * 1000;
-        cmd->ttl_ms = ttl_ms;
-        cmd->expiry_wall_ms = commands__wall_ms() + (int64_t)ttl_ms;
-        if (c->journal && commands__journal_accept(c, cmd) < 0) {
-            /* Not safe across a crash: refused, so that it has a result. */
-            reject(gw, id, path, kind, cmd->response_topic, cmd->corr, cmd->corr_len,
-                   "cannot store command");
-            commands__command_free(cmd);
-        } else {
-            cmd->expiry_timer = loop_add_timer(gw->loop, ttl_ms, commands__expired, cmd);
-            commands__audit_accepted(cmd, "accepted");
-            push_back(dev, cmd);
-            send_next(dev);
-        }
+    if (gw->cfg->mqtt.instance &&
+        commands__forward_seen(c, id, path, kind, msg, p.corr, p.corr_len, forwarded)) {
+        free_props(&p);
+        return;
     }
+    dev = devices_find(gw->devices, id);
+    if ((why = refusal(gw, dev, path, &p)))
+        reject(gw, id, path, kind, p.rt, p.corr, p.corr_len, why);
+    else
+        take_command(c, dev, id, kind, path, msg, &p);
     free_props(&p);
 }

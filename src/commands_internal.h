@@ -31,6 +31,8 @@
 #include "devices_internal.h"
 
 #define RECENT_COMMANDS 256
+#define TAKEN_COMMANDS 1024     /* mqtt.instance: commands taken directly,
+                                 * remembered for forwarded copies */
 
 /* Commands read back from the journal at start, waiting for their device
  * to show up: after a restart the registry knows no device. */
@@ -47,6 +49,8 @@ struct commands {
      * broker redelivery (lost PUBACK) is not PUT twice. */
     uint64_t recent[RECENT_COMMANDS];
     unsigned recent_pos;
+    uint64_t taken[TAKEN_COMMANDS];
+    unsigned taken_pos;
     cmdjournal_t *journal;      /* NULL without queue.spool */
     struct waiting *waiting;    /* by device id */
     uint64_t *unusable;         /* journal records that cannot be restored */
@@ -88,6 +92,17 @@ int commands__journal_open(commands_t *c);
 void commands__finish(struct command *cmd);
 void commands__adopt(commands_t *c, struct device *dev);
 size_t commands__cancel_waiting(commands_t *c, const char *id, const char *why);
+
+/* commands_forward.c */
+/* True for a forwarded copy of a command taken here directly (dropped);
+ * a direct one ('forwarded' false) is remembered. */
+bool commands__forward_seen(commands_t *c, const char *id, const char *path,
+                            enum topic_kind kind, const struct mosquitto_message *msg,
+                            const uint8_t *corr, size_t corr_len, bool forwarded);
+int commands__parse_forwarded(const struct gw *gw, const char *topic, char *id,
+                              size_t id_cap, char *path, size_t path_cap,
+                              enum topic_kind *kind);
+void commands__waiting_add(commands_t *c, const char *id, struct command *cmd);
 
 /* commands_audit.c */
 void commands__audit_new_id(struct command *cmd);

@@ -36,7 +36,8 @@ commands__journal_accept(commands_t *c, struct command *cmd)
     struct cj_command jc = {
         .kind = (uint8_t)cmd->kind, .ct = cmd->ct,
         .expiry_ms = cmd->expiry_wall_ms, .ttl_ms = cmd->ttl_ms,
-        .id = cmd->dev->id, .id_len = strlen(cmd->dev->id),
+        .id = cmd->dev ? cmd->dev->id : cmd->wait->id,
+        .id_len = strlen(cmd->dev ? cmd->dev->id : cmd->wait->id),
         .path = cmd->path, .path_len = strlen(cmd->path),
         .rt = cmd->response_topic,
         .rt_len = cmd->response_topic ? strlen(cmd->response_topic) : 0,
@@ -48,8 +49,8 @@ commands__journal_accept(commands_t *c, struct command *cmd)
     return cmd->jseq ? 0 : -1;
 }
 
-static void
-waiting_add(commands_t *c, const char *id, struct command *cmd)
+void
+commands__waiting_add(commands_t *c, const char *id, struct command *cmd)
 {
     struct waiting *w;
 
@@ -158,7 +159,7 @@ restore(commands_t *c, const struct cj_command *jc)
         left = 0;
     if ((uint64_t)left > jc->ttl_ms)
         left = (int64_t)jc->ttl_ms;
-    waiting_add(c, id, cmd);
+    commands__waiting_add(c, id, cmd);
     if (!cmd->wait) {
         commands__command_free(cmd);
         return true;

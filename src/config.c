@@ -79,6 +79,7 @@ config_defaults(struct config *cfg, const char *path)
            set_str(&cfg->mqtt.protocol, "auto") &&
            set_str(&cfg->mqtt.base_topic, "coap2mqtt") &&
            set_str(&cfg->mqtt.client_id, "coap2mqtt") &&
+           set_str(&cfg->commands.offline, "queue") &&
            set_str(&cfg->homeassistant.prefix, "homeassistant");
 }
 
@@ -111,6 +112,8 @@ config_free(struct config *cfg)
     free(cfg->mqtt.base_topic);
     free(cfg->mqtt.response_topic_prefix);
     free(cfg->mqtt.client_id);
+    free(cfg->mqtt.instance);
+    free(cfg->commands.offline);
     free(cfg->mqtt.username);
     free(cfg->mqtt.password_file);
     free(cfg->mqtt.tls_ca_file);
@@ -423,6 +426,23 @@ check_share(struct ctx *c)
                      rd->max_devices, rd->max_unauthenticated);
 }
 
+/* Two instances must never share a client id (the broker would kick one
+ * out for the other, endlessly): left unset, it is derived from the
+ * instance name. */
+static void
+check_instance_id(struct ctx *c)
+{
+    struct config_mqtt *mq = &c->cfg->mqtt;
+    char *id;
+
+    if (!mq->instance || is_set(c, "mqtt.client_id"))
+        return;
+    if (asprintf(&id, "%s-%s", mq->client_id, mq->instance) < 0)
+        return;
+    free(mq->client_id);
+    mq->client_id = id;
+}
+
 static void
 check_cross(struct ctx *c)
 {
@@ -454,6 +474,7 @@ check_cross(struct ctx *c)
         config__serr(c, near(c, "stats.textfile"), "stats.textfile",
                      "needs mqtt.stats_interval > 0 (how often it is rewritten)");
     check_share(c);
+    check_instance_id(c);
 }
 
 /* --- loading --------------------------------------------------------------- */

@@ -46,6 +46,35 @@ check_protocol(const char *v)
     return NULL;
 }
 
+/* Instance names are one topic level under <base>/bridge/, next to the
+ * gateway's own leaves there, so those are refused. */
+static const char *
+check_instance(const char *v)
+{
+    static const char *const reserved[] = {
+        "devices", "owner", "request", "response", "audit", "state", "stats", NULL
+    };
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 32 || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != n)
+        return "must be 1..32 of [A-Za-z0-9_-]";
+    for (size_t i = 0; reserved[i]; i++)
+        if (strcmp(v, reserved[i]) == 0)
+            return "is a name the gateway uses under <base>/bridge/ "
+                   "(devices, owner, request, response, audit, state, stats)";
+    return NULL;
+}
+
+static const char *
+check_offline(const char *v)
+{
+    if (strcmp(v, "queue") != 0 && strcmp(v, "reject") != 0)
+        return "must be \"queue\" (wait up to commands.ttl) or \"reject\" "
+               "(answer {\"error\":\"offline\"} at once)";
+    return NULL;
+}
+
 static const char *
 check_durability(const char *v)
 {
@@ -198,6 +227,7 @@ static const struct item mqtt_items[] = {
     STR("base_topic", mqtt.base_topic, check_base),
     STR("response_topic_prefix", mqtt.response_topic_prefix, check_base),
     STR("client_id", mqtt.client_id, check_client_id),
+    STR("instance", mqtt.instance, check_instance),
     STR("username", mqtt.username, check_username),
     STR("password_file", mqtt.password_file, check_path),
     INT("keepalive", mqtt.keepalive, 5, 65535),
@@ -222,6 +252,7 @@ static const struct item mqtt_items[] = {
 static const struct item commands_items[] = {
     INT("ttl", commands.ttl, 1, 604800),
     INT("max_queued", commands.max_queued, 1, 10000),
+    STR("offline", commands.offline, check_offline),
     END
 };
 

@@ -348,6 +348,18 @@ devices_remove(device_t *dev)
     devices__free_one(d, dev);
 }
 
+void
+devices_hand_over(device_t *dev)
+{
+    devices_t *d = dev->gw->devices;
+
+    dev->moved = true;
+    log_info("device %s handed over", dev->id);
+    devices__emit(dev, DEVICE_MOVED);
+    HASH_DEL(d->by_id, dev);
+    devices__free_one(d, dev);
+}
+
 device_t *
 devices_seen(devices_t *d, const char *id, coap_session_t *session)
 {
@@ -588,6 +600,28 @@ bool
 device_online(const device_t *dev)
 {
     return dev->online;
+}
+
+bool
+device_moved(const device_t *dev)
+{
+    return dev->moved;
+}
+
+int
+device_path_depth(const device_t *dev)
+{
+    int deepest = 1;
+
+    for (size_t i = 0; i < dev->n_res; i++) {
+        int depth = 1;
+
+        for (const char *p = dev->res[i].path; *p; p++)
+            depth += *p == '/';
+        if (depth > deepest)
+            deepest = depth;
+    }
+    return deepest;
 }
 
 bool

@@ -58,6 +58,7 @@ struct device {
     coap_session_t *session;    /* current DTLS session, NULL when none */
     bool registered;            /* has a live /rd registration */
     bool online;                /* availability as last published */
+    bool moved;                 /* another gateway instance holds it now */
     bool authenticated;         /* has been on a DTLS session (PSK or
                                  * certificate): plain CoAP may not claim it */
     /* Gone (offline, no session): in the registry's idle queue since
@@ -98,7 +99,7 @@ struct resource *device_resource(struct device *dev, const char *path);
 
 /* --- the registry, shared by devices.c and devices_forget.c --------------- */
 
-#define DEVICES_LISTENERS 4
+#define DEVICES_LISTENERS 6
 
 struct listener {
     device_listener_fn fn;

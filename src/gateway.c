@@ -23,6 +23,7 @@
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/outq.h"
+#include "coap2mqtt/ownership.h"
 #include "coap2mqtt/requests.h"
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/status.h"
@@ -65,6 +66,9 @@ gw_on_mqtt_message(void *arg, const struct mosquitto_message *msg,
 
     if (gw->ha && homeassistant_on_message(gw->ha, msg))
         return;
+    if (gw->ownership && (ownership_on_message(gw->ownership, msg) ||
+                          ownership_command_elsewhere(gw->ownership, msg)))
+        return;
     if (requests_on_message(gw, msg))
         return;
     commands_on_message(gw->commands, msg, props);
@@ -78,6 +82,8 @@ on_mqtt_connected(void *arg)
     struct gw *gw = arg;
 
     status_on_connected(gw->status);
+    if (gw->ownership)
+        ownership_on_connected(gw->ownership);
     if (gw->ha)
         homeassistant_on_connected(gw->ha);
 }
@@ -92,11 +98,15 @@ wire(struct gw *gw)
     transport_set_session_listener(gw->coap, devices_session_gone, gw->devices);
     transport_set_backlog(gw->coap, broker_backlog, gw);
     mqtt_side_set_handlers(gw->mqtt, gw_on_mqtt_message, gw, on_mqtt_connected, gw);
+    if (gw->ownership)
+        mqtt_side_set_suback_handler(gw->mqtt, ownership_on_suback, gw->ownership);
     if (devices_add_listener(gw->devices, observe_device_event, NULL) < 0 ||
         devices_add_listener(gw->devices, commands_device_event, gw->commands) < 0 ||
         devices_add_listener(gw->devices, status_device_event, gw->status) < 0 ||
         (gw->ha && devices_add_listener(gw->devices, homeassistant_device_event,
-                                        gw->ha) < 0)) {
+                                        gw->ha) < 0) ||
+        (gw->ownership && devices_add_listener(gw->devices, ownership_device_event,
+                                               gw->ownership) < 0)) {
         log_warnx("cannot wire the device listeners");
         return -1;
     }
@@ -130,7 +140,8 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
     if (!(gw->mqtt = mqtt_side_new(gw)))
         return -1;
     if (!(gw->status = status_new(gw)) || !(gw->health = health_new(gw)) ||
-        (cfg->homeassistant.enabled && !(gw->ha = homeassistant_new(gw)))) {
+        (cfg->homeassistant.enabled && !(gw->ha = homeassistant_new(gw))) ||
+        (cfg->mqtt.instance && !(gw->ownership = ownership_new(gw)))) {
         log_warnx("out of memory");
         return -1;
     }
@@ -164,6 +175,7 @@ gw_close(struct gw *gw)
     CLOSE(health_free, health);
     CLOSE(status_free, status);
     CLOSE(homeassistant_free, ha);
+    CLOSE(ownership_free, ownership);
     CLOSE(loop_free, loop);
 #undef CLOSE
 }

@@ -205,11 +205,11 @@ static json_t *
 availability(homeassistant_t *ha, const char *id)
 {
     const char *base = ha->gw->cfg->mqtt.base_topic;
-    char dev_topic[TOPIC_MAX], bridge[TOPIC_BASE_MAX + 16];
+    char dev_topic[TOPIC_MAX], bridge[TOPIC_MAX];
 
     if (topic_build(dev_topic, sizeof(dev_topic), base, id, NULL, "availability") < 0)
         return NULL;
-    snprintf(bridge, sizeof(bridge), "%s/bridge/state", base);
+    topic_bridge(bridge, sizeof(bridge), base, ha->gw->cfg->mqtt.instance, "state");
     return json_pack("[{s:s}, {s:s}]", "topic", dev_topic, "topic", bridge);
 }
 
@@ -324,11 +324,12 @@ remove_config(homeassistant_t *ha, const char *topic)
 static void
 publish_bridge(homeassistant_t *ha)
 {
-    char topic[HA_TOPIC_MAX], state[TOPIC_BASE_MAX + 16], uid[128];
+    char topic[HA_TOPIC_MAX], state[TOPIC_MAX], uid[128];
     json_t *o;
     char *text;
 
-    snprintf(state, sizeof(state), "%s/bridge/state", ha->gw->cfg->mqtt.base_topic);
+    topic_bridge(state, sizeof(state), ha->gw->cfg->mqtt.base_topic,
+                 ha->gw->cfg->mqtt.instance, "state");
     snprintf(uid, sizeof(uid), "%s_connection_state", ha->bridge_id);
     if (config_topic(ha, topic, sizeof(topic), "binary_sensor", ha->bridge_id,
                      "connection_state") < 0)
@@ -448,7 +449,9 @@ forget_device(homeassistant_t *ha, device_t *dev)
     if (!hd)
         return;
     for (size_t i = 0; i < hd->n; i++) {
-        if (!ha->gw->stopping && ha->gw->mqtt)
+        /* A device another instance holds now keeps its configs: that
+         * instance publishes them. */
+        if (!ha->gw->stopping && ha->gw->mqtt && !device_moved(dev))
             remove_config(ha, hd->ent[i].topic);
         entity_clear(&hd->ent[i]);
     }

@@ -160,11 +160,25 @@ static void
 subscribe_commands(mqtt_side_t *m)
 {
     const char *base = m->gw->cfg->mqtt.base_topic;
-    char filters[2 * TOPIC_PATH_DEPTH + 1][TOPIC_BASE_MAX + 2 * TOPIC_PATH_DEPTH + 24];
+    char filters[2 * TOPIC_PATH_DEPTH + 1][TOPIC_BASE_MAX + 2 * TOPIC_PATH_DEPTH + 48];
     char *subs[2 * TOPIC_PATH_DEPTH + 1];
     int n = 0, rc;
 
-    if (!m->v311) {
+    if (m->gw->cfg->mqtt.instance) {
+        /* One of several: the device command topics are subscribed device
+         * by device (ownership.c); here the instance's request API, the
+         * owners of devices and the state of the other instances. */
+        const char *inst = m->gw->cfg->mqtt.instance;
+
+        topic_bridge(filters[n++], sizeof(filters[0]), base, inst, "request/#");
+        topic_bridge(filters[n++], sizeof(filters[0]), base, inst, "forward/#");
+        topic_bridge(filters[n++], sizeof(filters[0]), base, "owner", "+");
+        topic_bridge(filters[n++], sizeof(filters[0]), base, "+", "state");
+        for (int i = 0; i < n; i++)
+            subs[i] = filters[i];
+        rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1,
+                                          m->v311 ? 0 : MQTT_SUB_OPT_NO_LOCAL, NULL);
+    } else if (!m->v311) {
         snprintf(filters[0], sizeof(filters[0]), "%s/#", base);
         rc = mosquitto_subscribe_v5(m->mosq, NULL, filters[0], 1,
                                     MQTT_SUB_OPT_NO_LOCAL, NULL);
@@ -234,6 +248,7 @@ on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
         return;     /* the broker closes; on_disconnect arms a retry */
     }
     m->connected = true;
+    m->session_resumed = (flags & 1) != 0;
     mqtt_side__set_window(m, props);
     m->attempts = 0;
     m->gw->stats.mqtt_connects++;
@@ -350,6 +365,24 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *ms
 }
 
 static void
+on_subscribe(struct mosquitto *mosq, void *arg, int mid, int qos_count,
+             const int *granted_qos, const mosquitto_property *props)
+{
+    mqtt_side_t *m = arg;
+
+    (void)mosq;
+    (void)props;
+    for (int i = 0; i < qos_count; i++)
+        if (granted_qos[i] >= 0x80) {
+            log_warnx("mqtt: the broker refused a subscription (reason 0x%02x)",
+                      granted_qos[i]);
+            break;
+        }
+    if (m->on_suback)
+        m->on_suback(m->suback_arg, mid);
+}
+
+static void
 on_log(struct mosquitto *mosq, void *arg, int level, const char *str)
 {
     (void)mosq;
@@ -416,7 +449,7 @@ configure(mqtt_side_t *m)
     mosquitto_int_option(m->mosq, MOSQ_OPT_SEND_MAXIMUM, mc->max_inflight);
     if (configure_tls(m) < 0)
         return -1;
-    snprintf(topic, sizeof(topic), "%s/bridge/state", mc->base_topic);
+    topic_bridge(topic, sizeof(topic), mc->base_topic, mc->instance, "state");
     if (mosquitto_will_set_v5(m->mosq, topic, 7, "offline", 1, true, NULL))
         return -1;
     if (mc->username) {
@@ -430,6 +463,7 @@ configure(mqtt_side_t *m)
     mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
     mosquitto_publish_v5_callback_set(m->mosq, mqtt_side__on_publish);
     mosquitto_message_v5_callback_set(m->mosq, on_message);
+    mosquitto_subscribe_v5_callback_set(m->mosq, on_subscribe);
     mosquitto_log_callback_set(m->mosq, on_log);
     return 0;
 }
@@ -496,6 +530,51 @@ mqtt_side_start(mqtt_side_t *m)
         mqtt_side__sync_fd(m);
     }
     m->misc_timer = loop_add_timer(m->gw->loop, 1000, misc_tick, m);
+}
+
+void
+mqtt_side_set_suback_handler(mqtt_side_t *m, mqtt_suback_fn fn, void *arg)
+{
+    m->on_suback = fn;
+    m->suback_arg = arg;
+}
+
+int
+mqtt_side_subscribe(mqtt_side_t *m, int n, char *const *filters)
+{
+    int mid = 0;
+
+    if (!m->connected ||
+        mosquitto_subscribe_multiple(m->mosq, &mid, n, filters, 1,
+                                     m->v311 ? 0 : MQTT_SUB_OPT_NO_LOCAL,
+                                     NULL) != MOSQ_ERR_SUCCESS)
+        return -1;
+    mqtt_side__sync_fd(m);
+    return mid;
+}
+
+int
+mqtt_side_unsubscribe(mqtt_side_t *m, int n, char *const *filters)
+{
+    int mid = 0;
+
+    if (!m->connected ||
+        mosquitto_unsubscribe_multiple(m->mosq, &mid, n, filters, NULL) != MOSQ_ERR_SUCCESS)
+        return -1;
+    mqtt_side__sync_fd(m);
+    return mid;
+}
+
+bool
+mqtt_side_v311(const mqtt_side_t *m)
+{
+    return m->v311;
+}
+
+bool
+mqtt_side_session_resumed(const mqtt_side_t *m)
+{
+    return m->session_resumed;
 }
 
 bool

@@ -71,6 +71,9 @@ struct mqtt_side {
     void *message_arg;
     mqtt_connected_fn on_connected;
     void *connected_arg;
+    mqtt_suback_fn on_suback;
+    void *suback_arg;
+    bool session_resumed;       /* the last CONNACK's session present flag */
     char password[256];
     /* Topics subscribed to at every connect besides <base>/# (Home
      * Assistant's <prefix>/status), mqtt_side_add_subscription(). */

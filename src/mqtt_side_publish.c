@@ -412,6 +412,28 @@ mqtt_side_flush(mqtt_side_t *m)
 }
 
 int
+mqtt_side_publish_props(mqtt_side_t *m, const char *topic, const void *payload,
+                        size_t len, const mosquitto_property *props)
+{
+    int mid = 0;
+    struct state_mid *sm;
+
+    if (!m->connected ||
+        mosquitto_publish_v5(m->mosq, &mid, topic, (int)len, payload, 1, false,
+                             m->v311 ? NULL : props) != MOSQ_ERR_SUCCESS)
+        return -1;
+    /* Counted with the state publishes: the window and a graceful stop
+     * wait for its PUBACK the same way. */
+    if ((sm = calloc(1, sizeof(*sm)))) {
+        sm->mid = mid;
+        HASH_ADD_INT(m->state_mids, mid, sm);
+        m->state_pending++;
+    }
+    mqtt_side__sync_fd(m);
+    return 0;
+}
+
+int
 mqtt_side_publish_now(mqtt_side_t *m, const char *topic, const char *payload,
                       int qos, bool retain)
 {

@@ -69,6 +69,7 @@ static const struct live {
     { "mqtt.json", HOOK_NONE },
     { "commands.ttl", HOOK_NONE },
     { "commands.max_queued", HOOK_NONE },
+    { "commands.offline", HOOK_NONE },  /* read at every command */
     { "queue.max_messages", HOOK_OUTQ },
     { "stats.textfile", HOOK_NONE },    /* read at every write */
     { "audit.journal", HOOK_NONE },     /* read at every record */

@@ -171,7 +171,7 @@ static void
 respond(struct gw *gw, const char *name, json_t *transaction, json_t *data,
         const char *error)
 {
-    char topic[TOPIC_MAX];
+    char topic[TOPIC_MAX], leaf[96];
     json_t *o = json_pack("{ssso}", "status", error ? "error" : "ok",
                           "data", data ? json_incref(data) : json_object());
     char *text;
@@ -186,8 +186,9 @@ respond(struct gw *gw, const char *name, json_t *transaction, json_t *data,
     json_decref(o);
     if (!text)
         return;
-    if ((size_t)snprintf(topic, sizeof(topic), "%s/bridge/response/%s",
-                         gw->cfg->mqtt.base_topic, name) < sizeof(topic))
+    if ((size_t)snprintf(leaf, sizeof(leaf), "response/%s", name) < sizeof(leaf) &&
+        topic_bridge(topic, sizeof(topic), gw->cfg->mqtt.base_topic,
+                     gw->cfg->mqtt.instance, leaf) >= 0)
         mqtt_side_publish_now(gw->mqtt, topic, text, 1, false);
     free(text);
 }
@@ -234,16 +235,21 @@ find_handler(const char *name)
 bool
 requests_on_message(struct gw *gw, const struct mosquitto_message *msg)
 {
-    const char *base = gw->cfg->mqtt.base_topic, *name, *why = NULL;
-    size_t n = strlen(base);
+    char prefix[TOPIC_MAX];
+    const char *name, *why = NULL;
+    size_t n;
     struct req r = { .gw = gw };
     json_t *transaction = NULL;
     req_fn fn = NULL;
 
-    if (strncmp(msg->topic, base, n) != 0 ||
-        strncmp(msg->topic + n, "/bridge/request/", 16) != 0)
+    /* <base>/bridge/request/<name>, or <base>/bridge/<instance>/request/<name> */
+    if (topic_bridge(prefix, sizeof(prefix), gw->cfg->mqtt.base_topic,
+                     gw->cfg->mqtt.instance, "request/") < 0)
         return false;
-    name = msg->topic + n + 16;
+    n = strlen(prefix);
+    if (strncmp(msg->topic, prefix, n) != 0)
+        return false;
+    name = msg->topic + n;
     if (msg->retain) {
         /* A retained request would be carried out again at every start. */
         log_warnx("request on %s ignored: retained", msg->topic);

@@ -53,7 +53,7 @@ struct status {
 static void
 bridge_topic(status_t *s, char *buf, size_t cap, const char *leaf)
 {
-    snprintf(buf, cap, "%s/bridge/%s", s->gw->cfg->mqtt.base_topic, leaf);
+    topic_bridge(buf, cap, s->gw->cfg->mqtt.base_topic, s->gw->cfg->mqtt.instance, leaf);
 }
 
 static void
@@ -337,6 +337,11 @@ status_device_event(void *arg, device_t *dev, enum device_event ev)
 {
     status_t *s = arg;
 
+    /* Its topics are the new holder's now: only our own list changes. */
+    if (ev == DEVICE_MOVED) {
+        schedule_devices(s);
+        return;
+    }
     if (ev == DEVICE_AVAILABILITY)
         publish_availability(s, dev, device_online(dev));
     if (ev == DEVICE_AVAILABILITY || ev == DEVICE_LIST_CHANGED ||

@@ -190,6 +190,14 @@ topic_build(char *buf, size_t cap, const char *base, const char *id,
     return pos > INT_MAX ? -1 : (int)pos;
 }
 
+int
+topic_bridge(char *buf, size_t cap, const char *base, const char *instance,
+             const char *leaf)
+{
+    return instance ? topic_build(buf, cap, base, "bridge", instance, leaf)
+                    : topic_build(buf, cap, base, "bridge", leaf, NULL);
+}
+
 /* Copies len bytes and a NUL into dst if they fit. */
 static bool
 copy_out(char *dst, size_t cap, const char *src, size_t len)

@@ -46,4 +46,15 @@ void commands_stop(commands_t *c);
  */
 size_t commands_cancel(commands_t *c, const char *id, bool inflight, const char *why);
 
+/*
+ * mqtt.instance: 'to', another gateway instance, holds the device now (or
+ * device 'id', of which only commands restored or parked here wait).  The
+ * command in flight is answered {"error":"device moved"} (it must not run
+ * twice); the queued ones are published to that instance's inbox,
+ * <base>/bridge/<to>/forward/<id>/<path>/<set|get>, and are its from then
+ * on.  Returns how many went.
+ */
+void commands_hand_over(commands_t *c, device_t *dev, const char *to);
+size_t commands_hand_over_waiting(commands_t *c, const char *id, const char *to);
+
 #endif

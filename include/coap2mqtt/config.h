@@ -50,7 +50,10 @@ struct config_mqtt {
     char *base_topic;       /* default "coap2mqtt" */
     char *response_topic_prefix; /* MQTT v5 Response Topics allowed only at or
                                below it; NULL: any but under base_topic */
-    char *client_id;        /* default "coap2mqtt" */
+    char *client_id;        /* default "coap2mqtt"; "coap2mqtt-<instance>"
+                               when mqtt.instance is set */
+    char *instance;         /* this gateway's name among several on one
+                               broker (docs/SCALING.md); NULL: the only one */
     char *username;         /* NULL when absent */
     char *password_file;    /* first line is the password; NULL when absent */
     int keepalive;          /* s, default 30 */
@@ -76,6 +79,8 @@ struct config_mqtt {
 struct config_commands {
     int ttl;                /* s a queued command lives, default 300 */
     int max_queued;         /* commands queued per device, default 16 */
+    char *offline;          /* a command for a device with no session:
+                               "queue" (default, waits up to ttl) or "reject" */
 };
 
 struct config_queue {

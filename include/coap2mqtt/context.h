@@ -28,6 +28,7 @@ typedef struct spool spool_t;
 typedef struct commands commands_t;
 typedef struct intake intake_t;
 typedef struct homeassistant homeassistant_t;
+typedef struct ownership ownership_t;
 
 struct gw {
     struct config *cfg;
@@ -42,6 +43,7 @@ struct gw {
     spool_t *spool;         /* NULL when queue.spool is off */
     status_t *status;
     homeassistant_t *ha;    /* NULL unless homeassistant.enabled */
+    ownership_t *ownership; /* NULL unless mqtt.instance */
     health_t *health;       /* state_dir/health, for container health checks */
     struct stats stats;
     bool stopping;          /* graceful stop in progress: no new work */

@@ -45,6 +45,9 @@ enum device_event {
                            * whatever waits */
     DEVICE_FORGOTTEN,     /* gone for rd.forget_after: the record is freed
                            * next (DEVICE_FREED), not at a stop */
+    DEVICE_MOVED,         /* another gateway instance holds it now: hand
+                           * on what waits for it, say nothing on the
+                           * broker; the record is freed next */
     DEVICE_FREED,         /* the record is about to be freed */
 };
 
@@ -95,6 +98,14 @@ void devices_deregister(device_t *dev);
  * that registers (or pushes) again.  'dev' is invalid afterwards.
  */
 void devices_remove(device_t *dev);
+/*
+ * Another gateway instance holds the device now (ownership.c): DEVICE_MOVED
+ * (its commands are handed on), then the record is freed without a word on
+ * the broker and without cancelling anything on the wire: the device talks
+ * to the other instance, which publishes its availability and topics.  The
+ * session stays for libcoap to idle out.  'dev' is invalid afterwards.
+ */
+void devices_hand_over(device_t *dev);
 
 /*
  * A device showed up on 'session' (push, notification, refresh): adopts the
@@ -145,6 +156,11 @@ const char *device_id(const device_t *dev);
 size_t device_links(const device_t *dev, struct lf_link *out, size_t max);
 coap_session_t *device_session(const device_t *dev);
 bool device_online(const device_t *dev);
+/* True from DEVICE_MOVED on: the record goes because another instance
+ * holds the device, not because it left. */
+bool device_moved(const device_t *dev);
+/* Levels in the deepest of its resource paths ("a/b" is 2); 1 without any. */
+int device_path_depth(const device_t *dev);
 bool device_registered(const device_t *dev);
 /* Whether the id has been used on a DTLS session (an authenticated PSK
  * identity or certificate) since the gateway started: plain CoAP may

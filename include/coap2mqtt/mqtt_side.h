@@ -25,6 +25,9 @@ typedef void (*mqtt_message_fn)(void *arg, const struct mosquitto_message *msg,
 /* A (re)connection succeeded: retained state is to be published again. */
 typedef void (*mqtt_connected_fn)(void *arg);
 
+/* The broker acknowledged the SUBSCRIBE with packet id 'mid'. */
+typedef void (*mqtt_suback_fn)(void *arg, int mid);
+
 /* Creates the client (no network yet).  NULL on failure, logged. */
 mqtt_side_t *mqtt_side_new(struct gw *gw);
 /* Who hears messages and connections (either may be NULL). */
@@ -34,6 +37,25 @@ void mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *me
  * QoS 1), besides <base>/#; its messages go to the same on_message.  At
  * most 4; -1 when full or out of memory. */
 int mqtt_side_add_subscription(mqtt_side_t *m, const char *topic);
+
+/*
+ * Subscriptions of their own (mqtt.instance: one device's command topics):
+ * sent now, QoS 1, No Local with MQTT v5.  Not repeated at a reconnect:
+ * the broker keeps them in our session, and the caller renews them from
+ * its connected callback when it may not have.  The packet id (> 0), or
+ * -1 when not connected or refused by libmosquitto.
+ */
+int mqtt_side_subscribe(mqtt_side_t *m, int n, char *const *filters);
+int mqtt_side_unsubscribe(mqtt_side_t *m, int n, char *const *filters);
+void mqtt_side_set_suback_handler(mqtt_side_t *m, mqtt_suback_fn fn, void *arg);
+/* Whether the current connection speaks MQTT 3.1.1 (no properties). */
+bool mqtt_side_v311(const mqtt_side_t *m);
+/* Whether the broker kept our session at the last connect. */
+bool mqtt_side_session_resumed(const mqtt_side_t *m);
+/* A QoS 1 publish with MQTT v5 properties (left out on 3.1.1), outside
+ * the queue and the spool.  -1 when not connected. */
+int mqtt_side_publish_props(mqtt_side_t *m, const char *topic, const void *payload,
+                            size_t len, const mosquitto_property *props);
 
 /* First connection attempt; failures only schedule retries.  Never fails. */
 void mqtt_side_start(mqtt_side_t *m);

@@ -59,6 +59,12 @@
     X(commands_rejected)     /* bad topic, unknown device, queue full */    \
     X(commands_restored)     /* read back from the journal at start */      \
     X(commands_journal_skipped) /* damaged or torn journal records at start */ \
+    X(commands_offline)      /* commands.offline "reject": device had no session */ \
+    X(devices_claimed)       /* mqtt.instance: devices this instance took on */ \
+    X(devices_handed_over)   /* ... and let go to the instance that claimed them */ \
+    X(commands_forwarded)    /* queued commands passed on to the new holder */ \
+    X(commands_duplicate_handover) /* one command reaching both holders at a hand-over */ \
+    X(commands_not_ours)     /* commands for a device another instance holds */ \
     X(mqtt_connects)         /* successful broker connections */            \
     X(mqtt_disconnects)      /* lost broker connections */
 

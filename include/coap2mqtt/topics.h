@@ -46,6 +46,14 @@ int topic_build(char *buf, size_t cap, const char *base, const char *id,
                 const char *path, const char *suffix);
 
 /*
+ * The gateway's own topic 'leaf' ("state", "stats", "request/x"):
+ * "<base>/bridge/<instance>/<leaf>" when the gateway is one instance of
+ * several (mqtt.instance), "<base>/bridge/<leaf>" when instance is NULL.
+ */
+int topic_bridge(char *buf, size_t cap, const char *base, const char *instance,
+                 const char *leaf);
+
+/*
  * Splits a command topic "<base>/<id>/<path>/set" or ".../get" into its id
  * and path (copied, NUL-terminated, into the caller's buffers).  Returns 0
  * on success, -1 if the topic is not a command topic or id/path are invalid.
