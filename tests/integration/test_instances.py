@@ -162,3 +162,64 @@ def test_offline_reject(make_gateway, sim, mqtt):
     mqtt.publish(topic + "/set", b"20.0")
     r = mqtt.wait_for(topic + "/set/result", timeout=5, start=m)
     assert r.json() == {"error": "offline"}, r
+
+
+def instance_stats(mqtt, gw, name, predicate, timeout=10):
+    topic = gw.topic("bridge", name, "stats")
+    return mqtt.wait_for(topic, lambda m: predicate(m.json()), timeout=timeout).json()
+
+
+def test_restarted_instance_runs_no_command_twice(make_gateway, sim, mqtt):
+    """gw-a stops; its broker session keeps hvac-1's command subscription.
+    hvac-1 re-appears on gw-b, and a command for it reaches gw-b and, queued
+    in the session, gw-a when it comes back.  gw-a must leave it to gw-b
+    (or forward it, and gw-b drop the copy): one PUT, one result."""
+    a = start_instance(make_gateway, mqtt, "gw-a")
+    b = start_instance(make_gateway, mqtt, "gw-b")
+    mqtt.subscribe(a.topic("bridge", "owner", "+"))
+    topic = a.topic("hvac-1", "setpoint")
+    mqtt.subscribe(topic + "/set/result")
+    first = sim("hvac", gw=a, extra_args=["--lifetime", "600"])
+    first.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    owner_of(mqtt, a, "hvac-1", "gw-a")
+    assert a.stop(signal.SIGTERM) == 0
+    first.expect_death = True
+    first.stop(signal.SIGKILL)
+    m = mqtt.mark()
+    second = sim("hvac", gw=b, extra_args=["--lifetime", "600"])
+    owner_of(mqtt, a, "hvac-1", "gw-b", m)
+    second.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    m = mqtt.mark()
+    mqtt.publish(topic + "/set", b"16.5")
+    second.wait_for(r"^PUT hvac-1 setpoint 4 16\.5$", timeout=10)
+    mqtt.subscribe(a.topic("bridge", "gw-a", "stats"))
+    a.respawn()
+    st = instance_stats(mqtt, a, "gw-a",
+                        lambda s: s["commands_not_ours"] + s["commands_forwarded"] >= 1,
+                        timeout=15)
+    got = results(mqtt, topic + "/set/result", m, 1)
+    assert [r.get("code") for r in got] == ["2.04"], (got, st)
+    assert len(second.out.find(r"^PUT hvac-1 setpoint 4 16\.5$")) == 1
+
+
+def test_forwarded_copy_of_a_command_taken_is_dropped(make_gateway, sim, mqtt):
+    """The inbox <base>/bridge/<instance>/forward/...: a forwarded command is
+    carried out, unless it is a copy of one the instance took itself (both
+    holders got it around a hand-over)."""
+    b = start_instance(make_gateway, mqtt, "gw-b")
+    s = sim("hvac", gw=b)
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    topic = b.topic("hvac-1", "setpoint")
+    inbox = b.topic("bridge", "gw-b", "forward", "hvac-1", "setpoint", "set")
+    mqtt.subscribe(topic + "/set/result")
+    m = mqtt.mark()
+    mqtt.publish(topic + "/set", b"22.0")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 22\.0$", timeout=10)
+    mqtt.publish(inbox, b"22.0")            # the old holder's copy
+    mqtt.publish(inbox, b"23.0")            # one only the old holder had
+    s.wait_for(r"^PUT hvac-1 setpoint 4 23\.0$", timeout=10)
+    got = results(mqtt, topic + "/set/result", m, 2)
+    assert [r.get("code") for r in got] == ["2.04", "2.04"], got
+    assert len(s.out.find(r"^PUT hvac-1 setpoint 4 22\.0$")) == 1
+    mqtt.subscribe(b.topic("bridge", "gw-b", "stats"))
+    instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 1)

@@ -192,6 +192,38 @@ test_queue_durability(void **state)
            "\"process\" (acknowledge after write), got \"disk\"");
 }
 
+/* mqtt.instance: its client id unless one is set, reserved and bad names
+ * refused; commands.offline. */
+static void
+test_instance(void **state)
+{
+    (void)state;
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"), 0);
+    assert_null(cfg.mqtt.instance);
+    assert_string_equal(cfg.mqtt.client_id, "coap2mqtt");
+    assert_string_equal(cfg.commands.offline, "queue");
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+                          "mqtt = { instance = \"gw-a\"; };\n"
+                          "commands = { offline = \"reject\"; };\n"), 0);
+    assert_string_equal(cfg.mqtt.instance, "gw-a");
+    assert_string_equal(cfg.mqtt.client_id, "coap2mqtt-gw-a");
+    assert_string_equal(cfg.commands.offline, "reject");
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+                          "mqtt = { instance = \"gw-a\"; client_id = \"mine\"; };\n"), 0);
+    assert_string_equal(cfg.mqtt.client_id, "mine");
+    expect("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+           "mqtt = { instance = \"gw/a\"; };\n", 1,
+           ":2: mqtt.instance: must be 1..32 of [A-Za-z0-9_-], got \"gw/a\"");
+    expect("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+           "mqtt = { instance = \"devices\"; };\n", 1,
+           ":2: mqtt.instance: is a name the gateway uses under <base>/bridge/ "
+           "(devices, owner, request, response, audit, state, stats), got \"devices\"");
+    expect("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+           "commands = { offline = \"drop\"; };\n", 1,
+           ":2: commands.offline: must be \"queue\" (wait up to commands.ttl) or "
+           "\"reject\" (answer {\"error\":\"offline\"} at once), got \"drop\"");
+}
+
 static void
 test_defaults(void **state)
 {
@@ -880,6 +912,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_defaults, teardown),
         cmocka_unit_test_teardown(test_queue_durability, teardown),
+        cmocka_unit_test_teardown(test_instance, teardown),
         cmocka_unit_test_teardown(test_example_conf, teardown),
         cmocka_unit_test_teardown(test_all_values, teardown),
         cmocka_unit_test_teardown(test_ranges, teardown),
