@@ -10,8 +10,9 @@ PKGS="build-essential pkg-config git
       nftables iproute2 procps systemd groff-base man-db
       clang libclang-rt-14-dev"
 # Only the tests need these: a 3.1.1-only broker (RabbitMQ 3.10 refuses
-# MQTT v5), which 'make run' can do without.
-[ "${1:-}" = "--test" ] && PKGS="$PKGS rabbitmq-server"
+# MQTT v5) and a cluster of it, and conntrack to move a UDP balancer's flows
+# off a dead gateway (test_cluster.py); 'make run' can do without.
+[ "${1:-}" = "--test" ] && PKGS="$PKGS rabbitmq-server conntrack"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

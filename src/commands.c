@@ -597,6 +597,34 @@ take_command(commands_t *c, struct device *dev, const char *id, enum topic_kind 
 }
 
 void
+commands_forward_message(commands_t *c, const struct mosquitto_message *msg,
+                         const mosquitto_property *props, const char *to)
+{
+    struct gw *gw = c->gw;
+    char id[TOPIC_ID_MAX + 1], path[TOPIC_PATH_MAX + 1];
+    enum topic_kind kind;
+    struct cmd_props p;
+    struct command *cmd;
+
+    if (topic_parse_command(gw->cfg->mqtt.base_topic, msg->topic, id, sizeof(id),
+                            path, sizeof(path), &kind) < 0 || dropped_early(c, msg))
+        return;
+    read_props(gw, props, &p);
+    if ((cmd = command_new(c, NULL, kind, path, msg, p.rt, p.corr, p.corr_len,
+                           payload_mime_to_ct(p.mime)))) {
+        p.rt = NULL;
+        p.corr = NULL;
+        cmd->ttl_ms = (uint64_t)(p.expiry ? p.expiry : (uint32_t)gw->cfg->commands.ttl) * 1000;
+        cmd->expiry_wall_ms = commands__wall_ms() + (int64_t)cmd->ttl_ms;
+        if (!commands__forward_one(c, id, cmd, to))
+            log_warnx("command for %s/%s: cannot forward it to instance %s",
+                      id, path, to);
+        commands__command_free(cmd);
+    }
+    free_props(&p);
+}
+
+void
 commands_on_message(void *arg, const struct mosquitto_message *msg,
                     const mosquitto_property *props)
 {

@@ -56,8 +56,8 @@ forward_props(const struct command *cmd, const char *self)
 }
 
 /* Publishes one command to 'to''s inbox; false when it could not. */
-static bool
-forward_one(commands_t *c, const char *id, struct command *cmd, const char *to)
+bool
+commands__forward_one(commands_t *c, const char *id, struct command *cmd, const char *to)
 {
     struct gw *gw = c->gw;
     char prefix[TOPIC_MAX], topic[TOPIC_MAX];
@@ -72,7 +72,10 @@ forward_one(commands_t *c, const char *id, struct command *cmd, const char *to)
     if (rc < 0)
         return false;
     gw->stats.commands_forwarded++;
-    commands__audit_result(cmd, "forwarded", -1);
+    /* A command accepted here ends here; one only passing through
+     * (commands_forward_message) is audited by the holder alone. */
+    if (cmd->dev || cmd->wait)
+        commands__audit_result(cmd, "forwarded", -1);
     log_info("command for %s/%s forwarded to instance %s", id, cmd->path, to);
     return true;
 }
@@ -80,7 +83,7 @@ forward_one(commands_t *c, const char *id, struct command *cmd, const char *to)
 static void
 forward_or_answer(commands_t *c, const char *id, struct command *cmd, const char *to)
 {
-    if (!forward_one(c, id, cmd, to))
+    if (!commands__forward_one(c, id, cmd, to))
         commands__result_error(cmd, "device moved");
     commands__finish(cmd);
 }
@@ -122,8 +125,7 @@ commands_hand_over_waiting(commands_t *c, const char *id, const char *to)
     HASH_DEL(c->waiting, w);
     while ((cmd = w->head)) {
         w->head = cmd->next;
-        cmd->next = NULL;
-        cmd->wait = NULL;
+        cmd->next = NULL;       /* cmd->wait still names the device; w goes last */
         loop_cancel_timer(c->gw->loop, cmd->expiry_timer);
         cmd->expiry_timer = 0;
         forward_or_answer(c, id, cmd, to);

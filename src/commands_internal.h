@@ -103,6 +103,8 @@ int commands__parse_forwarded(const struct gw *gw, const char *topic, char *id,
                               size_t id_cap, char *path, size_t path_cap,
                               enum topic_kind *kind);
 void commands__waiting_add(commands_t *c, const char *id, struct command *cmd);
+bool commands__forward_one(commands_t *c, const char *id, struct command *cmd,
+                           const char *to);
 
 /* commands_audit.c */
 void commands__audit_new_id(struct command *cmd);

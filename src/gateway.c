@@ -66,9 +66,16 @@ gw_on_mqtt_message(void *arg, const struct mosquitto_message *msg,
 
     if (gw->ha && homeassistant_on_message(gw->ha, msg))
         return;
-    if (gw->ownership && (ownership_on_message(gw->ownership, msg) ||
-                          ownership_command_elsewhere(gw->ownership, msg)))
-        return;
+    if (gw->ownership) {
+        const char *holder;
+
+        if (ownership_on_message(gw->ownership, msg))
+            return;
+        if ((holder = ownership_holder_elsewhere(gw->ownership, msg))) {
+            commands_forward_message(gw->commands, msg, props, holder);
+            return;
+        }
+    }
     if (requests_on_message(gw, msg))
         return;
     commands_on_message(gw->commands, msg, props);

@@ -8,8 +8,9 @@
  * Every instance follows those topics.  When a device held here is claimed
  * by another (failover, rebalancing), the newest claim wins: this instance
  * hands its commands on (commands_hand_over), drops its record without a
- * word on the broker (devices_hand_over) and unsubscribes.  A command for
- * a device another instance holds is left to that one.
+ * word on the broker (devices_hand_over) and unsubscribes.  A command that
+ * still reaches us for a device another instance holds is forwarded to it:
+ * it may have been published before that instance subscribed.
  *
  * Claim before subscribing, and a command published in between would reach
  * nobody; subscribing first means a command published around the hand-over
@@ -416,8 +417,8 @@ ownership_on_message(ownership_t *o, const struct mosquitto_message *msg)
     return true;
 }
 
-bool
-ownership_command_elsewhere(ownership_t *o, const struct mosquitto_message *msg)
+const char *
+ownership_holder_elsewhere(ownership_t *o, const struct mosquitto_message *msg)
 {
     char id[TOPIC_ID_MAX + 1], path[TOPIC_PATH_MAX + 1];
     enum topic_kind kind;
@@ -427,10 +428,9 @@ ownership_command_elsewhere(ownership_t *o, const struct mosquitto_message *msg)
                             path, sizeof(path), &kind) < 0 ||
         devices_find(o->gw->devices, id) || !(h = holder_find(o, id)) ||
         !h->instance[0] || held_here(o, h))
-        return false;
+        return NULL;
     o->gw->stats.commands_not_ours++;
-    log_debug("command for %s left to instance %s", id, h->instance);
-    return true;
+    return h->instance;
 }
 
 /* --- the device listener, lifecycle --------------------------------------------- */

@@ -55,6 +55,10 @@ size_t commands_cancel(commands_t *c, const char *id, bool inflight, const char 
  * on.  Returns how many went.
  */
 void commands_hand_over(commands_t *c, device_t *dev, const char *to);
+/* A command on a device's topic for a device instance 'to' holds: to its
+ * inbox, as it came (redeliveries and retained ones dropped first). */
+void commands_forward_message(commands_t *c, const struct mosquitto_message *msg,
+                              const mosquitto_property *props, const char *to);
 size_t commands_hand_over_waiting(commands_t *c, const char *id, const char *to);
 
 #endif

@@ -29,7 +29,11 @@ void ownership_on_suback(void *arg, int mid);
 void ownership_on_connected(ownership_t *o);
 /* Owner and instance state topics; true when 'msg' was one of them. */
 bool ownership_on_message(ownership_t *o, const struct mosquitto_message *msg);
-/* True for a command for a device another instance holds (left to it). */
-bool ownership_command_elsewhere(ownership_t *o, const struct mosquitto_message *msg);
+/* For a command on a device's own topic when another instance holds the
+ * device (a subscription left from before a restart, or the moment of a
+ * hand-over): that instance's name, to forward the command to (it drops
+ * the copy if it took the command itself); NULL otherwise.  Valid until
+ * the next call into this room. */
+const char *ownership_holder_elsewhere(ownership_t *o, const struct mosquitto_message *msg);
 
 #endif

@@ -25,7 +25,7 @@ def available():
 class Node:
     """One node: .host, .port (MQTT), .log (its stdout, a c2m.LineLog)."""
 
-    def __init__(self, tmpdir, name="c2m"):
+    def __init__(self, tmpdir, name="c2m", erlang_cookie=None, epmd_port=None):
         self.name = "%s%d@localhost" % (name, os.getpid())
         self.dir = os.path.join(tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
@@ -35,7 +35,7 @@ class Node:
         amqp, dist = c2m.free_port(), c2m.free_port()
         # epmd is shared by the Erlang nodes of this machine; a free port of
         # its own keeps the test's epmd apart from any other.
-        self.epmd_port = c2m.free_port()
+        self.epmd_port = epmd_port or c2m.free_port()
         with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
             f.write("listeners.tcp.default = %d\n" % amqp)
             f.write("mqtt.listeners.tcp.default = %d\n" % self.port)
@@ -46,7 +46,7 @@ class Node:
             f.write("[rabbitmq_mqtt].\n")
         cookie = os.path.join(self.dir, ".erlang.cookie")
         with open(cookie, "w") as f:
-            f.write("C2MTESTCOOKIE%d\n" % os.getpid())
+            f.write((erlang_cookie or "C2MTESTCOOKIE%d" % os.getpid()) + "\n")
         os.chmod(cookie, 0o400)
         self.env = dict(os.environ,
                         RABBITMQ_NODENAME=self.name,
@@ -82,7 +82,25 @@ class Node:
                     raise c2m.Timeout("RabbitMQ's MQTT listener not up in %d s" % timeout)
                 time.sleep(0.2)
 
-    def stop(self):
+    def ctl(self, *args, timeout=120):
+        r = subprocess.run([CTL, "-n", self.name] + list(args), env=self.env,
+                           timeout=timeout, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("rabbitmqctl %s: %s%s" % (" ".join(args), r.stdout, r.stderr))
+        return r.stdout
+
+    def wait_mqtt(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise c2m.Timeout("RabbitMQ's MQTT listener not up in %d s" % timeout)
+                time.sleep(0.2)
+
+    def stop(self, kill_epmd=True):
         if self.proc is None:
             return
         subprocess.run([CTL, "-n", self.name, "stop"], env=self.env, timeout=60,
@@ -97,12 +115,64 @@ class Node:
         except ProcessLookupError:
             pass
         # epmd daemonised itself out of that group; it has no node left.
-        epmd = shutil.which("epmd") or "/usr/bin/epmd"
-        subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kill_epmd:
+            kill_epmd_on(self.epmd_port)
         self.proc.wait(timeout=10)
         self.proc = None
 
     def kill(self):
         self.stop()
         shutil.rmtree(os.path.join(self.dir, "mnesia"), ignore_errors=True)
+
+
+def kill_epmd_on(port):
+    epmd = shutil.which("epmd") or "/usr/bin/epmd"
+    subprocess.run([epmd, "-port", str(port), "-kill"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Cluster:
+    """n RabbitMQ nodes on this machine, one Erlang cookie and one epmd,
+    the second and later joined to the first (rabbitmqctl join_cluster):
+    a message published on one node reaches subscribers on every node.
+    .nodes[i].host/.port are each node's MQTT listener."""
+
+    def __init__(self, tmpdir, n=2):
+        cookie = "C2MCLUSTER%d" % os.getpid()
+        epmd = c2m.free_port()
+        self.nodes = [Node(tmpdir, "c2m%s" % chr(ord("a") + i), cookie, epmd)
+                      for i in range(n)]
+        self.epmd_port = epmd
+
+    def start(self, timeout=180):
+        import threading
+        errors = []
+
+        def boot(node):
+            try:
+                node.start(timeout)
+            except Exception as e:      # reported below, in this thread
+                errors.append(e)
+        threads = [threading.Thread(target=boot, args=(nd,)) for nd in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        first = self.nodes[0].name
+        for node in self.nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first)
+            node.ctl("start_app")
+            node.wait_mqtt(timeout)
+        status = self.nodes[0].ctl("cluster_status")
+        for node in self.nodes:
+            if node.name not in status:
+                raise RuntimeError("%s not in the cluster:\n%s" % (node.name, status))
+        return self
+
+    def stop(self):
+        for node in reversed(self.nodes):
+            node.stop(kill_epmd=False)
+        kill_epmd_on(self.epmd_port)
