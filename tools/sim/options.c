@@ -15,7 +15,7 @@
 
 enum {
     OPT_PUSH = 256, OPT_CON, OPT_NON, OPT_RATE, OPT_COUNT_READINGS,
-    OPT_SLEEP_AFTER, OPT_SLEEP_FOR, OPT_REBOOT_AFTER, OPT_NO_REGISTER, OPT_EP,
+    OPT_SLEEP_AFTER, OPT_SLEEP_FOR, OPT_REBOOT_AFTER, OPT_NO_REGISTER, OPT_EP, OPT_MAX_RETRANSMIT,
     OPT_LIFETIME, OPT_PAYLOAD_SIZE, OPT_PSK_FILE, OPT_FIRST, OPT_PREFIX,
 };
 
@@ -43,6 +43,7 @@ static const struct option longopts[] = {
     { "reboot-after", required_argument, NULL, OPT_REBOOT_AFTER },
     { "no-register", no_argument, NULL, OPT_NO_REGISTER },
     { "ep", required_argument, NULL, OPT_EP },
+    { "max-retransmit", required_argument, NULL, OPT_MAX_RETRANSMIT },
     { "quiet", no_argument, NULL, 'q' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
@@ -76,6 +77,11 @@ usage(FILE *f)
 "      --reboot-after S      reboot: drop state, reconnect from the same port\n"
 "      --no-register         do not register with /rd\n"
 "      --ep ID               ep= to register instead of the identity\n"
+"      --max-retransmit N    CON retransmissions (libcoap's 4); with it, an\n"
+"                            unanswered CON push also ends the session (a new\n"
+"                            handshake and registration), as an unanswered\n"
+"                            notification does: a gateway behind a balancer\n"
+"                            that moved the flow knows no session of ours\n"
 "  -q, --quiet               no per-reading lines\n"
 "  -v, --verbose             debug logging, with libcoap's packet dumps\n",
             kind_names());
@@ -167,6 +173,7 @@ set_defaults(struct sim_opts *o)
     o->count = 1;
     o->first = 1;
     o->lifetime_s = 300;
+    o->max_retransmit = -1;
     o->interval_ms = 1000;
     coap_address_init(&o->gateway);
     o->gateway.addr.sin.sin_family = AF_INET;
@@ -236,6 +243,11 @@ apply(struct sim_opts *o, int c, const char *arg, double *rate,
         return parse_double("reboot-after", arg, 0.001, 1e9, &o->reboot_after_s);
     case OPT_NO_REGISTER: o->no_register = true; return 0;
     case OPT_EP: o->ep = arg; return 0;
+    case OPT_MAX_RETRANSMIT:
+        if (parse_ulong("max-retransmit", arg, 0, 20, &u))
+            return -1;
+        o->max_retransmit = (int)u;
+        return 0;
     case 'q': o->quiet = true; return 0;
     case 'v': o->verbose++; return 0;
     default: return -1;

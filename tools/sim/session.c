@@ -183,6 +183,8 @@ on_nack(void *app, const coap_pdu_t *sent, coap_nack_reason_t reason)
         out_event(s->sim, true, "PUSH %s %s %u %s", s->id,
                   tok.s[1] < s->nres ? s->res[tok.s[1]].def->path : "?",
                   token_seq(tok.s), nack_text(reason));
+        if (reason == COAP_NACK_TOO_MANY_RETRIES && s->sim->opts.max_retransmit >= 0)
+            s->ev->lost(s, "push timeout");
     }
 }
 
@@ -242,6 +244,8 @@ session_open(struct sensor *s)
         s->ctx = NULL;
         return -1;
     }
+    if (o->max_retransmit >= 0)
+        coap_session_set_max_retransmit(s->session, (unsigned)o->max_retransmit);
     s->gen++;
     s->connected = false;
     s->connect_deadline_ms = tool_now_ms() + 30000;

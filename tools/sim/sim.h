@@ -97,6 +97,7 @@ struct sim_opts {
     double sleep_after_s, sleep_for_s;
     double reboot_after_s;
     bool no_register;
+    int max_retransmit;        /* --max-retransmit, -1 = libcoap's (4) */
     const char *ep;            /* --ep override of the registration ep= */
     bool quiet;
     int verbose;
