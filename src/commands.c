@@ -70,6 +70,7 @@ commands_new(struct gw *gw)
         return NULL;
     }
     c->gw = gw;
+    commands__taken_open(c);
     if (gw->cfg->queue.spool && commands__journal_open(c) < 0) {
         commands_free(c);
         return NULL;
@@ -97,6 +98,7 @@ commands_free(commands_t *c)
         free(w);
     }
     cmdjournal_close(c->journal);
+    commands__taken_close(c);
     free(c->unusable);
     free(c);
 }
@@ -654,6 +656,9 @@ commands_on_message(void *arg, const struct mosquitto_message *msg,
         free_props(&p);
         return;
     }
+    log_debug("command %.*s for %s/%s%s", msg->payloadlen > 32 ? 32 : msg->payloadlen,
+              msg->payload ? (const char *)msg->payload : "", id, path,
+              forwarded ? " (forwarded)" : "");
     dev = devices_find(gw->devices, id);
     if ((why = refusal(gw, dev, path, &p)))
         reject(gw, id, path, kind, p.rt, p.corr, p.corr_len, why);

@@ -14,9 +14,12 @@
  *
  * Layer: services
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
@@ -153,6 +156,75 @@ content_key(const char *id, const char *path, enum topic_kind kind,
     return h ^ (uint64_t)kind;
 }
 
+/*
+ * The ring of commands taken directly lives in state_dir/commands.taken as
+ * well: a forwarded copy can reach us after we restarted (it waited in our
+ * broker session while we were down), and a ring in memory only would let
+ * it run a second time.  One slot of 16 bytes per entry, {sequence, key}
+ * in host order (the file never leaves this machine); the highest sequence
+ * tells where writing goes on.  pwrite() without fsync: it survives a
+ * crash of the process, and a lost slot costs at most one forwarded copy.
+ */
+struct taken_slot {
+    uint64_t seq;
+    uint64_t key;
+};
+
+void
+commands__taken_open(commands_t *c)
+{
+    struct gw *gw = c->gw;
+    struct taken_slot slots[TAKEN_COMMANDS];
+    char path[4096];
+    ssize_t n;
+    uint64_t top = 0;
+
+    c->taken_fd = -1;
+    if (!gw->cfg->mqtt.instance || !gw->cfg->state_dir)
+        return;
+    snprintf(path, sizeof(path), "%s/commands.taken", gw->cfg->state_dir);
+    if ((c->taken_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+        log_warn("%s: forwarded copies of commands taken before a restart "
+                 "will not be recognised", path);
+        return;
+    }
+    /* Slots never written read back as zeros, or not at all: the file
+     * grows as the ring fills. */
+    memset(slots, 0, sizeof(slots));
+    n = pread(c->taken_fd, slots, sizeof(slots), 0);
+    if (n >= 0 && n % (ssize_t)sizeof(slots[0]) == 0) {
+        for (size_t i = 0; i < TAKEN_COMMANDS; i++) {
+            c->taken[i] = slots[i].key;
+            if (slots[i].seq > top) {
+                top = slots[i].seq;
+                c->taken_pos = (unsigned)((i + 1) % TAKEN_COMMANDS);
+            }
+        }
+    } else if (n != 0) {
+        log_warnx("%s: %zd bytes, not a whole number of %zu-byte slots: starting it afresh",
+                  path, n, sizeof(slots[0]));
+    }
+    c->taken_seq = top;
+}
+
+void
+commands__taken_close(commands_t *c)
+{
+    if (c->taken_fd >= 0)
+        close(c->taken_fd);
+    c->taken_fd = -1;
+}
+
+static void
+taken_store(commands_t *c, size_t i)
+{
+    struct taken_slot slot = { ++c->taken_seq, c->taken[i] };
+
+    if (c->taken_fd >= 0 &&
+        pwrite(c->taken_fd, &slot, sizeof(slot), (off_t)(i * sizeof(slot))) != sizeof(slot))
+        log_ratelimited(c, "commands.taken: write failed: %s", strerror(errno));
+}
+
 bool
 commands__forward_seen(commands_t *c, const char *id, const char *path,
                        enum topic_kind kind, const struct mosquitto_message *msg,
@@ -162,12 +234,14 @@ commands__forward_seen(commands_t *c, const char *id, const char *path,
 
     if (!forwarded) {
         c->taken[c->taken_pos] = key;
+        taken_store(c, c->taken_pos);
         c->taken_pos = (c->taken_pos + 1) % TAKEN_COMMANDS;
         return false;
     }
     for (size_t i = 0; i < TAKEN_COMMANDS; i++)
         if (c->taken[i] == key) {
             c->taken[i] = 0;    /* one forwarded copy per command taken */
+            taken_store(c, i);
             c->gw->stats.commands_duplicate_handover++;
             log_info("forwarded command for %s/%s dropped: taken here already",
                      id, path);

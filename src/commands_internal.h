@@ -51,6 +51,8 @@ struct commands {
     unsigned recent_pos;
     uint64_t taken[TAKEN_COMMANDS];
     unsigned taken_pos;
+    uint64_t taken_seq;         /* last sequence written to commands.taken */
+    int taken_fd;               /* state_dir/commands.taken, -1 none */
     cmdjournal_t *journal;      /* NULL without queue.spool */
     struct waiting *waiting;    /* by device id */
     uint64_t *unusable;         /* journal records that cannot be restored */
@@ -99,6 +101,8 @@ size_t commands__cancel_waiting(commands_t *c, const char *id, const char *why);
 bool commands__forward_seen(commands_t *c, const char *id, const char *path,
                             enum topic_kind kind, const struct mosquitto_message *msg,
                             const uint8_t *corr, size_t corr_len, bool forwarded);
+void commands__taken_open(commands_t *c);
+void commands__taken_close(commands_t *c);
 int commands__parse_forwarded(const struct gw *gw, const char *topic, char *id,
                               size_t id_cap, char *path, size_t path_cap,
                               enum topic_kind *kind);

@@ -223,3 +223,35 @@ def test_forwarded_copy_of_a_command_taken_is_dropped(make_gateway, sim, mqtt):
     assert len(s.out.find(r"^PUT hvac-1 setpoint 4 22\.0$")) == 1
     mqtt.subscribe(b.topic("bridge", "gw-b", "stats"))
     instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 1)
+
+
+def test_forwarded_copy_after_a_restart_is_dropped(make_gateway, sim, mqtt):
+    """The copy can come after the instance that took the command
+    restarted: it waited in its broker session (the old holder forwarded it
+    while this one was down).  The ring of commands taken is in state_dir,
+    so the copy is still recognised (cluster soak: it ran twice)."""
+    b = start_instance(make_gateway, mqtt, "gw-b")
+    s = sim("hvac", gw=b)
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    topic = b.topic("hvac-1", "setpoint")
+    inbox = b.topic("bridge", "gw-b", "forward", "hvac-1", "setpoint", "set")
+    mqtt.subscribe(topic + "/set/result")
+    m = mqtt.mark()
+    mqtt.publish(topic + "/set", b"22.0")
+    s.wait_for(r"^PUT hvac-1 setpoint 4 22\.0$", timeout=10)
+    mqtt.wait_for(topic + "/set/result", timeout=5, start=m)
+    # A graceful stop: after kill -9 the spool may publish the result
+    # of 22.0 again (at least once), which this test would count.
+    assert b.stop(signal.SIGTERM) == 0
+    s.expect_death = True
+    s.stop(signal.SIGKILL)
+    mqtt.publish(inbox, b"22.0")            # waits in gw-b's session
+    mqtt.publish(inbox, b"23.0")
+    b.respawn()
+    s2 = sim("hvac", gw=b)
+    s2.wait_for(r"^PUT hvac-1 setpoint 4 23\.0$", timeout=15)
+    got = results(mqtt, topic + "/set/result", m, 2)
+    assert [r.get("code") for r in got] == ["2.04", "2.04"], got
+    assert not s2.out.find(r"^PUT hvac-1 setpoint 4 22\.0$")
+    mqtt.subscribe(b.topic("bridge", "gw-b", "stats"))
+    instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 1)
