@@ -229,7 +229,9 @@ def test_forwarded_copy_after_a_restart_is_dropped(make_gateway, sim, mqtt):
     """The copy can come after the instance that took the command
     restarted: it waited in its broker session (the old holder forwarded it
     while this one was down).  The ring of commands taken is in state_dir,
-    so the copy is still recognised (cluster soak: it ran twice)."""
+    so the copy is still recognised, also when a copy used up an older
+    entry before the restart and a new command was taken after it (cluster
+    soak: such copies ran twice)."""
     b = start_instance(make_gateway, mqtt, "gw-b")
     s = sim("hvac", gw=b)
     s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
@@ -237,21 +239,29 @@ def test_forwarded_copy_after_a_restart_is_dropped(make_gateway, sim, mqtt):
     inbox = b.topic("bridge", "gw-b", "forward", "hvac-1", "setpoint", "set")
     mqtt.subscribe(topic + "/set/result")
     m = mqtt.mark()
-    mqtt.publish(topic + "/set", b"22.0")
-    s.wait_for(r"^PUT hvac-1 setpoint 4 22\.0$", timeout=10)
-    mqtt.wait_for(topic + "/set/result", timeout=5, start=m)
-    # A graceful stop: after kill -9 the spool may publish the result
-    # of 22.0 again (at least once), which this test would count.
+    for value in (b"21.0", b"22.0"):
+        mqtt.publish(topic + "/set", value)
+        s.wait_for(r"^PUT hvac-1 setpoint 4 %s$" % value.decode().replace(".", r"\."),
+                   timeout=10)
+    mqtt.publish(inbox, b"21.0")            # uses up 21.0's entry
+    mqtt.subscribe(b.topic("bridge", "gw-b", "stats"))
+    instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 1)
+    mqtt._wait_cv(lambda: len(mqtt.received(topic + "/set/result", m)) == 2, 5, "2 results")
+    # A graceful stop: after kill -9 the spool may publish a result again
+    # (at least once), which this test would count.
     assert b.stop(signal.SIGTERM) == 0
     s.expect_death = True
     s.stop(signal.SIGKILL)
-    mqtt.publish(inbox, b"22.0")            # waits in gw-b's session
-    mqtt.publish(inbox, b"23.0")
+    mqtt.publish(inbox, b"23.0")            # waits in gw-b's session
     b.respawn()
     s2 = sim("hvac", gw=b)
     s2.wait_for(r"^PUT hvac-1 setpoint 4 23\.0$", timeout=15)
-    got = results(mqtt, topic + "/set/result", m, 2)
-    assert [r.get("code") for r in got] == ["2.04", "2.04"], got
-    assert not s2.out.find(r"^PUT hvac-1 setpoint 4 22\.0$")
-    mqtt.subscribe(b.topic("bridge", "gw-b", "stats"))
-    instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 1)
+    mqtt.publish(topic + "/set", b"24.0")   # a new entry after the restart
+    s2.wait_for(r"^PUT hvac-1 setpoint 4 24\.0$", timeout=10)
+    mqtt.publish(inbox, b"22.0")            # copies: from before the restart,
+    mqtt.publish(inbox, b"24.0")            # and after it
+    got = results(mqtt, topic + "/set/result", m, 4)
+    assert [r.get("code") for r in got] == ["2.04"] * 4, got
+    assert not s2.out.find(r"^PUT hvac-1 setpoint 4 2[12]\.0$")
+    assert len(s2.out.find(r"^PUT hvac-1 setpoint 4 24\.0$")) == 1
+    instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 2)
