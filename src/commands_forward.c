@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,24 +215,13 @@ commands__taken_close(commands_t *c)
     c->taken_fd = -1;
 }
 
-/* A new entry gets the next sequence number; a used one (forgotten) only
- * its key: the highest sequence must keep pointing at the newest entry,
- * where writing goes on after a restart. */
 static void
-taken_store(commands_t *c, size_t i, bool new_entry)
+taken_store(commands_t *c, size_t i)
 {
-    struct taken_slot slot = { new_entry ? ++c->taken_seq : 0, c->taken[i] };
-    off_t at = (off_t)(i * sizeof(slot));
-    bool n;
+    struct taken_slot slot = { ++c->taken_seq, c->taken[i] };
 
-    if (c->taken_fd < 0)
-        return;
-    if (new_entry)
-        n = pwrite(c->taken_fd, &slot, sizeof(slot), at) == sizeof(slot);
-    else
-        n = pwrite(c->taken_fd, &slot.key, sizeof(slot.key),
-                   at + (off_t)offsetof(struct taken_slot, key)) == sizeof(slot.key);
-    if (!n)
+    if (c->taken_fd >= 0 &&
+        pwrite(c->taken_fd, &slot, sizeof(slot), (off_t)(i * sizeof(slot))) != sizeof(slot))
         log_ratelimited(c, "commands.taken: write failed: %s", strerror(errno));
 }
 
@@ -246,14 +234,14 @@ commands__forward_seen(commands_t *c, const char *id, const char *path,
 
     if (!forwarded) {
         c->taken[c->taken_pos] = key;
-        taken_store(c, c->taken_pos, true);
+        taken_store(c, c->taken_pos);
         c->taken_pos = (c->taken_pos + 1) % TAKEN_COMMANDS;
         return false;
     }
     for (size_t i = 0; i < TAKEN_COMMANDS; i++)
         if (c->taken[i] == key) {
-            c->taken[i] = 0;    /* one forwarded copy per command taken */
-            taken_store(c, i, false);
+            /* Kept: every instance whose session held the command may
+             * forward a copy (one per restart with a stale subscription). */
             c->gw->stats.commands_duplicate_handover++;
             log_info("forwarded command for %s/%s dropped: taken here already",
                      id, path);

@@ -55,6 +55,8 @@ struct holder {
     int depth;                         /* path depths subscribed (3.1.1),
                                         * 1 for <base>/<id>/# (v5), 0 none */
     bool claim_pending;                /* to publish once subscribed */
+    bool stale_dropped;                /* a leftover subscription of ours
+                                        * was unsubscribed */
 };
 
 /* A SUBSCRIBE in flight, by packet id. */
@@ -166,6 +168,7 @@ subscribe_device(ownership_t *o, struct holder *h, const device_t *dev)
     }
     h->depth = want;
     h->sub_mid = mid;
+    h->stale_dropped = false;
     if ((w = calloc(1, sizeof(*w)))) {
         w->mid = mid;
         snprintf(w->id, sizeof(w->id), "%s", h->id);
@@ -182,8 +185,16 @@ unsubscribe_device(ownership_t *o, struct holder *h, int depth)
 
     h->depth = 0;
     h->sub_mid = 0;
-    if (n > 0)
-        mqtt_side_unsubscribe(o->gw->mqtt, n, filters);
+    if (n <= 0)
+        return;
+    /* RabbitMQ 3.10 (3.1.1) removes only what was subscribed on the
+     * current connection, and acknowledges the rest without removing it:
+     * a filter left from an earlier connection of our session would go on
+     * bringing commands.  Subscribing first makes it the connection's own
+     * (the broker takes the two in order); elsewhere it is harmless. */
+    if (mqtt_side_v311(o->gw->mqtt))
+        (void)mqtt_side_subscribe(o->gw->mqtt, n, filters);
+    mqtt_side_unsubscribe(o->gw->mqtt, n, filters);
 }
 
 /* --- claims ----------------------------------------------------------------------- */
@@ -304,6 +315,7 @@ claimed_elsewhere(ownership_t *o, struct holder *h, const char *inst, int64_t si
     device_t *dev = devices_find(o->gw->devices, h->id);
     bool was_ours = held_here(o, h);
     int depth = h->depth;
+    size_t waited;
 
     if (was_ours && since <= h->since_ms)
         return;     /* ours is newer: it reaches that instance too */
@@ -316,13 +328,19 @@ claimed_elsewhere(ownership_t *o, struct holder *h, const char *inst, int64_t si
         devices_hand_over(dev);
         o->gw->stats.devices_handed_over++;
     }
-    commands_hand_over_waiting(o->gw->commands, h->id, inst);
+    waited = commands_hand_over_waiting(o->gw->commands, h->id, inst);
     /* Ours, or perhaps left in the session the broker kept from before a
-     * restart (3.1.1: as deep as a device is likely to go). */
+     * restart: certainly so when commands for it reached us and waited
+     * for its holder (RabbitMQ keeps retained claims per node, so the
+     * claim may come to us only as a live message queued in that
+     * session).  3.1.1: we do not know how deep the old filters went. */
     if (was_ours || depth)
         unsubscribe_device(o, h, depth ? depth : 1);
-    else if (retained && mqtt_side_session_resumed(o->gw->mqtt))
-        unsubscribe_device(o, h, mqtt_side_v311(o->gw->mqtt) ? 4 : 1);
+    else if ((waited || (retained && mqtt_side_session_resumed(o->gw->mqtt))) &&
+             !h->stale_dropped) {
+        h->stale_dropped = true;
+        unsubscribe_device(o, h, mqtt_side_v311(o->gw->mqtt) ? TOPIC_PATH_DEPTH : 1);
+    }
 }
 
 static void
@@ -430,6 +448,14 @@ ownership_holder_elsewhere(ownership_t *o, const struct mosquitto_message *msg)
         !h->instance[0] || held_here(o, h))
         return NULL;
     o->gw->stats.commands_not_ours++;
+    /* It reached us through a subscription the broker kept in our session
+     * from before a restart: the holder got it too, or will have it
+     * forwarded by us, and every later command would come both ways.
+     * 3.1.1: we do not know how deep the old filters went, so all depths. */
+    if (!h->stale_dropped) {
+        h->stale_dropped = true;
+        unsubscribe_device(o, h, mqtt_side_v311(o->gw->mqtt) ? TOPIC_PATH_DEPTH : 1);
+    }
     return h->instance;
 }
 

@@ -347,6 +347,23 @@ def run_cluster(kind, rounds, tmp_path, netns, parts, c2m_bin, c2m_sim):
         rounds_done.append(fail_over(rnd, victim_index))
         before |= rounds_done[-1].pop("acked_before")
 
+    # Settled: one more command for every HVAC unit, published on the first
+    # node, reaches only the instance holding it (a restarted instance
+    # dropped the subscriptions its broker session kept from before).
+    watch.subscribe("%s/bridge/+/stats" % c2m.BASE)
+
+    def fresh_stats():
+        now = int(time.time())
+        return {name: watch.wait_for("%s/bridge/%s/stats" % (c2m.BASE, name),
+                                     lambda msg: msg.json().get("time", 0) > now,
+                                     timeout=10, start=watch.mark()).json()
+                for name in INSTANCES}
+    faults.wait_until(lambda: all(len(results_of(d)) >= len(sent[d]) for d in hv), 60,
+                      what="one result for every command before the last round")
+    settled = fresh_stats()
+    for dev in hv:
+        command(pub0, 3 * rounds + 1, dev)
+
     # Exactly one result per command, and at most one PUT.
     def all_answered():
         return all(len(results_of(d)) >= len(sent[d]) for d in hv)
@@ -356,6 +373,11 @@ def run_cluster(kind, rounds, tmp_path, netns, parts, c2m_bin, c2m_sim):
                      "a second result for a command")
     except c2m.Timeout:
         pass
+    final = fresh_stats()
+    stray = {n: final[n]["commands_not_ours"] - settled[n]["commands_not_ours"]
+             for n in INSTANCES}
+    assert not any(stray.values()), "commands reaching an instance that does not " \
+        "hold the device, after recovery: %s" % stray
     per_device = {d: results_of(d) for d in hv}
     extra = {d: (sent[d], r) for d, r in per_device.items() if len(r) != len(sent[d])}
     assert not extra, "not exactly one result per command: %s" % extra
@@ -385,6 +407,10 @@ def run_cluster(kind, rounds, tmp_path, netns, parts, c2m_bin, c2m_sim):
                    victims_acked_before_kill=len(before),
                    commands_sent=sum(len(x) for x in sent.values()),
                    commands_executed=executed, command_errors=dict(errors),
+                   instances={n: {k: final[n][k] for k in (
+                       "commands_in", "commands_not_ours", "commands_forwarded",
+                       "commands_duplicate_handover", "devices_claimed",
+                       "devices_handed_over")} for n in INSTANCES},
                    push_failures=dict(failed))
     print("CLUSTER %s" % json.dumps(figures, sort_keys=True))
     faults.record("cluster-failover-%s" % kind, figures)

@@ -200,6 +200,16 @@ def test_restarted_instance_runs_no_command_twice(make_gateway, sim, mqtt):
     got = results(mqtt, topic + "/set/result", m, 1)
     assert [r.get("code") for r in got] == ["2.04"], (got, st)
     assert len(second.out.find(r"^PUT hvac-1 setpoint 4 16\.5$")) == 1
+    # gw-a dropped the subscription its old session left: the next command
+    # reaches gw-b only (3.1.1: one filter per depth, all of them dropped).
+    before = instance_stats(mqtt, a, "gw-a", lambda s: True)["commands_not_ours"]
+    m = mqtt.mark()
+    mqtt.publish(topic + "/set", b"17.5")
+    second.wait_for(r"^PUT hvac-1 setpoint 4 17\.5$", timeout=10)
+    results(mqtt, topic + "/set/result", m, 1)
+    mark = mqtt.mark()
+    later = mqtt.wait_for(a.topic("bridge", "gw-a", "stats"), timeout=5, start=mark).json()
+    assert later["commands_not_ours"] == before, (before, later)
 
 
 def test_forwarded_copy_of_a_command_taken_is_dropped(make_gateway, sim, mqtt):
@@ -229,9 +239,9 @@ def test_forwarded_copy_after_a_restart_is_dropped(make_gateway, sim, mqtt):
     """The copy can come after the instance that took the command
     restarted: it waited in its broker session (the old holder forwarded it
     while this one was down).  The ring of commands taken is in state_dir,
-    so the copy is still recognised, also when a copy used up an older
-    entry before the restart and a new command was taken after it (cluster
-    soak: such copies ran twice)."""
+    so the copy is still recognised; and a second copy of one command (two
+    instances had it in their sessions) is dropped as well (cluster soak:
+    such copies ran twice)."""
     b = start_instance(make_gateway, mqtt, "gw-b")
     s = sim("hvac", gw=b)
     s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
@@ -243,7 +253,7 @@ def test_forwarded_copy_after_a_restart_is_dropped(make_gateway, sim, mqtt):
         mqtt.publish(topic + "/set", value)
         s.wait_for(r"^PUT hvac-1 setpoint 4 %s$" % value.decode().replace(".", r"\."),
                    timeout=10)
-    mqtt.publish(inbox, b"21.0")            # uses up 21.0's entry
+    mqtt.publish(inbox, b"21.0")            # a copy
     mqtt.subscribe(b.topic("bridge", "gw-b", "stats"))
     instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 1)
     mqtt._wait_cv(lambda: len(mqtt.received(topic + "/set/result", m)) == 2, 5, "2 results")
@@ -259,9 +269,10 @@ def test_forwarded_copy_after_a_restart_is_dropped(make_gateway, sim, mqtt):
     mqtt.publish(topic + "/set", b"24.0")   # a new entry after the restart
     s2.wait_for(r"^PUT hvac-1 setpoint 4 24\.0$", timeout=10)
     mqtt.publish(inbox, b"22.0")            # copies: from before the restart,
-    mqtt.publish(inbox, b"24.0")            # and after it
+    mqtt.publish(inbox, b"24.0")            # after it,
+    mqtt.publish(inbox, b"21.0")            # and a second one
     got = results(mqtt, topic + "/set/result", m, 4)
     assert [r.get("code") for r in got] == ["2.04"] * 4, got
     assert not s2.out.find(r"^PUT hvac-1 setpoint 4 2[12]\.0$")
     assert len(s2.out.find(r"^PUT hvac-1 setpoint 4 24\.0$")) == 1
-    instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 2)
+    instance_stats(mqtt, b, "gw-b", lambda st: st["commands_duplicate_handover"] == 3)
