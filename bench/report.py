@@ -5,8 +5,11 @@ baseline measured in the same run, the ratio, and the goals of issue 6."""
 import json, os, platform, subprocess, sys, time
 
 ONLY_DURABILITY = sys.argv[1] == "--durability"
+ONLY_FIELD = sys.argv[1] == "--field"
 if ONLY_DURABILITY:
     d = sys.argv[2]
+elif ONLY_FIELD:
+    d, field_sensors = sys.argv[2], sys.argv[3].split()
 else:
     d, out, sessions, rmem = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
 
@@ -60,8 +63,47 @@ def print_durability(D):
     print("| power / process | %s | | | |" % f(D["power_over_process"], 2))
 
 
+def field(ns):
+    """Issue 14's headline: NSTART = 1 sensors (closed loop, one CON in
+    flight each), Debian's mosquitto defaults plus the README's
+    persistence, a QoS 1 subscriber.  (b) the bare libcoap server with the
+    same sensors; (c) the better of one and eight libmosquitto QoS 1
+    publishers with a window of 20 (what the broker announces)."""
+    c_runs = {p: get(load("field_c_p%d" % p), "mqtt", "per_s") for p in (1, 8)}
+    c_best = max((v for v in c_runs.values() if v), default=None)
+    out = {"c_mqtt": c_best, "c_runs_by_publishers": c_runs, "sensors": {}}
+    for n in ns:
+        a = load("field_a_%s" % n)
+        b = load("field_b_%s" % n)
+        av, bv = get(a, "mqtt", "per_s"), get(b, "coap", "acked_per_s")
+        floor = min((x for x in (bv, c_best) if x), default=None)
+        out["sensors"][n] = {
+            "a_gateway": av, "a_acked_per_s": get(a, "coap", "acked_per_s"),
+            "a_rtt_p50_ms": get(a, "coap", "rtt", "p50_ms"),
+            "a_rtt_p99_ms": get(a, "coap", "rtt", "p99_ms"),
+            "a_lost": get(a, "mqtt", "lost"), "a_reordered": get(a, "mqtt", "reordered"),
+            "b_bare_coap": bv, "ratio_a_min_bc": ratio(av, floor),
+            "gateway_cpu_ms_per_1000": get(a, "server_cpu_ms_per_1000")}
+    return out
+
+
+def print_field(F):
+    def f(v, p=0):
+        return "-" if v is None else ("%.*f" % (p, v))
+    print("\n| field: NSTART = 1, Debian mosquitto + persistence, QoS 1 subscriber | (a) gateway pushes/s | round trip p50 / p99 ms | (b) bare libcoap | (c) MQTT QoS 1 (best of 1, 8 publishers) | a / min(b, c) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for n, r in F["sensors"].items():
+        print("| %s sensors | %s | %s / %s | %s | %s | %s |" % (
+            n, f(r["a_gateway"]), f(r["a_rtt_p50_ms"], 2), f(r["a_rtt_p99_ms"], 2),
+            f(r["b_bare_coap"]), f(F["c_mqtt"]), f(r["ratio_a_min_bc"], 2)))
+    print("| (c) by publishers | %s |" % ", ".join("%s: %s" % (k, f(v)) for k, v in F["c_runs_by_publishers"].items()))
+
+
 if ONLY_DURABILITY:
     print_durability(durability())
+    sys.exit(0)
+if ONLY_FIELD:
+    print_field(field(field_sensors))
     sys.exit(0)
 
 
@@ -191,6 +233,10 @@ R["goals"] = [
     goal("gateway ECDSA handshakes / bare", R["handshakes_per_s"]["gateway_ecdsa_over_bare_ecdsa"], ">= 0.8", lambda v: v >= 0.8),
 ]
 R["durability"] = durability()
+R["field"] = field(["100", "1000", "10000"])
+R["goals"].append(goal("field (NSTART = 1, stock broker): a / min(b, c) at 1,000 sensors",
+                       get(R["field"], "sensors", "1000", "ratio_a_min_bc"), ">= 0.8",
+                       lambda v: v >= 0.8))
 with open(out, "w") as f:
     json.dump(R, f, indent=1)
     f.write("\n")
@@ -233,6 +279,7 @@ for n in sessions:
         n, fmt(s["rss_per_session_kib"], 1), fmt(s["throughput_per_s"]), fmt(base), fmt(s["throughput_vs_100"], 2)))
 print("| bare server RSS KiB/session at %s | | %s | %s |" % (top, fmt(bare_rss, 1), fmt(ratio(gw_rss_top, bare_rss), 2)))
 print_durability(R["durability"])
+print_field(R["field"])
 print("\n| goal | value | target | met |\n|---|---:|---|---|")
 for g in R["goals"]:
     print("| %s | %s | %s | %s |" % (g["goal"], fmt(g["value"], 2), g["target"],

@@ -17,6 +17,9 @@
 #     --quick    shorter windows and 2k sessions at most (a smoke run)
 #     --keep     keep the temporary directory (logs, configs, raw JSON)
 #     --durability  only the queue.durability comparison (about a minute)
+#     --field    only the field rows (issue 14): NSTART = 1 sensors, Debian's
+#                mosquitto defaults plus the README's persistence, a QoS 1
+#                subscriber, 100 / 1,000 / 10,000 sensors (a few minutes)
 #
 # Writes bench/results.json and prints the table.  As root it raises
 # net.core.rmem_max/rmem_default to 8 MiB for the run (restored at exit) and
@@ -25,14 +28,15 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/build
-PROFILE=0 QUICK=0 KEEP=0 ONLY_DURABILITY=0
+PROFILE=0 QUICK=0 KEEP=0 ONLY_DURABILITY=0 ONLY_FIELD=0
 for a in "$@"; do
   case $a in
     --profile) PROFILE=1 ;;
     --durability) ONLY_DURABILITY=1 ;;
+    --field) ONLY_FIELD=1 ;;
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
-    *) echo "usage: $0 [--profile] [--quick] [--keep] [--durability]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--profile] [--quick] [--keep] [--durability] [--field]" >&2; exit 2 ;;
   esac
 done
 
@@ -40,6 +44,8 @@ WARMUP=2 DUR=8 DRAIN=2
 SESSIONS="1000 5000 10000"
 if [ $QUICK = 1 ]; then WARMUP=1 DUR=3 DRAIN=1 SESSIONS="1000 2000"; fi
 SENSORS=100           # active sensors in every throughput run
+FIELD_SENSORS="100 1000 10000"
+if [ $QUICK = 1 ]; then FIELD_SENSORS="100 1000"; fi
 PSK_IDS=10100         # identities in the PSK file
 START=$(date +%s)
 DIR=$(mktemp -d /tmp/c2m-bench.XXXXXX)
@@ -163,6 +169,34 @@ EOF
     sleep 0.1
   done
   log "mosquitto did not start"; exit 1
+}
+
+# The broker as operators run it: Debian's /etc/mosquitto/mosquitto.conf
+# (persistence on; max_inflight_messages at its default 20, which MQTT v5
+# announces as Receive Maximum 20) plus what the README asks for so that
+# nothing queued is lost: autosave_on_changes with autosave_interval 1 and
+# no queue limit.
+start_field_broker() {
+  FIELD_PORT=$(free_port tcp)
+  mkdir -p "$DIR/mosquitto-field"
+  cat >"$DIR/mosquitto-field.conf" <<EOF
+listener $FIELD_PORT 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $DIR/mosquitto-field/
+log_dest file $DIR/mosquitto-field.log
+autosave_on_changes true
+autosave_interval 1
+max_queued_messages 0
+EOF
+  mosquitto -c "$DIR/mosquitto-field.conf" >/dev/null 2>&1 &
+  FIELD_BROKER=$!
+  PIDS+=("$FIELD_BROKER")
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$FIELD_PORT") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "mosquitto (field) did not start"; exit 1
 }
 
 start_gateway() {   # $1 = x509: the gateway's certificate and the device CA too
@@ -290,6 +324,34 @@ durability() {
   done
 }
 
+field() {
+  # The headline of issue 14: sensors that keep one CON outstanding (RFC
+  # 7252 NSTART = 1: --window 1, closed loop), the gateway on its defaults
+  # (queue.durability "power"), the field broker above with a QoS 1
+  # subscriber; (b) the bare libcoap server with the same sensors; (c) the
+  # best QoS 1 ingestion this broker gives libmosquitto publishers with the
+  # window it announces (20), one publisher and eight.
+  local n saved=$MQTT_PORT
+  start_field_broker
+  MQTT_PORT=$FIELD_PORT
+  for n in $FIELD_SENSORS; do
+    start_gateway
+    loadgen "field_a_$n" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) --sub-qos 1 -n "$n" \
+      --bind 127.9.0.1 --ramp 200 --push --con --rate 0 --window 1 --watch-pid "$GW"
+    stop "$GW"
+    start_bare "field_$n"
+    loadgen "field_b_$n" --target "127.0.0.1:$BARE_PORT" $(psk) -n "$n" --bind 127.10.0.1 \
+      --ramp 200 --push --con --rate 0 --window 1 --watch-pid "$BARE"
+    stop "$BARE"
+  done
+  for n in 1 8; do
+    loadgen "field_c_p$n" --mqtt $(ceiling) --sub-qos 1 --publishers "$n" --pub-inflight 20 \
+      --watch-pid "$FIELD_BROKER"
+  done
+  MQTT_PORT=$saved
+  stop "$FIELD_BROKER"
+}
+
 latency() {
   # On a broker with Nagle off towards its clients (see start_broker), and
   # each rate also through the MQTT ceiling (c) alone: what this broker and
@@ -386,12 +448,19 @@ profile() {
 setup_host
 make_keys
 start_broker
+if [ $ONLY_FIELD = 1 ]; then
+  field
+  stop "$BROKER"
+  python3 "$ROOT/bench/report.py" --field "$DIR" "$FIELD_SENSORS"
+  exit 0
+fi
 if [ $ONLY_DURABILITY = 1 ]; then
   durability
   stop "$BROKER"
   python3 "$ROOT/bench/report.py" --durability "$DIR"
   exit 0
 fi
+field
 durability
 throughput
 latency

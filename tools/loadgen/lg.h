@@ -64,6 +64,7 @@ struct lg_opts {
     const char *base;           /* base topic */
     unsigned publishers;        /* mqtt mode */
     unsigned pub_inflight;      /* mqtt mode, QoS 1 window per publisher */
+    int sub_qos;                /* the subscriber's QoS: 0 (default) or 1 */
     /* reporting */
     int watch_pid;              /* CPU and RSS of this process */
     const char *json;

@@ -14,7 +14,7 @@ enum {
     OPT_PUSH, OPT_CON, OPT_NON, OPT_RATE, OPT_WINDOW, OPT_WARMUP, OPT_DRAIN,
     OPT_HOLD, OPT_RAMP, OPT_HS_ONLY, OPT_LIFETIME, OPT_PAYLOAD, OPT_PATH,
     OPT_MQTT_HOST, OPT_MQTT_PORT, OPT_BASE, OPT_MQTT, OPT_PUBLISHERS,
-    OPT_PUB_INFLIGHT, OPT_WATCH, OPT_JSON, OPT_LABEL, OPT_SELFTEST, OPT_ACTIVE,
+    OPT_PUB_INFLIGHT, OPT_SUB_QOS, OPT_WATCH, OPT_JSON, OPT_LABEL, OPT_SELFTEST, OPT_ACTIVE,
     OPT_PREFIX,
 };
 
@@ -49,6 +49,7 @@ static const struct option longopts[] = {
     { "base", required_argument, NULL, OPT_BASE },
     { "mqtt", no_argument, NULL, OPT_MQTT },
     { "publishers", required_argument, NULL, OPT_PUBLISHERS },
+    { "sub-qos", required_argument, NULL, OPT_SUB_QOS },
     { "pub-inflight", required_argument, NULL, OPT_PUB_INFLIGHT },
     { "watch-pid", required_argument, NULL, OPT_WATCH },
     { "json", required_argument, NULL, OPT_JSON },
@@ -86,6 +87,7 @@ usage(FILE *f)
 "      --payload-size N    pad each reading to N bytes (32..%d)\n"
 "      --path P            resource path (temperature)\n"
 "      --mqtt-host H --mqtt-port P --base B   subscriber on B/+/<path> (off)\n"
+"      --sub-qos Q         the subscriber's QoS, 0 or 1 (0: the lightest)\n"
 "      --publishers N --pub-inflight W        --mqtt mode (1, 256)\n"
 "      --watch-pid PID     CPU time and VmRSS of PID (the server under test)\n"
 "      --json FILE --label NAME               write the figures as JSON\n"
@@ -179,6 +181,7 @@ apply(struct lg_opts *o, int c, const char *arg)
     case OPT_MQTT: o->mqtt_mode = true; return 0;
     case OPT_PUBLISHERS: if (num(arg, 1, 64, &v)) return -1; o->publishers = (unsigned)v; return 0;
     case OPT_PUB_INFLIGHT: if (num(arg, 1, 65535, &v)) return -1; o->pub_inflight = (unsigned)v; return 0;
+    case OPT_SUB_QOS: if (num(arg, 0, 1, &v)) return -1; o->sub_qos = (int)v; return 0;
     case OPT_WATCH: if (num(arg, 1, 1 << 30, &v)) return -1; o->watch_pid = (int)v; return 0;
     case OPT_JSON: o->json = arg; return 0;
     case OPT_LABEL: o->label = arg; return 0;

@@ -7,8 +7,11 @@
  * reads every packet with three read() calls plus a select(); under load
  * that was 38 % of this process's CPU and the subscriber fell seconds
  * behind.  So it speaks just enough MQTT 3.1.1 itself: CONNECT (keepalive
- * off), one QoS 0 SUBSCRIBE, then PUBLISH frames parsed out of 256 KiB
- * reads.  Anything else the broker sends is skipped by its length.
+ * off), one SUBSCRIBE, then PUBLISH frames parsed out of 256 KiB reads.
+ * Anything else the broker sends is skipped by its length.  QoS 0 by
+ * default; with --sub-qos 1 (what operators run: a QoS 1 subscriber holds
+ * the broker's in-flight window) the PUBACKs of one read go out in one
+ * write.
  *
  * It runs in its own thread, so that it never waits behind the sensors'
  * loop.  That thread alone writes the figures; the main thread reads them
@@ -36,6 +39,9 @@ struct lg_sub {
     pthread_t thread;
     bool running;
     char topic[256];
+    int qos;
+    uint8_t *acks;              /* PUBACKs of the current read, QoS 1 */
+    size_t nacks;
     _Atomic int64_t win_start, win_end;
     atomic_bool subscribed;
     atomic_ulong received;
@@ -179,7 +185,7 @@ send_subscribe(struct lg_sub *s)
     body[n++] = 0;          /* packet id 1 */
     body[n++] = 1;
     n += put_string(body + n, s->topic);
-    body[n++] = 0;          /* QoS 0: the lightest instrument */
+    body[n++] = (uint8_t)s->qos;
     return send_packet(s->fd, 0x82, body, n);
 }
 
@@ -195,6 +201,14 @@ on_publish(struct lg_sub *s, uint8_t flags, const uint8_t *p, size_t len)
     off = 2 + tlen + (((flags >> 1) & 3) ? 2 : 0);
     if (off > len)
         return;
+    if (((flags >> 1) & 3) == 1 && s->acks) {
+        uint8_t *a = s->acks + 4 * s->nacks++;
+
+        a[0] = 0x40;
+        a[1] = 2;
+        a[2] = p[2 + tlen];
+        a[3] = p[2 + tlen + 1];
+    }
     on_message(s, p + off, len - off);
 }
 
@@ -253,8 +267,13 @@ reader(void *arg)
         if (n <= 0)
             break;
         have += (size_t)n;
+        s->nacks = 0;
         if ((used = parse(s, buf, have)) < 0) {
             log_warnx("subscriber: the broker sent something that is not MQTT");
+            break;
+        }
+        if (s->nacks && write_all(s->fd, s->acks, 4 * s->nacks) < 0) {
+            log_warnx("subscriber: cannot acknowledge: %s", strerror(errno));
             break;
         }
         memmove(buf, buf + used, have - (size_t)used);
@@ -303,6 +322,10 @@ sub_start(const struct lg_opts *o, unsigned devices)
     atomic_store(&s->win_start, INT64_MAX);
     atomic_store(&s->win_end, INT64_MAX);
     snprintf(s->topic, sizeof(s->topic), "%s/+/%s", o->base, o->path);
+    s->qos = o->sub_qos;
+    /* A PUBLISH is at least 7 bytes: at most RBUF / 7 of them per read. */
+    if (s->qos && !(s->acks = malloc(4 * (RBUF / 7 + 1))))
+        goto fail;
     snprintf(id, sizeof(id), "lg-sub-%d", (int)getpid());
     if (!s->last_seq || (s->fd = connect_tcp(o->mqtt_host, o->mqtt_port)) < 0 ||
         send_connect(s, id) < 0 || send_subscribe(s) < 0) {
@@ -374,6 +397,7 @@ sub_free(struct lg_sub *s)
     if (s->fd >= 0)
         close(s->fd);
     free(s->last_seq);
+    free(s->acks);
     samples_free(&s->lat);
     free(s);
 }
