@@ -115,27 +115,25 @@ commands_hand_over(commands_t *c, device_t *dev, const char *to)
     }
 }
 
+struct hand_over {
+    commands_t *c;
+    const char *id, *to;
+};
+
+static void
+hand_over_one(struct command *cmd, void *arg)
+{
+    struct hand_over *h = arg;
+
+    forward_or_answer(h->c, h->id, cmd, h->to);
+}
+
 size_t
 commands_hand_over_waiting(commands_t *c, const char *id, const char *to)
 {
-    struct waiting *w;
-    struct command *cmd;
-    size_t n = 0;
+    struct hand_over h = { c, id, to };
 
-    HASH_FIND_STR(c->waiting, id, w);
-    if (!w)
-        return 0;
-    HASH_DEL(c->waiting, w);
-    while ((cmd = w->head)) {
-        w->head = cmd->next;
-        cmd->next = NULL;       /* cmd->wait still names the device; w goes last */
-        loop_cancel_timer(c->gw->loop, cmd->expiry_timer);
-        cmd->expiry_timer = 0;
-        forward_or_answer(c, id, cmd, to);
-        n++;
-    }
-    free(w);
-    return n;
+    return commands__drain_waiting(c, id, hand_over_one, &h);
 }
 
 /* --- the receiving end ------------------------------------------------------- */

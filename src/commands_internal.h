@@ -93,6 +93,8 @@ void commands__waiting_remove(commands_t *c, struct command *cmd);
 int commands__journal_open(commands_t *c);
 void commands__finish(struct command *cmd);
 void commands__adopt(commands_t *c, struct device *dev);
+size_t commands__drain_waiting(commands_t *c, const char *id,
+                               void (*end)(struct command *cmd, void *arg), void *arg);
 size_t commands__cancel_waiting(commands_t *c, const char *id, const char *why);
 
 /* commands_forward.c */

@@ -269,10 +269,12 @@ commands_stop(commands_t *c)
     }
 }
 
-
-/* Restored commands waiting for device 'id' are answered {"error": why}. */
+/* Takes a device's waiting commands off the table and ends each with
+ * 'end' (cmd->wait still names the device then; the entry goes last).
+ * Returns how many there were. */
 size_t
-commands__cancel_waiting(commands_t *c, const char *id, const char *why)
+commands__drain_waiting(commands_t *c, const char *id,
+                        void (*end)(struct command *cmd, void *arg), void *arg)
 {
     struct waiting *w;
     struct command *cmd;
@@ -285,11 +287,24 @@ commands__cancel_waiting(commands_t *c, const char *id, const char *why)
     while ((cmd = w->head)) {
         w->head = cmd->next;
         cmd->next = NULL;
-        commands__result_error(cmd, why);
-        cmd->wait = NULL;
-        commands__finish(cmd);
+        end(cmd, arg);
         n++;
     }
     free(w);
     return n;
+}
+
+static void
+cancel_one(struct command *cmd, void *why)
+{
+    commands__result_error(cmd, why);
+    cmd->wait = NULL;
+    commands__finish(cmd);
+}
+
+/* Restored commands waiting for device 'id' are answered {"error": why}. */
+size_t
+commands__cancel_waiting(commands_t *c, const char *id, const char *why)
+{
+    return commands__drain_waiting(c, id, cancel_one, (void *)why);
 }
