@@ -27,6 +27,11 @@ def get(j, *path):
         j = j[k]
     return j
 
+
+def fmt(v, p=0):
+    return "-" if v is None else ("%.*f" % (p, v))
+
+
 def ratio(a, b):
     return round(a / b, 3) if a is not None and b else None
 
@@ -52,8 +57,7 @@ def durability():
 
 
 def print_durability(D):
-    def f(v, p=0):
-        return "-" if v is None else ("%.*f" % (p, v))
+    f = fmt
     print("\n| queue.durability | CON pushes/s (broker) | 2.04/s | round trip p50 / p99 ms | runs |")
     print("|---|---:|---:|---:|---|")
     for mode in ("process", "power"):
@@ -88,8 +92,7 @@ def field(ns):
 
 
 def print_field(F):
-    def f(v, p=0):
-        return "-" if v is None else ("%.*f" % (p, v))
+    f = fmt
     print("\n| field: NSTART = 1, Debian mosquitto + persistence, QoS 1 subscriber | (a) gateway pushes/s | round trip p50 / p99 ms | (b) bare libcoap | (c) MQTT QoS 1 (best of 1, 8 publishers) | a / min(b, c) |")
     print("|---|---:|---:|---:|---:|---:|")
     for n, r in F["sensors"].items():
@@ -241,8 +244,6 @@ with open(out, "w") as f:
     json.dump(R, f, indent=1)
     f.write("\n")
 
-def fmt(v, p=0):
-    return "-" if v is None else ("%.*f" % (p, v))
 
 print("\ncoap2mqtt bench, %s, %s (%d CPUs)" % (R["date"], R["host"]["cpu"], R["host"]["cpus"]))
 print("libcoap3 %(libcoap3)s, mosquitto %(mosquitto)s, OpenSSL %(openssl)s, coap2mqtt %(coap2mqtt)s" % R["versions"])

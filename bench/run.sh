@@ -161,14 +161,19 @@ EOF
   # the broker's latency, not the gateway's.  It costs the broker 25 % of
   # its throughput, so only the latency runs use it.
   if [ "${1:-}" = latency ]; then echo "set_tcp_nodelay true" >>"$DIR/mosquitto.conf"; fi
-  mosquitto -c "$DIR/mosquitto.conf" >/dev/null 2>&1 &
-  BROKER=$!
-  PIDS+=("$BROKER")
+  launch_mosquitto "$DIR/mosquitto.conf" "$MQTT_PORT"
+  BROKER=$LAUNCHED
+}
+
+launch_mosquitto() {   # $1 = config, $2 = its port; sets LAUNCHED to the pid
+  mosquitto -c "$1" >/dev/null 2>&1 &
+  LAUNCHED=$!
+  PIDS+=("$LAUNCHED")
   for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && return 0
+    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
     sleep 0.1
   done
-  log "mosquitto did not start"; exit 1
+  log "mosquitto ($1) did not start"; exit 1
 }
 
 # The broker as operators run it: Debian's /etc/mosquitto/mosquitto.conf
@@ -189,14 +194,8 @@ autosave_on_changes true
 autosave_interval 1
 max_queued_messages 0
 EOF
-  mosquitto -c "$DIR/mosquitto-field.conf" >/dev/null 2>&1 &
-  FIELD_BROKER=$!
-  PIDS+=("$FIELD_BROKER")
-  for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$FIELD_PORT") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  log "mosquitto (field) did not start"; exit 1
+  launch_mosquitto "$DIR/mosquitto-field.conf" "$FIELD_PORT"
+  FIELD_BROKER=$LAUNCHED
 }
 
 start_gateway() {   # $1 = x509: the gateway's certificate and the device CA too

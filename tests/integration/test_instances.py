@@ -212,16 +212,22 @@ def test_restarted_instance_runs_no_command_twice(make_gateway, sim, mqtt):
     assert later["commands_not_ours"] == before, (before, later)
 
 
-def test_forwarded_copy_of_a_command_taken_is_dropped(make_gateway, sim, mqtt):
-    """The inbox <base>/bridge/<instance>/forward/...: a forwarded command is
-    carried out, unless it is a copy of one the instance took itself (both
-    holders got it around a hand-over)."""
+def hvac_on_instance(make_gateway, sim, mqtt):
+    """gw-b holding hvac-1: (gateway, simulator, setpoint topic, gw-b's
+    inbox for it), results subscribed."""
     b = start_instance(make_gateway, mqtt, "gw-b")
     s = sim("hvac", gw=b)
     s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
     topic = b.topic("hvac-1", "setpoint")
-    inbox = b.topic("bridge", "gw-b", "forward", "hvac-1", "setpoint", "set")
     mqtt.subscribe(topic + "/set/result")
+    return b, s, topic, b.topic("bridge", "gw-b", "forward", "hvac-1", "setpoint", "set")
+
+
+def test_forwarded_copy_of_a_command_taken_is_dropped(make_gateway, sim, mqtt):
+    """The inbox <base>/bridge/<instance>/forward/...: a forwarded command is
+    carried out, unless it is a copy of one the instance took itself (both
+    holders got it around a hand-over)."""
+    b, s, topic, inbox = hvac_on_instance(make_gateway, sim, mqtt)
     m = mqtt.mark()
     mqtt.publish(topic + "/set", b"22.0")
     s.wait_for(r"^PUT hvac-1 setpoint 4 22\.0$", timeout=10)
@@ -242,12 +248,7 @@ def test_forwarded_copy_after_a_restart_is_dropped(make_gateway, sim, mqtt):
     so the copy is still recognised; and a second copy of one command (two
     instances had it in their sessions) is dropped as well (cluster soak:
     such copies ran twice)."""
-    b = start_instance(make_gateway, mqtt, "gw-b")
-    s = sim("hvac", gw=b)
-    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
-    topic = b.topic("hvac-1", "setpoint")
-    inbox = b.topic("bridge", "gw-b", "forward", "hvac-1", "setpoint", "set")
-    mqtt.subscribe(topic + "/set/result")
+    b, s, topic, inbox = hvac_on_instance(make_gateway, sim, mqtt)
     m = mqtt.mark()
     for value in (b"21.0", b"22.0"):
         mqtt.publish(topic + "/set", value)
