@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh - what `make bench` runs: the gateway measured side by side
-# with its two ceilings, in one run, on loopback, in at most 10 minutes.
+# with its two ceilings, in one run, on loopback, in at most 15 minutes.
 #
 #   (a) sensors -> coap2mqtt -> mosquitto -> subscriber
 #   (b) the same sensors -> coap2mqtt-bareserver (bare libcoap DTLS, answers only)
@@ -77,11 +77,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The whole run is bounded: 10 minutes, then everything is stopped.
+# The whole run is bounded: 15 minutes, then everything is stopped.
 MAIN=$$
 ( trap 'kill $sp 2>/dev/null; exit 0' TERM
-  sleep 590 & sp=$!; wait $sp
-  echo "bench: 10-minute bound reached, stopping" >&2; kill -TERM $MAIN ) &
+  sleep 890 & sp=$!; wait $sp
+  echo "bench: 15-minute bound reached, stopping" >&2; kill -TERM $MAIN ) &
 WATCHDOG=$!
 PIDS+=("$WATCHDOG")
 
