@@ -197,6 +197,18 @@ unsubscribe_device(ownership_t *o, struct holder *h, int depth)
     mqtt_side_unsubscribe(o->gw->mqtt, n, filters);
 }
 
+/* A device we do not hold, whose command topics our broker session may
+ * still be subscribed to from before a restart: unsubscribed once.  3.1.1:
+ * we do not know how deep the old filters went, so all depths. */
+static void
+drop_stale_subscription(ownership_t *o, struct holder *h)
+{
+    if (h->stale_dropped)
+        return;
+    h->stale_dropped = true;
+    unsubscribe_device(o, h, mqtt_side_v311(o->gw->mqtt) ? TOPIC_PATH_DEPTH : 1);
+}
+
 /* --- claims ----------------------------------------------------------------------- */
 
 static void
@@ -333,14 +345,11 @@ claimed_elsewhere(ownership_t *o, struct holder *h, const char *inst, int64_t si
      * restart: certainly so when commands for it reached us and waited
      * for its holder (RabbitMQ keeps retained claims per node, so the
      * claim may come to us only as a live message queued in that
-     * session).  3.1.1: we do not know how deep the old filters went. */
+     * session). */
     if (was_ours || depth)
         unsubscribe_device(o, h, depth ? depth : 1);
-    else if ((waited || (retained && mqtt_side_session_resumed(o->gw->mqtt))) &&
-             !h->stale_dropped) {
-        h->stale_dropped = true;
-        unsubscribe_device(o, h, mqtt_side_v311(o->gw->mqtt) ? TOPIC_PATH_DEPTH : 1);
-    }
+    else if (waited || (retained && mqtt_side_session_resumed(o->gw->mqtt)))
+        drop_stale_subscription(o, h);
 }
 
 static void
@@ -450,12 +459,8 @@ ownership_holder_elsewhere(ownership_t *o, const struct mosquitto_message *msg)
     o->gw->stats.commands_not_ours++;
     /* It reached us through a subscription the broker kept in our session
      * from before a restart: the holder got it too, or will have it
-     * forwarded by us, and every later command would come both ways.
-     * 3.1.1: we do not know how deep the old filters went, so all depths. */
-    if (!h->stale_dropped) {
-        h->stale_dropped = true;
-        unsubscribe_device(o, h, mqtt_side_v311(o->gw->mqtt) ? TOPIC_PATH_DEPTH : 1);
-    }
+     * forwarded by us, and every later command would come both ways. */
+    drop_stale_subscription(o, h);
     return h->instance;
 }
 
