@@ -25,6 +25,15 @@ def stats_with(gw, mqtt, field, at_least, timeout=10):
                          timeout=timeout).json()
 
 
+def no_more(mqtt, topic, seconds):
+    """Waits 'seconds' for one more message on 'topic' than it has now (a
+    second result): it must not come, and the test fails as soon as it does."""
+    n = len(mqtt.received(topic))
+    with pytest.raises(c2m.Timeout):
+        mqtt._wait_cv(lambda: len(mqtt.received(topic)) > n, seconds,
+                      "a message on %s after the %d there were" % (topic, n))
+
+
 def crash_and_restart(gw, mqtt):
     gw.expect_death = True
     assert gw.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -69,7 +78,7 @@ def test_queued_commands_survive_kill9(make_gateway, sim, mqtt):
                   timeout=30)
     s.out.wait_for(r"^PUT hvac-1 setpoint \d+ %s$" % re.escape(values[-1]),
                    timeout=5, start=pos)
-    time.sleep(2)       # time for a second result or PUT, if there were one
+    no_more(mqtt, replies, 2)       # a second result, if there were one
     results = [m for m in mqtt.received(replies) if m.prop("CorrelationData") != b"before"]
     corrs = sorted(m.prop("CorrelationData") for m in results)
     assert corrs == sorted(want), [(m.prop("CorrelationData"), m.payload) for m in results]
@@ -102,7 +111,7 @@ def test_queued_command_expires_after_kill9(make_gateway, sim, mqtt):
     took = time.monotonic() - t0
     assert doc == {"error": "expired"}, doc
     assert ttl - 1 < took < ttl + 4, "expired after %.1fs, ttl %ds" % (took, ttl)
-    time.sleep(2)
+    no_more(mqtt, result, 2)
     assert len(mqtt.received(result)) == 1, [m.payload for m in mqtt.received(result)]
     assert not s.out.find(r"^PUT hvac-1 setpoint \d+ 21\.5$")
 
@@ -132,5 +141,5 @@ def test_restored_command_answered_at_graceful_stop(make_gateway, sim, mqtt):
     stats = mqtt.wait_for(gw.topic("bridge", "stats"), timeout=5, start=mark).json()
     assert stats["commands_restored"] == 0, stats
     assert stats["commands_journal_skipped"] == 0, stats
-    time.sleep(1)
+    no_more(mqtt, result, 1)
     assert len(mqtt.received(result)) == 1, [m.payload for m in mqtt.received(result)]
