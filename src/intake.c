@@ -9,8 +9,9 @@
  * Every request is judged by the DTLS identity of its session, never by
  * what the packet claims.  Path segments are validated as the device sent
  * them (raw Uri-Path options), not after libcoap's percent-encoding.
- * A CON push is answered 2.04 only when the reading is safe at the broker:
- * libcoap's async support sends the empty ACK now and the 2.04 later.
+ * A CON push is answered 2.04 only when the reading is safe (on stable
+ * storage, or at the broker): the empty ACK now and the 2.04 later, as a
+ * separate response (intake_separate.c).
  * Bodies sent block-wise reach these handlers block by block, and
  * intake_blocks.c puts them together under the limits.
  *
@@ -39,16 +40,6 @@
 struct seg {
     const uint8_t *s;
     size_t len;
-};
-
-static const int push_safe = 1, push_lost = 0;
-
-struct push_wait {
-    struct gw *gw;
-    coap_session_t *session;    /* referenced while we wait */
-    uint8_t token[8];
-    size_t token_len;
-    uint16_t mid;               /* of the request, remembered once safe */
 };
 
 /* --- request parsing --------------------------------------------------- */
@@ -454,75 +445,56 @@ rd_entry(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
 
 /* --- /ps ---------------------------------------------------------------------- */
 
+/* The end of a CON push's wait: its 2.04 once the reading is safe, else
+ * 5.03 (the device sends it again). */
 static void
 push_done(void *arg, bool delivered)
 {
-    struct push_wait *pw = arg;
-    coap_bin_const_t token = { pw->token_len, pw->token };
-    coap_async_t *async = coap_find_async(pw->session, token);
-    device_t *dev = coap_session_get_app_data(pw->session);
+    struct intake_wait *w = arg;
+    coap_session_t *session = intake__wait_session(w);
+    device_t *dev = coap_session_get_app_data(session);
+    struct gw *gw = intake__wait_gw(w);
+    coap_pdu_t *answer = intake__wait_answer_pdu(w);
 
-    /* Until now libcoap answered repeats (the async is pending); from now
-     * on a repeat is ours to judge: a duplicate only if the reading is
+    /* Until now repeats got the empty ACK again (intake__waiting); from
+     * now on a repeat is ours to judge: a duplicate only if the reading is
      * safe, else a new attempt. */
     if (delivered && dev)
-        device_mid_taken(dev, pw->mid, loop_now_ms(pw->gw->loop));
-    if (async) {
-        coap_async_set_app_data(async, (void *)(delivered ? &push_safe : &push_lost));
-        coap_async_trigger(async);
+        device_mid_taken(dev, intake__wait_mid(w), loop_now_ms(gw->loop));
+    if (answer) {
+        if (delivered)
+            coap_pdu_set_code(answer, COAP_RESPONSE_CODE(204));
+        else
+            reply_busy(answer, "reading not stored, send again");
     }
-    coap_session_release(pw->session);
-    free(pw);
+    intake__wait_end(w, answer);
 }
 
-/* Second call of the handler, once push_done triggered the async. */
-static void
-push_answer(coap_session_t *session, coap_async_t *async, coap_pdu_t *response)
-{
-    (void)session;
-    if (coap_async_get_app_data(async) == &push_safe)
-        coap_pdu_set_code(response, COAP_RESPONSE_CODE(204));
-    else
-        reply_busy(response, "reading not stored, send again");
-}
-
-/* A CON push to be answered later: the async registered (libcoap sends
- * the empty ACK), its wait for push_done().  NULL when it cannot be. */
-static struct push_wait *
+/* A CON push to be answered later (the handler leaves its response
+ * empty: libcoap sends the empty ACK), its wait for push_done().  NULL
+ * when it cannot be. */
+static struct intake_wait *
 push_wait_new(struct gw *gw, coap_session_t *session, const coap_pdu_t *req)
 {
-    coap_bin_const_t token = coap_pdu_get_token(req);
-    struct push_wait *pw = calloc(1, sizeof(*pw));
-
-    if (!pw || token.length > sizeof(pw->token) ||
-        !coap_register_async(session, req, 0)) {
-        free(pw);
-        return NULL;
-    }
-    memcpy(pw->token, token.s, token.length);
-    pw->token_len = token.length;
-    pw->gw = gw;
-    pw->mid = (uint16_t)coap_pdu_get_mid(req);
-    pw->session = coap_session_reference(session);
-    return pw;
+    return intake__wait_new(gw->intake, session, req);
 }
 
 /* Arranges for a CON push to be answered when 'm' is safe.  -1 if not. */
 static int
 await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
 {
-    struct push_wait *pw = push_wait_new(gw, session, req);
+    struct intake_wait *w = push_wait_new(gw, session, req);
 
-    if (!pw)
+    if (!w)
         return -1;
     m->done = push_done;
-    m->done_arg = pw;
+    m->done_arg = w;
     return 0;
 }
 
 /*
  * The outbound message of a push, or NULL when it cannot be taken.  The
- * room is checked first: once the async wait is set up, the push must not
+ * room is checked first: once its wait is set up, the push must not
  * fail.  Without a spool, "safe" means the broker's PUBACK, so a CON push
  * waits for it (its done callback answers the device).
  */
@@ -550,49 +522,45 @@ push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
  * queue.durability = "power": the push's record 'seq' is written but may
  * not be on stable storage yet.  Answered 2.04 now if it is; else the
  * empty ACK goes now and the 2.04 (or 5.03) when the sync that covers it
- * ends (group commit, spool_durable.c); without async (or for a push
- * carrying Hop-Limit) the loop syncs here.  True: answer 2.04 now; false:
- * the async answers later, or (none registered) it cannot be made safe.
+ * ends (group commit, spool_durable.c); without a wait (out of memory)
+ * the loop syncs here.  True: answer 2.04 now; false: the wait answers
+ * later, or (none set up) the reading cannot be made safe.
  */
 static bool
 answer_when_durable(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
-                    uint64_t seq)
+                    uint64_t seq, bool *waiting)
 {
-    struct push_wait *pw;
-    coap_opt_iterator_t it;
+    struct intake_wait *w;
 
     if (spool_is_safe(gw->spool, seq))
         return true;
-    /* libcoap 4.3.1 runs an async request through its Hop-Limit check a
-     * second time, on the copy it decremented already: a push with
-     * Hop-Limit 2 got a separate 5.08.  Such a push (from a proxy: rare)
-     * is synced here and answered at once. */
-    if (coap_check_option(req, COAP_OPTION_HOP_LIMIT, &it))
+    if (!(w = push_wait_new(gw, session, req)))
         return spool_make_safe(gw->spool, seq) == 0;
-    if (!(pw = push_wait_new(gw, session, req)))
-        return spool_make_safe(gw->spool, seq) == 0;
-    if (spool_when_safe(gw->spool, seq, push_done, pw) < 0)
-        push_done(pw, spool_make_safe(gw->spool, seq) == 0);
+    *waiting = true;
+    if (spool_when_safe(gw->spool, seq, push_done, w) < 0)
+        push_done(w, spool_make_safe(gw->spool, seq) == 0);
     return false;
 }
 
 /*
  * A CON push the spool took ('before': the last record number before it).
- * "power": the 2.04 waits for the record's sync (async), unless it is
- * already safe; a reading queued in memory only (a QoS 0 CON push the
- * spool could not take) is not safe at all.  False when it is answered
- * (5.03) or will be (async).
+ * "power": the 2.04 waits for the record's sync, unless it is already
+ * safe; a reading queued in memory only (a QoS 0 CON push the spool could
+ * not take) is not safe at all.  False when it is answered (5.03) or will
+ * be (a wait).
  */
 static bool
 spooled_push_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
                   coap_pdu_t *response, uint64_t before)
 {
+    bool waiting = false;
+
     if (spool_last_seq(gw->spool) == before) {
         if (!config_durability_power(gw->cfg))
             return true;
-    } else if (answer_when_durable(gw, session, req, spool_last_seq(gw->spool))) {
+    } else if (answer_when_durable(gw, session, req, spool_last_seq(gw->spool), &waiting)) {
         return true;
-    } else if (coap_find_async(session, coap_pdu_get_token(req))) {
+    } else if (waiting) {
         return false;
     }
     reply_busy(response, "reading not stored, send again");
@@ -641,7 +609,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     waiting = m && m->done;
     seq = spool_last_seq(gw->spool);
     if (!outbound_put(gw, m, "push from", id)) {
-        /* A waiting async answers 5.03 by its done callback. */
+        /* A waiting push is answered 5.03 by its done callback. */
         if (!waiting)
             reply_busy(response, "gateway queue full");
         return;
@@ -699,12 +667,13 @@ hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
             coap_pdu_t *response)
 {
     struct gw *gw = coap_resource_get_userdata(resource);
-    coap_async_t *async = coap_find_async(session, coap_pdu_get_token(req));
 
     (void)query;
-    if (async) {
-        push_answer(session, async, response);
-        intake__echo_block1(req, response);
+    /* A repeat of a push still waiting for its answer (our empty ACK was
+     * lost): the empty ACK again (the response left empty), and nothing
+     * else. */
+    if (intake__waiting(gw->intake, session, req)) {
+        gw->stats.duplicates_in++;
         return;
     }
     dispatch(gw, session, req, response);

@@ -76,15 +76,6 @@ struct upload {
     uint64_t idle_timer;
 };
 
-struct intake {
-    struct gw *gw;
-    struct upload *uploads;
-    size_t n;
-    /* The request whose last block completed a body, for intake__answered(). */
-    const coap_pdu_t *final_req;
-    coap_block_b_t final_block;
-};
-
 /* What one Block1 request brings. */
 struct block_req {
     coap_block_b_t b;
@@ -127,6 +118,7 @@ intake_free(intake_t *in)
         return;
     DL_FOREACH_SAFE(in->uploads, u, tmp)
         upload_free(in, u);
+    intake__waits_free(in);
     free(in);
 }
 
@@ -442,27 +434,6 @@ intake__body(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     }
     upload_reset(u, &br, req);
     return continue_upload(gw, session, req, response, id, u, &br, data, len);
-}
-
-/*
- * The separate answer to a body's last block (its 2.04 waited for the
- * reading to be safe: queue.durability = "power", or no spool): the
- * Block1 option of that block echoed, as RFC 7959 wants in the answer to
- * the last block, the M bit clear.
- */
-void
-intake__echo_block1(const coap_pdu_t *req, coap_pdu_t *response)
-{
-    coap_opt_iterator_t it;
-    coap_opt_t *opt = coap_check_option(req, COAP_OPTION_BLOCK1, &it);
-    uint8_t buf[4];
-    unsigned v;
-
-    if (!opt || COAP_RESPONSE_CLASS(coap_pdu_get_code(response)) != 2 ||
-        coap_check_option(response, COAP_OPTION_BLOCK1, &it))
-        return;
-    v = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)) & ~8u;
-    coap_add_option(response, COAP_OPTION_BLOCK1, coap_encode_var_safe(buf, sizeof(buf), v), buf);
 }
 
 void

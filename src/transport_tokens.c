@@ -288,7 +288,11 @@ transport__on_nack(coap_session_t *session, const coap_pdu_t *sent,
     void *owner;
 
     (void)mid;
-    if (!sent || !(p = find_pending(t, sent, session)) || !p->owner)
+    /* Our separate answers to pushes (intake_separate.c) carry the
+     * device's token, not ours: whatever becomes of them, no request of
+     * ours is concerned. */
+    if (!sent || COAP_RESPONSE_CLASS(coap_pdu_get_code(sent)) >= 2 ||
+        !(p = find_pending(t, sent, session)) || !p->owner)
         return;
     h = p->h;
     owner = p->owner;

@@ -214,6 +214,41 @@ def test_refused_push_repeated_is_not_taken_for_a_duplicate(make_gateway, broker
     dev.close()
 
 
+def test_push_repeated_while_waiting_gets_the_empty_ack_again(make_gateway, broker,
+                                                              mqtt_factory):
+    """A CON push whose 2.04 waits (no spool: for the PUBACK; the broker is
+    away) got the empty ACK.  When that ACK is lost the device sends the
+    same datagram again: it must get the empty ACK again and be neither
+    answered twice nor published twice (the gateway keeps its own table of
+    waiting pushes, by session and Message ID, since it no longer uses
+    libcoap's async list)."""
+    gw = plain_gateway(make_gateway, {"queue": {"spool": False}})
+    topic = gw.topic("lab-1", "energy")
+    watch = mqtt_factory(clean_start=False, session_expiry=600)
+    watch.subscribe(topic)
+    dev = plain_register(gw, "lab-1")
+    mark = gw.log.mark()
+    assert broker.stop() == 0
+    gw.log.wait_for(r"mqtt: connection lost", timeout=10, start=mark)
+
+    a = dev.request("ps/energy", payload=b"1", ct=0)
+    for _ in range(3):
+        r = dev.exchange(a)
+        assert (r.type, r.code) == (ACK, 0), r
+    broker.start()
+    r = dev.recv(30, lambda p: p.token == a[4:6] and p.type == CON)
+    assert code_str(r.code) == "2.04", r
+    # A later reading of the same device is published after every earlier
+    # one (one connection, per-device order): once it is there, a second
+    # copy of "1" would have been too.
+    assert code_str(dev.push(dev.request("ps/energy", payload=b"2", ct=0), 20).code) == "2.04"
+    watch.wait_payload(topic, "2", timeout=20)
+    assert [m.payload for m in watch.received(topic)] == [b"1", b"2"]
+    doc = sec.stats(watch, gw, lambda d: d["duplicates_in"] >= 2, timeout=10)
+    assert doc["duplicates_in"] == 2 and doc["pushes_in"] == 2, doc
+    dev.close()
+
+
 # --------------------------------------------------------------------------
 # A broker with settings of the test's own
 
