@@ -121,6 +121,20 @@ compat_forget_last_con_mid(struct compat_libcoap *c, coap_session_t *s,
 }
 
 /*
+ * handle_response() (net.c, 4.3.1 through 4.3.5) ends with
+ * coap_send_ack(session, rcvd), which sends an ACK only for a PDU of type
+ * CON; the received PDU is freed right after (coap_dispatch), and nothing
+ * else reads its type in between.  So turning it into a NON once the
+ * handler is done is the one way to acknowledge later: the library's API
+ * offers none for responses.
+ */
+void
+compat_hold_ack(const coap_pdu_t *rcvd)
+{
+    coap_pdu_set_type((coap_pdu_t *)rcvd, COAP_MESSAGE_NON);
+}
+
+/*
  * libcoap's epoll events carry its coap_socket_t, whose first member is
  * the fd (4.3.1 through 4.3.4); its timerfd's event carries NULL.
  */

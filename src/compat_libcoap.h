@@ -24,6 +24,10 @@ void compat_libcoap_init(struct compat_libcoap *c);
  * retransmission again, so a lost answer is sent again (#1306). */
 void compat_forget_last_con_mid(struct compat_libcoap *c, coap_session_t *s,
                                 const coap_pdu_t *rcvd);
+/* Called after the response handler saw 'rcvd' (a CON response): libcoap
+ * 4.3.1 through 4.3.5 will not acknowledge it when the handler returns,
+ * the caller sends the ACK later (transport_acks.c). */
+void compat_hold_ack(const coap_pdu_t *rcvd);
 /* The socket behind one of libcoap's epoll events, or -1. */
 int compat_endpoint_fd(const struct epoll_event *ev);
 

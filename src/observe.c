@@ -327,9 +327,42 @@ option_uint(const coap_pdu_t *pdu, coap_option_num_t num, bool *present)
     return opt ? coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)) : 0;
 }
 
+/* The sync covering a CON notification ended: its held ACK goes (or,
+ * not safe, none does: the device's retransmission is a new chance). */
+static void
+notification_safe(void *arg, bool safe)
+{
+    struct transport_ack *a = arg;
+
+    transport_ack_end(a, safe);
+}
+
+/*
+ * queue.durability = "power": the CON notification's record 'seq' is
+ * written, not yet synced.  Its ACK waits for the sync that covers it
+ * (group commit, with the pushes and the other notifications); where it
+ * cannot be held, the record is synced here, on the loop.  False when it
+ * cannot be made safe (not to be acknowledged).
+ */
+static bool
+ack_when_durable(struct gw *gw, coap_session_t *session, const coap_pdu_t *rcvd,
+                 uint64_t seq)
+{
+    struct transport_ack *a;
+
+    if (spool_is_safe(gw->spool, seq))
+        return true;
+    if ((a = transport_ack_later(gw->coap, session, rcvd))) {
+        if (spool_when_safe(gw->spool, seq, notification_safe, a) < 0)
+            transport_ack_end(a, spool_make_safe(gw->spool, seq) == 0);
+        return true;
+    }
+    return spool_make_safe(gw->spool, seq) == 0;
+}
+
 /* False when the reading could not be stored (queue and spool full). */
 static bool
-publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
+publish_reading(struct resource *r, coap_session_t *session, const coap_pdu_t *rcvd, int ct)
 {
     struct gw *gw = gw_of(r);
     const uint8_t *data = NULL;
@@ -356,14 +389,13 @@ publish_reading(struct resource *r, const coap_pdu_t *rcvd, int ct)
         return false;
     if (coap_pdu_get_type(rcvd) != COAP_MESSAGE_CON || !gw->spool)
         return true;
-    /* libcoap sends the ACK of a CON notification when this handler
-     * returns: with queue.durability = "power" its record is synced here,
-     * on the loop (one fdatasync per CON notification, no group commit;
-     * see docs/RELIABILITY.md).  A reading held in memory only (the spool
-     * could not take it) is not acknowledged in that mode. */
+    /* With queue.durability = "power" the ACK of a CON notification waits
+     * for the sync of its record (ack_when_durable).  A reading held in
+     * memory only (the spool could not take it) is not acknowledged in
+     * that mode. */
     if (spool_last_seq(gw->spool) == before)
         return !config_durability_power(gw->cfg);
-    if (spool_make_safe(gw->spool, spool_last_seq(gw->spool)) < 0) {
+    if (!ack_when_durable(gw, session, rcvd, spool_last_seq(gw->spool))) {
         gw->stats.acks_withheld++;
         return false;
     }
@@ -410,7 +442,7 @@ observed(struct resource *r, uint32_t seq, uint64_t now, uint32_t max_age_s)
  * notification could not be stored: it must not be acknowledged (RST), so
  * the device keeps it; the observation is re-established later. */
 static bool
-handle_answer(struct resource *r, const coap_pdu_t *rcvd)
+handle_answer(struct resource *r, coap_session_t *session, const coap_pdu_t *rcvd)
 {
     struct gw *gw = gw_of(r);
     coap_pdu_code_t code = coap_pdu_get_code(rcvd);
@@ -433,7 +465,7 @@ handle_answer(struct resource *r, const coap_pdu_t *rcvd)
         gw->stats.notifications_stale++;
         return true;
     }
-    if (!publish_reading(r, rcvd, has_ct ? (int)ct : r->ct) &&
+    if (!publish_reading(r, session, rcvd, has_ct ? (int)ct : r->ct) &&
         coap_pdu_get_type(rcvd) == COAP_MESSAGE_CON)
         return false;   /* not stored: do not acknowledge it */
     if (!has_obs) {
@@ -448,7 +480,7 @@ handle_answer(struct resource *r, const coap_pdu_t *rcvd)
 static bool
 on_answer(void *owner, coap_session_t *session, const coap_pdu_t *rcvd)
 {
-    if (!handle_answer(owner, rcvd))
+    if (!handle_answer(owner, session, rcvd))
         return false;
     devices_con_response_seen(session, rcvd);
     return true;

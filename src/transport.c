@@ -250,5 +250,6 @@ transport_free(transport_t *t)
     transport__guard_free(t);
     transport__cert_free_all(t);
     transport__tokens_free(t);
+    transport__acks_free(t);
     free(t);
 }

@@ -75,6 +75,10 @@ struct transport {
     uint64_t last_io_ms;            /* when coap_io_do_epoll() last ran */
     uint64_t yield_target;          /* back-pressure: resume at this backlog */
     uint64_t yield_until_ms;        /* ... or at this time at the latest */
+    /* ACKs held back (transport_acks.c) */
+    struct transport_ack *held_acks; /* by session and Message ID */
+    const coap_pdu_t *handling;     /* the response a handler is given */
+    bool hold_handling;             /* ... and its ACK is to be held */
 };
 
 /* transport_dtls.c */
@@ -121,6 +125,9 @@ const coap_pdu_t *transport__blocks_take(transport_t *t, struct answer_body **bo
                                          coap_session_t *session, const coap_pdu_t *rcvd,
                                          coap_pdu_t **made);
 void transport__blocks_free(struct answer_body *b);
+
+bool transport__ack_held(transport_t *t, coap_session_t *session, const coap_pdu_t *rcvd);
+void transport__acks_free(transport_t *t);
 
 coap_response_t transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
                                        const coap_pdu_t *rcvd, const coap_mid_t mid);

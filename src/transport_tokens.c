@@ -259,6 +259,13 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
      * of that device stayed dead (test_packet_loss_short, 2 runs in 9).
      */
     compat_forget_last_con_mid(&t->compat, session, rcvd);
+    /* A repeat of a CON notification whose ACK waits for its sync
+     * (transport_acks.c): one reading, one ACK. */
+    if (transport__ack_held(t, session, rcvd)) {
+        t->gw->stats.notifications_stale++;
+        compat_hold_ack(rcvd);
+        return COAP_RESPONSE_OK;
+    }
     if (!p || !p->owner) {
         t->gw->stats.unknown_token++;
         /* RFC 7641 3.6: reject a notification we did not ask for, so the
@@ -273,7 +280,12 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
     owner = p->owner;
     if (h->one_shot)
         transport_forget(t, p->token);  /* one answer per request */
+    t->handling = rcvd;
     ok = h->on_response(owner, session, whole);
+    if (t->hold_handling)
+        compat_hold_ack(rcvd);      /* transport_ack_later() was called */
+    t->handling = NULL;
+    t->hold_handling = false;
     coap_delete_pdu(made);
     return ok ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
 }
