@@ -411,6 +411,25 @@ devices_session_gone(void *devices, coap_session_t *session)
 }
 
 void
+devices_session_established(void *devices, coap_session_t *session)
+{
+    devices_t *d = devices;
+    char buf[TOPIC_ID_MAX + 1];
+    const char *id = transport_identity(session, buf, sizeof(buf));
+    struct device *dev = id ? devices_find(d, id) : NULL;
+    char peer[64];
+
+    /* Only a registered device: a push-only one is re-associated by its
+     * next push, and an identity never seen is nobody yet. */
+    if (!dev || !dev->registered || dev->session == session)
+        return;
+    d->gw->stats.sessions_reassociated++;
+    log_info("device %s: back on a new session from %s, re-associated", dev->id,
+             transport_peer(session, peer, sizeof(peer)));
+    devices_seen(d, id, session);
+}
+
+void
 devices_release_sessions(devices_t *d)
 {
     struct device *dev, *tmp;

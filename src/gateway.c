@@ -103,6 +103,7 @@ static int
 wire(struct gw *gw)
 {
     transport_set_session_listener(gw->coap, devices_session_gone, gw->devices);
+    transport_set_established_listener(gw->coap, devices_session_established, gw->devices);
     transport_set_backlog(gw->coap, broker_backlog, gw);
     mqtt_side_set_handlers(gw->mqtt, gw_on_mqtt_message, gw, on_mqtt_connected, gw);
     if (gw->ownership)

@@ -69,6 +69,13 @@ transport_set_session_listener(transport_t *t, transport_session_gone_fn fn, voi
 }
 
 void
+transport_set_established_listener(transport_t *t, transport_session_new_fn fn, void *arg)
+{
+    t->session_new = fn;
+    t->session_new_arg = arg;
+}
+
+void
 transport_set_backlog(transport_t *t, transport_backlog_fn fn, void *arg)
 {
     t->backlog = fn;
@@ -95,6 +102,8 @@ on_event(coap_session_t *session, const coap_event_t event)
         transport__hello_forget(t, session);
         transport__handshake_end(t, session, false);
         transport__established_add(t, session);
+        if (t->session_new && coap_session_get_type(session) == COAP_SESSION_TYPE_SERVER)
+            t->session_new(t->session_new_arg, session);
         break;
     case COAP_EVENT_DTLS_ERROR:
         if (coap_session_get_state(session) != COAP_SESSION_STATE_ESTABLISHED) {

@@ -42,6 +42,8 @@ struct transport {
     coap_bin_const_t key;           /* points into keys, for the callback */
     transport_session_gone_fn session_gone;
     void *session_gone_arg;
+    transport_session_new_fn session_new;
+    void *session_new_arg;
     transport_backlog_fn backlog;
     void *backlog_arg;
     /* tokens */

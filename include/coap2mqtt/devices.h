@@ -120,6 +120,12 @@ void device_awake(device_t *dev);
 
 /* The transport's session listener: libcoap is about to free 'session'. */
 void devices_session_gone(void *devices, coap_session_t *session);
+/* A new DTLS session established (transport_session_new_fn): a registered
+ * device whose identity it carries is moved onto it at once, with its
+ * observations re-established and its queued commands delivered there,
+ * not when its old state times out or it next sends a request (a device
+ * behind a NAT that rebinds, or one that slept through its session). */
+void devices_session_established(void *devices, coap_session_t *session);
 /*
  * The transport is about to free every session: each device lets go of its
  * own (DEVICE_SESSION_LOST), with no availability change announced.

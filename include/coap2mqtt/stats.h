@@ -18,6 +18,7 @@
     X(sessions_closed)       /* DTLS sessions closed or timed out */        \
     X(sessions_reset)        /* old session retired: same-port re-handshake */ \
     X(rehandshake_cookies)   /* hellos on a live session asked for a cookie */ \
+    X(sessions_reassociated) /* a registered device back on a new session */ \
     X(sessions_revoked)      /* closed at reload: key removed, cert revoked */ \
     X(registrations)         /* POST /rd accepted */                        \
     X(refreshes)             /* POST /rd/<id> accepted */                   \

@@ -34,6 +34,9 @@ struct transport_handler {
 
 /* libcoap is about to free 'session' (or it closed). */
 typedef void (*transport_session_gone_fn)(void *arg, coap_session_t *session);
+/* A device's DTLS session has just been established (its handshake
+ * ended), before it sent anything on it. */
+typedef void (*transport_session_new_fn)(void *arg, coap_session_t *session);
 /* Readings waiting for the broker, 0 when it is not connected (then
  * waiting for it would not help): intake yields to it under overload. */
 typedef uint64_t (*transport_backlog_fn)(void *arg);
@@ -46,6 +49,9 @@ void transport_free(transport_t *t);
  * backlog (both optional; set once while wiring). */
 void transport_set_session_listener(transport_t *t, transport_session_gone_fn fn, void *arg);
 void transport_set_backlog(transport_t *t, transport_backlog_fn fn, void *arg);
+/* Who is told about new device sessions (optional; set once). */
+void transport_set_established_listener(transport_t *t, transport_session_new_fn fn,
+                                        void *arg);
 
 /* The libcoap context, for the room that adds the device-facing resources. */
 coap_context_t *transport_context(transport_t *t);
@@ -87,6 +93,20 @@ bool transport_token_live(transport_t *t, uint64_t token, coap_session_t *sessio
 void transport_cancel_observe(coap_session_t *session, uint64_t token);
 /* An empty ACK with Message ID 'mid'. */
 void transport_send_ack(coap_session_t *session, uint16_t mid);
+
+/*
+ * From a response handler (struct transport_handler.on_response): the ACK
+ * of the CON response it was given ('rcvd', as given) is held back until
+ * transport_ack_end(), which sends it if 'ok' (and the session lives),
+ * else sends nothing (the device retransmits: a new chance), and frees
+ * the hold.  Repeats meanwhile are swallowed.  NULL when it cannot be
+ * held (not CON, put together from blocks, asked twice, out of memory):
+ * then it is acknowledged as usual when the handler returns.
+ */
+struct transport_ack;
+struct transport_ack *transport_ack_later(transport_t *t, coap_session_t *session,
+                                          const coap_pdu_t *rcvd);
+void transport_ack_end(struct transport_ack *a, bool ok);
 
 /* Authenticated identity of a session (PSK identity, or the device id its
  * certificate names) as a C string, or NULL. */

@@ -6,6 +6,7 @@ import time
 import pytest
 
 import c2m
+import sec
 
 
 def test_reboot_from_same_source_port_recovers_fast(gateway, sim, mqtt):
@@ -85,3 +86,29 @@ def test_command_to_vanished_device_times_out(gateway, sim, mqtt):
     took = time.monotonic() - t0
     assert doc.get("error") == "timeout", doc
     assert 40 < took < 120, "timeout reported after %.0fs" % took
+
+
+def test_device_on_a_new_session_is_reassociated_at_once(gateway, sim, mqtt):
+    """A registered device that comes back on a new DTLS session from
+    another source port (a NAT rebinding, a tracker changing networks)
+    and does not register again is re-associated as soon as its handshake
+    ends: its observations are re-established on the new session and its
+    commands delivered there, not after the old state times out."""
+    s = sim("hvac", extra_args=["--roam-after", "3", "--interval", "500"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    _, pos = s.out.wait_line(r"^ROAM hvac-1$", timeout=10)
+    t0 = time.monotonic()
+    # every observable resource observed again, on the new session
+    s.wait_for(r"^OBSERVED hvac-1 temperature$", timeout=10, start=pos)
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=10, start=pos)
+    took = time.monotonic() - t0
+    assert not s.out.find(r"^REGISTERED hvac-1", start=pos), "the sensor registered again"
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    smark = s.mark()
+    mqtt.publish(setpoint + "/set", b"17.5")
+    s.wait_for(r"^PUT hvac-1 setpoint \d+ 17\.5$", timeout=10, start=smark)
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
+    doc = sec.stats(mqtt, gateway, lambda d: d.get("sessions_reassociated", 0) >= 1, timeout=15)
+    assert doc["sessions_reassociated"] == 1, doc
+    print("REASSOCIATED after %.2f s" % took)

@@ -15,7 +15,7 @@
 
 enum {
     OPT_PUSH = 256, OPT_CON, OPT_NON, OPT_RATE, OPT_COUNT_READINGS,
-    OPT_SLEEP_AFTER, OPT_SLEEP_FOR, OPT_REBOOT_AFTER, OPT_NO_REGISTER, OPT_EP, OPT_MAX_RETRANSMIT,
+    OPT_SLEEP_AFTER, OPT_SLEEP_FOR, OPT_REBOOT_AFTER, OPT_ROAM_AFTER, OPT_NO_REGISTER, OPT_EP, OPT_MAX_RETRANSMIT,
     OPT_LIFETIME, OPT_PAYLOAD_SIZE, OPT_PSK_FILE, OPT_FIRST, OPT_PREFIX,
 };
 
@@ -41,6 +41,7 @@ static const struct option longopts[] = {
     { "sleep-after", required_argument, NULL, OPT_SLEEP_AFTER },
     { "sleep-for", required_argument, NULL, OPT_SLEEP_FOR },
     { "reboot-after", required_argument, NULL, OPT_REBOOT_AFTER },
+    { "roam-after", required_argument, NULL, OPT_ROAM_AFTER },
     { "no-register", no_argument, NULL, OPT_NO_REGISTER },
     { "ep", required_argument, NULL, OPT_EP },
     { "max-retransmit", required_argument, NULL, OPT_MAX_RETRANSMIT },
@@ -75,6 +76,8 @@ usage(FILE *f)
 "  -d, --duration S          exit 0 after S seconds\n"
 "      --sleep-after S --sleep-for S   one deep sleep, then a new session\n"
 "      --reboot-after S      reboot: drop state, reconnect from the same port\n"
+"      --roam-after S        once: a new session from a new source port (a NAT\n"
+"                            rebinding), same identity, no registration\n"
 "      --no-register         do not register with /rd\n"
 "      --ep ID               ep= to register instead of the identity\n"
 "      --max-retransmit N    CON retransmissions (libcoap's 4); with it, an\n"
@@ -239,6 +242,8 @@ apply(struct sim_opts *o, int c, const char *arg, double *rate,
         return parse_double("sleep-after", arg, 0.001, 1e9, &o->sleep_after_s);
     case OPT_SLEEP_FOR:
         return parse_double("sleep-for", arg, 0.001, 1e9, &o->sleep_for_s);
+    case OPT_ROAM_AFTER:
+        return parse_double("roam-after", arg, 0.001, 1e9, &o->roam_after_s);
     case OPT_REBOOT_AFTER:
         return parse_double("reboot-after", arg, 0.001, 1e9, &o->reboot_after_s);
     case OPT_NO_REGISTER: o->no_register = true; return 0;

@@ -63,7 +63,7 @@ sensor_init(struct sensor *s, struct sim *sim, unsigned n,
         s->res[i].next_ms = SIM_NEVER;
     }
     s->refresh_ms = s->retry_ms = s->wake_ms = SIM_NEVER;
-    s->sleep_ms = s->reboot_ms = s->reg_retry_ms = SIM_NEVER;
+    s->sleep_ms = s->reboot_ms = s->reg_retry_ms = s->roam_ms = SIM_NEVER;
     if (resources_reset(s) < 0) {
         resources_free(s);
         return -1;
@@ -183,6 +183,8 @@ sensor_start(struct sensor *s, int64_t now)
         s->sleep_ms = now + (int64_t)(o->sleep_after_s * 1000);
     if (o->reboot_after_s > 0)
         s->reboot_ms = now + (int64_t)(o->reboot_after_s * 1000);
+    if (o->roam_after_s > 0)
+        s->roam_ms = now + (int64_t)(o->roam_after_s * 1000);
     connect_and_register(s, now);
 }
 
@@ -226,6 +228,31 @@ do_reboot(struct sensor *s, int64_t now)
         log_warnx("%s: out of memory resetting resources", s->id);
     s->reuse_port = port;
     connect_and_register(s, now);
+}
+
+/*
+ * A NAT rebinding (or a tracker that changed networks): the old session
+ * is dropped without a word, a new one opened from another source port,
+ * and nothing registered: the gateway has to know the identity again.
+ * Observed resources wait to be observed on the new session.
+ */
+static void
+do_roam(struct sensor *s, int64_t now)
+{
+    const struct sim_opts *o = &s->sim->opts;
+
+    out_event(s->sim, true, "ROAM %s", s->id);
+    s->roam_ms = SIM_NEVER;
+    close_session(s, true);
+    if (open_session(s) < 0) {
+        lost(s, "session-open-failed");
+        return;
+    }
+    for (size_t i = 0; i < s->nres; i++)
+        if (!o->push)
+            s->res[i].next_ms = SIM_NEVER;   /* starts when observed */
+    if (o->push)
+        schedule_pushes(s, now);
 }
 
 /* One periodic resource falls due: notify observers or push. */
@@ -281,6 +308,10 @@ active_tick(struct sensor *s, int64_t now)
         do_reboot(s, now);
         return true;
     }
+    if (now >= s->roam_ms) {
+        do_roam(s, now);
+        return true;
+    }
     if (now >= s->sleep_ms) {
         do_sleep(s, now);
         return true;
@@ -330,7 +361,7 @@ sensor_next(const struct sensor *s)
     case SS_SLEEPING: return s->wake_ms;
     case SS_ACTIVE:   break;
     }
-    next = min64(s->reboot_ms, s->sleep_ms);
+    next = min64(min64(s->reboot_ms, s->roam_ms), s->sleep_ms);
     if (!s->reg_inflight)
         next = min64(next, s->reg_retry_ms);
     if (!s->connected)

@@ -96,6 +96,7 @@ struct sim_opts {
     double duration_s;             /* 0 = run until signalled */
     double sleep_after_s, sleep_for_s;
     double reboot_after_s;
+    double roam_after_s;
     bool no_register;
     int max_retransmit;        /* --max-retransmit, -1 = libcoap's (4) */
     const char *ep;            /* --ep override of the registration ep= */
@@ -206,6 +207,7 @@ struct sensor {
     unsigned backoff_s;
     int64_t start_ms;             /* of this boot (reboot restarts) */
     int64_t refresh_ms, retry_ms, wake_ms, sleep_ms, reboot_ms, reg_retry_ms;
+    int64_t roam_ms;
     int64_t connect_deadline_ms;
     int64_t io_ms;                /* next forced coap_io_process() */
     unsigned push_inflight;
