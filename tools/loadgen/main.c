@@ -135,6 +135,10 @@ run_coap(const struct lg_opts *o, tool_loop_t *loop)
     if (!phase_connect(&f, &rf))
         goto out;
     if (o->handshake_only) {
+        /* For scripts that hold many sessions open from several
+         * processes: the moment this one's are all up. */
+        printf("connected %lu of %u sessions\n", f.cnt.hs_ok, o->sensors);
+        fflush(stdout);
         for (int64_t end = tool_now_us() + (int64_t)(o->hold_s * 1e6); tool_now_us() < end;)
             if (!pump(&f, 10000))
                 break;

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# bench/sessions100k.sh - issue 14 item 4: 100,000 DTLS-PSK sessions on one
+# gateway.  The fd limit is 20,000 per process here, so the idle sessions
+# come from several load-generator processes (IDLE_PROCS x PER_PROC), each
+# holding its sessions open; 100 more sensors push CON readings (closed
+# loop, 4 in flight each) once alone and once among all the others.
+#
+#   bench/sessions100k.sh            (about 5 minutes; root for the limits)
+#   IDLE_PROCS=6 PER_PROC=16650 ACTIVE=100 bench/sessions100k.sh
+#
+# Prints: handshakes/s of the whole fleet, the gateway's VmRSS per idle
+# session, CON pushes/s of the 100 busy sensors alone and among 100,000,
+# and their ratio (the goal: >= 0.8).  Raw JSON in the directory it names.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=$ROOT/build
+IDLE_PROCS=${IDLE_PROCS:-6}
+PER_PROC=${PER_PROC:-16650}
+ACTIVE=${ACTIVE:-100}
+HOLD=${HOLD:-900}
+DIR=$(mktemp -d /tmp/c2m-100k.XXXXXX)
+PIDS=()
+KEY=hex:000102030405060708090a0b0c0d0e0f
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "files in $DIR" >&2
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ulimit -n 20000 2>/dev/null || true
+free_port() {
+  python3 -c 'import socket, sys
+t = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
+s = socket.socket(socket.AF_INET, t); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"
+}
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+
+COAP_PORT=$(free_port udp)
+MQTT_PORT=$(free_port tcp)
+python3 - "$DIR/psk.keys" "$IDLE_PROCS" "$PER_PROC" "$ACTIVE" "$KEY" <<'EOF'
+import sys
+path, procs, per, active, key = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+with open(path, "w") as f:
+    for p in range(procs):
+        for i in range(per):
+            f.write("i%d-%d:%s\n" % (p, i, key))
+    for i in range(active):
+        f.write("act-%d:%s\n" % (i, key))
+EOF
+chmod 600 "$DIR/psk.keys"
+cat >"$DIR/gateway.conf" <<EOF
+coap = {
+  listen = [ "127.0.0.1:$COAP_PORT" ];
+  psk_file = "$DIR/psk.keys";
+  max_handshakes = 2000;
+  max_request_rate = 0;
+  session_timeout = 1800;
+};
+state_dir = "$DIR/state";
+rd = { max_devices = 200000; };
+mqtt = { host = "127.0.0.1"; port = $MQTT_PORT; client_id = "c2m-100k"; stats_interval = 0;
+         devices_interval = 0; };
+EOF
+mosquitto -p "$MQTT_PORT" >"$DIR/mosquitto.log" 2>&1 & PIDS+=($!)
+sleep 0.5
+"$B/coap2mqtt" -c "$DIR/gateway.conf" >"$DIR/gateway.log" 2>&1 & GW=$!; PIDS+=($GW)
+for _ in $(seq 50); do grep -q "ready:" "$DIR/gateway.log" && break; sleep 0.2; done
+
+busy() {   # label
+  log "busy: $ACTIVE sensors, CON pushes, closed loop, 4 in flight ($1)"
+  timeout 120 "$B/coap2mqtt-loadgen" --label "$1" --json "$DIR/$1.json" \
+    --target "127.0.0.1:$COAP_PORT" --key "$KEY" --prefix act- -n "$ACTIVE" \
+    --bind 127.30.0.1 --mqtt-port "$MQTT_PORT" --push --con --rate 0 --window 4 \
+    --watch-pid "$GW" >>"$DIR/loadgen.log" 2>&1
+}
+
+busy alone
+RSS0=$(rss_kib "$GW")
+T0=$(date +%s.%N)
+log "idle: $IDLE_PROCS processes x $PER_PROC sessions, held ${HOLD} s"
+for p in $(seq 0 $((IDLE_PROCS - 1))); do
+  "$B/coap2mqtt-loadgen" --label "idle$p" --target "127.0.0.1:$COAP_PORT" --key "$KEY" \
+    --prefix "i$p-" -n "$PER_PROC" --bind "127.$((40 + p)).0.1" --ramp 200 \
+    --handshake-only --hold "$HOLD" >"$DIR/idle$p.log" 2>&1 &
+  PIDS+=($!)
+done
+deadline=$(( $(date +%s) + 600 ))
+while :; do
+  up=$(cat "$DIR"/idle*.log 2>/dev/null | grep -c "^connected" || true)
+  [ "$up" -ge "$IDLE_PROCS" ] && break
+  if [ "$(date +%s)" -gt "$deadline" ]; then log "not all idle fleets connected in 600 s"; exit 1; fi
+  sleep 1
+done
+T1=$(date +%s.%N)
+sleep 2
+RSS1=$(rss_kib "$GW")
+CONNECTED=$(cat "$DIR"/idle*.log | awk '/^connected/ { n += $2 } END { print n }')
+busy among
+python3 - "$DIR" "$RSS0" "$RSS1" "$CONNECTED" "$T0" "$T1" "$ACTIVE" <<'EOF'
+import json, sys
+d, rss0, rss1, n, t0, t1, active = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+a = json.load(open(d + "/alone.json")); b = json.load(open(d + "/among.json"))
+pa, pb = a["mqtt"]["per_s"], b["mqtt"]["per_s"]
+doc = {"idle_sessions": n, "sessions_total": n + active,
+       "handshakes_per_s": round(n / (t1 - t0), 1),
+       "rss_kib_before": rss0, "rss_kib_after": rss1,
+       "rss_kib_per_idle_session": round((rss1 - rss0) / n, 1) if n else None,
+       "busy_alone_per_s": pa, "busy_among_per_s": pb,
+       "ratio": round(pb / pa, 3) if pa else None,
+       "cpu_ms_per_1000_alone": a.get("server_cpu_ms_per_1000"),
+       "cpu_ms_per_1000_among": b.get("server_cpu_ms_per_1000")}
+json.dump(doc, open(d + "/sessions100k.json", "w"), indent=1)
+print("sessions held: %d idle + %d busy = %d" % (n, active, n + active))
+print("handshakes: %.0f/s over the whole fleet" % doc["handshakes_per_s"])
+print("gateway VmRSS %d -> %d KiB: %.1f KiB per idle session" % (rss0, rss1, doc["rss_kib_per_idle_session"] or 0))
+print("CON pushes/s of %d busy sensors: alone %.0f, among %d sessions %.0f -> ratio %.2f" % (active, pa, n + active, pb, doc["ratio"] or 0))
+print("gateway CPU ms per 1,000 pushes: alone %s, among %s" % (doc["cpu_ms_per_1000_alone"], doc["cpu_ms_per_1000_among"]))
+EOF
