@@ -15,6 +15,7 @@
 
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
+#include "coap2mqtt/dialout.h"
 #include "coap2mqtt/gateway.h"
 #include "coap2mqtt/homeassistant.h"
 #include "coap2mqtt/health.h"
@@ -113,7 +114,8 @@ wire(struct gw *gw)
         (gw->ha && devices_add_listener(gw->devices, homeassistant_device_event,
                                         gw->ha) < 0) ||
         (gw->ownership && devices_add_listener(gw->devices, ownership_device_event,
-                                               gw->ownership) < 0)) {
+                                               gw->ownership) < 0) ||
+        devices_add_listener(gw->devices, dialout_device_event, gw) < 0) {
         log_warnx("cannot wire the device listeners");
         return -1;
     }
@@ -154,7 +156,10 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
     }
     if (!(gw->coap = transport_new(gw)) || intake_register(gw) < 0)
         return -1;
-    return wire(gw);
+    /* Wired before the first dial, which is a timer: the loop runs it. */
+    if (wire(gw) < 0 || !(gw->dialout = dialout_new(gw)))
+        return -1;
+    return 0;
 }
 
 void
@@ -174,6 +179,7 @@ gw_close(struct gw *gw)
     CLOSE(spool_close, spool);
     /* libcoap frees plain-CoAP sessions with the context without an
      * event: the devices let go of theirs while they are still alive. */
+    CLOSE(dialout_free, dialout);
     devices_release_sessions(gw->devices);
     CLOSE(transport_free, coap);
     CLOSE(intake_free, intake);

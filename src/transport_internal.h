@@ -49,6 +49,7 @@ struct transport {
     uint64_t token_base;            /* random, so tokens are not guessable */
     uint64_t token_next;
     size_t sessions;
+    size_t clients;                 /* client sessions open (dial-out) */
     /* guards */
     struct handshake *handshakes;   /* by session pointer */
     struct established *established; /* by peer address */
@@ -76,6 +77,14 @@ struct transport {
     uint64_t yield_target;          /* back-pressure: resume at this backlog */
     uint64_t yield_until_ms;        /* ... or at this time at the latest */
 };
+
+/* transport.c */
+/* Tells the session listener that 'session' ends. */
+void transport__session_gone(transport_t *t, coap_session_t *session);
+
+/* transport_client.c */
+int transport__client_event(transport_t *t, coap_session_t *session,
+                            coap_event_t event);
 
 /* transport_dtls.c */
 int transport__setup_dtls(transport_t *t);
