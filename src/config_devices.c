@@ -207,8 +207,10 @@ load_device(struct ctx *c, const config_setting_t *e, const char *prefix)
     struct config_device d = { .keepalive = KEEPALIVE_DEFAULT,
                                .line = config_setting_source_line(e) };
     const config_setting_t *m;
-    char q[128];
+    char q[128], idname[80];
     int errors = c->errors;
+
+    snprintf(idname, sizeof(idname), "%s.id", prefix);
 
     if (config_setting_type(e) != CONFIG_TYPE_GROUP) {
         config__serr(c, e, prefix, "must be a group { id = ...; uri = ...; }, got %s",
@@ -220,7 +222,7 @@ load_device(struct ctx *c, const config_setting_t *e, const char *prefix)
     if (errors == c->errors && (!d.id || !d.uri))
         config__serr(c, e, prefix, "needs both id and uri");
     else if (d.id && id_taken(c->cfg, d.id))
-        config__serr(c, config_setting_get_member(e, "id"), prefix,
+        config__serr(c, config_setting_get_member(e, "id"), idname,
                      "id %s is listed twice", config__quote(d.id, q, sizeof(q)));
     if (errors != c->errors) {
         free_device(&d);
