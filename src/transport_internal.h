@@ -3,6 +3,7 @@
  * nobody else (as libcoap does with its *_internal.h headers):
  *
  *   transport.c         context, endpoints, session events, accessors
+ *   transport_client.c  client sessions: the devices the gateway dials
  *   transport_dtls.c    PSK lookup, certificates and their trust store
  *   transport_guard.c   handshakes that never finish, hello floods,
  *                       devices that re-handshake on a live session

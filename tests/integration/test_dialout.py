@@ -341,3 +341,27 @@ def test_check_accepts_devices(c2m_bin, tmp_path, psk_file):
                 ');\n')
     rc, out, err = run([c2m_bin, "-t", "-c", conf])
     assert rc == 0, out + err
+
+
+# --------------------------------------------------------------------------
+# reload: the list needs a restart; the running devices go on
+
+def test_reload_keeps_devices_and_says_restart(make_gateway, mqtt, peers):
+    port = c2m.free_port(socket.SOCK_DGRAM)
+    node_peer(peers, port)
+    mqtt.subscribe(c2m.BASE + "/#")
+    devices = [{"id": "node-h", "uri": "coap://127.0.0.1:%d" % port}]
+    gw = dialout_gateway(make_gateway, devices)
+    online(gw, mqtt, "node-h")
+    gw.cfg["devices"] = devices + [{"id": "node-new", "uri": "coap://127.0.0.1:9"}]
+    with open(gw.conf, "w") as f:
+        f.write(c2m.libconfig_text(gw.cfg))
+    mark = gw.log.mark()
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.log.wait_for(r'reload: devices changed \(\( "node-h" \) -> \( "node-h", "node-new" \)\); '
+                    r'needs a restart, keeping the old value', timeout=10, start=mark)
+    gw.log.wait_for(r"reload: done", timeout=10, start=mark)
+    pos = mqtt.mark()
+    mqtt.wait_for(gw.topic("node-h", "temperature"), timeout=5, start=pos)
+    assert not gw.log.find(r"device node-new")
+    assert not mqtt.received(gw.topic("node-new", "#"))
