@@ -282,12 +282,44 @@ entry_of(struct ctx *c, const char *id)
     return NULL;
 }
 
+/*
+ * X.509 on a client session takes the context's one PKI setup (the
+ * gateway's, with ca_file to verify the device).  And libcoap 4.3 (4.3.1
+ * to 4.3.5 checked) offers only PSK cipher suites on every client session
+ * once PSK is configured on the context, by coap.psk_file or by a PSK
+ * device of this list: a certificate handshake then fails ("no shared
+ * cipher").  So the two do not mix, and -t says so.
+ */
+static void
+check_x509(struct ctx *c, const config_setting_t *e, const char *name, bool psk_used)
+{
+    if (!config_lookup(&c->lc, "coap.cert_file") || !config_lookup(&c->lc, "coap.key_file"))
+        config__serr(c, e, name, "coaps needs psk_identity (its key in "
+                     "coap.psk_file) or coap.cert_file and coap.key_file");
+    else if (!config_lookup(&c->lc, "coap.ca_file"))
+        config__serr(c, e, name, "coaps with a certificate needs coap.ca_file "
+                     "(to verify the device's)");
+    else if (psk_used)
+        config__serr(c, e, name, "coaps with a certificate cannot be used "
+                     "together with PSK (coap.psk_file, or a psk_identity): "
+                     "libcoap 4.3 then offers only PSK cipher suites on "
+                     "client sessions");
+}
+
+static bool
+any_psk_identity(const struct config *cfg)
+{
+    for (int i = 0; i < cfg->n_devices; i++)
+        if (cfg->devices[i].psk_identity)
+            return true;
+    return false;
+}
+
 void
 config__check_devices(struct ctx *c)
 {
-    bool pki = config_lookup(&c->lc, "coap.cert_file") &&
-               config_lookup(&c->lc, "coap.key_file");
     bool psk = config_lookup(&c->lc, "coap.psk_file") != NULL;
+    bool psk_used = psk || any_psk_identity(c->cfg);
     char name[64];
 
     for (int i = 0; i < c->cfg->n_devices; i++) {
@@ -296,9 +328,8 @@ config__check_devices(struct ctx *c)
         bool secure = strncmp(d->uri, "coaps:", 6) == 0;
 
         snprintf(name, sizeof(name), "devices[%d]", e ? config_setting_index(e) : i);
-        if (secure && !d->psk_identity && !pki)
-            config__serr(c, e, name, "coaps needs psk_identity (its key in "
-                         "coap.psk_file) or coap.cert_file and coap.key_file");
+        if (secure && !d->psk_identity)
+            check_x509(c, e, name, psk_used);
         else if (d->psk_identity && !secure)
             config__serr(c, e, name, "psk_identity needs a coaps:// uri");
         else if (d->psk_identity && !psk)

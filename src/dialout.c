@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <uthash.h>
 
 #include "coap2mqtt/dialout.h"
@@ -49,7 +50,6 @@ struct peer {
     char host[256];
     int port;
     bool secure;
-    struct transport_peer_names names;
     coap_session_t *session;
     enum peer_state state;
     uint64_t timer;
@@ -62,6 +62,7 @@ struct peer {
 
 struct dialout {
     struct gw *gw;
+    uint64_t rng;               /* xorshift state for the jitter */
     struct peer *peers;         /* array of n */
     struct peer *by_id;
     size_t n;
@@ -104,16 +105,27 @@ forget_tokens(struct peer *p)
     p->wkc_token = p->probe_token = 0;
 }
 
+/* Seeded from getrandom(): gateways started together (a power cut on a
+ * site) must not draw the same delays either. */
+static uint64_t
+next_random(struct dialout *dl)
+{
+    dl->rng ^= dl->rng << 13;
+    dl->rng ^= dl->rng >> 7;
+    dl->rng ^= dl->rng << 17;
+    return dl->rng;
+}
+
 /* Half to all of min(60 s, 1 s << failures). */
 static uint64_t
-backoff_ms(unsigned failures)
+backoff_ms(struct dialout *dl, unsigned failures)
 {
     uint64_t ms = failures >= 6 ? BACKOFF_MAX_MS
                                 : (uint64_t)BACKOFF_FIRST_MS << failures;
 
     if (ms > BACKOFF_MAX_MS)
         ms = BACKOFF_MAX_MS;
-    return ms / 2 + (uint64_t)(random() % (long)(ms / 2 + 1));
+    return ms / 2 + next_random(dl) % (ms / 2 + 1);
 }
 
 /* --- going away -------------------------------------------------------------- */
@@ -133,7 +145,7 @@ teardown(loop_t *loop, void *arg)
     transport_client_close(p->dl->gw->coap, s);
     if (p->dl->gw->stopping)
         return;
-    ms = backoff_ms(p->failures++);
+    ms = backoff_ms(p->dl, p->failures++);
     log_info("device %s: dialling again in %llu ms", p->cd->id,
              (unsigned long long)ms);
     set_timer(p, ms, dial);
@@ -230,6 +242,25 @@ apply_observe(const struct config_device *cd, struct lf_link *links, size_t n,
     return n;
 }
 
+/* X.509: the certificate (verified against coap.ca_file) must name the
+ * device id or the host of its URI, as its first DNS name or its CN. */
+static bool
+certified(struct peer *p, coap_session_t *session)
+{
+    char buf[TOPIC_ID_MAX + 1], why[512];
+    const char *named;
+
+    if (!p->secure || p->cd->psk_identity)
+        return true;
+    named = transport_identity(session, buf, sizeof(buf));
+    if (named && (strcmp(named, p->cd->id) == 0 || strcmp(named, p->host) == 0))
+        return true;
+    snprintf(why, sizeof(why), "its certificate names \"%s\", expected \"%s\" or \"%s\"",
+             named ? named : "", p->cd->id, p->host);
+    give_up(p, why);
+    return false;
+}
+
 static void
 register_peer(struct peer *p, coap_session_t *session, const coap_pdu_t *rcvd)
 {
@@ -283,7 +314,8 @@ on_wkc(void *owner, coap_session_t *session, const coap_pdu_t *rcvd)
         give_up(p, why);
         return true;
     }
-    register_peer(p, session, rcvd);
+    if (certified(p, session))
+        register_peer(p, session, rcvd);
     return true;
 }
 
@@ -388,7 +420,7 @@ dial(loop_t *loop, void *arg)
     p->timer = 0;
     if (gw->stopping || p->state != PEER_IDLE)
         return;
-    p->session = transport_client_open(gw->coap, &p->names, p->port, p->secure,
+    p->session = transport_client_open(gw->coap, p->host, p->port, p->secure,
                                        p->cd->psk_identity);
     p->state = PEER_DIALLING;
     if (p->session)
@@ -441,8 +473,6 @@ peer_init(struct dialout *dl, struct peer *p, const struct config_device *cd)
         log_warnx("device %s: bad uri %s", cd->id, cd->uri);
         return -1;
     }
-    p->names.host = p->host;
-    p->names.id = cd->id;
     if (devices_reserve(dl->gw->devices, cd->id) < 0) {
         log_warnx("out of memory");
         return -1;
@@ -465,6 +495,8 @@ dialout_new(struct gw *gw)
         return NULL;
     }
     dl->gw = gw;
+    if (getrandom(&dl->rng, sizeof(dl->rng), 0) != sizeof(dl->rng) || !dl->rng)
+        dl->rng = (uint64_t)loop_wall_s() * 2654435761u | 1;
     for (int i = 0; i < cfg->n_devices; i++) {
         if (peer_init(dl, &dl->peers[dl->n], &cfg->devices[i]) < 0) {
             dialout_free(dl);

@@ -66,66 +66,41 @@ open_psk(transport_t *t, const coap_address_t *dst, const char *host,
     return coap_new_client_session_psk2(t->ctx, NULL, dst, COAP_PROTO_DTLS, &setup);
 }
 
-/* The device's certificate must name the host we dialled or the device id. */
-static int
-check_cn(const char *cn, const uint8_t *cert, size_t len, coap_session_t *session,
-         unsigned depth, int validated, void *arg)
-{
-    const struct transport_peer_names *names = arg;
-
-    (void)cert;
-    (void)len;
-    (void)session;
-    if (depth > 0)
-        return validated;
-    if (validated && cn && (strcmp(cn, names->host) == 0 || strcmp(cn, names->id) == 0))
-        return 1;
-    log_warnx("coap: %s: certificate names \"%s\", expected \"%s\" or \"%s\"%s",
-              names->host, cn ? cn : "", names->host, names->id,
-              validated ? "" : " (and it is not signed by coap.ca_file)");
-    return 0;
-}
-
+/*
+ * The gateway's own X.509 settings (transport_dtls.c), device trust and
+ * all: libcoap 4.3 keeps one PKI setup per context and a client session
+ * overwrites it with its own, so anything else would change how devices
+ * that dial in are checked.  The id the device's certificate names is
+ * recorded as for those, and the one who dialled compares it.  No SNI: it
+ * would go into that shared setup as well.
+ */
 static coap_session_t *
-open_pki(transport_t *t, const coap_address_t *dst,
-         const struct transport_peer_names *names)
+open_pki(transport_t *t, const coap_address_t *dst)
 {
-    const struct config_coap *cc = &t->gw->cfg->coap;
-    coap_dtls_pki_t pki = { .version = COAP_DTLS_PKI_SETUP_VERSION };
-    char sni[256];
-
-    snprintf(sni, sizeof(sni), "%s", names->host);
-    pki.verify_peer_cert = 1;
-    pki.check_common_ca = cc->ca_file != NULL;
-    pki.cert_chain_validation = 1;
-    pki.cert_chain_verify_depth = 4;
-    pki.validate_cn_call_back = check_cn;
-    pki.cn_call_back_arg = (void *)names;
-    pki.client_sni = sni;
-    pki.pki_key.key_type = COAP_PKI_KEY_PEM;
-    pki.pki_key.key.pem.ca_file = cc->ca_file;
-    pki.pki_key.key.pem.public_cert = cc->cert_file;
-    pki.pki_key.key.pem.private_key = cc->key_file;
-    return coap_new_client_session_pki(t->ctx, NULL, dst, COAP_PROTO_DTLS, &pki);
+    if (!t->pki.version) {
+        log_warnx("coap: X.509 dial-out needs coap.cert_file and coap.key_file");
+        return NULL;
+    }
+    return coap_new_client_session_pki(t->ctx, NULL, dst, COAP_PROTO_DTLS, &t->pki);
 }
 
 coap_session_t *
-transport_client_open(transport_t *t, const struct transport_peer_names *names,
-                      int port, bool secure, const char *psk_identity)
+transport_client_open(transport_t *t, const char *host, int port, bool secure,
+                      const char *psk_identity)
 {
     coap_address_t dst;
     coap_session_t *s;
 
-    if (resolve(names->host, port, &dst) < 0)
+    if (resolve(host, port, &dst) < 0)
         return NULL;
     if (!secure)
         s = coap_new_client_session(t->ctx, NULL, &dst, COAP_PROTO_UDP);
     else if (psk_identity)
-        s = open_psk(t, &dst, names->host, psk_identity);
+        s = open_psk(t, &dst, host, psk_identity);
     else
-        s = open_pki(t, &dst, names);
+        s = open_pki(t, &dst);
     if (!s) {
-        log_warnx("coap: cannot open a session to %s port %d", names->host, port);
+        log_warnx("coap: cannot open a session to %s port %d", host, port);
         return NULL;
     }
     /* Observations are ended by observe.c, on the wire when it still
@@ -143,6 +118,7 @@ transport_client_close(transport_t *t, coap_session_t *session)
         return;
     transport__tokens_session_gone(t, session);
     transport__session_gone(t, session);
+    transport__cert_forget(t, session);
     if (t->clients)
         t->clients--;
     /* What is queued on it goes first (its NACKs match no token of ours

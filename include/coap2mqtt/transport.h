@@ -98,26 +98,18 @@ size_t transport_sessions(const transport_t *t);
 
 /* --- client sessions: the devices the gateway dials out to --- */
 
-/* Who is dialled: the host of its URI (SNI, and a name its certificate
- * may carry) and the device id (the other name it may carry).  Must
- * outlive the session. */
-struct transport_peer_names {
-    const char *host;
-    const char *id;
-};
-
 /*
  * A client session to host:port on the gateway's context: plain CoAP
  * unless 'secure'; DTLS with 'psk_identity' (its key from the current
- * keystore), or without one with coap.cert_file/key_file, the device's
- * certificate verified against coap.ca_file and naming the host or the id.
+ * keystore, 'host' as SNI), or without one with the gateway's X.509
+ * settings: its certificate, the device's verified against coap.ca_file
+ * (and CRLs), the id it names then given by transport_identity().
  * Resolves the host first (blocking, see transport_client.c).  The
  * handshake goes on in the loop; requests sent meanwhile wait for it, and
  * are NACKed if it fails.  NULL on failure, logged.
  */
-coap_session_t *transport_client_open(transport_t *t,
-                                      const struct transport_peer_names *names,
-                                      int port, bool secure, const char *psk_identity);
+coap_session_t *transport_client_open(transport_t *t, const char *host, int port,
+                                      bool secure, const char *psk_identity);
 /* Ends a client session: its tokens stop routing, the session listener is
  * told (as when libcoap ends one), and libcoap frees it.  NULL is ignored. */
 void transport_client_close(transport_t *t, coap_session_t *session);

@@ -513,7 +513,8 @@ def libconfig_text(cfg):
         elif isinstance(val, dict):
             out.append("%s = {" % key)
             for k, v in val.items():
-                out.append("  %s = %s;" % (k, libconfig_value(v)))
+                if v is not None:       # None: the setting left out
+                    out.append("  %s = %s;" % (k, libconfig_value(v)))
             out.append("};")
         else:
             out.append("%s = %s;" % (key, libconfig_value(val)))

@@ -365,3 +365,57 @@ def test_reload_keeps_devices_and_says_restart(make_gateway, mqtt, peers):
     mqtt.wait_for(gw.topic("node-h", "temperature"), timeout=5, start=pos)
     assert not gw.log.find(r"device node-new")
     assert not mqtt.received(gw.topic("node-new", "#"))
+
+
+# --------------------------------------------------------------------------
+# X.509: the gateway's certificate, the device's checked against ca_file
+
+@pytest.mark.parametrize("cn,ok", [("pki-1", True), ("127.0.0.1", True), ("someone-else", False)],
+                         ids=["cn-is-id", "cn-is-host", "cn-wrong"])
+def test_coap_server_x509(make_gateway, mqtt, peers, tmp_path, cn, ok):
+    import sec
+    pki = sec.Pki(str(tmp_path / "pki"))
+    gwcert = pki.issue("gateway", "/CN=coap2mqtt-gateway")
+    dev = pki.issue("device", "/CN=%s" % cn)
+    port = free_udp_pair()
+    if not COAP_SERVER:
+        pytest.skip("coap-server-openssl is not installed (Debian libcoap3-bin)")
+    peers("coap-server", [COAP_SERVER, "-A", "127.0.0.1", "-p", str(port), "-v", "4",
+                          "-c", dev.cert, "-j", dev.key, "-C", pki.ca_crt]).start()
+    mqtt.subscribe(c2m.BASE + "/#")
+    # no PSK anywhere: libcoap 4.3 would offer only PSK cipher suites
+    gw = make_gateway(overrides={
+        "coap": {"ca_file": pki.ca_crt, "cert_file": gwcert.cert, "key_file": gwcert.key,
+                 "psk_file": None},
+        "devices": [{"id": "pki-1", "uri": "coaps://127.0.0.1:%d" % (port + 1)}]})
+    if ok:
+        online(gw, mqtt, "pki-1")
+        mqtt.wait_for(gw.topic("pki-1", "time"), lambda m: TIME_RE.match(m.payload), timeout=10)
+    else:
+        gw.log.wait_for(r'its certificate names "someone-else", expected "pki-1" or "127\.0\.0\.1"',
+                        timeout=15)
+        # and it is dialled again, refused again: never online
+        gw.log.wait_for(r"device pki-1: dialling again", timeout=10)
+        assert not mqtt.received(gw.topic("pki-1", "availability"))
+
+
+@pytest.mark.parametrize("coap_extra,reason", [
+    ('ca_file = "{d}/ca.crt"; cert_file = "{d}/gw.crt"; key_file = "{d}/gw.key"; '
+     'psk_file = "{psk}";', r"coaps with a certificate cannot be used together with PSK"),
+    ('cert_file = "{d}/gw.crt"; key_file = "{d}/gw.key";', r"coaps with a certificate needs coap\.ca_file"),
+], ids=["with-psk", "no-ca"])
+def test_check_refuses_x509_device_it_cannot_serve(c2m_bin, tmp_path, psk_file, coap_extra, reason):
+    d = str(tmp_path)
+    for name in ("ca.crt", "gw.crt", "gw.key"):
+        open(os.path.join(d, name), "w").close()
+    conf = os.path.join(d, "x.conf")
+    with open(conf, "w") as f:
+        f.write('coap = { listen = [ "127.0.0.1:%d" ]; %s };\n'
+                'state_dir = "%s";\n'
+                'devices = (\n'
+                '  { id = "pump-3"; uri = "coaps://pump-3.example"; }\n'
+                ');\n' % (c2m.free_port(socket.SOCK_DGRAM),
+                          coap_extra.format(d=d, psk=psk_file.path), d))
+    rc, out, err = run([c2m_bin, "-t", "-c", conf])
+    assert rc == EX_CONFIG, (rc, out, err)
+    assert re.search(r"^%s:4: devices\[0\]: %s" % (re.escape(conf), reason), out + err, re.M), out + err
