@@ -191,13 +191,20 @@ load_member(struct ctx *c, const config_setting_t *m, const char *prefix,
     }
 }
 
-/* A repeated id: the second one is the error. */
+/* A repeated id: the second one is the error, judged on the file (an
+ * earlier entry with that id may have been refused for something else). */
 static bool
-id_taken(const struct config *cfg, const char *id)
+id_taken(const config_setting_t *e, const char *id)
 {
-    for (int i = 0; i < cfg->n_devices; i++)
-        if (cfg->devices[i].id && strcmp(cfg->devices[i].id, id) == 0)
+    const config_setting_t *list = config_setting_parent(e), *prev, *m;
+
+    for (int i = 0; i < config_setting_index(e); i++) {
+        prev = config_setting_get_elem(list, (unsigned)i);
+        if (prev && (m = config_setting_get_member(prev, "id")) &&
+            config_setting_type(m) == CONFIG_TYPE_STRING &&
+            strcmp(config_setting_get_string(m), id) == 0)
             return true;
+    }
     return false;
 }
 
@@ -221,7 +228,7 @@ load_device(struct ctx *c, const config_setting_t *e, const char *prefix)
         load_member(c, m, prefix, &d);
     if (errors == c->errors && (!d.id || !d.uri))
         config__serr(c, e, prefix, "needs both id and uri");
-    else if (d.id && id_taken(c->cfg, d.id))
+    else if (d.id && id_taken(e, d.id))
         config__serr(c, config_setting_get_member(e, "id"), idname,
                      "id %s is listed twice", config__quote(d.id, q, sizeof(q)));
     if (errors != c->errors) {
