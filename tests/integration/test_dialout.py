@@ -100,11 +100,14 @@ def node_ready():
     return None
 
 
-def node_peer(peers, port, name="node"):
+def node_peer(peers, port, name="node", wkc_pad=0):
     why = node_ready()
     if why:
         pytest.skip(why)
-    p = peers(name, ["node", "server.js", "127.0.0.1", str(port)], cwd=NODE_PEER).start()
+    argv = ["node", "server.js", "127.0.0.1", str(port)]
+    if wkc_pad:
+        argv = ["env", "WKC_PAD=%d" % wkc_pad] + argv
+    p = peers(name, argv, cwd=NODE_PEER).start()
     p.log.wait_for(r"^LISTENING %d$" % port, timeout=15)
     return p
 
@@ -207,6 +210,25 @@ def test_node_peer_discovery_order_and_set(make_gateway, mqtt, peers):
     assert res.json().get("code") == "2.04", res.payload
     mqtt.publish(gw.topic("node-1", "setpoint", "get"), b"", qos=1)
     mqtt.wait_payload(gw.topic("node-1", "setpoint"), "23.5", timeout=10, start=pos)
+
+
+def test_node_peer_blockwise_discovery(make_gateway, mqtt, peers):
+    """A /.well-known/core of 2 KiB comes in three Block2 blocks; the
+    links are kept up to the registry's 32 a device."""
+    port = c2m.free_port(socket.SOCK_DGRAM)
+    node_peer(peers, port, wkc_pad=40)
+    mqtt.subscribe(c2m.BASE + "/#")
+    gw = dialout_gateway(make_gateway, [{"id": "node-b", "uri": "coap://127.0.0.1:%d" % port}])
+    online(gw, mqtt, "node-b")
+
+    def described(m):
+        try:
+            paths = [r["path"] for r in m.json().get("resources", [])]
+        except (ValueError, AttributeError):
+            return False
+        return paths == ["temperature", "setpoint"] + ["pad/%d" % i for i in range(30)]
+    mqtt.wait_for(gw.topic("bridge", "devices", "node-b"), described, timeout=10)
+    mqtt.wait_for(gw.topic("node-b", "temperature"), timeout=10)
 
 
 # --------------------------------------------------------------------------

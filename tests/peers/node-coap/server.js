@@ -24,7 +24,12 @@ server.on('request', (req, res) => {
   if (path === '/.well-known/core' && req.method === 'GET') {
     say('WKC')
     res.setOption('Content-Format', 'application/link-format')
-    res.end('</temperature>;obs;ct=0,</setpoint>')
+    // WKC_PAD=n appends n more links, so the answer goes block-wise
+    let links = '</temperature>;obs;ct=0,</setpoint>'
+    for (let i = 0; i < parseInt(process.env.WKC_PAD || '0', 10); i++) {
+      links += ',</pad/' + i + '>;title="a link only there to make this long"'
+    }
+    res.end(links)
   } else if (path === '/temperature' && req.method === 'GET') {
     if (req.headers.Observe !== 0) {
       res.end(String(counter))
