@@ -33,6 +33,39 @@ free_device(struct config_device *d)
 }
 
 void
+config_device_free(struct config_device *d)
+{
+    free_device(d);
+    memset(d, 0, sizeof(*d));
+}
+
+static bool
+copy_str(char **to, const char *from)
+{
+    return !from || (*to = strdup(from)) != NULL;
+}
+
+int
+config_device_copy(struct config_device *to, const struct config_device *from)
+{
+    memset(to, 0, sizeof(*to));
+    to->keepalive = from->keepalive;
+    to->line = from->line;
+    if (!copy_str(&to->id, from->id) || !copy_str(&to->uri, from->uri) ||
+        !copy_str(&to->psk_identity, from->psk_identity) ||
+        (from->n_observe &&
+         !(to->observe = calloc((size_t)from->n_observe, sizeof(*to->observe)))))
+        goto fail;
+    for (; to->n_observe < from->n_observe; to->n_observe++)
+        if (!(to->observe[to->n_observe] = strdup(from->observe[to->n_observe])))
+            goto fail;
+    return 0;
+fail:
+    config_device_free(to);
+    return -1;
+}
+
+void
 config__free_devices(struct config *cfg)
 {
     for (int i = 0; i < cfg->n_devices; i++)
@@ -377,8 +410,8 @@ str_same(const char *a, const char *b)
     return a && b ? strcmp(a, b) == 0 : a == b;
 }
 
-static bool
-device_same(const struct config_device *a, const struct config_device *b)
+bool
+config_device_same(const struct config_device *a, const struct config_device *b)
 {
     if (!str_same(a->id, b->id) || !str_same(a->uri, b->uri) ||
         !str_same(a->psk_identity, b->psk_identity) ||
@@ -396,7 +429,7 @@ config__same_devices(const struct config *a, const struct config *b)
     if (a->n_devices != b->n_devices)
         return false;
     for (int i = 0; i < a->n_devices; i++)
-        if (!device_same(&a->devices[i], &b->devices[i]))
+        if (!config_device_same(&a->devices[i], &b->devices[i]))
             return false;
     return true;
 }

@@ -202,6 +202,21 @@ devices_reserved(devices_t *d, const char *id)
     return o != NULL;
 }
 
+void
+devices_release(devices_t *d, const char *id)
+{
+    struct owned_id *o;
+    struct device *dev;
+
+    HASH_FIND_STR(d->dialout, id, o);
+    if (!o)
+        return;
+    HASH_DEL(d->dialout, o);
+    free(o);
+    if ((dev = devices_find(d, id)))
+        devices__idle_enter(dev);
+}
+
 static void
 free_ids(struct owned_id **set)
 {

@@ -46,7 +46,8 @@ enum peer_state {
 
 struct peer {
     struct dialout *dl;
-    const struct config_device *cd;
+    const struct config_device *cd;     /* &own */
+    struct config_device own;
     char host[256];
     int port;
     bool secure;
@@ -57,15 +58,13 @@ struct peer {
     uint64_t probe_token;       /* the keepalive probe in flight */
     bool heard;                 /* something came since the last tick */
     unsigned failures;          /* attempts failed since it was last up */
-    UT_hash_handle hh;          /* by cd->id */
+    UT_hash_handle hh;          /* by own.id */
 };
 
 struct dialout {
     struct gw *gw;
     uint64_t rng;               /* xorshift state for the jitter */
-    struct peer *peers;         /* array of n */
     struct peer *by_id;
-    size_t n;
 };
 
 static void dial(loop_t *loop, void *arg);
@@ -172,7 +171,7 @@ give_up(struct peer *p, const char *why)
 /* --- what it serves ------------------------------------------------------------ */
 
 static bool
-listed(const struct config_device *cd, const char *path)
+named(const struct config_device *cd, const char *path)
 {
     for (int i = 0; i < cd->n_observe; i++)
         if (strcmp(cd->observe[i], path) == 0)
@@ -225,7 +224,7 @@ apply_observe(const struct config_device *cd, struct lf_link *links, size_t n,
     if (!cd->n_observe)
         return n;
     for (size_t i = 0; i < n; i++)
-        links[i].obs = listed(cd, links[i].path);
+        links[i].obs = named(cd, links[i].path);
     for (int j = 0; j < cd->n_observe && n < max; j++) {
         size_t i;
 
@@ -464,45 +463,98 @@ dialout_device_event(void *arg, device_t *dev, enum device_event ev)
 
 /* --- life ------------------------------------------------------------------------- */
 
-static int
-peer_init(struct dialout *dl, struct peer *p, const struct config_device *cd)
+/* Closes its session (the device goes offline) and forgets it; 'release'
+ * also gives its id back to devices that dial in. */
+static void
+peer_free(struct dialout *dl, struct peer *p, bool release)
 {
-    p->dl = dl;
-    p->cd = cd;
-    if (config_device_uri(cd->uri, &p->secure, p->host, sizeof(p->host), &p->port)) {
-        log_warnx("device %s: bad uri %s", cd->id, cd->uri);
-        return -1;
-    }
-    if (devices_reserve(dl->gw->devices, cd->id) < 0) {
+    coap_session_t *s = p->session;
+
+    HASH_DEL(dl->by_id, p);
+    loop_cancel_timer(loop_of(p), p->timer);
+    forget_tokens(p);
+    p->session = NULL;
+    p->state = PEER_IDLE;
+    transport_client_close(dl->gw->coap, s);
+    if (release)
+        devices_release(dl->gw->devices, p->own.id);
+    config_device_free(&p->own);
+    free(p);
+}
+
+/* A peer for 'cd' (copied: the configuration it came from may go at a
+ * reload), dialled from the loop. */
+static int
+peer_add(struct dialout *dl, const struct config_device *cd)
+{
+    struct peer *p = calloc(1, sizeof(*p));
+
+    if (!p || config_device_copy(&p->own, cd) < 0) {
+        free(p);
         log_warnx("out of memory");
         return -1;
     }
-    HASH_ADD_KEYPTR(hh, dl->by_id, cd->id, strlen(cd->id), p);
+    p->dl = dl;
+    p->cd = &p->own;
+    if (config_device_uri(cd->uri, &p->secure, p->host, sizeof(p->host), &p->port) ||
+        devices_reserve(dl->gw->devices, cd->id) < 0) {
+        log_warnx("device %s: cannot dial %s", cd->id, cd->uri);
+        config_device_free(&p->own);
+        free(p);
+        return -1;
+    }
+    HASH_ADD_KEYPTR(hh, dl->by_id, p->own.id, strlen(p->own.id), p);
     set_timer(p, 0, dial);
     return 0;
+}
+
+static const struct config_device *
+listed(const struct config *cfg, const char *id)
+{
+    for (int i = 0; i < cfg->n_devices; i++)
+        if (strcmp(cfg->devices[i].id, id) == 0)
+            return &cfg->devices[i];
+    return NULL;
+}
+
+int
+dialout_apply(dialout_t *dl, const struct config *cfg)
+{
+    struct peer *p, *tmp;
+    int rc = 0;
+
+    HASH_ITER(hh, dl->by_id, p, tmp) {
+        const struct config_device *cd = listed(cfg, p->own.id);
+
+        if (cd && config_device_same(cd, &p->own))
+            continue;
+        log_notice("device %s: %s", p->own.id, cd ? "changed in the devices list, "
+                   "dialled anew" : "no longer in the devices list");
+        peer_free(dl, p, !cd);
+    }
+    for (int i = 0; i < cfg->n_devices; i++) {
+        HASH_FIND_STR(dl->by_id, cfg->devices[i].id, p);
+        if (!p && peer_add(dl, &cfg->devices[i]) < 0)
+            rc = -1;
+    }
+    return rc;
 }
 
 dialout_t *
 dialout_new(struct gw *gw)
 {
-    const struct config *cfg = gw->cfg;
     struct dialout *dl = calloc(1, sizeof(*dl));
 
-    if (!dl || (cfg->n_devices &&
-                !(dl->peers = calloc((size_t)cfg->n_devices, sizeof(*dl->peers))))) {
-        free(dl);
+    if (!dl) {
         log_warnx("out of memory");
         return NULL;
     }
     dl->gw = gw;
     if (getrandom(&dl->rng, sizeof(dl->rng), 0) != sizeof(dl->rng) || !dl->rng)
         dl->rng = (uint64_t)loop_wall_s() * 2654435761u | 1;
-    for (int i = 0; i < cfg->n_devices; i++) {
-        if (peer_init(dl, &dl->peers[dl->n], &cfg->devices[i]) < 0) {
-            dialout_free(dl);
-            return NULL;
-        }
-        dl->n++;
+    if (dialout_apply(dl, gw->cfg) < 0) {
+        dialout_free(dl);
+        return NULL;
     }
     return dl;
 }
@@ -510,19 +562,11 @@ dialout_new(struct gw *gw)
 void
 dialout_free(dialout_t *dl)
 {
+    struct peer *p, *tmp;
+
     if (!dl)
         return;
-    HASH_CLEAR(hh, dl->by_id);
-    for (size_t i = 0; i < dl->n; i++) {
-        struct peer *p = &dl->peers[i];
-        coap_session_t *s = p->session;
-
-        loop_cancel_timer(loop_of(p), p->timer);
-        forget_tokens(p);
-        p->session = NULL;
-        p->state = PEER_IDLE;
-        transport_client_close(dl->gw->coap, s);
-    }
-    free(dl->peers);
+    HASH_ITER(hh, dl->by_id, p, tmp)
+        peer_free(dl, p, false);
     free(dl);
 }

@@ -147,6 +147,12 @@ struct config {
 const char *config_device_uri(const char *uri, bool *secure, char *host,
                               size_t cap, int *port);
 
+/* A deep copy of a devices entry (for a room that outlives a reload);
+ * -1 when out of memory, 'to' then empty.  Freed by config_device_free. */
+int config_device_copy(struct config_device *to, const struct config_device *from);
+void config_device_free(struct config_device *d);
+bool config_device_same(const struct config_device *a, const struct config_device *b);
+
 bool config_durability_power(const struct config *cfg);
 
 /* Receives one complete error line, without trailing newline. */

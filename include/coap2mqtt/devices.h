@@ -83,6 +83,9 @@ bool devices_id_authenticated(devices_t *d, const char *id);
  */
 int devices_reserve(devices_t *d, const char *id);
 bool devices_reserved(devices_t *d, const char *id);
+/* No longer dialled out to (a reload): the id is free again, and its
+ * record, if gone, starts its rd.forget_after countdown. */
+void devices_release(devices_t *d, const char *id);
 
 /*
  * Registers (or re-registers) 'id' on 'session' with a lifetime and the

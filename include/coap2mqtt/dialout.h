@@ -19,6 +19,10 @@ typedef struct dialout dialout_t;
 /* Reserves the ids of gw->cfg's devices list in the registry and starts
  * dialling each (from the loop).  NULL when out of memory, logged. */
 dialout_t *dialout_new(struct gw *gw);
+/* A reload: devices no longer listed are let go (session closed, offline,
+ * their id free for devices that dial in again), changed ones dialled
+ * anew, new ones dialled.  -1 if one could not be added (logged). */
+int dialout_apply(dialout_t *dl, const struct config *cfg);
 /* Closes every client session (the devices hear DEVICE_SESSION_LOST) and
  * frees everything; before the transport is freed.  NULL is ignored. */
 void dialout_free(dialout_t *dl);

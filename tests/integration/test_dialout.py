@@ -382,23 +382,68 @@ def test_check_accepts_devices(c2m_bin, tmp_path, psk_file):
 
 
 # --------------------------------------------------------------------------
-# reload: the list needs a restart; the running devices go on
+# reload: devices added, removed, changed; restart-only with new credential names
 
-def test_reload_keeps_devices_and_says_restart(make_gateway, mqtt, peers):
+def reload_with(gw, devices, **coap):
+    gw.cfg["devices"] = devices
+    gw.cfg["coap"].update(coap)
+    with open(gw.conf, "w") as f:
+        f.write(c2m.libconfig_text(gw.cfg))
+    mark = gw.log.mark()
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.log.wait_for(r"reload: done", timeout=10, start=mark)
+    return mark
+
+
+def test_reload_adds_and_removes_devices(make_gateway, mqtt, peers, psk_file, coap):
+    port1, port2 = c2m.free_port(socket.SOCK_DGRAM), c2m.free_port(socket.SOCK_DGRAM)
+    node_peer(peers, port1, name="node1")
+    node_peer(peers, port2, name="node2")
+    mqtt.subscribe(c2m.BASE + "/#")
+    one = {"id": "node-h", "uri": "coap://127.0.0.1:%d" % port1}
+    two = {"id": "node-new", "uri": "coap://127.0.0.1:%d" % port2}
+    gw = dialout_gateway(make_gateway, [one])
+    online(gw, mqtt, "node-h")
+
+    # added: dialled at once; the one that stays is not touched
+    pos = mqtt.mark()
+    mark = reload_with(gw, [one, two])
+    gw.log.wait_for(r'reload: devices changed: \( "node-h" \) -> \( "node-h", "node-new" \)',
+                    timeout=1, start=mark)
+    online(gw, mqtt, "node-new", start=pos)
+    mqtt.wait_for(gw.topic("node-new", "temperature"), timeout=10, start=pos)
+    assert not mqtt.received(gw.topic("node-h", "availability"), pos)
+
+    # removed: offline, and its id is free for a device that dials in
+    pos = mqtt.mark()
+    mark = reload_with(gw, [two])
+    gw.log.wait_for(r"device node-h: no longer in the devices list", timeout=5, start=mark)
+    mqtt.wait_for(gw.topic("node-h", "availability"), lambda m: m.payload == b"offline",
+                  timeout=5, start=pos)
+    psk_file.add("node-h")
+    mark = reload_with(gw, [two])      # the PSK file is read again too
+    r = coap(gw, "node-h", "rd?ep=node-h&lt=60", method="post", ct=40, payload="</t>")
+    assert r.code == "2.01", r
+    pos = mqtt.mark()
+    mqtt.wait_for(gw.topic("node-new", "temperature"), timeout=5, start=pos)
+
+
+def test_reload_with_new_credential_names_needs_restart(make_gateway, mqtt, peers, psk_file,
+                                                         tmp_path):
     port = c2m.free_port(socket.SOCK_DGRAM)
     node_peer(peers, port)
     mqtt.subscribe(c2m.BASE + "/#")
     devices = [{"id": "node-h", "uri": "coap://127.0.0.1:%d" % port}]
     gw = dialout_gateway(make_gateway, devices)
     online(gw, mqtt, "node-h")
-    gw.cfg["devices"] = devices + [{"id": "node-new", "uri": "coap://127.0.0.1:9"}]
-    with open(gw.conf, "w") as f:
-        f.write(c2m.libconfig_text(gw.cfg))
-    mark = gw.log.mark()
-    gw.proc.send_signal(signal.SIGHUP)
+    other = str(tmp_path / "other.keys")
+    with open(psk_file.path) as f, open(other, "w") as g:
+        g.write(f.read())
+    os.chmod(other, 0o600)
+    mark = reload_with(gw, devices + [{"id": "node-new", "uri": "coap://127.0.0.1:9"}],
+                       psk_file=other)
     gw.log.wait_for(r'reload: devices changed \(\( "node-h" \) -> \( "node-h", "node-new" \)\); '
-                    r'needs a restart, keeping the old value', timeout=10, start=mark)
-    gw.log.wait_for(r"reload: done", timeout=10, start=mark)
+                    r'needs a restart, keeping the old value', timeout=1, start=mark)
     pos = mqtt.mark()
     mqtt.wait_for(gw.topic("node-h", "temperature"), timeout=5, start=pos)
     assert not gw.log.find(r"device node-new")
