@@ -393,6 +393,11 @@ tick(loop_t *loop, void *arg)
         return;
     } else {
         send_get(p, COAP_MESSAGE_NON, &probe_handler, &p->probe_token);
+        /* A session libcoap will not send on is as good as gone. */
+        if (!p->probe_token) {
+            give_up(p, "cannot send a probe on its session");
+            return;
+        }
     }
     set_timer(p, (uint64_t)p->cd->keepalive * 1000, tick);
 }
