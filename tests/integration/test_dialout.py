@@ -290,6 +290,28 @@ def test_node_peer_restart_resumes(make_gateway, mqtt, peers):
     assert resumed < bound, (resumed, bound)
 
 
+def test_command_waits_for_a_lost_device(make_gateway, mqtt, peers):
+    """A /set for a dialled device that is gone waits in its queue and is
+    delivered once the gateway has dialled it again."""
+    port = c2m.free_port(socket.SOCK_DGRAM)
+    node = node_peer(peers, port)
+    mqtt.subscribe(c2m.BASE + "/#")
+    gw = dialout_gateway(make_gateway, [{"id": "node-c", "uri": "coap://127.0.0.1:%d" % port,
+                                         "keepalive": 1}])
+    online(gw, mqtt, "node-c")
+    pos = mqtt.mark()
+    node.kill()
+    mqtt.wait_for(gw.topic("node-c", "availability"), lambda m: m.payload == b"offline",
+                  timeout=10, start=pos)
+    mqtt.publish(gw.topic("node-c", "setpoint", "set"), b"19", qos=1)
+    node.start()
+    node.log.wait_for(r"^LISTENING %d$" % port, timeout=15)
+    node.log.wait_for(r"^PUT /setpoint 19$", timeout=15)
+    res = mqtt.wait_for(gw.topic("node-c", "setpoint", "set", "result"), timeout=10, start=pos)
+    assert res.json().get("code") == "2.04", res.payload
+    assert len(mqtt.received(gw.topic("node-c", "setpoint", "set", "result"), pos)) == 1
+
+
 @pytest.mark.timeout(90)
 def test_coap_server_psk_restart_resumes(make_gateway, mqtt, psk_file, peers):
     port = free_udp_pair()
