@@ -177,9 +177,11 @@ gw_close(struct gw *gw)
     /* What the broker did not acknowledge stays in the spool for the
      * next start. */
     CLOSE(spool_close, spool);
+    /* The client sessions of the devices we dial: closed by their owner,
+     * while the registry can still hear them end. */
+    CLOSE(dialout_free, dialout);
     /* libcoap frees plain-CoAP sessions with the context without an
      * event: the devices let go of theirs while they are still alive. */
-    CLOSE(dialout_free, dialout);
     devices_release_sessions(gw->devices);
     CLOSE(transport_free, coap);
     CLOSE(intake_free, intake);

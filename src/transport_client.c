@@ -8,6 +8,7 @@
  *
  * Layer: transport
  */
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,14 @@ resolve(const char *host, int port, coap_address_t *addr)
     return 0;
 }
 
+static bool
+numeric(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
 static coap_session_t *
 open_psk(transport_t *t, const coap_address_t *dst, const char *host,
          const char *identity)
@@ -57,8 +66,10 @@ open_psk(transport_t *t, const coap_address_t *dst, const char *host,
         log_warnx("coap: PSK identity \"%s\" is not in coap.psk_file", identity);
         return NULL;
     }
+    /* RFC 6066 3: a host name only, never an address. */
     snprintf(sni, sizeof(sni), "%s", host);
-    setup.client_sni = sni;
+    if (!numeric(host))
+        setup.client_sni = sni;
     setup.psk_info.identity.s = (const uint8_t *)identity;
     setup.psk_info.identity.length = strlen(identity);
     setup.psk_info.key.s = key;
@@ -107,7 +118,6 @@ transport_client_open(transport_t *t, const char *host, int port, bool secure,
      * can; libcoap's own NON cancel when the session is freed queued a
      * node that was never freed (LeakSanitizer, 4.3.1). */
     coap_session_set_no_observe_cancel(s);
-    t->clients++;
     return s;
 }
 
@@ -119,8 +129,6 @@ transport_client_close(transport_t *t, coap_session_t *session)
     transport__tokens_session_gone(t, session);
     transport__session_gone(t, session);
     transport__cert_forget(t, session);
-    if (t->clients)
-        t->clients--;
     /* What is queued on it goes first (its NACKs match no token of ours
      * any more): a CON queued for retransmission holds a reference, and
      * one re-queued on a DTLS session that died of ICMP was never freed

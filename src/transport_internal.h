@@ -50,7 +50,6 @@ struct transport {
     uint64_t token_base;            /* random, so tokens are not guessable */
     uint64_t token_next;
     size_t sessions;
-    size_t clients;                 /* client sessions open (dial-out) */
     /* guards */
     struct handshake *handshakes;   /* by session pointer */
     struct established *established; /* by peer address */

@@ -101,7 +101,7 @@ size_t transport_sessions(const transport_t *t);
 /*
  * A client session to host:port on the gateway's context: plain CoAP
  * unless 'secure'; DTLS with 'psk_identity' (its key from the current
- * keystore, 'host' as SNI), or without one with the gateway's X.509
+ * keystore, 'host' as SNI unless it is an address), or without one with the gateway's X.509
  * settings: its certificate, the device's verified against coap.ca_file
  * (and CRLs), the id it names then given by transport_identity().
  * Resolves the host first (blocking, see transport_client.c).  The
