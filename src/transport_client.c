@@ -24,11 +24,12 @@
  * never asks the resolver.
  */
 static int
-resolve(const char *host, int port, coap_address_t *addr)
+resolve(const char *host, int port, unsigned pick, coap_address_t *addr)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM,
                               .ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG };
-    struct addrinfo *res;
+    struct addrinfo *res, *ai;
+    unsigned n = 0;
     char serv[8];
     int rc;
 
@@ -37,9 +38,15 @@ resolve(const char *host, int port, coap_address_t *addr)
         log_warnx("coap: cannot resolve %s: %s", host, gai_strerror(rc));
         return -1;
     }
+    /* A name with several addresses (IPv6 and IPv4) gets each in turn,
+     * one per attempt: UDP does not say which one the device is on. */
+    for (ai = res; ai; ai = ai->ai_next)
+        n++;
+    for (ai = res, pick %= n; pick; pick--)
+        ai = ai->ai_next;
     coap_address_init(addr);
-    addr->size = res->ai_addrlen;
-    memcpy(&addr->addr, res->ai_addr, res->ai_addrlen);
+    addr->size = ai->ai_addrlen;
+    memcpy(&addr->addr, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(res);
     return 0;
 }
@@ -96,13 +103,13 @@ open_pki(transport_t *t, const coap_address_t *dst)
 }
 
 coap_session_t *
-transport_client_open(transport_t *t, const char *host, int port, bool secure,
-                      const char *psk_identity)
+transport_client_open(transport_t *t, const char *host, int port, unsigned attempt,
+                      bool secure, const char *psk_identity)
 {
     coap_address_t dst;
     coap_session_t *s;
 
-    if (resolve(host, port, &dst) < 0)
+    if (resolve(host, port, attempt, &dst) < 0)
         return NULL;
     if (!secure)
         s = coap_new_client_session(t->ctx, NULL, &dst, COAP_PROTO_UDP);

@@ -176,7 +176,8 @@ def test_node_peer_discovery_order_and_set(make_gateway, mqtt, peers):
     port = c2m.free_port(socket.SOCK_DGRAM)
     node = node_peer(peers, port)
     mqtt.subscribe(c2m.BASE + "/#")
-    gw = dialout_gateway(make_gateway, [{"id": "node-1", "uri": "coap://127.0.0.1:%d" % port}])
+    # a host name: resolved (getaddrinfo) at every attempt
+    gw = dialout_gateway(make_gateway, [{"id": "node-1", "uri": "coap://localhost:%d" % port}])
     node.log.wait_for(r"^WKC$", timeout=10)
     online(gw, mqtt, "node-1")
 
