@@ -46,7 +46,7 @@ endif
 # The pure modules: no sockets, unit-tested alone, linked into everything.
 PURE_SRC := src/topics.c src/linkformat.c src/hostport.c src/bytes.c \
             src/config.c src/config_errors.c src/config_libconfig.c \
-            src/config_schema.c src/config_diff.c src/keystore.c src/log.c src/payload.c \
+            src/config_schema.c src/config_diff.c src/config_devices.c src/keystore.c src/log.c src/payload.c \
             src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \
             src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c src/spool_durable.c \
             src/syncer.c src/cmdjournal.c src/textfile.c
@@ -143,7 +143,7 @@ unit: $(UNIT_BIN)
 # Run again on MQTT 3.1.1 by make test: what a 3.1.1 broker must get right.
 MQTT311_SUITES = $(addprefix tests/integration/,test_push.py test_commands.py \
 	test_notifications.py test_json_mode.py test_registration.py test_bridge.py \
-	test_spool.py test_command_journal.py test_instances.py)
+	test_spool.py test_command_journal.py test_instances.py test_dialout.py)
 
 test: test-deps
 	$(MAKE) SAN=1 all unit pcut

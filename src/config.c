@@ -127,6 +127,7 @@ config_free(struct config *cfg)
     free(cfg->queue.durability);
     free(cfg->state_dir);
     free(cfg->path);
+    config__free_devices(cfg);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -287,6 +288,9 @@ load_item(struct ctx *c, const config_setting_t *s, const char *name,
     case K_ADDRS:
         load_addrs(c, s, name, it);
         break;
+    case K_DEVICES:
+        config__load_devices(c, s, name);
+        break;
     case K_GROUP:
         if (type != CONFIG_TYPE_GROUP)
             config__serr(c, s, name, "must be a group { ... }, got %s",
@@ -366,7 +370,9 @@ check_coap(struct ctx *c)
     bool psk = is_set(c, "coap.psk_file"), ca = is_set(c, "coap.ca_file");
     bool cert = is_set(c, "coap.cert_file"), key = is_set(c, "coap.key_file");
 
-    if (list_len(c, "coap.listen") == 0 && list_len(c, "coap.plain_listen") == 0)
+    /* A gateway that only dials out needs no endpoint of its own. */
+    if (list_len(c, "coap.listen") == 0 && list_len(c, "coap.plain_listen") == 0 &&
+        list_len(c, "devices") == 0)
         config__serr(c, near(c, "coap.listen"), "coap.listen",
                      "no CoAP endpoint: set coap.listen (DTLS) or "
                      "coap.plain_listen");
@@ -475,6 +481,7 @@ check_cross(struct ctx *c)
                      "needs mqtt.stats_interval > 0 (how often it is rewritten)");
     check_share(c);
     check_instance_id(c);
+    config__check_devices(c);
 }
 
 /* --- loading --------------------------------------------------------------- */
@@ -608,7 +615,7 @@ prefixed_report(void *arg, const char *line)
 }
 
 static void
-check_psk_file(struct ctx *c, const char *path)
+check_psk_file(struct ctx *c, const struct config *cfg, const char *path)
 {
     struct prefixed p = { c, near(c, "coap.psk_file"), "coap.psk_file" };
     int before = c->errors;
@@ -616,6 +623,8 @@ check_psk_file(struct ctx *c, const char *path)
 
     if (ks == NULL && c->errors == before)
         config__serr(c, p.s, p.name, "%s: cannot load", path);
+    if (ks)
+        config__check_device_keys(c, cfg, ks);
     keystore_free(ks);
 }
 
@@ -693,7 +702,7 @@ config_check_files(const struct config *cfg, config_report_fn report,
         config_read_string(&c.lc, text);
     free(text);
     if (cfg->coap.psk_file)
-        check_psk_file(&c, cfg->coap.psk_file);
+        check_psk_file(&c, cfg, cfg->coap.psk_file);
     if (cfg->coap.ca_file)
         check_readable(&c, "coap.ca_file", cfg->coap.ca_file, false);
     if (cfg->coap.crl_file)

@@ -58,6 +58,8 @@ same(const struct config *a, const struct config *b, const struct item *it)
             if (!str_equal(la[i], lb[i]))
                 return false;
         return true;
+    case K_DEVICES:
+        return config__same_devices(a, b);
     case K_GROUP:
         break;
     }
@@ -134,6 +136,10 @@ config_take(struct config *to, struct config *from, const char *name)
         SWAP(char **, field(to, it->off), field(from, it->off));
         SWAP(int, field(to, it->off_n), field(from, it->off_n));
         break;
+    case K_DEVICES:
+        SWAP(struct config_device *, &to->devices, &from->devices);
+        SWAP(int, &to->n_devices, &from->n_devices);
+        break;
     case K_GROUP:
         return -1;
     }
@@ -181,6 +187,9 @@ config_value_text(const struct config *cfg, const char *name, char *buf,
     case K_ADDRS:
         addrs_text(*(char **const *)cfield(cfg, it->off),
                    *(const int *)cfield(cfg, it->off_n), buf, cap);
+        break;
+    case K_DEVICES:
+        config__devices_text(cfg, buf, cap);
         break;
     case K_GROUP:
         return "?";

@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #include "coap2mqtt/config.h"
+#include "coap2mqtt/keystore.h"
 
 #define CONF_MAX_BYTES   (1024 * 1024)  /* a config is text, not a dump */
 #define CONF_MAX_ADDRS   16             /* endpoints per listen list */
@@ -28,7 +29,8 @@
 
 /* A setting of the schema (config_schema.c): a K_GROUP's 'sub' is the
  * table of its settings, and a table ends with a NULL name. */
-enum kind { K_INT, K_BOOL, K_STR, K_ADDRS, K_GROUP };
+enum kind { K_INT, K_BOOL, K_STR, K_ADDRS, K_GROUP,
+             K_DEVICES /* the devices list, config_devices.c */ };
 
 struct item {
     const char *name;
@@ -89,6 +91,17 @@ char *config__slurp(const char *path, size_t *len);
 /* The source text of an int setting if libconfig truncated it, else NULL. */
 const char *config__truncated_literal(struct ctx *c, const config_setting_t *s,
                                       int value);
+
+/* config_devices.c */
+void config__load_devices(struct ctx *c, const config_setting_t *s, const char *name);
+/* Across settings: coaps credentials, psk_identity with a psk_file. */
+void config__check_devices(struct ctx *c);
+/* -t: every psk_identity is in the PSK file 'ks'. */
+void config__check_device_keys(struct ctx *c, const struct config *cfg,
+                               const keystore_t *ks);
+void config__free_devices(struct config *cfg);
+bool config__same_devices(const struct config *a, const struct config *b);
+void config__devices_text(const struct config *cfg, char *buf, size_t cap);
 
 /* config_schema.c */
 /* The settings at the top of the file (the groups hold the rest). */

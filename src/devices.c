@@ -218,6 +218,9 @@ arm_lifetime(struct device *dev, uint32_t lifetime)
 {
     dev->lifetime = lifetime;
     loop_cancel_timer(dev->gw->loop, dev->expiry_timer);
+    dev->expiry_timer = 0;
+    if (!lifetime)          /* dialled: there while its session is */
+        return;
     dev->expiry_timer = loop_add_timer(dev->gw->loop, (uint64_t)lifetime * 1000,
                                        lifetime_expired, dev);
 }
@@ -404,7 +407,12 @@ devices_session_gone(void *devices, coap_session_t *session)
     if (!dev || dev->session != session)
         return;
     let_go_session(dev);
-    /* A push-only device has nothing else telling us it is there. */
+    /* A push-only device has nothing else telling us it is there, and a
+     * dialled one (no lifetime) is registered only while its session is. */
+    if (dev->registered && !dev->lifetime) {
+        dev->registered = false;
+        devices__emit(dev, DEVICE_LIST_CHANGED);
+    }
     if (!dev->registered)
         set_online(dev, false);
     devices__idle_enter(dev);

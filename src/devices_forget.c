@@ -119,8 +119,10 @@ devices__idle_enter(struct device *dev)
 {
     devices_t *d = dev->gw->devices;
 
+    /* A device of the devices list stays while it is configured. */
     if (!d || dev->idle || dev->online || dev->session ||
-        d->gw->cfg->rd.forget_after <= 0 || d->gw->stopping)
+        d->gw->cfg->rd.forget_after <= 0 || d->gw->stopping ||
+        devices_reserved(d, dev->id))
         return;
     idle_append(d, dev);
     arm_sweep(d);
@@ -175,14 +177,61 @@ sweep(loop_t *loop, void *arg)
     arm_sweep(d);
 }
 
+/* --- ids the gateway dials out to ------------------------------------------- */
+
+int
+devices_reserve(devices_t *d, const char *id)
+{
+    struct owned_id *o;
+
+    if (devices_reserved(d, id))
+        return 0;
+    if (!(o = calloc(1, sizeof(*o))))
+        return -1;
+    snprintf(o->id, sizeof(o->id), "%s", id);
+    HASH_ADD_STR(d->dialout, id, o);
+    return 0;
+}
+
+bool
+devices_reserved(devices_t *d, const char *id)
+{
+    struct owned_id *o;
+
+    HASH_FIND_STR(d->dialout, id, o);
+    return o != NULL;
+}
+
 void
-devices__forget_free(devices_t *d)
+devices_release(devices_t *d, const char *id)
+{
+    struct owned_id *o;
+    struct device *dev;
+
+    HASH_FIND_STR(d->dialout, id, o);
+    if (!o)
+        return;
+    HASH_DEL(d->dialout, o);
+    free(o);
+    if ((dev = devices_find(d, id)))
+        devices__idle_enter(dev);
+}
+
+static void
+free_ids(struct owned_id **set)
 {
     struct owned_id *o, *otmp;
 
-    HASH_ITER(hh, d->owned, o, otmp) {
-        HASH_DEL(d->owned, o);
+    HASH_ITER(hh, *set, o, otmp) {
+        HASH_DEL(*set, o);
         free(o);
     }
+}
+
+void
+devices__forget_free(devices_t *d)
+{
+    free_ids(&d->owned);
+    free_ids(&d->dialout);
     loop_cancel_timer(d->gw->loop, d->sweep_timer);
 }

@@ -99,7 +99,7 @@ struct resource *device_resource(struct device *dev, const char *path);
 
 /* --- the registry, shared by devices.c and devices_forget.c --------------- */
 
-#define DEVICES_LISTENERS 6
+#define DEVICES_LISTENERS 8
 
 struct listener {
     device_listener_fn fn;
@@ -119,6 +119,7 @@ struct devices {
     size_t count;
     size_t n_unauth;            /* records never on a DTLS session */
     struct owned_id *owned;
+    struct owned_id *dialout;   /* ids the gateway dials out to (devices_reserve) */
     /* Gone devices, oldest first (idle_ms grows along it). */
     struct device *idle;
     uint64_t sweep_timer;

@@ -15,6 +15,7 @@
 
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
+#include "coap2mqtt/dialout.h"
 #include "coap2mqtt/gateway.h"
 #include "coap2mqtt/homeassistant.h"
 #include "coap2mqtt/health.h"
@@ -114,7 +115,8 @@ wire(struct gw *gw)
         (gw->ha && devices_add_listener(gw->devices, homeassistant_device_event,
                                         gw->ha) < 0) ||
         (gw->ownership && devices_add_listener(gw->devices, ownership_device_event,
-                                               gw->ownership) < 0)) {
+                                               gw->ownership) < 0) ||
+        devices_add_listener(gw->devices, dialout_device_event, gw) < 0) {
         log_warnx("cannot wire the device listeners");
         return -1;
     }
@@ -155,7 +157,10 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
     }
     if (!(gw->coap = transport_new(gw)) || intake_register(gw) < 0)
         return -1;
-    return wire(gw);
+    /* Wired before the first dial, which is a timer: the loop runs it. */
+    if (wire(gw) < 0 || !(gw->dialout = dialout_new(gw)))
+        return -1;
+    return 0;
 }
 
 void
@@ -173,6 +178,9 @@ gw_close(struct gw *gw)
     /* What the broker did not acknowledge stays in the spool for the
      * next start. */
     CLOSE(spool_close, spool);
+    /* The client sessions of the devices we dial: closed by their owner,
+     * while the registry can still hear them end. */
+    CLOSE(dialout_free, dialout);
     /* libcoap frees plain-CoAP sessions with the context without an
      * event: the devices let go of theirs while they are still alive. */
     devices_release_sessions(gw->devices);

@@ -302,6 +302,26 @@ registrant(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     return idbuf;
 }
 
+/* An id of the devices list is the device the gateway dials; anyone
+ * registering or pushing under it on a session of its own is refused
+ * (4.03), so the two can never share a record. */
+static bool
+not_dialled(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
+            const char *id)
+{
+    char peer[64];
+
+    if (!devices_reserved(gw->devices, id))
+        return true;
+    gw->stats.rejected_dialout_id++;
+    log_ratelimited(&gw->stats.rejected_dialout_id,
+                    "coap: request from %s as \"%s\" refused: the gateway dials "
+                    "that device out (devices list)",
+                    transport_peer(session, peer, sizeof(peer)), id);
+    intake__reply(response, 403, "a device the gateway dials out to");
+    return false;
+}
+
 /* ep= (when given) must be the authenticated identity; else 4.03. */
 static bool
 ep_matches(struct gw *gw, coap_session_t *session, coap_pdu_t *response,
@@ -362,6 +382,7 @@ register_device(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         return;
     }
     if (!(id = registrant(gw, session, req, response, ep, idbuf, sizeof(idbuf), &ep_rc)) ||
+        !not_dialled(gw, session, response, id) ||
         !within_rate(gw, id, response) ||
         !ep_matches(gw, session, response, ep_rc, ep, id))
         return;
@@ -636,7 +657,8 @@ dispatch(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     const char *id;
     int n;
 
-    if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response)))
+    if (!(id = identity_or_reply(gw, session, idbuf, sizeof(idbuf), response)) ||
+        !not_dialled(gw, session, response, id))
         return;
     if (!within_rate(gw, id, response))
         return;

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "coap2mqtt/config.h"
+#include "coap2mqtt/dialout.h"
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/outq.h"
@@ -34,6 +35,7 @@ enum hook {
     HOOK_STATS = 1 << 1,        /* the bridge/stats timer */
     HOOK_COAP_LIMITS = 1 << 2,  /* libcoap's session and handshake limits */
     HOOK_OUTQ = 1 << 3,         /* the in-memory queue's bound */
+    HOOK_DIALOUT = 1 << 4,      /* the devices dialled out to */
 };
 
 /* The settings a reload applies.  Everything else needs a restart.
@@ -74,6 +76,9 @@ static const struct live {
     { "stats.textfile", HOOK_NONE },    /* read at every write */
     { "audit.journal", HOOK_NONE },     /* read at every record */
     { "audit.mqtt", HOOK_NONE },
+    /* checked against the names of the credential files (restart-only):
+     * live only while those stay (credential_names_kept) */
+    { "devices", HOOK_DIALOUT },
 };
 
 struct reload {
@@ -101,6 +106,23 @@ find_live(const char *name)
     return NULL;
 }
 
+static bool
+same_name(const char *a, const char *b)
+{
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+/* The devices list passed its checks against the new file's credential
+ * settings; in force with the old ones it might not. */
+static bool
+credential_names_kept(const struct config *a, const struct config *b)
+{
+    return same_name(a->coap.psk_file, b->coap.psk_file) &&
+           same_name(a->coap.cert_file, b->coap.cert_file) &&
+           same_name(a->coap.key_file, b->coap.key_file) &&
+           same_name(a->coap.ca_file, b->coap.ca_file);
+}
+
 /* One setting that differs: in force now, or logged as waiting. */
 static void
 on_changed(void *arg, const char *name)
@@ -111,6 +133,8 @@ on_changed(void *arg, const char *name)
 
     config_value_text(r->gw->cfg, name, was, sizeof(was));
     config_value_text(r->fresh, name, now, sizeof(now));
+    if (l && l->hook == HOOK_DIALOUT && !credential_names_kept(r->gw->cfg, r->fresh))
+        l = NULL;
     if (!l) {
         r->restart++;
         log_warnx("reload: %s changed (%s -> %s); needs a restart, keeping "
@@ -145,6 +169,8 @@ run_hooks(struct gw *gw, unsigned hooks, int verbose)
         transport_apply_limits(gw->coap);
     if (hooks & HOOK_OUTQ)
         outq_set_max(gw->outq, (size_t)gw->cfg->queue.max_messages);
+    if (hooks & HOOK_DIALOUT)
+        dialout_apply(gw->dialout, gw->cfg);
 }
 
 static void

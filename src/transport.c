@@ -84,8 +84,8 @@ transport_set_backlog(transport_t *t, transport_backlog_fn fn, void *arg)
 
 /* --- session events ---------------------------------------------------------- */
 
-static void
-session_gone(transport_t *t, coap_session_t *session)
+void
+transport__session_gone(transport_t *t, coap_session_t *session)
 {
     if (t->session_gone)
         t->session_gone(t->session_gone_arg, session);
@@ -96,6 +96,8 @@ on_event(coap_session_t *session, const coap_event_t event)
 {
     transport_t *t = coap_get_app_data(coap_session_get_context(session));
 
+    if (coap_session_get_type(session) == COAP_SESSION_TYPE_CLIENT)
+        return transport__client_event(t, session, event);
     switch (event) {
     case COAP_EVENT_DTLS_CONNECTED:
         t->gw->stats.handshakes_ok++;
@@ -124,12 +126,12 @@ on_event(coap_session_t *session, const coap_event_t event)
         transport__handshake_end(t, session, true);
         transport__established_del(t, session);
         transport__tokens_session_gone(t, session);
-        session_gone(t, session);
+        transport__session_gone(t, session);
         break;
     case COAP_EVENT_DTLS_CLOSED:
     case COAP_EVENT_SESSION_CLOSED:
         transport__established_del(t, session);
-        session_gone(t, session);
+        transport__session_gone(t, session);
         break;
     default:
         break;

@@ -3,6 +3,7 @@
  * nobody else (as libcoap does with its *_internal.h headers):
  *
  *   transport.c         context, endpoints, session events, accessors
+ *   transport_client.c  client sessions: the devices the gateway dials
  *   transport_dtls.c    PSK lookup, certificates and their trust store
  *   transport_guard.c   handshakes that never finish, hello floods,
  *                       devices that re-handshake on a live session
@@ -82,6 +83,14 @@ struct transport {
     const coap_pdu_t *handling;     /* the response a handler is given */
     bool hold_handling;             /* ... and its ACK is to be held */
 };
+
+/* transport.c */
+/* Tells the session listener that 'session' ends. */
+void transport__session_gone(transport_t *t, coap_session_t *session);
+
+/* transport_client.c */
+int transport__client_event(transport_t *t, coap_session_t *session,
+                            coap_event_t event);
 
 /* transport_dtls.c */
 int transport__setup_dtls(transport_t *t);

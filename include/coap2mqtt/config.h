@@ -109,6 +109,19 @@ struct config_audit {
     bool mqtt;              /* and as JSON on <base>/bridge/audit, default false */
 };
 
+/* One device the gateway dials out to (the devices list). */
+struct config_device {
+    char *id;               /* its topic id; never claimable by a dial-in device */
+    char *uri;              /* "coap://host[:port]" or "coaps://host[:port]" */
+    char *psk_identity;     /* coaps with PSK: our identity, key in coap.psk_file;
+                               NULL: X.509 (coaps) or none (coap) */
+    char **observe;         /* paths to observe; NULL: every obs link of its
+                               /.well-known/core */
+    int n_observe;
+    int keepalive;          /* s of silence before it is probed, default 10 */
+    unsigned line;          /* where the entry starts in the file, for logs */
+};
+
 struct config {
     char *path;                 /* the file this came from */
     char *state_dir;            /* default "/var/lib/coap2mqtt" */
@@ -121,9 +134,25 @@ struct config {
     struct config_homeassistant homeassistant;
     struct config_stats stats;
     struct config_audit audit;
+    struct config_device *devices;  /* dialled out to; n_devices of them */
+    int n_devices;
 };
 
 /* True unless queue.durability = "process". */
+/*
+ * Splits a devices[].uri: *secure for coaps, the host (brackets of an IPv6
+ * address removed) and the port (5683 / 5684 when absent).  NULL when the
+ * URI is fine, else why not.
+ */
+const char *config_device_uri(const char *uri, bool *secure, char *host,
+                              size_t cap, int *port);
+
+/* A deep copy of a devices entry (for a room that outlives a reload);
+ * -1 when out of memory, 'to' then empty.  Freed by config_device_free. */
+int config_device_copy(struct config_device *to, const struct config_device *from);
+void config_device_free(struct config_device *d);
+bool config_device_same(const struct config_device *a, const struct config_device *b);
+
 bool config_durability_power(const struct config *cfg);
 
 /* Receives one complete error line, without trailing newline. */

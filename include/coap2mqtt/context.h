@@ -29,6 +29,7 @@ typedef struct commands commands_t;
 typedef struct intake intake_t;
 typedef struct homeassistant homeassistant_t;
 typedef struct ownership ownership_t;
+typedef struct dialout dialout_t;
 
 struct gw {
     struct config *cfg;
@@ -44,6 +45,7 @@ struct gw {
     status_t *status;
     homeassistant_t *ha;    /* NULL unless homeassistant.enabled */
     ownership_t *ownership; /* NULL unless mqtt.instance */
+    dialout_t *dialout;     /* the devices list: the devices we dial */
     health_t *health;       /* state_dir/health, for container health checks */
     struct stats stats;
     bool stopping;          /* graceful stop in progress: no new work */

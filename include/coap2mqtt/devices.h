@@ -77,8 +77,20 @@ enum devices_room devices_room(devices_t *d, const char *id, coap_session_t *ses
 bool devices_id_authenticated(devices_t *d, const char *id);
 
 /*
+ * The devices list: 'id' is dialled out to, and no device may register or
+ * push under it (intake answers 4.03), nor is its record forgotten.
+ * -1 when out of memory.
+ */
+int devices_reserve(devices_t *d, const char *id);
+bool devices_reserved(devices_t *d, const char *id);
+/* No longer dialled out to (a reload): the id is free again, and its
+ * record, if gone, starts its rd.forget_after countdown. */
+void devices_release(devices_t *d, const char *id);
+
+/*
  * Registers (or re-registers) 'id' on 'session' with a lifetime and the
- * declared links: replaces the resources, (re)starts the observations,
+ * declared links (lifetime 0: a device the gateway dialled, registered
+ * while that session lasts): replaces the resources, (re)starts the observations,
  * marks the device online, delivers queued commands.  NULL when the
  * registry has no room for it (devices_room) or memory ran out.
  */

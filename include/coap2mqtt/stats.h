@@ -27,10 +27,13 @@
     X(devices_forgotten)     /* records freed: gone for rd.forget_after */  \
     X(registrations_refused_unauthenticated) /* plain CoAP over rd.max_unauthenticated: 5.03 */ \
     X(rejected_identity)     /* ep= not the DTLS identity: 4.03 */          \
+    X(rejected_dialout_id)   /* dial-in under an id of the devices list: 4.03 */ \
     X(rejected_bad_request)  /* malformed query, body, path: 4.00 */        \
     X(rejected_unauthenticated) /* request on a session without identity */ \
     X(rejected_capacity)     /* over max devices / queue full: 5.03 */      \
     X(requests_throttled)    /* over coap.max_request_rate: 5.03 */         \
+    X(dialout_up)            /* dialled devices reached (registered) */     \
+    X(dialout_lost)          /* ... and lost again (dialled anew) */        \
     X(observations_started)  /* GET Observe=0 sent */                       \
     X(observations_failed)   /* observe refused or ended by the device */   \
     X(notifications_in)      /* observe notifications received */           \

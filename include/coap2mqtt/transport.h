@@ -116,4 +116,24 @@ const char *transport_peer(coap_session_t *session, char *buf, size_t cap);
 
 size_t transport_sessions(const transport_t *t);
 
+/* --- client sessions: the devices the gateway dials out to --- */
+
+/*
+ * A client session to host:port on the gateway's context: plain CoAP
+ * unless 'secure'; DTLS with 'psk_identity' (its key from the current
+ * keystore, 'host' as SNI unless it is an address), or without one with the gateway's X.509
+ * settings: its certificate, the device's verified against coap.ca_file
+ * (and CRLs), the id it names then given by transport_identity().
+ * Resolves the host first (blocking, see transport_client.c); of several
+ * addresses, attempt number 'attempt' takes the next in turn.  The
+ * handshake goes on in the loop; requests sent meanwhile wait for it, and
+ * are NACKed if it fails.  NULL on failure, logged.
+ */
+coap_session_t *transport_client_open(transport_t *t, const char *host, int port,
+                                      unsigned attempt, bool secure,
+                                      const char *psk_identity);
+/* Ends a client session: its tokens stop routing, the session listener is
+ * told (as when libcoap ends one), and libcoap frees it.  NULL is ignored. */
+void transport_client_close(transport_t *t, coap_session_t *session);
+
 #endif

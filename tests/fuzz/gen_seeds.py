@@ -319,7 +319,16 @@ def config_seeds():
         "nul": base.replace(b"state_dir", b"state\0dir", 1),
         "list-type": base.replace(b'listen = [ "0.0.0.0:5684", "[::]:5684" ];', b"listen = 5684;"),
         "hex-float": base.replace(b"keepalive = 30;", b"keepalive = 0x7fffffffffffffff;"),
+        "devices-bad": (b'coap = { plain_listen = [ "127.0.0.1:5683" ]; };\n'
+                        b'devices = ( { id = "a"; uri = "http://x"; observe = [ "/t" ]; },\n'
+                        b'  { id = "a"; uri = "coaps://[::1"; keepalive = 0; }, 5 );\n'),
     }
+    s["devices"] = (b'coap = { psk_file = "/nonexistent"; };\n'
+                    b'devices = (\n'
+                    b'  { id = "lab-1"; uri = "coap://192.0.2.10:5683"; },\n'
+                    b'  { id = "meter-7"; uri = "coaps://[2001:db8::7]:5684"; psk_identity = "gw-a";'
+                    b' observe = [ "t", "a/b" ]; keepalive = 30; }\n'
+                    b');\n')
     s.update(broken)
     return s
 
@@ -348,7 +357,8 @@ def dictionaries():
                                          0x62, 0x63, 0x84, 0x85, 0x8f, 0x82)]
                 + [bytes([0x40 | t << 4 | 4, c]) for t in (0, 1, 2) for c in (1, 2, 3, 4, 0x45, 0x44)])
     config = names + ["=", ";", "{", "}", "[", "]", "@include", '"inc.conf"', "0x", "L", "true",
-                      '"127.0.0.1:5684"', '"[::]:5684"', "hex:"]
+                      '"127.0.0.1:5684"', '"[::]:5684"', "hex:", "devices", "(", ")",
+                      "id", "uri", "psk_identity", "observe", '"coap://', '"coaps://']
     return {"linkformat": lf, "topics": topic, "handlers": handlers, "config": config}
 
 

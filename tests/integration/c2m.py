@@ -503,10 +503,18 @@ def libconfig_text(cfg):
     """Renders {"coap": {...}, "state_dir": "..."} as libconfig text."""
     out = []
     for key, val in cfg.items():
-        if isinstance(val, dict):
+        if isinstance(val, (list, tuple)) and val and all(isinstance(x, dict) for x in val):
+            # a list of groups: the devices list
+            out.append("%s = (" % key)
+            out.append(",\n".join(
+                "  { " + " ".join("%s = %s;" % (k, libconfig_value(v)) for k, v in x.items()) + " }"
+                for x in val))
+            out.append(");")
+        elif isinstance(val, dict):
             out.append("%s = {" % key)
             for k, v in val.items():
-                out.append("  %s = %s;" % (k, libconfig_value(v)))
+                if v is not None:       # None: the setting left out
+                    out.append("  %s = %s;" % (k, libconfig_value(v)))
             out.append("};")
         else:
             out.append("%s = %s;" % (key, libconfig_value(val)))

@@ -891,6 +891,64 @@ test_check_other_files(void **state)
     rmdir(dir);
 }
 
+/* The devices list: every name of an entry, defaults, and the URI split. */
+static void
+test_devices(void **state)
+{
+    const struct config_device *d;
+    char host[256];
+    bool secure;
+    int port = 0;
+
+    (void)state;
+    load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; psk_file = \"/x\"; };\n"
+         "devices = (\n"
+         "  { id = \"lab-1\"; uri = \"coap://192.0.2.10\"; },\n"
+         "  { id = \"meter-7\"; uri = \"coaps://[2001:db8::7]:5700/\"; "
+         "psk_identity = \"gw-a\"; observe = [ \"t\", \"a/b\" ]; keepalive = 30; }\n"
+         ");\n");
+    if (errs.n)
+        errs_dump();
+    assert_int_equal(errs.n, 0);
+    assert_int_equal(cfg.n_devices, 2);
+    d = &cfg.devices[0];
+    assert_string_equal(d->id, "lab-1");
+    assert_null(d->psk_identity);
+    assert_null(d->observe);
+    assert_int_equal(d->keepalive, 10);
+    assert_int_equal(d->line, 3);
+    d = &cfg.devices[1];
+    assert_string_equal(d->psk_identity, "gw-a");
+    assert_int_equal(d->n_observe, 2);
+    assert_string_equal(d->observe[1], "a/b");
+    assert_int_equal(d->keepalive, 30);
+    assert_null(config_device_uri(d->uri, &secure, host, sizeof(host), &port));
+    assert_true(secure);
+    assert_string_equal(host, "2001:db8::7");
+    assert_int_equal(port, 5700);
+    assert_null(config_device_uri("coap://pump-3.example", &secure, host, sizeof(host), &port));
+    assert_false(secure);
+    assert_int_equal(port, 5683);
+    assert_non_null(config_device_uri("coaps://[::1", &secure, host, sizeof(host), &port));
+    assert_non_null(config_device_uri("coap://::1:5683", &secure, host, sizeof(host), &port));
+    assert_non_null(config_device_uri("coap://h?x", &secure, host, sizeof(host), &port));
+    assert_non_null(config_device_uri("coap://:5683", &secure, host, sizeof(host), &port));
+    assert_non_null(config_device_uri("coap+tcp://h", &secure, host, sizeof(host), &port));
+
+    /* only the list needs no endpoint; the bad entries are reported, one each */
+    expect("devices = (\n"
+           "  { id = \"a\"; uri = \"coap://h\"; keepalive = 0; },\n"
+           "  { id = \"b\"; uri = \"coap://h\"; psk_identity = \"x\"; },\n"
+           "  { id = \"a\"; uri = \"coap://h\"; }\n"
+           ");\n", 3,
+           ":2: devices[0].keepalive: must be an integer 1..3600 (seconds)",
+           ":4: devices[2].id: id \"a\" is listed twice",
+           ":3: devices[1]: psk_identity needs a coaps:// uri");
+    /* a bad list is reported once, not again as "no endpoint" */
+    expect("devices = { id = \"a\"; };\n", 1,
+           ":1: devices: must be a list ( { id = ...; uri = ...; }, ... ), got a group");
+}
+
 static int
 teardown(void **state)
 {
@@ -928,6 +986,7 @@ main(void)
         cmocka_unit_test_teardown(test_many_errors_in_order, teardown),
         cmocka_unit_test_teardown(test_check_psk, teardown),
         cmocka_unit_test_teardown(test_check_other_files, teardown),
+        cmocka_unit_test_teardown(test_devices, teardown),
     };
 
     umask(077);
