@@ -23,6 +23,7 @@
 #
 #   Environment: DURABILITY=process (queue.durability, default "power"),
 #   CONNECTIONS=N (mqtt.connections of the gateway, default 1),
+#   SPOOL=false (queue.spool: a CON push is answered after the PUBACK),
 #   FIELD_SENSORS="100 1000" (the sensor counts of the field rows); each is
 #   named in the output.
 #
@@ -223,7 +224,7 @@ coap = {
   $x509
 };
 state_dir = "$DIR/state";
-queue = { durability = "$durability"; };
+queue = { durability = "$durability"; spool = ${SPOOL:-true}; };
 rd = { max_devices = 20000; };
 mqtt = {
   host = "127.0.0.1";  port = $MQTT_PORT;
@@ -458,7 +459,7 @@ start_broker
 if [ $ONLY_FIELD = 1 ]; then
   field
   stop "$BROKER"
-  echo "gateway (a): mqtt.connections = $CONNECTIONS, queue.durability = ${DURABILITY:-power}"
+  echo "gateway (a): mqtt.connections = $CONNECTIONS, queue.durability = ${DURABILITY:-power}, queue.spool = ${SPOOL:-true}"
   python3 "$ROOT/bench/report.py" --field "$DIR" "$FIELD_SENSORS"
   exit 0
 fi
