@@ -188,11 +188,18 @@ subscribe_commands(mqtt_side_t *m)
             subs[i] = filters[i];
         rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1,
                                           m->v311 ? 0 : MQTT_SUB_OPT_NO_LOCAL, NULL);
-    } else if (!m->v311) {
+    } else if (mqtt_side_no_local(m)) {
         snprintf(filters[0], sizeof(filters[0]), "%s/#", base);
         rc = mosquitto_subscribe_v5(m->mosq, NULL, filters[0], 1,
                                     MQTT_SUB_OPT_NO_LOCAL, NULL);
     } else {
+        if (!m->v311) {
+            /* mqtt.connections > 1: the readings of the other connections
+             * would come back through a <base>/# our session may hold
+             * from a run with one connection. */
+            snprintf(filters[0], sizeof(filters[0]), "%s/#", base);
+            mosquitto_unsubscribe(m->mosq, NULL, filters[0]);
+        }
         for (int depth = 1; depth <= TOPIC_PATH_DEPTH; depth++) {
             for (int verb = 0; verb < 2; verb++, n++) {
                 int len = snprintf(filters[n], sizeof(filters[n]), "%s/+", base);
@@ -208,7 +215,8 @@ subscribe_commands(mqtt_side_t *m)
         snprintf(filters[n], sizeof(filters[n]), "%s/bridge/request/#", base);
         subs[n] = filters[n];
         n++;
-        rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1, 0, NULL);
+        rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1,
+                                          m->v311 ? 0 : MQTT_SUB_OPT_NO_LOCAL, NULL);
     }
     if (rc != MOSQ_ERR_SUCCESS)
         log_warnx("mqtt: subscribe to the command topics: %s", mosquitto_strerror(rc));
@@ -599,6 +607,12 @@ bool
 mqtt_side_v311(const mqtt_side_t *m)
 {
     return m->v311;
+}
+
+bool
+mqtt_side_no_local(const mqtt_side_t *m)
+{
+    return !m->v311 && m->gw->cfg->mqtt.connections <= 1;
 }
 
 bool

@@ -65,6 +65,11 @@ int mqtt_side_unsubscribe(mqtt_side_t *m, int n, char *const *filters);
 void mqtt_side_set_suback_handler(mqtt_side_t *m, mqtt_suback_fn fn, void *arg);
 /* Whether the current connection speaks MQTT 3.1.1 (no properties). */
 bool mqtt_side_v311(const mqtt_side_t *m);
+/* Whether No Local keeps every reading the gateway publishes away from
+ * its subscriptions: MQTT v5 and one connection (No Local spares only the
+ * connection's own publications; mqtt.connections > 1 publishes readings
+ * on the others).  Otherwise subscribe to command topics only. */
+bool mqtt_side_no_local(const mqtt_side_t *m);
 /* Whether the broker kept our session at the last connect. */
 bool mqtt_side_session_resumed(const mqtt_side_t *m);
 /* A QoS 1 publish with MQTT v5 properties (left out on 3.1.1), outside

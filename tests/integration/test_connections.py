@@ -25,6 +25,7 @@ from test_faults import PUSH_ACKED, await_all_pushing, await_lines, fleet, push_
 N = 4
 # mosquitto (log_type all): who published on which topic.
 BROKER_PUBLISH = re.compile(r"Received PUBLISH from (\S+) \(d\d, q\d, r\d, m\d+, '([^']*)'")
+BROKER_SENDS = re.compile(r"Sending PUBLISH to (\S+) \(d\d, q\d, r\d, m\d+, '([^']*)'")
 
 
 def client_ids(gw, n=N):
@@ -93,6 +94,12 @@ def test_four_connections_readings_complete_in_order(make_gateway, sim, broker,
     assert len(v.acked) >= 4 * sensors     # the meter pushes other resources too
     check_sharding(publishers_by_device([broker.log], gw), gw,
                    ["%s%d" % (prefix, i) for i in range(1, sensors + 1)])
+    # No Local spares only a connection's own publications: the readings
+    # of the other three must not come back to the primary's subscriptions.
+    echoed = [m.group(2) for m in BROKER_SENDS.finditer(broker.log.text())
+              if m.group(1) in client_ids(gw) and m.group(2).endswith("/energy")]
+    assert not echoed, "readings sent back to the gateway: %d, e.g. %s" % (len(echoed),
+                                                                        echoed[:5])
     stats = faults.fresh_stats(watch, gw)
     assert stats["mqtt_connections"] == N and stats["mqtt_connections_up"] == N
     assert stats["mqtt_connected"] is True
