@@ -19,6 +19,8 @@ import pytest
 import c2m
 import faults
 from test_cli import EX_CONFIG, run, write_conf
+from test_commands import ready_hvac
+from test_instances import start_instance
 from test_faults import PUSH_ACKED, await_all_pushing, await_lines, fleet, push_fleet, \
     subscriber
 
@@ -195,6 +197,34 @@ def test_one_connection_lost_under_load(make_gateway, sim, broker, mqtt_factory,
     v.report("connections-4-one-lost", sensors=sensors, rate_per_sensor=rate)
     v.check()
     assert not gw.log.find(r"^.*mqtt: connection lost"), "the primary was cut too"
+
+
+@pytest.mark.parametrize("instance", [None, "gw-a"])
+@pytest.mark.timeout(90)
+def test_commands_with_four_connections(make_gateway, sim, broker, mqtt, instance):
+    """connections = 4, alone and as an mqtt.instance: a /set reaches the
+    device and its result comes back (the primary subscribes to the command
+    topics), and none of the gateway's readings, published over all four
+    connections, is sent back to it."""
+    over = {"mqtt": {"connections": N}}
+    if instance:
+        gw = start_instance(make_gateway, mqtt, instance, over)
+    else:
+        gw = make_gateway(overrides=over)
+    await_connections(broker, gw)
+    s, setpoint = ready_hvac(gw, sim, mqtt, ["--interval", "200"])
+    for value in ("21.5", "22.5"):
+        mark, smark = mqtt.mark(), s.mark()
+        mqtt.publish(setpoint + "/set", value.encode())
+        s.wait_for(r"^PUT hvac-1 setpoint \d+ %s$" % re.escape(value), timeout=10,
+                   start=smark)
+        res = mqtt.wait_for(setpoint + "/set/result", timeout=10, start=mark)
+        assert res.json()["code"] == "2.04", res.json()
+    ids = client_ids(gw)
+    echoed = [m.group(2) for m in BROKER_SENDS.finditer(broker.log.text())
+              if m.group(1) in ids and m.group(2).startswith(gw.topic("hvac-1"))
+              and "/set" not in m.group(2)]
+    assert not echoed, "readings sent back to the gateway: %s" % echoed[:5]
 
 
 # --------------------------------------------------------------------------
