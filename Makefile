@@ -143,7 +143,8 @@ unit: $(UNIT_BIN)
 # Run again on MQTT 3.1.1 by make test: what a 3.1.1 broker must get right.
 MQTT311_SUITES = $(addprefix tests/integration/,test_push.py test_commands.py \
 	test_notifications.py test_json_mode.py test_registration.py test_bridge.py \
-	test_spool.py test_command_journal.py test_instances.py test_dialout.py)
+	test_spool.py test_command_journal.py test_instances.py test_dialout.py \
+	test_connections.py)
 
 test: test-deps
 	$(MAKE) SAN=1 all unit pcut

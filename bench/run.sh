@@ -21,6 +21,12 @@
 #                mosquitto defaults plus the README's persistence, a QoS 1
 #                subscriber, 100 / 1,000 / 10,000 sensors (a few minutes)
 #
+#   Environment: DURABILITY=process (queue.durability, default "power"),
+#   CONNECTIONS=N (mqtt.connections of the gateway, default 1),
+#   SPOOL=false (queue.spool: a CON push is answered after the PUBACK),
+#   FIELD_SENSORS="100 1000" (the sensor counts of the field rows); each is
+#   named in the output.
+#
 # Writes bench/results.json and prints the table.  As root it raises
 # net.core.rmem_max/rmem_default to 8 MiB for the run (restored at exit) and
 # the open-file limit to 65536.
@@ -44,10 +50,11 @@ WARMUP=2 DUR=8 DRAIN=2
 SESSIONS="1000 5000 10000"
 if [ $QUICK = 1 ]; then WARMUP=1 DUR=3 DRAIN=1 SESSIONS="1000 2000"; fi
 SENSORS=100           # active sensors in every throughput run
-FIELD_SENSORS="100 1000 10000"
-FIELD_NOTIFY_SENSORS="100 1000"
+FIELD_SENSORS=${FIELD_SENSORS:-"100 1000 10000"}
+FIELD_NOTIFY_SENSORS=${FIELD_NOTIFY_SENSORS:-"100 1000"}
 FIELD_NOTIFY_RATE=${FIELD_NOTIFY_RATE:-4000}   # CON notifications/s offered in all
 if [ $QUICK = 1 ]; then FIELD_SENSORS="100 1000"; FIELD_NOTIFY_SENSORS=100; fi
+CONNECTIONS=${CONNECTIONS:-1}
 PSK_IDS=10100         # identities in the PSK file
 START=$(date +%s)
 DIR=$(mktemp -d /tmp/c2m-bench.XXXXXX)
@@ -219,12 +226,13 @@ coap = {
   $x509
 };
 state_dir = "$DIR/state";
-queue = { durability = "$durability"; };
+queue = { durability = "$durability"; spool = ${SPOOL:-true}; };
 rd = { max_devices = 20000; };
 mqtt = {
   host = "127.0.0.1";  port = $MQTT_PORT;
   base_topic = "coap2mqtt";  client_id = "c2m-bench";
   stats_interval = 0;
+  connections = $CONNECTIONS;
 };
 EOF
   "$B/coap2mqtt" -c "$DIR/gateway.conf" >>"$DIR/gateway.log" 2>&1 &
@@ -333,6 +341,7 @@ field() {
   # best QoS 1 ingestion this broker gives libmosquitto publishers with the
   # window it announces (20), one publisher and eight.
   local n saved=$MQTT_PORT
+  log "field: the gateway with mqtt.connections = $CONNECTIONS"
   start_field_broker
   MQTT_PORT=$FIELD_PORT
   for n in $FIELD_SENSORS; do
@@ -464,6 +473,7 @@ start_broker
 if [ $ONLY_FIELD = 1 ]; then
   field
   stop "$BROKER"
+  echo "gateway (a): mqtt.connections = $CONNECTIONS, queue.durability = ${DURABILITY:-power}, queue.spool = ${SPOOL:-true}"
   python3 "$ROOT/bench/report.py" --field "$DIR" "$FIELD_SENSORS" "$FIELD_NOTIFY_SENSORS"
   exit 0
 fi

@@ -65,6 +65,7 @@ config_defaults(struct config *cfg, const char *path)
     cfg->mqtt.reconnect_max = 60;
     cfg->mqtt.session_expiry = 86400;
     cfg->mqtt.max_inflight = 256;
+    cfg->mqtt.connections = 1;
     cfg->mqtt.refused_retries = 5;
     cfg->commands.ttl = 300;
     cfg->commands.max_queued = 16;

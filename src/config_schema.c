@@ -240,6 +240,7 @@ static const struct item mqtt_items[] = {
     INT("reconnect_max", mqtt.reconnect_max, 1, 86400),
     INT("session_expiry", mqtt.session_expiry, 0, INT_MAX),
     INT("max_inflight", mqtt.max_inflight, 1, 65535),
+    INT("connections", mqtt.connections, 1, 16),
     INT("refused_retries", mqtt.refused_retries, 0, 100),
     BOOL("json", mqtt.json),
     STR("tls_ca_file", mqtt.tls_ca_file, check_path),

@@ -21,6 +21,7 @@
 #include "coap2mqtt/health.h"
 #include "coap2mqtt/intake.h"
 #include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_pool.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/observe.h"
 #include "coap2mqtt/outq.h"
@@ -51,9 +52,9 @@ broker_backlog(void *arg)
 {
     struct gw *gw = arg;
 
-    if (!mqtt_side_connected(gw->mqtt))
+    if (!mqtt_pool_connected(gw->mqtt_pool))
         return 0;
-    return outq_len(gw->outq) + spool_backlog(gw->spool);
+    return outq_len(gw->outq) + mqtt_pool_queued(gw->mqtt_pool) + spool_backlog(gw->spool);
 }
 
 /* What the broker sends: Home Assistant's status to its room, requests
@@ -147,8 +148,9 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
      * queue behind what the spool replayed. */
     if (!(gw->commands = commands_new(gw)))
         return -1;
-    if (!(gw->mqtt = mqtt_side_new(gw)))
+    if (!(gw->mqtt_pool = mqtt_pool_new(gw)))
         return -1;
+    gw->mqtt = mqtt_pool_primary(gw->mqtt_pool);
     if (!(gw->status = status_new(gw)) || !(gw->health = health_new(gw)) ||
         (cfg->homeassistant.enabled && !(gw->ha = homeassistant_new(gw))) ||
         (cfg->mqtt.instance && !(gw->ownership = ownership_new(gw)))) {
@@ -174,7 +176,8 @@ gw_close(struct gw *gw)
      * it is found NULL, not freed. */
 #define CLOSE(free_fn, room) do { free_fn(gw->room); gw->room = NULL; } while (0)
     CLOSE(outq_free, outq);
-    CLOSE(mqtt_side_free, mqtt);
+    gw->mqtt = NULL;                /* the pool's */
+    CLOSE(mqtt_pool_free, mqtt_pool);
     /* What the broker did not acknowledge stays in the spool for the
      * next start. */
     CLOSE(spool_close, spool);

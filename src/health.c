@@ -30,7 +30,7 @@
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/health.h"
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/mqtt_pool.h"
 
 #define HEALTH_INTERVAL_MS 10000
 
@@ -51,7 +51,7 @@ write_file(health_t *h)
     if (!f)
         return -1;
     fprintf(f, "mqtt=%s\ndevices=%zu\npid=%ld\nupdated=%lld\n",
-            mqtt_side_connected(h->gw->mqtt) ? "connected" : "disconnected",
+            mqtt_pool_connected(h->gw->mqtt_pool) ? "connected" : "disconnected",
             devices_count(h->gw->devices), (long)getpid(),
             (long long)time(NULL));
     rc = ferror(f) ? -1 : 0;

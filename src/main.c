@@ -29,7 +29,7 @@
 #include "coap2mqtt/gateway.h"
 #include "coap2mqtt/keystore.h"
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/mqtt_pool.h"
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/reload.h"
 #include "coap2mqtt/spool.h"
@@ -103,7 +103,7 @@ watch_ready(loop_t *loop, void *arg)
 
     if (d->ready)
         return;
-    if (mqtt_side_connected(d->gw.mqtt))
+    if (mqtt_pool_connected(d->gw.mqtt_pool))
         notify_ready(d, "serving devices, connected to the broker");
     else
         loop_add_timer(loop, 50, watch_ready, d);
@@ -133,10 +133,10 @@ drain_check(loop_t *loop, void *arg)
 {
     struct daemon *d = arg;
 
-    mqtt_side_flush(d->gw.mqtt);
-    if (!mqtt_side_connected(d->gw.mqtt) ||
+    mqtt_pool_flush(d->gw.mqtt_pool);
+    if (!mqtt_pool_connected(d->gw.mqtt_pool) ||
         (outq_len(d->gw.outq) == 0 && spool_backlog(d->gw.spool) == 0 &&
-         mqtt_side_idle(d->gw.mqtt))) {
+         mqtt_pool_idle(d->gw.mqtt_pool))) {
         loop_stop(loop);
         return;
     }
@@ -236,7 +236,7 @@ start(struct daemon *d, struct config *cfg)
         log_warn("cannot set up the event loop");
         return -1;
     }
-    mqtt_side_start(d->gw.mqtt);
+    mqtt_pool_start(d->gw.mqtt_pool);
     d->ready_timer = loop_add_timer(d->gw.loop, READY_FALLBACK_MS, ready_fallback, d);
     watch_ready(d->gw.loop, d);
     if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
@@ -249,8 +249,8 @@ start(struct daemon *d, struct config *cfg)
 static void
 teardown(struct daemon *d)
 {
-    if (d->gw.mqtt)
-        mqtt_side_disconnect(d->gw.mqtt);
+    if (d->gw.mqtt_pool)
+        mqtt_pool_disconnect(d->gw.mqtt_pool);
     gw_close(&d->gw);
     if (d->sigfd >= 0)
         close(d->sigfd);

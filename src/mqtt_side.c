@@ -36,6 +36,16 @@ mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *message
     m->connected_arg = connected_arg;
 }
 
+void
+mqtt_side_set_source(mqtt_side_t *m, outq_t *src, size_t below,
+                     mqtt_refill_fn fn, void *arg)
+{
+    m->src = src;
+    m->refill_below = below;
+    m->refill = fn;
+    m->refill_arg = arg;
+}
+
 static void arm_reconnect(mqtt_side_t *m);
 static int connect_first(mqtt_side_t *m);
 
@@ -86,7 +96,7 @@ mqtt_side__sync_fd(mqtt_side_t *m)
         ev |= EPOLLOUT;
     if (m->fd < 0) {
         if (loop_add_fd(m->gw->loop, fd, ev, on_socket, m) < 0) {
-            log_warn("mqtt: cannot watch socket");
+            log_warn("%s: cannot watch socket", m->name);
             return;
         }
         m->fd = fd;
@@ -135,13 +145,13 @@ switch_protocol(mqtt_side_t *m, const char *what)
         return;
     if (!protocol_auto(m)) {
         if (m->attempts == 0)   /* once per outage */
-            log_warnx("mqtt: broker %s:%d %s an MQTT %s CONNECT before any CONNACK "
+            log_warnx("%s: broker %s:%d %s an MQTT %s CONNECT before any CONNACK "
                       "(a broker for the other version? see mqtt.protocol)",
-                      mc->host, mc->port, what, protocol_name(m->v311));
+                      m->name, mc->host, mc->port, what, protocol_name(m->v311));
         return;
     }
-    log_notice("mqtt: broker %s:%d %s an MQTT %s CONNECT; trying %s next "
-               "(mqtt.protocol \"auto\")", mc->host, mc->port, what,
+    log_notice("%s: broker %s:%d %s an MQTT %s CONNECT; trying %s next "
+               "(mqtt.protocol \"auto\")", m->name, mc->host, mc->port, what,
                protocol_name(m->v311), protocol_name(!m->v311));
     use_protocol(m, !m->v311);
     m->reconnect_full = true;
@@ -178,11 +188,18 @@ subscribe_commands(mqtt_side_t *m)
             subs[i] = filters[i];
         rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1,
                                           m->v311 ? 0 : MQTT_SUB_OPT_NO_LOCAL, NULL);
-    } else if (!m->v311) {
+    } else if (mqtt_side_no_local(m)) {
         snprintf(filters[0], sizeof(filters[0]), "%s/#", base);
         rc = mosquitto_subscribe_v5(m->mosq, NULL, filters[0], 1,
                                     MQTT_SUB_OPT_NO_LOCAL, NULL);
     } else {
+        if (!m->v311) {
+            /* mqtt.connections > 1: the readings of the other connections
+             * would come back through a <base>/# our session may hold
+             * from a run with one connection. */
+            snprintf(filters[0], sizeof(filters[0]), "%s/#", base);
+            mosquitto_unsubscribe(m->mosq, NULL, filters[0]);
+        }
         for (int depth = 1; depth <= TOPIC_PATH_DEPTH; depth++) {
             for (int verb = 0; verb < 2; verb++, n++) {
                 int len = snprintf(filters[n], sizeof(filters[n]), "%s/+", base);
@@ -198,7 +215,8 @@ subscribe_commands(mqtt_side_t *m)
         snprintf(filters[n], sizeof(filters[n]), "%s/bridge/request/#", base);
         subs[n] = filters[n];
         n++;
-        rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1, 0, NULL);
+        rc = mosquitto_subscribe_multiple(m->mosq, NULL, n, subs, 1,
+                                          m->v311 ? 0 : MQTT_SUB_OPT_NO_LOCAL, NULL);
     }
     if (rc != MOSQ_ERR_SUCCESS)
         log_warnx("mqtt: subscribe to the command topics: %s", mosquitto_strerror(rc));
@@ -240,8 +258,8 @@ on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
 
     (void)mosq;
     if (rc != 0) {
-        log_warnx("mqtt: broker %s:%d refused the connection: %s",
-                  mc->host, mc->port, mosquitto_reason_string(rc));
+        log_warnx("%s: broker %s:%d refused the connection: %s",
+                  m->name, mc->host, mc->port, mosquitto_reason_string(rc));
         if (rc == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION ||
             (m->v311 && rc == CONNACK_REFUSED_PROTOCOL_VERSION))
             switch_protocol(m, "refused");
@@ -252,8 +270,13 @@ on_connect(struct mosquitto *mosq, void *arg, int rc, int flags,
     mqtt_side__set_window(m, props);
     m->attempts = 0;
     m->gw->stats.mqtt_connects++;
-    log_notice("mqtt: connected to %s:%d (MQTT %s, session %s)", mc->host, mc->port,
+    log_notice("%s: connected to %s:%d (MQTT %s, session %s)", m->name, mc->host, mc->port,
                protocol_name(m->v311), (flags & 1) ? "resumed" : "new");
+    if (m->index > 0) {
+        /* Publish-only: readings, nothing else (mqtt_pool.c). */
+        mqtt_side_flush(m);
+        return;
+    }
     if (m->v311 && protocol_auto(m))
         log_warnx("mqtt: the broker speaks MQTT 3.1.1 only: no Response Topic, "
                   "Correlation Data, content type or message expiry (set "
@@ -279,7 +302,7 @@ on_disconnect(struct mosquitto *mosq, void *arg, int rc,
         switch_protocol(m, "closed the connection on");
     if (m->connected && !m->closing) {
         m->gw->stats.mqtt_disconnects++;
-        log_warnx("mqtt: connection lost: %s",
+        log_warnx("%s: connection lost: %s", m->name,
                   rc == 0 ? "closed" : mosquitto_strerror(rc));
     }
     m->connected = false;
@@ -311,7 +334,7 @@ reconnect_now(loop_t *loop, void *arg)
     }
     if (rc != MOSQ_ERR_SUCCESS) {
         if (m->attempts == 0 || log_get_level() >= LOG_LVL_DEBUG)
-            log_warnx("mqtt: cannot reach %s:%d: %s", m->gw->cfg->mqtt.host,
+            log_warnx("%s: cannot reach %s:%d: %s", m->name, m->gw->cfg->mqtt.host,
                       m->gw->cfg->mqtt.port,
                       rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         arm_reconnect(m);
@@ -449,8 +472,11 @@ configure(mqtt_side_t *m)
     mosquitto_int_option(m->mosq, MOSQ_OPT_SEND_MAXIMUM, mc->max_inflight);
     if (configure_tls(m) < 0)
         return -1;
+    /* The will is the primary's: a publish-only connection that drops
+     * takes no state with it (its readings wait for it). */
     topic_bridge(topic, sizeof(topic), mc->base_topic, mc->instance, "state");
-    if (mosquitto_will_set_v5(m->mosq, topic, 7, "offline", 1, true, NULL))
+    if (m->index == 0 &&
+        mosquitto_will_set_v5(m->mosq, topic, 7, "offline", 1, true, NULL))
         return -1;
     if (mc->username) {
         if (mc->password_file && read_password(m, mc->password_file) < 0)
@@ -469,19 +495,31 @@ configure(mqtt_side_t *m)
 }
 
 mqtt_side_t *
-mqtt_side_new(struct gw *gw)
+mqtt_side_new(struct gw *gw, int index)
 {
     mqtt_side_t *m = calloc(1, sizeof(*m));
+    char id[96];
 
     if (!m)
         return NULL;
     m->gw = gw;
     m->fd = -1;
+    m->index = index;
+    m->src = gw->outq;
+    if (index == 0) {
+        snprintf(m->name, sizeof(m->name), "mqtt");
+        snprintf(id, sizeof(id), "%s", gw->cfg->mqtt.client_id);
+    } else {
+        snprintf(m->name, sizeof(m->name), "mqtt[%d]", index + 1);
+        snprintf(id, sizeof(id), "%s-%d", gw->cfg->mqtt.client_id, index + 1);
+    }
     /* clean_start = false: the broker keeps our subscription and queues
-     * commands while we are away (session expiry set at connect). */
-    m->mosq = mosquitto_new(gw->cfg->mqtt.client_id, false, m);
+     * commands while we are away (session expiry set at connect).  The
+     * publish-only connections keep theirs the same way: libmosquitto
+     * sends their unacknowledged readings again after a reconnect. */
+    m->mosq = mosquitto_new(id, false, m);
     if (!m->mosq || configure(m) < 0) {
-        log_warnx("mqtt: cannot set up the client");
+        log_warnx("%s: cannot set up the client", m->name);
         mqtt_side_free(m);
         return NULL;
     }
@@ -523,7 +561,7 @@ mqtt_side_start(mqtt_side_t *m)
      * costs at most the TCP connect.  Retries are non-blocking. */
     rc = connect_first(m);
     if (rc != MOSQ_ERR_SUCCESS) {
-        log_warnx("mqtt: cannot reach %s:%d: %s; retrying", mc->host, mc->port,
+        log_warnx("%s: cannot reach %s:%d: %s; retrying", m->name, mc->host, mc->port,
                   rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         arm_reconnect(m);
     } else {
@@ -572,6 +610,12 @@ mqtt_side_v311(const mqtt_side_t *m)
 }
 
 bool
+mqtt_side_no_local(const mqtt_side_t *m)
+{
+    return !m->v311 && m->gw->cfg->mqtt.connections <= 1;
+}
+
+bool
 mqtt_side_session_resumed(const mqtt_side_t *m)
 {
     return m->session_resumed;
@@ -587,6 +631,12 @@ size_t
 mqtt_side_inflight(const mqtt_side_t *m)
 {
     return m->n_inflight;
+}
+
+size_t
+mqtt_side_inflight_peak(const mqtt_side_t *m)
+{
+    return m->inflight_peak;
 }
 
 size_t

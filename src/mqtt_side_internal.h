@@ -46,6 +46,16 @@ struct state_mid {
 struct mqtt_side {
     struct gw *gw;
     struct mosquitto *mosq;
+    int index;                  /* 0: the primary connection; k > 0: the
+                                 * publish-only connection k + 1 of
+                                 * mqtt.connections (no will, no
+                                 * subscription, no state publishes) */
+    char name[24];              /* in the log: "mqtt", "mqtt[2]" ... */
+    outq_t *src;                /* where the drain takes readings from:
+                                 * gw->outq, or the pool's share for us */
+    size_t refill_below;        /* ask for more at this length or less */
+    mqtt_refill_fn refill;      /* NULL: spool_refill into gw->outq */
+    void *refill_arg;
     int fd;                     /* registered in the loop, -1 when none */
     bool connected;             /* CONNACK success seen */
     bool closing;               /* mqtt_side_disconnect() called */
@@ -58,6 +68,7 @@ struct mqtt_side {
     uint64_t kick_timer;
     struct inflight *inflight;
     size_t n_inflight;
+    size_t inflight_peak;       /* the most n_inflight has been */
     struct state_mid *state_mids; /* QoS 1 state publishes awaiting PUBACK */
     size_t state_pending;       /* how many */
     size_t window;              /* QoS 1 in flight: max_inflight, or less if

@@ -56,8 +56,8 @@ mqtt_side__set_window(mqtt_side_t *m, const mosquitto_property *props)
     m->window = (size_t)m->gw->cfg->mqtt.max_inflight;
     if (mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &receive_max,
                                       false) && receive_max > 0 && receive_max < m->window) {
-        log_notice("mqtt: broker takes %u QoS 1 messages in flight (mqtt.max_inflight %d)",
-                   receive_max, m->gw->cfg->mqtt.max_inflight);
+        log_notice("%s: broker takes %u QoS 1 messages in flight (mqtt.max_inflight %d)",
+                   m->name, receive_max, m->gw->cfg->mqtt.max_inflight);
         m->window = receive_max;
     }
 }
@@ -106,7 +106,7 @@ requeue_front(mqtt_side_t *m, outmsg_t *list)
     }
     for (; rev; rev = next) {
         next = rev->next;
-        outq_push_front(m->gw->outq, rev);
+        outq_push_front(m->src, rev);
     }
 }
 
@@ -318,7 +318,8 @@ publish_one(mqtt_side_t *m, outmsg_t *msg)
     f->mid = mid;
     f->msg = msg;
     HASH_ADD_INT(m->inflight, mid, f);
-    m->n_inflight++;
+    if (++m->n_inflight > m->inflight_peak)
+        m->inflight_peak = m->n_inflight;
     return 0;
 }
 
@@ -380,19 +381,23 @@ mqtt_side_flush(mqtt_side_t *m)
            m->n_held < m->window && !mosquitto_want_write(m->mosq)) {
         int rc;
 
-        if (!(msg = outq_pop(m->gw->outq))) {
-            /* Memory drained: read the next part of a disk backlog. */
-            spool_refill(m->gw->spool, m->gw->outq);
-            if (!(msg = outq_pop(m->gw->outq)))
-                break;
+        if (outq_len(m->src) <= m->refill_below) {
+            /* Memory drained: read the next part of a disk backlog (or
+             * the pool hands on our share of the queue). */
+            if (m->refill)
+                m->refill(m->refill_arg);
+            else
+                spool_refill(m->gw->spool, m->src);
         }
-        if (!corked && outq_len(m->gw->outq) > 0) {
+        if (!(msg = outq_pop(m->src)))
+            break;
+        if (!corked && outq_len(m->src) > 0) {
             cork(m, 1);
             corked = true;
         }
         rc = publish_one(m, msg);
         if (rc > 0) {
-            outq_push_front(m->gw->outq, msg);
+            outq_push_front(m->src, msg);
             break;
         }
         any = true;

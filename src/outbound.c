@@ -4,7 +4,7 @@
  * Layer: services (calls base and the MQTT side)
  */
 #include "coap2mqtt/log.h"
-#include "coap2mqtt/mqtt_side.h"
+#include "coap2mqtt/mqtt_pool.h"
 #include "coap2mqtt/outbound.h"
 #include "coap2mqtt/spool.h"
 
@@ -31,6 +31,6 @@ outbound_put(struct gw *gw, outmsg_t *m, const char *what, const char *id)
                         "outbound queue and spool full: %s %s refused", what, id);
         return false;
     }
-    mqtt_side_kick(gw->mqtt);
+    mqtt_pool_kick(gw->mqtt_pool);
     return true;
 }

@@ -114,8 +114,10 @@ held_here(const ownership_t *o, const struct holder *h)
 /* --- the device's command topics ------------------------------------------------ */
 
 /* MQTT v5: <base>/<id>/# (No Local keeps our readings away).  3.1.1 has no
- * No Local: one filter per path depth and verb, depths from+1..to, so that
- * none of our readings comes back (a path never ends in set or get). */
+ * No Local (and with mqtt.connections > 1 it does not cover the readings
+ * of the other connections): one filter per path depth and verb, depths
+ * from+1..to, so that none of our readings comes back (a path never ends
+ * in set or get). */
 static int
 build_filters(ownership_t *o, const char *id, int from, int to,
               char buf[][TOPIC_MAX], char **filters)
@@ -123,7 +125,7 @@ build_filters(ownership_t *o, const char *id, int from, int to,
     const char *base = o->gw->cfg->mqtt.base_topic;
     int n = 0;
 
-    if (!mqtt_side_v311(o->gw->mqtt)) {
+    if (mqtt_side_no_local(o->gw->mqtt)) {
         if (from > 0 || topic_build(buf[0], TOPIC_MAX, base, id, NULL, "#") < 0)
             return 0;
         filters[0] = buf[0];
@@ -147,7 +149,7 @@ build_filters(ownership_t *o, const char *id, int from, int to,
 static int
 wanted_depth(ownership_t *o, const device_t *dev)
 {
-    return mqtt_side_v311(o->gw->mqtt) ? device_path_depth(dev) : 1;
+    return mqtt_side_no_local(o->gw->mqtt) ? 1 : device_path_depth(dev);
 }
 
 /* Subscribes whatever of the device's command topics is not yet. */
@@ -206,7 +208,7 @@ drop_stale_subscription(ownership_t *o, struct holder *h)
     if (h->stale_dropped)
         return;
     h->stale_dropped = true;
-    unsubscribe_device(o, h, mqtt_side_v311(o->gw->mqtt) ? TOPIC_PATH_DEPTH : 1);
+    unsubscribe_device(o, h, mqtt_side_no_local(o->gw->mqtt) ? 1 : TOPIC_PATH_DEPTH);
 }
 
 /* --- claims ----------------------------------------------------------------------- */

@@ -20,6 +20,7 @@
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_pool.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/requests.h"
@@ -58,10 +59,10 @@ static const char *
 req_health_check(struct req *r)
 {
     struct gw *gw = r->gw;
-    bool healthy = !gw->stopping && mqtt_side_connected(gw->mqtt);
+    bool healthy = !gw->stopping && mqtt_pool_connected(gw->mqtt_pool);
 
     r->data = json_pack("{sbsbsIsIsIsI}", "healthy", healthy,
-                        "mqtt_connected", mqtt_side_connected(gw->mqtt),
+                        "mqtt_connected", mqtt_pool_connected(gw->mqtt_pool),
                         "devices", (json_int_t)devices_count(gw->devices),
                         "sessions", (json_int_t)transport_sessions(gw->coap),
                         "queue_depth", (json_int_t)outq_len(gw->outq),

@@ -24,6 +24,7 @@
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/health.h"
 #include "coap2mqtt/log.h"
+#include "coap2mqtt/mqtt_pool.h"
 #include "coap2mqtt/mqtt_side.h"
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/spool.h"
@@ -191,6 +192,26 @@ mark_pending(status_t *s, const char *id)
         s->pending_timer = loop_add_timer(s->gw->loop, 0, flush_pending, s);
 }
 
+/* mqtt.connections: how many are up, and each one's readings in flight
+ * (the most at once, too) and waiting for it. */
+static void
+add_connections(json_t *o, const mqtt_pool_t *p)
+{
+    json_t *inflight = json_array(), *peak = json_array();
+
+    json_object_set_new(o, "mqtt_connections", json_integer((json_int_t)mqtt_pool_size(p)));
+    json_object_set_new(o, "mqtt_connections_up", json_integer((json_int_t)mqtt_pool_up(p)));
+    json_object_set_new(o, "mqtt_queued", json_integer((json_int_t)mqtt_pool_queued(p)));
+    for (size_t i = 0; i < mqtt_pool_size(p); i++) {
+        const mqtt_side_t *m = mqtt_pool_connection(p, i);
+
+        json_array_append_new(inflight, json_integer((json_int_t)mqtt_side_inflight(m)));
+        json_array_append_new(peak, json_integer((json_int_t)mqtt_side_inflight_peak(m)));
+    }
+    json_object_set_new(o, "mqtt_inflight_per_connection", inflight);
+    json_object_set_new(o, "mqtt_inflight_peak_per_connection", peak);
+}
+
 static json_t *
 stats_object(status_t *s)
 {
@@ -212,9 +233,10 @@ stats_object(status_t *s)
                                                                  : json_null());
     json_object_set_new(o, "durability", json_string(config_durability_power(gw->cfg) ? "power"
                                                                                      : "process"));
-    json_object_set_new(o, "mqtt_inflight", json_integer((json_int_t)mqtt_side_inflight(gw->mqtt)));
-    json_object_set_new(o, "refused_held", json_integer((json_int_t)mqtt_side_held(gw->mqtt)));
-    json_object_set_new(o, "mqtt_connected", json_boolean(mqtt_side_connected(gw->mqtt)));
+    json_object_set_new(o, "mqtt_inflight", json_integer((json_int_t)mqtt_pool_inflight(gw->mqtt_pool)));
+    json_object_set_new(o, "refused_held", json_integer((json_int_t)mqtt_pool_held(gw->mqtt_pool)));
+    json_object_set_new(o, "mqtt_connected", json_boolean(mqtt_pool_connected(gw->mqtt_pool)));
+    add_connections(o, gw->mqtt_pool);
     json_object_set_new(o, "time", json_integer((json_int_t)loop_wall_s()));
     return o;
 }

@@ -65,7 +65,10 @@ struct config_mqtt {
     int reconnect_min;      /* s, first reconnect delay, default 1 */
     int reconnect_max;      /* s, reconnect delay cap, default 60 */
     int session_expiry;     /* s the broker keeps our session, default 86400 */
-    int max_inflight;       /* QoS 1 publishes awaiting PUBACK, default 256 */
+    int max_inflight;       /* QoS 1 publishes awaiting PUBACK, default 256
+                             * (per connection) */
+    int connections;        /* broker connections, readings sharded over
+                             * them by device, default 1 (1..16) */
     int refused_retries;    /* a refused publish is retried this often, then
                              * parked (state_dir/refused.jsonl), default 5 */
     bool json;              /* publish CBOR/SenML/JSON readings as JSON, default false */

@@ -20,6 +20,7 @@
 typedef struct keystore keystore_t;
 typedef struct transport transport_t;
 typedef struct mqtt_side mqtt_side_t;
+typedef struct mqtt_pool mqtt_pool_t;
 typedef struct devices devices_t;
 typedef struct outq outq_t;
 typedef struct status status_t;
@@ -36,7 +37,8 @@ struct gw {
     loop_t *loop;
     keystore_t *keys;
     transport_t *coap;      /* CoAP transport: endpoints, sessions, tokens */
-    mqtt_side_t *mqtt;
+    mqtt_pool_t *mqtt_pool; /* the broker connections (mqtt.connections) */
+    mqtt_side_t *mqtt;      /* the primary one of them: state, subscriptions */
     devices_t *devices;
     commands_t *commands;
     intake_t *intake;       /* request bodies sent block-wise, in progress */

@@ -28,8 +28,23 @@ typedef void (*mqtt_connected_fn)(void *arg);
 /* The broker acknowledged the SUBSCRIBE with packet id 'mid'. */
 typedef void (*mqtt_suback_fn)(void *arg, int mid);
 
-/* Creates the client (no network yet).  NULL on failure, logged. */
-mqtt_side_t *mqtt_side_new(struct gw *gw);
+/*
+ * Creates connection 'index' of mqtt.connections (no network yet): 0 is
+ * the primary, with client id mqtt.client_id, the bridge/state will and
+ * the subscriptions; index k > 0 only publishes readings, with client id
+ * "<client_id>-<k+1>" and no will.  NULL on failure, logged.
+ */
+mqtt_side_t *mqtt_side_new(struct gw *gw, int index);
+
+/* Asked for more readings: the drain's source runs low. */
+typedef void (*mqtt_refill_fn)(void *arg);
+/*
+ * Where the drain takes its readings from (mqtt_pool.c): 'src', and
+ * fn(arg) is called when it holds 'below' messages or fewer.  Without
+ * this call: gw->outq, refilled from the spool's disk backlog when empty.
+ */
+void mqtt_side_set_source(mqtt_side_t *m, outq_t *src, size_t below,
+                          mqtt_refill_fn fn, void *arg);
 /* Who hears messages and connections (either may be NULL). */
 void mqtt_side_set_handlers(mqtt_side_t *m, mqtt_message_fn on_message, void *message_arg,
                             mqtt_connected_fn on_connected, void *connected_arg);
@@ -50,6 +65,11 @@ int mqtt_side_unsubscribe(mqtt_side_t *m, int n, char *const *filters);
 void mqtt_side_set_suback_handler(mqtt_side_t *m, mqtt_suback_fn fn, void *arg);
 /* Whether the current connection speaks MQTT 3.1.1 (no properties). */
 bool mqtt_side_v311(const mqtt_side_t *m);
+/* Whether No Local keeps every reading the gateway publishes away from
+ * its subscriptions: MQTT v5 and one connection (No Local spares only the
+ * connection's own publications; mqtt.connections > 1 publishes readings
+ * on the others).  Otherwise subscribe to command topics only. */
+bool mqtt_side_no_local(const mqtt_side_t *m);
 /* Whether the broker kept our session at the last connect. */
 bool mqtt_side_session_resumed(const mqtt_side_t *m);
 /* A QoS 1 publish with MQTT v5 properties (left out on 3.1.1), outside
@@ -64,6 +84,8 @@ void mqtt_side_free(mqtt_side_t *m);
 bool mqtt_side_connected(const mqtt_side_t *m);
 /* Messages handed to libmosquitto and not yet acknowledged. */
 size_t mqtt_side_inflight(const mqtt_side_t *m);
+/* The most that were at once since the start. */
+size_t mqtt_side_inflight_peak(const mqtt_side_t *m);
 /* Messages the broker refused, waiting to be published again. */
 size_t mqtt_side_held(const mqtt_side_t *m);
 
