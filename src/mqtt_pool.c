@@ -232,24 +232,27 @@ mqtt_pool_connection(const mqtt_pool_t *p, size_t i)
     return i < p->n ? p->conn[i] : NULL;
 }
 
-size_t
-mqtt_pool_inflight(const mqtt_pool_t *p)
+/* A figure of every connection, summed. */
+static size_t
+sum_over(const mqtt_pool_t *p, size_t (*figure)(const mqtt_side_t *))
 {
     size_t sum = 0;
 
     for (size_t i = 0; i < p->n; i++)
-        sum += mqtt_side_inflight(p->conn[i]);
+        sum += figure(p->conn[i]);
     return sum;
+}
+
+size_t
+mqtt_pool_inflight(const mqtt_pool_t *p)
+{
+    return sum_over(p, mqtt_side_inflight);
 }
 
 size_t
 mqtt_pool_held(const mqtt_pool_t *p)
 {
-    size_t sum = 0;
-
-    for (size_t i = 0; i < p->n; i++)
-        sum += mqtt_side_held(p->conn[i]);
-    return sum;
+    return sum_over(p, mqtt_side_held);
 }
 
 size_t

@@ -162,6 +162,21 @@ def plain_register(gw, ep):
     return dev
 
 
+def lab_without_broker(make_gateway, broker, mqtt_factory, queue):
+    """A plain-CoAP gateway with these queue settings, "lab-1" registered,
+    a persistent subscriber on lab-1/energy, then the broker stopped (and
+    the gateway seen to lose it).  Returns (gw, topic, watch, dev)."""
+    gw = plain_gateway(make_gateway, {"queue": queue})
+    topic = gw.topic("lab-1", "energy")
+    watch = mqtt_factory(clean_start=False, session_expiry=600)
+    watch.subscribe(topic)
+    dev = plain_register(gw, "lab-1")
+    mark = gw.log.mark()
+    assert broker.stop() == 0
+    gw.log.wait_for(r"mqtt: connection lost", timeout=10, start=mark)
+    return gw, topic, watch, dev
+
+
 # --------------------------------------------------------------------------
 # Item 2: a push refused 5.03, sent again with the same Message ID
 
@@ -172,14 +187,8 @@ def test_refused_push_repeated_is_not_taken_for_a_duplicate(make_gateway, broker
     same datagram again; it must be judged again (5.03 while there is no
     room, taken once there is), never answered 2.04 as a duplicate of a
     reading that was not stored."""
-    gw = plain_gateway(make_gateway, {"queue": {"spool": False, "max_messages": 1}})
-    topic = gw.topic("lab-1", "energy")
-    watch = mqtt_factory(clean_start=False, session_expiry=600)
-    watch.subscribe(topic)
-    dev = plain_register(gw, "lab-1")
-    mark = gw.log.mark()
-    assert broker.stop() == 0
-    gw.log.wait_for(r"mqtt: connection lost", timeout=10, start=mark)
+    gw, topic, watch, dev = lab_without_broker(make_gateway, broker, mqtt_factory,
+                                               {"spool": False, "max_messages": 1})
 
     # A takes the one place in the queue; its 2.04 waits for the PUBACK.
     a = dev.request("ps/energy", payload=b"1", ct=0)
@@ -222,14 +231,8 @@ def test_push_repeated_while_waiting_gets_the_empty_ack_again(make_gateway, brok
     answered twice nor published twice (the gateway keeps its own table of
     waiting pushes, by session and Message ID, since it no longer uses
     libcoap's async list)."""
-    gw = plain_gateway(make_gateway, {"queue": {"spool": False}})
-    topic = gw.topic("lab-1", "energy")
-    watch = mqtt_factory(clean_start=False, session_expiry=600)
-    watch.subscribe(topic)
-    dev = plain_register(gw, "lab-1")
-    mark = gw.log.mark()
-    assert broker.stop() == 0
-    gw.log.wait_for(r"mqtt: connection lost", timeout=10, start=mark)
+    gw, topic, watch, dev = lab_without_broker(make_gateway, broker, mqtt_factory,
+                                               {"spool": False})
 
     a = dev.request("ps/energy", payload=b"1", ct=0)
     for _ in range(3):

@@ -9,6 +9,18 @@ import c2m
 import sec
 
 
+def command_carried(gateway, s, mqtt, value):
+    """A setpoint command reaches hvac-1 (the simulator 's') on its current
+    session and is answered 2.04."""
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    smark = s.mark()
+    mqtt.publish(setpoint + "/set", value.encode())
+    s.wait_for(r"^PUT hvac-1 setpoint \d+ %s$" % value.replace(".", "\\."), timeout=10,
+               start=smark)
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
+
+
 def test_reboot_from_same_source_port_recovers_fast(gateway, sim, mqtt):
     """OpenSSL lacks RFC 6347 4.2.8: without the gateway noticing, a sensor
     rebooting onto its old source port is stuck about 31 s."""
@@ -23,12 +35,7 @@ def test_reboot_from_same_source_port_recovers_fast(gateway, sim, mqtt):
     took = time.monotonic() - t0
     assert took < 10, "back after %.1fs" % took
     # And the new session carries commands.
-    setpoint = gateway.topic("hvac-1", "setpoint")
-    mqtt.subscribe(setpoint + "/set/result")
-    smark = s.mark()
-    mqtt.publish(setpoint + "/set", b"16.5")
-    s.wait_for(r"^PUT hvac-1 setpoint 4 16\.5$", timeout=10, start=smark)
-    assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
+    command_carried(gateway, s, mqtt, "16.5")
 
 
 def test_command_expires_while_device_sleeps(make_gateway, sim, mqtt):
@@ -103,12 +110,7 @@ def test_device_on_a_new_session_is_reassociated_at_once(gateway, sim, mqtt):
     s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=10, start=pos)
     took = time.monotonic() - t0
     assert not s.out.find(r"^REGISTERED hvac-1", start=pos), "the sensor registered again"
-    setpoint = gateway.topic("hvac-1", "setpoint")
-    mqtt.subscribe(setpoint + "/set/result")
-    smark = s.mark()
-    mqtt.publish(setpoint + "/set", b"17.5")
-    s.wait_for(r"^PUT hvac-1 setpoint \d+ 17\.5$", timeout=10, start=smark)
-    assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
+    command_carried(gateway, s, mqtt, "17.5")
     doc = sec.stats(mqtt, gateway, lambda d: d.get("sessions_reassociated", 0) >= 1, timeout=15)
     assert doc["sessions_reassociated"] == 1, doc
     print("REASSOCIATED after %.2f s" % took)
