@@ -89,6 +89,19 @@ def field(ns, notify_ns=()):
             "a_lost": get(a, "mqtt", "lost"), "a_reordered": get(a, "mqtt", "reordered"),
             "b_bare_coap": bv, "ratio_a_min_bc": ratio(av, floor),
             "gateway_cpu_ms_per_1000": get(a, "server_cpu_ms_per_1000")}
+    out["latency_half_load"] = {}
+    for f in sorted(os.listdir(d)):
+        if not (f.startswith("field_lat_") and f.endswith(".json")):
+            continue
+        j = load(f[:-5])
+        kind, n = f[len("field_lat_"):-5].split("_")
+        out["latency_half_load"]["%s_%s" % (kind, n)] = {
+            "kind": "CON pushes" if kind == "con" else "NON notifications", "sensors": int(n),
+            "offered_per_s": get(j, "rate"), "delivered_per_s": get(j, "mqtt", "per_s"),
+            "lost": get(j, "mqtt", "lost"),
+            "p50_ms": get(j, "mqtt", "latency", "p50_ms"),
+            "p99_ms": get(j, "mqtt", "latency", "p99_ms"),
+            "p999_ms": get(j, "mqtt", "latency", "p999_ms")}
     out["con_notifications"] = {}
     for n in notify_ns:
         a = load("field_a_obs_%s" % n)
@@ -114,6 +127,13 @@ def print_field(F):
             n, f(r["a_gateway"]), f(r["a_rtt_p50_ms"], 2), f(r["a_rtt_p99_ms"], 2),
             f(r["b_bare_coap"]), f(F["c_mqtt"]), f(r["ratio_a_min_bc"], 2)))
     print("| (c) by publishers | %s |" % ", ".join("%s: %s" % (k, f(v)) for k, v in F["c_runs_by_publishers"].items()))
+    if F.get("latency_half_load"):
+        print("\n| field: latency at 50 % load, open loop, one outstanding per sensor | offered/s | delivered/s | lost | sensor -> subscriber p50 / p99 / p99.9 ms |")
+        print("|---|---:|---:|---:|---:|")
+        for r in F["latency_half_load"].values():
+            print("| %s, %d sensors | %s | %s | %s | %s / %s / %s |" % (
+                r["kind"], r["sensors"], f(r["offered_per_s"]), f(r["delivered_per_s"]), f(r["lost"]),
+                f(r["p50_ms"], 2), f(r["p99_ms"], 2), f(r["p999_ms"], 2)))
     if F.get("con_notifications"):
         print("\n| field: CON notifications, NSTART = 1, offered open loop | offered/s | (a) gateway delivered/s | delivered / offered | lost | sensor -> subscriber p50 / p99 ms | gateway CPU ms per 1,000 |")
         print("|---|---:|---:|---:|---:|---:|---:|")

@@ -54,6 +54,7 @@ FIELD_SENSORS=${FIELD_SENSORS:-"100 1000 10000"}
 FIELD_NOTIFY_SENSORS=${FIELD_NOTIFY_SENSORS:-"100 1000"}
 FIELD_NOTIFY_RATE=${FIELD_NOTIFY_RATE:-4000}   # CON notifications/s offered in all
 if [ $QUICK = 1 ]; then FIELD_SENSORS="100 1000"; FIELD_NOTIFY_SENSORS=100; fi
+FIELD_LAT_SENSORS=${FIELD_LAT_SENSORS:-1000}        # latency at 50 % load, this many sensors
 CONNECTIONS=${CONNECTIONS:-1}
 PSK_IDS=10100         # identities in the PSK file
 START=$(date +%s)
@@ -354,6 +355,23 @@ field() {
       --ramp 200 --push --con --rate 0 --window 1 --watch-pid "$BARE"
     stop "$BARE"
   done
+  # Latency at half load (issue 14, item 3): CON pushes offered open loop
+  # at 50 % of what the gateway carried closed loop at FIELD_LAT_SENSORS,
+  # one outstanding per sensor; and NON notifications at the same rate.
+  # Sensor -> subscriber (QoS 1) percentiles.
+  local lat_n=$FIELD_LAT_SENSORS max r
+  if [ -f "$DIR/field_a_$lat_n.json" ]; then
+    max=$(jget "$DIR/field_a_$lat_n.json" 'j["mqtt"]["per_s"]')
+    r=$(python3 -c "print(max(100, int(float('$max') * 0.5)))")
+    start_gateway
+    loadgen "field_lat_con_$lat_n" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) --sub-qos 1 \
+      -n "$lat_n" --bind 127.13.0.1 --ramp 200 --push --con --rate "$r" --window 1 --watch-pid "$GW"
+    stop "$GW"
+    start_gateway
+    loadgen "field_lat_non_$lat_n" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) --sub-qos 1 \
+      -n "$lat_n" --bind 127.14.0.1 --ramp 200 --observe --non --rate "$r" --watch-pid "$GW"
+    stop "$GW"
+  fi
   # CON notifications from NSTART = 1 sensors (the gateway observes them):
   # offered open loop at FIELD_NOTIFY_RATE in all, which each sensor's
   # libcoap sends one at a time, the next once the last is acknowledged
