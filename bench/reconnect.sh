@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# bench/reconnect.sh - issue 14 item 4: a mass reconnect.  N simulated HVAC
+# units (DTLS-PSK, registered, two resources observed, CON notifications)
+# on one gateway; the gateway is killed (-9) and started again on its
+# state; how long until every unit is registered and observed again.
+# The units notice the loss themselves (an unanswered CON notification,
+# --max-retransmit 1: 2-6 s; with RFC 7252's 4 retransmissions 45-93 s).
+#   bench/reconnect.sh [N]        (default 10000; bounded to 10 minutes)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=$ROOT/build
+N=${1:-10000}
+DIR=$(mktemp -d /tmp/c2m-reconnect.XXXXXX)
+PIDS=()
+KEY=hex:00112233445566778899aabbccddeeff
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+            echo "files in $DIR" >&2; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ulimit -n 20000 2>/dev/null || true
+free_port() {
+  python3 -c 'import socket, sys
+t = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
+s = socket.socket(socket.AF_INET, t); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"
+}
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+COAP_PORT=$(free_port udp); MQTT_PORT=$(free_port tcp)
+python3 -c "import sys; print('\n'.join('hvac-%d:$KEY' % i for i in range(1, $N + 1)))" >"$DIR/psk.keys"
+chmod 600 "$DIR/psk.keys"
+cat >"$DIR/gateway.conf" <<CONF
+coap = { listen = [ "127.0.0.1:$COAP_PORT" ]; psk_file = "$DIR/psk.keys"; max_handshakes = 2000;
+         max_request_rate = 0; };
+state_dir = "$DIR/state";
+rd = { max_devices = $((N * 2)); };
+mqtt = { host = "127.0.0.1"; port = $MQTT_PORT; client_id = "c2m-reconnect"; stats_interval = 0;
+         devices_interval = 0; };
+CONF
+mosquitto -p "$MQTT_PORT" >"$DIR/mosquitto.log" 2>&1 & PIDS+=($!)
+sleep 0.5
+start_gw() { "$B/coap2mqtt" -c "$DIR/gateway.conf" >>"$DIR/gateway.log" 2>&1 & GW=$!; PIDS+=($GW); }
+start_gw
+# The simulator keeps a libcoap context (an epoll fd and a socket) per unit:
+# 5,000 units a process stay under the 20,000 open files allowed here.
+PER=5000
+for first in $(seq 1 "$PER" "$N"); do
+  count=$(( N - first + 1 < PER ? N - first + 1 : PER ))
+  "$B/coap2mqtt-sim" --gateway "127.0.0.1:$COAP_PORT" --kind hvac --first "$first" \
+    --count "$count" --key "$KEY" --bind "127.$((60 + first / PER)).0.1" --quiet \
+    --interval 3000 --max-retransmit 1 --lifetime 3600 \
+    >"$DIR/sim$first.out" 2>"$DIR/sim$first.err" & PIDS+=($!)
+done
+observed_since() {   # mark (lines per file): units with both resources observed after it
+  local f total=0
+  for f in "$DIR"/sim*.out; do
+    tail -n +"$(marked "$1" "$f")" "$f"
+  done | awk '/^OBSERVED/ { seen[$2 " " $3] = 1 }
+    END { for (k in seen) { split(k, a, " "); n[a[1]]++ } c = 0; for (u in n) if (n[u] >= 2) c++; print c }'
+}
+marked() {   # mark, file: the line of the file to start from
+  [ -n "$1" ] || { echo 1; return; }
+  echo "$1" | awk -v f="$2" '$1 == f { print $2 }'
+}
+wait_all() {   # mark, bound s; prints seconds taken
+  local from="$1" bound=$2 t0 now
+  t0=$(date +%s.%N)
+  while :; do
+    [ "$(observed_since "$from")" -ge "$N" ] && break
+    now=$(date +%s.%N)
+    if python3 -c "import sys; sys.exit(0 if $now - $t0 > $bound else 1)"; then
+      log "only $(observed_since "$from") of $N observed after ${bound} s"; return 1
+    fi
+    sleep 0.5
+  done
+  python3 -c "print('%.1f' % ($(date +%s.%N) - $t0))"
+}
+log "$N units connecting"
+T=$(wait_all "" 300) || exit 1
+log "all $N registered and observed after $T s (first start)"
+sleep 5
+MARK=$(for f in "$DIR"/sim*.out; do echo "$f $(( $(wc -l <"$f") + 1 ))"; done)
+log "kill -9 of the gateway, started again at once"
+kill -9 "$GW"; wait "$GW" 2>/dev/null || true
+start_gw
+T=$(wait_all "$MARK" 300) || exit 1
+log "after the restart: all $N registered and observed again in $T s (goal: 30 s)"
+echo "reconnect: $N units, all observed again $T s after the gateway restarted"
