@@ -109,7 +109,8 @@ in_range(int v, int lo, int hi)
 static void
 check_valid(const struct config *c)
 {
-    if (c->coap.n_listen + c->coap.n_plain_listen < 1 ||
+    /* A gateway that only dials out (the devices list) needs no endpoint. */
+    if (c->coap.n_listen + c->coap.n_plain_listen + c->n_devices < 1 ||
         !c->mqtt.host || !c->mqtt.client_id || !c->state_dir ||
         !topic_base_valid(c->mqtt.base_topic) ||
         !in_range(c->mqtt.port, 1, 65535) || !in_range(c->mqtt.qos_con, 0, 1) ||
@@ -126,6 +127,9 @@ check_valid(const struct config *c)
             abort();
     for (int i = 0; i < c->coap.n_plain_listen; i++)
         if (!c->coap.plain_listen[i])
+            abort();
+    for (int i = 0; i < c->n_devices; i++)
+        if (!c->devices[i].id || !c->devices[i].uri)
             abort();
 }
 
