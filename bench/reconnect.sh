@@ -18,11 +18,7 @@ cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; wai
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 ulimit -n 20000 2>/dev/null || true
-free_port() {
-  python3 -c 'import socket, sys
-t = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, t); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"
-}
+. "$ROOT/bench/lib.sh"     # free_port
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 COAP_PORT=$(free_port udp); MQTT_PORT=$(free_port tcp)
 python3 -c "import sys; print('\n'.join('hvac-%d:$KEY' % i for i in range(1, $N + 1)))" >"$DIR/psk.keys"

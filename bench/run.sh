@@ -95,13 +95,7 @@ MAIN=$$
 WATCHDOG=$!
 PIDS+=("$WATCHDOG")
 
-free_port() {   # $1 = tcp|udp
-  python3 - "$1" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
-EOF
-}
+. "$ROOT/bench/lib.sh"     # free_port
 
 forget_pid() {
   local keep=() p

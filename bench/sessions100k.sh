@@ -32,11 +32,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ulimit -n 20000 2>/dev/null || true
-free_port() {
-  python3 -c 'import socket, sys
-t = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, t); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"
-}
+. "$ROOT/bench/lib.sh"     # free_port
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 
