@@ -135,6 +135,42 @@ compat_hold_ack(const coap_pdu_t *rcvd)
 }
 
 /*
+ * A request handler cannot tell libcoap "no answer now" (4.3.1 through
+ * 4.3.5, net.c handle_request): after it returns, libcoap sends its
+ * response, or the empty ACK if it left it empty; only a No-Response
+ * option in the request (which the device did not send, and which cannot
+ * be added to a request that carries a payload through the API) lets a
+ * response be dropped.  One other path drops a response: a 5.08 (Hop
+ * Limit Reached) that carries Hop-Limit 1 is taken for a proxy loop by
+ * coap_send_internal(), which deletes it, sends nothing and logs "Proxy
+ * loop detected" (log.c drops that line: the gateway is no proxy).  That
+ * check comes before anything else the send does, also OSCORE's
+ * encryption (4.3.4, 4.3.5).  A device's own No-Response makes
+ * no_response() turn a dropped class into an empty ACK that is sent, so
+ * such a request keeps the empty ACK and a separate answer.
+ */
+bool
+compat_answer_later(const coap_pdu_t *req, coap_pdu_t *response)
+{
+#if LIBCOAP_VERSION >= 4003001U && LIBCOAP_VERSION <= 4003005U
+    coap_opt_iterator_t it;
+    uint8_t one = 1;
+
+    if (coap_pdu_get_type(req) != COAP_MESSAGE_CON ||
+        coap_check_option(req, COAP_OPTION_NORESPONSE, &it))
+        return false;
+    if (!coap_add_option(response, COAP_OPTION_HOP_LIMIT, 1, &one))
+        return false;
+    coap_pdu_set_code(response, COAP_RESPONSE_CODE(508));
+    return true;
+#else
+    (void)req;
+    (void)response;
+    return false;
+#endif
+}
+
+/*
  * libcoap's epoll events carry its coap_socket_t, whose first member is
  * the fd (4.3.1 through 4.3.4); its timerfd's event carries NULL.
  */

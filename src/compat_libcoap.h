@@ -9,6 +9,7 @@
 #ifndef COAP2MQTT_COMPAT_LIBCOAP_H
 #define COAP2MQTT_COMPAT_LIBCOAP_H
 
+#include <stdbool.h>
 #include <sys/epoll.h>
 #include <openssl/ssl.h>
 #include <coap3/coap.h>
@@ -28,6 +29,12 @@ void compat_forget_last_con_mid(struct compat_libcoap *c, coap_session_t *s,
  * 4.3.1 through 4.3.5 will not acknowledge it when the handler returns,
  * the caller sends the ACK later (transport_acks.c). */
 void compat_hold_ack(const coap_pdu_t *rcvd);
+/* Called by a request handler that will send the piggybacked answer of
+ * CON request 'req' itself, later (an ACK with the request's Message ID):
+ * arranges that libcoap sends nothing when the handler returns.  False
+ * when this libcoap cannot be kept from answering: the handler then
+ * leaves 'response' as it was (libcoap sends the empty ACK). */
+bool compat_answer_later(const coap_pdu_t *req, coap_pdu_t *response);
 /* The socket behind one of libcoap's epoll events, or -1. */
 int compat_endpoint_fd(const struct epoll_event *ev);
 

@@ -10,8 +10,8 @@
  * what the packet claims.  Path segments are validated as the device sent
  * them (raw Uri-Path options), not after libcoap's percent-encoding.
  * A CON push is answered 2.04 only when the reading is safe (on stable
- * storage, or at the broker): the empty ACK now and the 2.04 later, as a
- * separate response (intake_separate.c).
+ * storage, or at the broker): in the request's ACK once it is, a sync
+ * later (intake_separate.c).
  * Bodies sent block-wise reach these handlers block by block, and
  * intake_blocks.c puts them together under the limits.
  *
@@ -477,7 +477,7 @@ push_done(void *arg, bool delivered)
     struct gw *gw = intake__wait_gw(w);
     coap_pdu_t *answer = intake__wait_answer_pdu(w);
 
-    /* Until now repeats got the empty ACK again (intake__waiting); from
+    /* Until now repeats were the wait's (intake__waiting); from
      * now on a repeat is ours to judge: a duplicate only if the reading is
      * safe, else a new attempt. */
     if (delivered && dev)
@@ -491,20 +491,25 @@ push_done(void *arg, bool delivered)
     intake__wait_end(w, answer);
 }
 
-/* A CON push to be answered later (the handler leaves its response
- * empty: libcoap sends the empty ACK), its wait for push_done().  NULL
- * when it cannot be. */
+/* A CON push to be answered later (its response is no longer the
+ * handler's: see intake__wait_new), its wait for push_done().  NULL when
+ * it cannot be. */
 static struct intake_wait *
-push_wait_new(struct gw *gw, coap_session_t *session, const coap_pdu_t *req)
+push_wait_new(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+              coap_pdu_t *response)
 {
-    return intake__wait_new(gw->intake, session, req);
+    return intake__wait_new(gw->intake, session, req, response);
 }
 
 /* Arranges for a CON push to be answered when 'm' is safe.  -1 if not. */
 static int
-await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg_t *m)
+await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
+           coap_pdu_t *response, outmsg_t *m)
 {
-    struct intake_wait *w = push_wait_new(gw, session, req);
+    /* The PUBACK comes in milliseconds while the broker is there: then
+     * the 2.04 rides in the ACK; in an outage the empty ACK goes now. */
+    struct intake_wait *w = push_wait_new(gw, session, req,
+                                          outbound_flowing(gw) ? response : NULL);
 
     if (!w)
         return -1;
@@ -521,7 +526,7 @@ await_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req, outmsg
  */
 static outmsg_t *
 push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
-             const char *id, const char *path, const uint8_t *data, size_t len)
+             coap_pdu_t *response, const char *id, const char *path, const uint8_t *data, size_t len)
 {
     bool con = coap_pdu_get_type(req) == COAP_MESSAGE_CON;
     uint32_t ct;
@@ -532,7 +537,7 @@ push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     m = reading_message(gw, id, path, data, len,
                         con ? gw->cfg->mqtt.qos_con : gw->cfg->mqtt.qos_non,
                         option_uint(req, COAP_OPTION_CONTENT_FORMAT, &ct) ? (int)ct : -1);
-    if (m && con && !gw->spool && await_safe(gw, session, req, m) < 0) {
+    if (m && con && !gw->spool && await_safe(gw, session, req, response, m) < 0) {
         free(m);
         m = NULL;
     }
@@ -542,20 +547,19 @@ push_message(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
 /*
  * queue.durability = "power": the push's record 'seq' is written but may
  * not be on stable storage yet.  Answered 2.04 now if it is; else the
- * empty ACK goes now and the 2.04 (or 5.03) when the sync that covers it
- * ends (group commit, spool_durable.c); without a wait (out of memory)
+ * 2.04 (or 5.03) goes when the sync that covers it ends (group commit, spool_durable.c); without a wait (out of memory)
  * the loop syncs here.  True: answer 2.04 now; false: the wait answers
  * later, or (none set up) the reading cannot be made safe.
  */
 static bool
 answer_when_durable(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
-                    uint64_t seq, bool *waiting)
+                    coap_pdu_t *response, uint64_t seq, bool *waiting)
 {
     struct intake_wait *w;
 
     if (spool_is_safe(gw->spool, seq))
         return true;
-    if (!(w = push_wait_new(gw, session, req)))
+    if (!(w = push_wait_new(gw, session, req, response)))
         return spool_make_safe(gw->spool, seq) == 0;
     *waiting = true;
     if (spool_when_safe(gw->spool, seq, push_done, w) < 0)
@@ -579,7 +583,8 @@ spooled_push_safe(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     if (spool_last_seq(gw->spool) == before) {
         if (!config_durability_power(gw->cfg))
             return true;
-    } else if (answer_when_durable(gw, session, req, spool_last_seq(gw->spool), &waiting)) {
+    } else if (answer_when_durable(gw, session, req, response, spool_last_seq(gw->spool),
+                                   &waiting)) {
         return true;
     } else if (waiting) {
         return false;
@@ -626,7 +631,7 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
         return;
     }
     gw->stats.pushes_in++;
-    m = push_message(gw, session, req, id, path, data, len);
+    m = push_message(gw, session, req, response, id, path, data, len);
     waiting = m && m->done;
     seq = spool_last_seq(gw->spool);
     if (!outbound_put(gw, m, "push from", id)) {
@@ -638,8 +643,8 @@ push(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     if (con && gw->spool && !spooled_push_safe(gw, session, req, response, seq))
         return;
     /* With the spool the reading is on disk now: 2.04 at once.  Without,
-     * a CON push gets the empty ACK now and its 2.04 at PUBACK (push_done
-     * remembers its Message ID then). */
+     * a CON push gets its 2.04 at PUBACK (push_done remembers its Message
+     * ID then). */
     if (con && !waiting)
         device_mid_taken(dev, (uint16_t)coap_pdu_get_mid(req), loop_now_ms(gw->loop));
     if (!con || gw->spool)
@@ -691,9 +696,9 @@ hnd_dynamic(coap_resource_t *resource, coap_session_t *session,
     struct gw *gw = coap_resource_get_userdata(resource);
 
     (void)query;
-    /* A repeat of a push still waiting for its answer (our empty ACK was
-     * lost): the empty ACK again (the response left empty), and nothing
-     * else. */
+    /* A repeat of a push still waiting for its answer (the wait outlived
+     * the device's patience, or our empty ACK was lost): the empty ACK
+     * (the response left empty), and nothing else. */
     if (intake__waiting(gw->intake, session, req)) {
         gw->stats.duplicates_in++;
         return;

@@ -62,16 +62,18 @@ void intake__answered(struct gw *gw, const coap_pdu_t *req, coap_pdu_t *response
 
 /*
  * intake_separate.c: a CON request to be answered later.  The handler
- * leaves its response empty (libcoap sends the empty ACK); the answer is
+ * gives its response to intake__wait_new() and touches it no more (it is
+ * dropped, or stays empty: libcoap sends the empty ACK); NULL instead of
+ * the response asks for the empty ACK now (a long wait); the answer is
  * made with intake__wait_answer_pdu() (NULL when the session ended or
  * memory ran out), given its code, and sent by intake__wait_end(), which
  * also frees the wait (the answer may be NULL: nothing is sent).
  * intake__wait_new() returns NULL if the request is already waiting or
  * memory ran out; intake__waiting() says whether a CON request (a repeat
- * whose empty ACK was lost) is.
+ * that ran out of patience) is, and lets its response be the empty ACK.
  */
 struct intake_wait *intake__wait_new(intake_t *in, coap_session_t *session,
-                                     const coap_pdu_t *req);
+                                     const coap_pdu_t *req, coap_pdu_t *response);
 bool intake__waiting(intake_t *in, coap_session_t *session, const coap_pdu_t *req);
 struct gw *intake__wait_gw(const struct intake_wait *w);
 coap_session_t *intake__wait_session(const struct intake_wait *w);

@@ -1,8 +1,23 @@
 /*
- * intake_separate.c - answers that leave after the request's empty ACK
- * (RFC 7252 5.2.2, "separate response"): the 2.04 of a CON push that
- * waits for its reading to be safe (queue.durability = "power": the
- * sync that covers its record; without a spool: the broker's PUBACK).
+ * intake_separate.c - answers that leave after the handler returned: the
+ * 2.04 of a CON push that waits for its reading to be safe
+ * (queue.durability = "power": the sync that covers its record; without
+ * a spool: the broker's PUBACK).
+ *
+ * The answer is piggybacked (RFC 7252 5.2.1): the ACK of the request,
+ * with its Message ID and token, sent when the wait ends, a sync later
+ * (milliseconds; the device's ACK_TIMEOUT is 2 to 3 s).  One datagram
+ * each way, as for a reading answered at once, and nothing for libcoap
+ * to retransmit.  libcoap is kept from answering when the handler
+ * returns by compat_answer_later().  A CON repeat of a request still
+ * waiting (the wait outlived the device's ACK_TIMEOUT: a stalled disk, a
+ * broker away) is found here by session and Message ID and gets the
+ * empty ACK, never a second reading; from then on the answer is a
+ * separate response (5.2.2): our own CON with the request's token.  So
+ * is every answer where libcoap cannot be kept quiet.  For the last block
+ * of a body either answer echoes its Block1 (RFC 7959 2.3).  libcoap
+ * retransmits our CON like any other; a device that never acknowledges
+ * it sends its reading again later (at least once).
  *
  * Why not libcoap's async API (coap_register_async): in 4.3.1 every
  * pending async of a context sits in one list, which coap_find_async()
@@ -11,15 +26,8 @@
  * waiting per NSTART = 1 sensor that is O(sensors) per reading: at 1,000
  * sensors it cost two to three times the CPU of the push itself, at
  * 10,000 nothing was answered at all (docs/BENCHMARKS.md, field rows).
- *
- * So the handler leaves its response empty (libcoap then sends the empty
- * ACK), the wait is kept here in a hash by session and Message ID, and
- * the answer is our own CON with the request's token (and, for the last
- * block of a body, its Block1 echoed, RFC 7959 2.3).  A CON repeat of a
- * request still waiting (its empty ACK was lost) is found by the same
- * key and gets the empty ACK again, never a second reading.  libcoap
- * retransmits our CON like any other; a device that never acknowledges
- * it sends its reading again later (at least once).
+ * A separate CON answer costs the same in libcoap's retransmission queue
+ * (a sorted list, O(sensors) per insert): hence piggybacked first.
  *
  * Session pointers are keys and references: a wait holds its session
  * (coap_session_reference) until it is answered, so the key cannot be
@@ -31,6 +39,7 @@
 #include <string.h>
 #include <uthash.h>
 
+#include "compat_libcoap.h"
 #include "intake_internal.h"
 
 struct wait_key {
@@ -46,6 +55,7 @@ struct intake_wait {
     size_t token_len;
     bool has_block1;
     unsigned block1;            /* the last block's Block1, M clear */
+    bool piggybacked;           /* the answer is the request's ACK */
 };
 
 static void
@@ -56,15 +66,29 @@ key_of(struct wait_key *k, coap_session_t *session, uint16_t mid)
     k->mid = mid;
 }
 
+static struct intake_wait *
+find_wait(intake_t *in, coap_session_t *session, const coap_pdu_t *req)
+{
+    struct intake_wait *w;
+    struct wait_key k;
+
+    if (coap_pdu_get_type(req) != COAP_MESSAGE_CON)
+        return NULL;
+    key_of(&k, session, (uint16_t)coap_pdu_get_mid(req));
+    HASH_FIND(hh, in->waits, &k, sizeof(k), w);
+    return w;
+}
+
 struct intake_wait *
-intake__wait_new(intake_t *in, coap_session_t *session, const coap_pdu_t *req)
+intake__wait_new(intake_t *in, coap_session_t *session, const coap_pdu_t *req,
+                 coap_pdu_t *response)
 {
     coap_bin_const_t token = coap_pdu_get_token(req);
     coap_opt_iterator_t it;
     coap_opt_t *opt;
     struct intake_wait *w;
 
-    if (token.length > sizeof(w->token) || intake__waiting(in, session, req) ||
+    if (token.length > sizeof(w->token) || find_wait(in, session, req) ||
         !(w = calloc(1, sizeof(*w))))
         return NULL;
     key_of(&w->key, coap_session_reference(session), (uint16_t)coap_pdu_get_mid(req));
@@ -75,6 +99,7 @@ intake__wait_new(intake_t *in, coap_session_t *session, const coap_pdu_t *req)
         w->has_block1 = true;
         w->block1 = coap_decode_var_bytes(coap_opt_value(opt), coap_opt_length(opt)) & ~8u;
     }
+    w->piggybacked = response && compat_answer_later(req, response);
     HASH_ADD(hh, in->waits, key, sizeof(w->key), w);
     return w;
 }
@@ -82,13 +107,12 @@ intake__wait_new(intake_t *in, coap_session_t *session, const coap_pdu_t *req)
 bool
 intake__waiting(intake_t *in, coap_session_t *session, const coap_pdu_t *req)
 {
-    struct intake_wait *w;
-    struct wait_key k;
+    struct intake_wait *w = find_wait(in, session, req);
 
-    if (coap_pdu_get_type(req) != COAP_MESSAGE_CON)
-        return false;
-    key_of(&k, session, (uint16_t)coap_pdu_get_mid(req));
-    HASH_FIND(hh, in->waits, &k, sizeof(k), w);
+    /* The repeat's response stays empty: libcoap sends the empty ACK,
+     * which ends the piggybacked answer's chance. */
+    if (w)
+        w->piggybacked = false;
     return w != NULL;
 }
 
@@ -120,8 +144,12 @@ intake__wait_answer_pdu(const struct intake_wait *w)
      * to answer: the device sends its reading again on a new one. */
     if (coap_session_get_state(s) != COAP_SESSION_STATE_ESTABLISHED)
         return NULL;
-    pdu = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, coap_new_message_id(s),
-                        coap_session_max_pdu_size(s));
+    if (w->piggybacked)
+        pdu = coap_pdu_init(COAP_MESSAGE_ACK, COAP_EMPTY_CODE, w->key.mid,
+                            coap_session_max_pdu_size(s));
+    else
+        pdu = coap_pdu_init(COAP_MESSAGE_CON, COAP_EMPTY_CODE, coap_new_message_id(s),
+                            coap_session_max_pdu_size(s));
     if (pdu && !coap_add_token(pdu, w->token_len, w->token)) {
         coap_delete_pdu(pdu);
         pdu = NULL;

@@ -34,3 +34,9 @@ outbound_put(struct gw *gw, outmsg_t *m, const char *what, const char *id)
     mqtt_pool_kick(gw->mqtt_pool);
     return true;
 }
+
+bool
+outbound_flowing(const struct gw *gw)
+{
+    return gw->mqtt_pool && mqtt_pool_connected(gw->mqtt_pool);
+}

@@ -24,5 +24,8 @@
  * finished silently.
  */
 bool outbound_put(struct gw *gw, outmsg_t *m, const char *what, const char *id);
+/* True while every broker connection is up: a reading put now reaches
+ * the broker in milliseconds, unless a backlog is ahead of it. */
+bool outbound_flowing(const struct gw *gw);
 
 #endif

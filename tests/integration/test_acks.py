@@ -208,11 +208,11 @@ def test_refused_push_repeated_is_not_taken_for_a_duplicate(make_gateway, broker
     r = dev.recv(30, lambda p: p.token == a[4:6] and p.type == CON)
     assert code_str(r.code) == "2.04", r
     watch.wait_payload(topic, "1", timeout=20)
-    # Now there is room: the same datagram once more is taken and published.
+    # Now there is room and the broker is back: the same datagram once more
+    # is taken, published, and answered 2.04 in its ACK (the PUBACK comes
+    # in milliseconds, so no empty ACK first).
     r = dev.exchange(b)
-    assert (r.type, r.code) == (ACK, 0), r
-    r = dev.recv(20, lambda p: p.token == b[4:6] and p.type == CON)
-    assert code_str(r.code) == "2.04", r
+    assert (r.type, code_str(r.code)) == (ACK, "2.04"), r
     watch.wait_payload(topic, "2", timeout=10)
     # Once taken, a repeat is a duplicate: answered, not published again.
     r = dev.exchange(b)
@@ -249,6 +249,74 @@ def test_push_repeated_while_waiting_gets_the_empty_ack_again(make_gateway, brok
     assert [m.payload for m in watch.received(topic)] == [b"1", b"2"]
     doc = sec.stats(watch, gw, lambda d: d["duplicates_in"] >= 2, timeout=10)
     assert doc["duplicates_in"] == 2 and doc["pushes_in"] == 2, doc
+    dev.close()
+
+
+# --------------------------------------------------------------------------
+# The 2.04 rides in the request's ACK (issue 14: one datagram each way for an
+# NSTART = 1 device), after the sync or the PUBACK that makes it true
+
+def test_con_push_answered_in_its_ack_after_the_sync(make_gateway, mqtt_factory):
+    """queue.durability = "power" (the default): a CON push's answer waits
+    for the sync that covers its record, and then comes as the request's
+    ACK with 2.04 (same Message ID and token): no empty ACK first, no
+    separate CON after it.  The power-cut tests prove the wait for the
+    sync; this one the shape on the wire."""
+    gw = plain_gateway(make_gateway)
+    topic = gw.topic("lab-1", "energy")
+    watch = mqtt_factory()
+    watch.subscribe(topic)
+    dev = plain_register(gw, "lab-1")
+    for i in range(20):
+        dgram = dev.request("ps/energy", payload=b"%d" % i, ct=0)
+        dev.send(dgram)
+        r = dev.recv(5)     # the first datagram from the gateway
+        assert (r.type, code_str(r.code), r.mid, r.token) == \
+            (ACK, "2.04", struct.unpack("!H", dgram[2:4])[0], dgram[4:6]), r
+    watch.wait_payload(topic, "19", timeout=10)
+    # Nothing else came: a separate CON would be acknowledged by recv() and
+    # show up here.
+    with pytest.raises(c2m.Timeout):
+        dev.recv(0.5)
+    doc = sec.stats(watch, gw, lambda d: d["pushes_in"] >= 20, timeout=10)
+    assert doc["pushes_in"] == 20 and doc["duplicates_in"] == 0, doc
+    dev.close()
+
+
+def test_push_repeated_while_its_ack_waits_gets_the_empty_ack(make_gateway, broker,
+                                                              mqtt_factory):
+    """No spool: the 2.04 waits for the PUBACK, and while the broker is
+    connected it is to ride in the ACK.  A broker that stalls (SIGSTOP: the
+    TCP connection stays up) keeps it waiting past the device's ACK_TIMEOUT;
+    the device repeats the push and gets the empty ACK (stop retransmitting),
+    and the 2.04 comes later as a separate CON, once: neither answered
+    twice nor published twice."""
+    gw = plain_gateway(make_gateway, {"queue": {"spool": False}})
+    topic = gw.topic("lab-1", "energy")
+    watch = mqtt_factory(clean_start=False, session_expiry=600)
+    watch.subscribe(topic)
+    dev = plain_register(gw, "lab-1")
+    assert code_str(dev.push(dev.request("ps/energy", payload=b"0", ct=0)).code) == "2.04"
+    watch.wait_payload(topic, "0", timeout=10)
+
+    broker.proc.send_signal(signal.SIGSTOP)
+    try:
+        a = dev.request("ps/energy", payload=b"1", ct=0)
+        dev.send(a)
+        with pytest.raises(c2m.Timeout):
+            dev.recv(1.0)   # nothing yet: the answer is to ride in the ACK
+        r = dev.exchange(a)     # the device's retransmission
+        assert (r.type, r.code) == (ACK, 0), r
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+    r = dev.recv(30, lambda p: p.token == a[4:6] and p.type == CON)
+    assert code_str(r.code) == "2.04", r
+    watch.wait_payload(topic, "1", timeout=20)
+    assert code_str(dev.push(dev.request("ps/energy", payload=b"2", ct=0), 20).code) == "2.04"
+    watch.wait_payload(topic, "2", timeout=20)
+    assert [m.payload for m in watch.received(topic)] == [b"0", b"1", b"2"]
+    doc = sec.stats(watch, gw, lambda d: d["duplicates_in"] >= 1, timeout=10)
+    assert doc["duplicates_in"] == 1 and doc["pushes_in"] == 3, doc
     dev.close()
 
 
