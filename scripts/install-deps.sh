@@ -54,10 +54,13 @@ echo "coap2mqtt: (about 1-3 minutes on a fresh Debian 12):$missing"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
+# A fresh box often runs apt itself at first (unattended-upgrades, cloud-init):
+# wait for its lock rather than fail.
+APT_WAIT="-o DPkg::Lock::Timeout=600"
 echo "coap2mqtt: apt-get update"
-$SUDO apt-get update -q
+$SUDO apt-get $APT_WAIT update -q
 echo "coap2mqtt: apt-get install"
-$SUDO apt-get install -y -q --no-install-recommends $missing
+$SUDO apt-get $APT_WAIT install -y -q --no-install-recommends $missing
 echo "coap2mqtt: packages installed"
 [ "${1:-}" = "--test" ] && node_peer
 exit 0

@@ -41,7 +41,7 @@ t_start=$(now_ms)
 ensure_base_image
 if ! command -v podman-compose >/dev/null 2>&1; then
     say "installing podman-compose (apt-get)"
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q podman-compose >> "$log" 2>&1 \
+    DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get -o DPkg::Lock::Timeout=600 install -y -q podman-compose >> "$log" 2>&1 \
         || skip "podman-compose is not installed and apt-get could not install it"
 fi
 for tool in mosquitto_sub mosquitto_pub; do

@@ -32,8 +32,8 @@ done
 if [ -n "$need" ]; then
     say "installing podman debootstrap runc uidmap fuse-overlayfs (missing:$need)"
     export DEBIAN_FRONTEND=noninteractive
-    if ! { timeout 300 apt-get update -qq &&
-           timeout 900 apt-get install -y -qq podman debootstrap runc uidmap fuse-overlayfs; } \
+    if ! { timeout 900 apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+           timeout 1500 apt-get -o DPkg::Lock::Timeout=600 install -y -qq podman debootstrap runc uidmap fuse-overlayfs; } \
            > /tmp/coap2mqtt-podman-install.log 2>&1; then
         tail -n 15 /tmp/coap2mqtt-podman-install.log >&2
         say "apt-get could not install podman (log: /tmp/coap2mqtt-podman-install.log)"
