@@ -10,6 +10,7 @@
 #define COAP2MQTT_COMPAT_LIBCOAP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/epoll.h>
 #include <openssl/ssl.h>
 #include <coap3/coap.h>
@@ -35,6 +36,17 @@ void compat_hold_ack(const coap_pdu_t *rcvd);
  * when this libcoap cannot be kept from answering: the handler then
  * leaves 'response' as it was (libcoap sends the empty ACK). */
 bool compat_answer_later(const coap_pdu_t *req, coap_pdu_t *response);
+/* compat_walk.c: libcoap's walk over all sessions at the end of each
+ * coap_io_do_epoll(), taken at most once per 20 times its cost once
+ * throttled (the gateway; off elsewhere).  compat_walk_due(): the timerfd
+ * fired, the next walk runs.  compat_walk_owed(): a walk was skipped and
+ * should run (compat_walk_now) in *in_ms.  compat_walk_now(): a walk,
+ * never skipped (to free sessions just closed, say). */
+void compat_walk_throttle(bool on);
+void compat_walk_due(void);
+bool compat_walk_owed(uint64_t *in_ms);
+unsigned int compat_walk_now(coap_context_t *ctx);
+
 /* The socket behind one of libcoap's epoll events, or -1. */
 int compat_endpoint_fd(const struct epoll_event *ev);
 

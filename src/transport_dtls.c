@@ -420,7 +420,6 @@ transport_close_revoked(transport_t *t)
 {
     size_t n, closed = 0;
     coap_session_t **list = transport__established_list(t, &n);
-    coap_tick_t now;
 
     for (size_t i = 0; i < n; i++) {
         const char *why = taken_back(t, list[i]);
@@ -439,8 +438,7 @@ transport_close_revoked(transport_t *t)
     free(list);
     if (closed) {
         /* Frees the sessions now in state NONE. */
-        coap_ticks(&now);
-        coap_io_prepare_epoll(t->ctx, now);
+        compat_walk_now(t->ctx);
     }
     return closed;
 }

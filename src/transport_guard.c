@@ -272,7 +272,6 @@ static void
 retire_session(transport_t *t, struct established *e)
 {
     coap_session_t *old = e->session;
-    coap_tick_t now;
     char peer[64];
 
     t->gw->stats.sessions_reset++;
@@ -283,8 +282,7 @@ retire_session(transport_t *t, struct established *e)
     free(e);
     coap_session_disconnected(old, COAP_NACK_TLS_FAILED);
     /* Frees sessions in state NONE now, before the hello is read. */
-    coap_ticks(&now);
-    coap_io_prepare_epoll(t->ctx, now);
+    compat_walk_now(t->ctx);
 }
 
 /*

@@ -75,6 +75,7 @@ struct transport {
     bool resumed;                   /* coalescing pause just ended */
     uint64_t resume_timer;
     uint64_t backstop_timer;        /* libcoap's lost wake-ups (transport_io.c) */
+    uint64_t walk_timer;            /* a session walk owed (compat_walk.c) */
     uint64_t last_io_ms;            /* when coap_io_do_epoll() last ran */
     uint64_t yield_target;          /* back-pressure: resume at this backlog */
     uint64_t yield_until_ms;        /* ... or at this time at the latest */

@@ -3,7 +3,9 @@
  * our epoll set; when readable we drain it with epoll_wait(0) and hand the
  * batch to coap_io_do_epoll(), which ends with one coap_io_prepare_epoll()
  * (the walk over sessions) per batch instead of one per datagram as
- * coap_io_process() would do.  Timers (retransmissions, session expiry)
+ * coap_io_process() would do; with many sessions even that is too often,
+ * and compat_walk.c spaces the walks out (the owed one runs from a timer
+ * here).  Timers (retransmissions, session expiry)
  * arrive through libcoap's own timerfd in that same epoll fd.
  *
  * Layer: transport (calls base and libcoap; asks the broker's backlog
@@ -140,6 +142,26 @@ learn_reads(transport_t *t, size_t reads, size_t sockets, size_t empty)
     }
 }
 
+/* The session walk the last batches skipped (compat_walk.c), now. */
+static void
+owed_walk(loop_t *loop, void *arg)
+{
+    transport_t *t = arg;
+
+    (void)loop;
+    t->walk_timer = 0;
+    compat_walk_now(t->ctx);
+}
+
+static void
+schedule_owed_walk(transport_t *t, loop_t *loop)
+{
+    uint64_t in_ms;
+
+    if (!t->walk_timer && compat_walk_owed(&in_ms))
+        t->walk_timer = loop_add_timer(loop, in_ms, owed_walk, t);
+}
+
 static void
 on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
 {
@@ -160,6 +182,8 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
         unsigned k = 1;
 
         transport__check_rehandshake(t, &evs[i]);
+        if (!evs[i].data.ptr)
+            compat_walk_due();      /* libcoap's timerfd: something is due */
         if (evs[i].data.ptr && (evs[i].events & EPOLLIN) && !(evs[i].events & EPOLLOUT)) {
             k = t->reads_per_event;
             reads += k;
@@ -178,6 +202,7 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     t->last_batch_ns = mono_ns() - t0;
     t->last_batch_reads = reads > empty ? reads - empty : 0;
     learn_reads(t, reads, sockets, empty);
+    schedule_owed_walk(t, loop);
 }
 
 /*
@@ -197,13 +222,11 @@ static void
 backstop(loop_t *loop, void *arg)
 {
     transport_t *t = arg;
-    coap_tick_t now;
 
     t->backstop_timer = loop_add_timer(loop, BACKSTOP_MS, backstop, t);
     if (loop_now_ms(loop) - t->last_io_ms < BACKSTOP_MS)
         return;
-    coap_ticks(&now);
-    coap_io_prepare_epoll(t->ctx, now);
+    compat_walk_now(t->ctx);
     t->last_io_ms = loop_now_ms(loop);
 }
 
@@ -219,6 +242,7 @@ transport__io_start(transport_t *t)
         return -1;
     }
     t->backstop_timer = loop_add_timer(t->gw->loop, BACKSTOP_MS, backstop, t);
+    compat_walk_throttle(true);
     return 0;
 }
 
@@ -232,4 +256,8 @@ transport__io_stop(transport_t *t)
     t->resume_timer = 0;
     loop_cancel_timer(t->gw->loop, t->backstop_timer);
     t->backstop_timer = 0;
+    loop_cancel_timer(t->gw->loop, t->walk_timer);
+    t->walk_timer = 0;
+    /* Teardown walks (freeing sessions) run whole again. */
+    compat_walk_throttle(false);
 }
