@@ -36,6 +36,7 @@
 #define DIAL_TIMEOUT_MS     10000   /* for the session and the discovery GET */
 #define BACKOFF_FIRST_MS    1000    /* nominal first retry (jittered: 0.5..1 s) */
 #define BACKOFF_MAX_MS      60000
+#define DISCOVERED_KEEPALIVE_S 10   /* as a devices entry's default */
 
 enum peer_state {
     PEER_IDLE,          /* no session; dialled when 'timer' fires */
@@ -58,6 +59,8 @@ struct peer {
     uint64_t probe_token;       /* the keepalive probe in flight */
     bool heard;                 /* something came since the last tick */
     unsigned failures;          /* attempts failed since it was last up */
+    bool discovered;            /* found by multicast (discovery.c), not listed:
+                                   a reload's devices list leaves it alone */
     UT_hash_handle hh;          /* by own.id */
 };
 
@@ -487,6 +490,24 @@ peer_free(struct dialout *dl, struct peer *p, bool release)
     free(p);
 }
 
+/* Takes 'p' (its own filled) into the table and dials it from the loop;
+ * frees it when its id cannot be reserved. */
+static int
+peer_start(struct dialout *dl, struct peer *p)
+{
+    p->dl = dl;
+    p->cd = &p->own;
+    if (devices_reserve(dl->gw->devices, p->own.id) < 0) {
+        log_warnx("device %s: cannot dial %s", p->own.id, p->own.uri);
+        config_device_free(&p->own);
+        free(p);
+        return -1;
+    }
+    HASH_ADD_KEYPTR(hh, dl->by_id, p->own.id, strlen(p->own.id), p);
+    set_timer(p, 0, dial);
+    return 0;
+}
+
 /* A peer for 'cd' (copied: the configuration it came from may go at a
  * reload), dialled from the loop. */
 static int
@@ -499,18 +520,53 @@ peer_add(struct dialout *dl, const struct config_device *cd)
         log_warnx("out of memory");
         return -1;
     }
-    p->dl = dl;
-    p->cd = &p->own;
-    if (config_device_uri(cd->uri, &p->secure, p->host, sizeof(p->host), &p->port) ||
-        devices_reserve(dl->gw->devices, cd->id) < 0) {
+    if (config_device_uri(cd->uri, &p->secure, p->host, sizeof(p->host), &p->port)) {
         log_warnx("device %s: cannot dial %s", cd->id, cd->uri);
         config_device_free(&p->own);
         free(p);
         return -1;
     }
-    HASH_ADD_KEYPTR(hh, dl->by_id, p->own.id, strlen(p->own.id), p);
-    set_timer(p, 0, dial);
-    return 0;
+    return peer_start(dl, p);
+}
+
+/* Found again: one waiting for its next attempt is dialled now, since it
+ * has just answered; one dialling or up is left as it is. */
+static void
+peer_found_again(struct peer *p)
+{
+    if (p->state == PEER_IDLE && !p->dl->gw->stopping) {
+        log_info("device %s: answered the multicast probe, dialling now",
+                 p->own.id);
+        set_timer(p, 0, dial);
+    }
+}
+
+int
+dialout_add_discovered(dialout_t *dl, const char *id, const char *host, int port)
+{
+    struct peer *p;
+    bool v6 = strchr(host, ':') != NULL;
+
+    HASH_FIND_STR(dl->by_id, id, p);
+    if (p) {
+        if (p->discovered)
+            peer_found_again(p);
+        return 0;
+    }
+    if (!(p = calloc(1, sizeof(*p))) || !(p->own.id = strdup(id)) ||
+        asprintf(&p->own.uri, v6 ? "coap://[%s]:%d" : "coap://%s:%d", host, port) < 0) {
+        if (p)
+            free(p->own.id);
+        free(p);
+        log_warnx("out of memory");
+        return -1;
+    }
+    p->own.keepalive = DISCOVERED_KEEPALIVE_S;
+    p->discovered = true;
+    p->port = port;
+    snprintf(p->host, sizeof(p->host), "%s", host);
+    log_notice("device %s: found by multicast at %s", id, p->own.uri);
+    return peer_start(dl, p);
 }
 
 static const struct config_device *
@@ -531,6 +587,8 @@ dialout_apply(dialout_t *dl, const struct config *cfg)
     HASH_ITER(hh, dl->by_id, p, tmp) {
         const struct config_device *cd = listed(cfg, p->own.id);
 
+        if (p->discovered && !cd)
+            continue;
         if (cd && config_device_same(cd, &p->own))
             continue;
         log_notice("device %s: %s", p->own.id, cd ? "changed in the devices list, "
