@@ -149,8 +149,8 @@ probe(loop_t *loop, void *arg)
     inet_pton(AF_INET6, GROUP_V6, &g6.sin6_addr);
     new_token(d);
     n = build_probe(d, pdu);
-    log_debug("discovery: GET /.well-known/core to %s and %s on %s", GROUP_V4,
-              GROUP_V6, d->gw->cfg->discovery.interface);
+    log_info("discovery: GET /.well-known/core to %s and %s on %s", GROUP_V4,
+             GROUP_V6, d->gw->cfg->discovery.interface);
     send_to(&d->fd4, (struct sockaddr *)&g4, sizeof(g4), pdu, n, GROUP_V4);
     send_to(&d->fd6, (struct sockaddr *)&g6, sizeof(g6), pdu, n, GROUP_V6);
     d->timer = loop_add_timer(loop, (uint64_t)d->gw->cfg->discovery.interval * 1000,
@@ -220,7 +220,7 @@ found(struct discovery *d, const struct sockaddr_storage *from)
     if (discovery_id((const struct sockaddr *)from, id, sizeof(id)) < 0 ||
         host_of(from, host, sizeof(host), &port) < 0 || port == 0)
         return;
-    log_debug("discovery: %s answered", id);
+    log_info("discovery: %s answered at %s port %d", id, host, port);
     dialout_add_discovered(d->gw->dialout, id, host, port);
 }
 
