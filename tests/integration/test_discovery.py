@@ -287,6 +287,36 @@ def test_discovery_off_probes_nothing(make_gateway, mqtt, lab, tmp_path):
     assert len(got) == 1, listener.log.text()
 
 
+@pytest.mark.timeout(90)
+def test_reload_keeps_discovered_devices(make_gateway, mqtt, lab, tmp_path):
+    """discovery.* wait for a restart; a reload of the devices list leaves
+    the devices found by multicast alone."""
+    srv = lab.coap_server(str(tmp_path))
+    server_ready(srv)
+    mqtt.subscribe(c2m.BASE + "/#")
+    gw = discovery_gateway(make_gateway, lab)
+    dev = "mc-10-231-%d-2-5683" % lab.net
+    entry_online(gw, mqtt, dev)
+    pos = mqtt.mark()
+    gw.cfg["discovery"]["interval"] = 20
+    gw.cfg["devices"] = [{"id": "lab-listed", "uri": "coap://127.0.0.1:%d"
+                          % c2m.free_port(c2m.socket.SOCK_DGRAM)}]
+    with open(gw.conf, "w") as f:
+        f.write(c2m.libconfig_text(gw.cfg))
+    mark = gw.log.mark()
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.log.wait_for(r"reload: done", timeout=10, start=mark)
+    assert gw.log.find(r"reload: discovery\.interval changed \(10 -> 20\); needs a restart",
+                       start=mark)
+    assert gw.log.find(r'reload: devices changed: \( \) -> \( "lab-listed" \)', start=mark)
+    # the old interval holds: the next probe 10 s after the last, and the
+    # discovered device answers it without being dialled anew
+    gw.log.wait_for(r"discovery: %s answered" % dev, timeout=20, start=mark)
+    assert not gw.log.find(r"device %s: (no longer|changed)" % dev, start=mark)
+    assert not mqtt.received(gw.topic(dev, "availability"), pos)
+    mqtt.wait_for(gw.topic(dev, "time"), lambda m: TIME_RE.match(m.payload), timeout=5, start=pos)
+
+
 # --------------------------------------------------------------------------
 # -t
 
