@@ -26,6 +26,8 @@ import c2m
 from test_cli import EX_CONFIG, run
 
 COAP_SERVER = shutil.which("coap-server-openssl")
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+NODE_PEER = os.path.join(ROOT, "tests", "peers", "node-coap")
 TIME_RE = re.compile(rb"^[A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d$")
 
 # Joins 224.0.1.187 port 5683 on an interface (inside the device's
@@ -67,31 +69,49 @@ def lab_unavailable():
 
 
 class Lab:
-    """A veth pair: 'gw_if' here, 'dev_if' in namespace 'ns'; IPv4
-    10.231.N.1 / .2 and IPv6 link-local addresses (DAD off, so they are
-    usable at once)."""
+    """One device namespace: a veth pair, 'gw_if' here and 'dev_if' in
+    namespace 'ns'.  Several (devices > 1): a bridge 'gw_if' here, and a veth
+    pair per namespace, its host end enslaved to the bridge.  IPv4
+    10.231.N.1 here, .2, .3, ... in the namespaces; IPv6 link-local
+    addresses (DAD off, so they are usable at once)."""
 
-    def __init__(self):
+    def __init__(self, devices=1):
         tag = uuid.uuid4().hex[:6]
-        self.ns = "c2m-mc-" + tag
-        self.gw_if = "c2mg" + tag           # <= 15 characters
-        self.dev_if = "c2md" + tag
+        self.tag = tag
         self.net = 1 + int(tag[:2], 16) % 250
+        self.gw_if = ("c2mg" if devices == 1 else "c2mb") + tag    # <= 15 characters
         self.gw_addr = "10.231.%d.1" % self.net
-        self.dev_addr = "10.231.%d.2" % self.net
+        self.devs = [{"ns": "c2m-mc-%s-%d" % (tag, i),
+                      "if": "c2md%s%d" % (tag, i) if devices > 1 else "c2md" + tag,
+                      "host_if": "c2mh%s%d" % (tag, i),
+                      "addr": "10.231.%d.%d" % (self.net, 2 + i)} for i in range(devices)]
+        self.ns, self.dev_if, self.dev_addr = (self.devs[0]["ns"], self.devs[0]["if"],
+                                               self.devs[0]["addr"])
         self.procs = []
+        self.made = []          # (kind, name) to remove at the end
 
     def up(self):
-        sh("ip", "netns", "add", self.ns)
-        sh("ip", "link", "add", self.gw_if, "type", "veth", "peer", "name", self.dev_if)
-        sh("ip", "link", "set", self.dev_if, "netns", self.ns)
+        if len(self.devs) > 1:
+            sh("ip", "link", "add", self.gw_if, "type", "bridge")
+            self.made.append(("link", self.gw_if))
+        for dev in self.devs:
+            sh("ip", "netns", "add", dev["ns"])
+            self.made.append(("netns", dev["ns"]))
+            here = self.gw_if if len(self.devs) == 1 else dev["host_if"]
+            sh("ip", "link", "add", here, "type", "veth", "peer", "name", dev["if"])
+            self.made.append(("link", here))
+            sh("ip", "link", "set", dev["if"], "netns", dev["ns"])
+            self.sysctl_dad_off(None, here)
+            self.sysctl_dad_off(dev["ns"], dev["if"])
+            if len(self.devs) > 1:
+                sh("ip", "link", "set", here, "master", self.gw_if)
+                sh("ip", "link", "set", here, "up")
+            self.in_ns("ip", "addr", "add", dev["addr"] + "/24", "dev", dev["if"], dev=dev)
+            self.in_ns("ip", "link", "set", "lo", "up", dev=dev)
+            self.in_ns("ip", "link", "set", dev["if"], "multicast", "on", "up", dev=dev)
         self.sysctl_dad_off(None, self.gw_if)
-        self.sysctl_dad_off(self.ns, self.dev_if)
         sh("ip", "addr", "add", self.gw_addr + "/24", "dev", self.gw_if)
         sh("ip", "link", "set", self.gw_if, "multicast", "on", "up")
-        self.in_ns("ip", "addr", "add", self.dev_addr + "/24", "dev", self.dev_if)
-        self.in_ns("ip", "link", "set", "lo", "up")
-        self.in_ns("ip", "link", "set", self.dev_if, "multicast", "on", "up")
         return self
 
     def sysctl_dad_off(self, ns, ifname):
@@ -101,24 +121,25 @@ class Lab:
             argv = ["ip", "netns", "exec", ns] + argv
         sh(*argv, check=False)
 
-    def in_ns(self, *argv, check=True):
-        return sh("ip", "netns", "exec", self.ns, *argv, check=check)
+    def in_ns(self, *argv, check=True, dev=None):
+        return sh("ip", "netns", "exec", (dev or self.devs[0])["ns"], *argv, check=check)
 
     def link_local(self, ns, ifname, timeout=10):
         """The interface's fe80:: address, once it has one (None: no IPv6)."""
         deadline = time.monotonic() + timeout
         while True:
             argv = ["ip", "-6", "-o", "addr", "show", "dev", ifname, "scope", "link"]
-            out = self.in_ns(*argv, check=False) if ns else sh(*argv, check=False)
-            m = re.search(r"inet6 (fe80::[0-9a-f:]+)/64 scope link(?! tentative)", out)
+            out = sh("ip", "netns", "exec", ns, *argv, check=False) if ns else sh(*argv, check=False)
+            m = re.search(r"inet6 (fe80::[0-9a-f:]+)/64 scope link", out)
             if m and "tentative" not in out:
                 return m.group(1)
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.1)
 
-    def spawn(self, tmpdir, name, argv):
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns] + argv,
+    def spawn(self, tmpdir, name, argv, dev=None, cwd=None):
+        ns = (dev or self.devs[0])["ns"]
+        proc = subprocess.Popen(["ip", "netns", "exec", ns] + argv, cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, close_fds=True)
         proc.log = c2m.LineLog(proc.stdout, os.path.join(tmpdir, "%s.%d.out"
@@ -126,9 +147,18 @@ class Lab:
         self.procs.append(proc)
         return proc
 
-    def coap_server(self, tmpdir, group="224.0.1.187"):
+    def coap_server(self, tmpdir, group="224.0.1.187", dev=None):
+        dev = dev or self.devs[0]
         return self.spawn(tmpdir, "coap-server",
-                          [COAP_SERVER, "-g", group, "-G", self.dev_if, "-v", "7"])
+                          [COAP_SERVER, "-g", group, "-G", dev["if"], "-v", "7"], dev=dev)
+
+    def node_server(self, tmpdir, dev=None):
+        """node's CoAP stack on 0.0.0.0:5683, joined to 224.0.1.187 on the
+        namespace's interface."""
+        dev = dev or self.devs[0]
+        return self.spawn(tmpdir, "node", ["env", "MCAST_GROUP=224.0.1.187",
+                                           "MCAST_IF=" + dev["addr"], "node", "server.js",
+                                           "0.0.0.0", "5683"], dev=dev, cwd=NODE_PEER)
 
     def kill(self, proc):
         if proc.poll() is None:
@@ -144,16 +174,33 @@ class Lab:
                     proc.wait(5)
                 except subprocess.TimeoutExpired:
                     pass
-        sh("ip", "link", "del", self.gw_if, check=False)
-        sh("ip", "netns", "del", self.ns, check=False)
+        for kind, name in reversed(self.made):
+            if kind == "link":
+                sh("ip", "link", "del", name, check=False)
+            else:
+                sh("ip", "netns", "del", name, check=False)
+
+
+def make_lab(devices):
+    why = lab_unavailable()
+    if why:
+        pytest.skip("SKIP: " + why)
+    return Lab(devices)
 
 
 @pytest.fixture
 def lab():
-    why = lab_unavailable()
-    if why:
-        pytest.skip("SKIP: " + why)
-    lab = Lab()
+    lab = make_lab(1)
+    try:
+        yield lab.up()
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def lab2():
+    """Two device namespaces on one bridge."""
+    lab = make_lab(2)
     try:
         yield lab.up()
     finally:
@@ -268,6 +315,77 @@ def test_ipv6_link_local_id(make_gateway, mqtt, lab, tmp_path):
     assert gw.log.find(r"device %s: found by multicast at coap://\[%s%%%s\]:5683"
                        % (dev, re.escape(dev_ll), lab.gw_if))
     mqtt.wait_for(gw.topic(dev, "time"), lambda m: TIME_RE.match(m.payload), timeout=15)
+
+
+def node_ready():
+    from test_dialout import node_ready as why_not
+    why = why_not()
+    if why:
+        pytest.skip("SKIP: " + why)
+
+
+@pytest.mark.timeout(150)
+def test_node_peer_discovered_commanded_lost_and_found(make_gateway, mqtt, lab, tmp_path):
+    """node's own CoAP stack (npm coap) as the server found by multicast."""
+    node_ready()
+    node = lab.node_server(str(tmp_path))
+    node.log.wait_for(r"^LISTENING 5683$", timeout=15)
+    mqtt.subscribe(c2m.BASE + "/#")
+    gw = discovery_gateway(make_gateway, lab)
+    dev = "mc-10-231-%d-2-5683" % lab.net
+
+    def described(m):
+        try:
+            res = {r["path"]: r for r in m.json().get("resources", [])}
+        except (ValueError, AttributeError):
+            return False
+        return (m.json().get("online") is True and res.get("temperature", {}).get("obs") is True
+                and "setpoint" in res)
+    mqtt.wait_for(gw.topic("bridge", "devices", dev), described, timeout=20)
+    node.log.wait_for(r"^OBSERVE /temperature$", timeout=10)
+    first = mqtt.wait_for(gw.topic(dev, "temperature"), timeout=10)
+    mqtt.wait_payload(gw.topic(dev, "temperature"), str(int(first.payload) + 5), timeout=10)
+
+    pos = mqtt.mark()
+    mqtt.publish(gw.topic(dev, "setpoint", "set"), b"21.5", qos=1)
+    node.log.wait_for(r"^PUT /setpoint 21\.5$", timeout=10)
+    res = mqtt.wait_for(gw.topic(dev, "setpoint", "set", "result"), timeout=10, start=pos)
+    assert res.json().get("code") == "2.04", res
+    pos = mqtt.mark()
+    mqtt.publish(gw.topic(dev, "setpoint", "get"), b"", qos=1)
+    mqtt.wait_payload(gw.topic(dev, "setpoint"), "21.5", timeout=10, start=pos)
+
+    pos = mqtt.mark()
+    lab.kill(node)
+    availability(gw, mqtt, dev, "offline", timeout=40, start=pos)
+    pos = mqtt.mark()
+    node = lab.node_server(str(tmp_path))
+    availability(gw, mqtt, dev, "online", timeout=40, start=pos)
+    mqtt.wait_for(gw.topic(dev, "temperature"), timeout=10, start=pos)
+    assert len(gw.log.find(r"device %s: found by multicast" % dev)) == 1
+
+
+@pytest.mark.timeout(90)
+def test_two_servers_two_devices(make_gateway, mqtt, lab2, tmp_path):
+    """Every server that answers is a device: libcoap's coap-server and
+    node's stack, each in its own namespace on one bridge."""
+    node_ready()
+    a, b = lab2.devs
+    srv = lab2.coap_server(str(tmp_path), dev=a)
+    server_ready(srv)
+    node = lab2.node_server(str(tmp_path), dev=b)
+    node.log.wait_for(r"^LISTENING 5683$", timeout=15)
+    mqtt.subscribe(c2m.BASE + "/#")
+    gw = discovery_gateway(make_gateway, lab2)
+    id_a = "mc-10-231-%d-2-5683" % lab2.net
+    id_b = "mc-10-231-%d-3-5683" % lab2.net
+    entry_online(gw, mqtt, id_a)
+    entry_online(gw, mqtt, id_b)
+    mqtt.wait_for(gw.topic(id_a, "time"), lambda m: TIME_RE.match(m.payload), timeout=15)
+    mqtt.wait_for(gw.topic(id_b, "temperature"), timeout=15)
+    mqtt.wait_for(gw.topic("bridge", "devices"),
+                  lambda m: {e.get("id") for e in m.json() if isinstance(e, dict)
+                             and e.get("online")} >= {id_a, id_b}, timeout=10)
 
 
 @pytest.mark.timeout(90)
