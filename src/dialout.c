@@ -37,6 +37,10 @@
 #define BACKOFF_FIRST_MS    1000    /* nominal first retry (jittered: 0.5..1 s) */
 #define BACKOFF_MAX_MS      60000
 #define DISCOVERED_KEEPALIVE_S 10   /* as a devices entry's default */
+/* Anyone on the lab's link can answer a probe, from any source address it
+ * likes; the devices found are kept until the gateway stops, so they are
+ * bounded (as the devices list is, config_devices.c). */
+#define DISCOVERED_MAX      1024
 
 enum peer_state {
     PEER_IDLE,          /* no session; dialled when 'timer' fires */
@@ -68,6 +72,7 @@ struct dialout {
     struct gw *gw;
     uint64_t rng;               /* xorshift state for the jitter */
     struct peer *by_id;
+    unsigned n_discovered;      /* peers of by_id found by multicast */
 };
 
 static void dial(loop_t *loop, void *arg);
@@ -479,6 +484,8 @@ peer_free(struct dialout *dl, struct peer *p, bool release)
     coap_session_t *s = p->session;
 
     HASH_DEL(dl->by_id, p);
+    if (p->discovered)
+        dl->n_discovered--;
     loop_cancel_timer(loop_of(p), p->timer);
     forget_tokens(p);
     p->session = NULL;
@@ -553,6 +560,11 @@ dialout_add_discovered(dialout_t *dl, const char *id, const char *host, int port
             peer_found_again(p);
         return 0;
     }
+    if (dl->n_discovered >= DISCOVERED_MAX) {
+        log_ratelimited(&dl->n_discovered, "device %s: not taken, %d devices found "
+                        "by multicast already", id, DISCOVERED_MAX);
+        return -1;
+    }
     if (!(p = calloc(1, sizeof(*p))) || !(p->own.id = strdup(id)) ||
         asprintf(&p->own.uri, v6 ? "coap://[%s]:%d" : "coap://%s:%d", host, port) < 0) {
         if (p)
@@ -566,7 +578,10 @@ dialout_add_discovered(dialout_t *dl, const char *id, const char *host, int port
     p->port = port;
     snprintf(p->host, sizeof(p->host), "%s", host);
     log_notice("device %s: found by multicast at %s", id, p->own.uri);
-    return peer_start(dl, p);
+    if (peer_start(dl, p) < 0)
+        return -1;
+    dl->n_discovered++;
+    return 0;
 }
 
 static const struct config_device *
@@ -587,11 +602,14 @@ dialout_apply(dialout_t *dl, const struct config *cfg)
     HASH_ITER(hh, dl->by_id, p, tmp) {
         const struct config_device *cd = listed(cfg, p->own.id);
 
+        /* Found by multicast: not the list's business, unless the list
+         * now names it (then it is the list's entry from here on). */
         if (p->discovered && !cd)
             continue;
-        if (cd && config_device_same(cd, &p->own))
+        if (cd && !p->discovered && config_device_same(cd, &p->own))
             continue;
-        log_notice("device %s: %s", p->own.id, cd ? "changed in the devices list, "
+        log_notice("device %s: %s", p->own.id, p->discovered ? "now in the devices "
+                   "list, dialled as listed" : cd ? "changed in the devices list, "
                    "dialled anew" : "no longer in the devices list");
         peer_free(dl, p, !cd);
     }
