@@ -2,17 +2,24 @@
  * discovery.c - multicast discovery for plain CoAP labs (RFC 7252 8 and
  * 12.8: 224.0.1.187 and FF02::FD, "All CoAP Nodes", port 5683).
  *
- * Why a socket of our own and not a libcoap multicast session: libcoap
- * 4.3.1 sets neither IP_MULTICAST_IF nor IPV6_MULTICAST_IF (the kernel's
- * routing picks the interface, which for 224.0.1.187 is rarely the lab's),
- * and what we need of an answer is only who sent it, which a plain
- * recvfrom() gives without depending on how libcoap matches responses to
- * a multicast session.  The probe is one fixed NON GET; the answers are
- * read only as far as their header and token.  Each server that answers
- * is handed to the dial-out, which opens an ordinary unicast session to
- * it, fetches its /.well-known/core and observes its obs links, probes
- * its silence and dials it again when it goes: a discovered device is a
- * dial-out device that was not listed.
+ * Why a socket of our own and not a libcoap multicast client session
+ * (read in libcoap v4.3.1):
+ *   - coap_socket_connect_udp() (src/coap_io.c) sets neither
+ *     IP_MULTICAST_IF nor IPV6_MULTICAST_IF: the kernel's routing picks
+ *     the interface, which for 224.0.1.187 is rarely the lab's;
+ *   - coap_read_session() (src/net.c, line 1690) copies each datagram's
+ *     addresses over the session's own, so after the first answer the
+ *     "multicast" session points at that server and the next probe would
+ *     go to it alone;
+ *   - our token routing (transport_tokens.c) ends a one-shot request at
+ *     its first response, and a group answers many times.
+ * What we need of an answer is who sent it, which recvfrom() gives.  The
+ * probe is one fixed NON GET; the answers are read only as far as their
+ * header and token.  Each server that answers is handed to the dial-out,
+ * which opens an ordinary unicast session to it, fetches its
+ * /.well-known/core and observes its obs links, probes its silence and
+ * dials it again when it goes: a discovered device is a dial-out device
+ * that was not listed.
  *
  * Answers may come late (a server waits a random Leisure, 5 s by
  * default, before it answers a multicast request), so the token of the
