@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <libconfig.h>
 #include <limits.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ config_defaults(struct config *cfg, const char *path)
     cfg->queue.spool_max_mb = 1024;
     cfg->queue.fsync_interval = 100;
     cfg->audit.journal = true;
+    cfg->discovery.interval = 300;
     return set_str(&cfg->path, path) &&
            set_str(&cfg->state_dir, "/var/lib/coap2mqtt") &&
            set_str(&cfg->mqtt.host, "localhost") &&
@@ -127,6 +129,7 @@ config_free(struct config *cfg)
     free(cfg->stats.textfile);
     free(cfg->queue.durability);
     free(cfg->state_dir);
+    free(cfg->discovery.interface);
     free(cfg->path);
     config__free_devices(cfg);
     memset(cfg, 0, sizeof(*cfg));
@@ -450,6 +453,25 @@ check_instance_id(struct ctx *c)
     mq->client_id = id;
 }
 
+/* Multicast discovery is for plain CoAP labs: nobody who answers a group
+ * is authenticated, so it is refused unless plain CoAP is on already. */
+static void
+check_discovery(struct ctx *c)
+{
+    const struct config_discovery *d = &c->cfg->discovery;
+
+    if (!d->multicast)
+        return;
+    if (list_len(c, "coap.plain_listen") == 0)
+        config__serr(c, near(c, "discovery.multicast"), "discovery.multicast",
+                     "needs plain CoAP (coap.plain_listen): devices found by "
+                     "multicast are reached over unauthenticated CoAP");
+    if (!is_set(c, "discovery.interface"))
+        config__serr(c, near(c, "discovery.multicast"), "discovery.interface",
+                     "required with discovery.multicast = true (the interface "
+                     "the probes go out on)");
+}
+
 static void
 check_cross(struct ctx *c)
 {
@@ -483,6 +505,7 @@ check_cross(struct ctx *c)
     check_share(c);
     check_instance_id(c);
     config__check_devices(c);
+    check_discovery(c);
 }
 
 /* --- loading --------------------------------------------------------------- */
@@ -724,6 +747,10 @@ config_check_files(const struct config *cfg, config_report_fn report,
         check_state_dir(&c, cfg->state_dir);
     if (cfg->stats.textfile)
         check_textfile_dir(&c, cfg->stats.textfile);
+    if (cfg->discovery.multicast && cfg->discovery.interface &&
+        if_nametoindex(cfg->discovery.interface) == 0)
+        config__serr(&c, near(&c, "discovery.interface"), "discovery.interface",
+                     "%s: no such network interface", cfg->discovery.interface);
     ctx_done(&c);
     return c.errors;
 }

@@ -165,6 +165,23 @@ check_textfile(const char *v)
     return NULL;
 }
 
+/* A network interface's name as the kernel takes it (IFNAMSIZ 16 with its
+ * NUL; no '/', blanks or ':').  That it exists is checked with the files. */
+static const char *
+check_ifname(const char *v)
+{
+    size_t n = strlen(v), i;
+
+    for (i = 0; i < n; i++)
+        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f ||
+            v[i] == '/' || v[i] == ':')
+            break;
+    if (n == 0 || n > 15 || i < n || strcmp(v, ".") == 0 || strcmp(v, "..") == 0)
+        return "must be a network interface name (1..15 printable characters, "
+               "no '/', ':' or blanks)";
+    return NULL;
+}
+
 /* "a.b.c.d:port" or "[v6]:port", port 1..65535. */
 const char *
 config__check_addr(const char *v)
@@ -284,6 +301,13 @@ static const struct item audit_items[] = {
     END
 };
 
+static const struct item discovery_items[] = {
+    BOOL("multicast", discovery.multicast),
+    STR("interface", discovery.interface, check_ifname),
+    INT("interval", discovery.interval, 10, 86400),
+    END
+};
+
 const struct item config__root_items[] = {
     STR("state_dir", state_dir, check_path),
     STR("log_level", log_level, check_log_level),
@@ -296,5 +320,6 @@ const struct item config__root_items[] = {
     GROUP("stats", stats_items),
     GROUP("audit", audit_items),
     DEVICES("devices"),
+    GROUP("discovery", discovery_items),
     END
 };

@@ -36,6 +36,11 @@
 #define DIAL_TIMEOUT_MS     10000   /* for the session and the discovery GET */
 #define BACKOFF_FIRST_MS    1000    /* nominal first retry (jittered: 0.5..1 s) */
 #define BACKOFF_MAX_MS      60000
+#define DISCOVERED_KEEPALIVE_S 10   /* as a devices entry's default */
+/* Anyone on the lab's link can answer a probe, from any source address it
+ * likes; the devices found are kept until the gateway stops, so they are
+ * bounded (as the devices list is, config_devices.c). */
+#define DISCOVERED_MAX      1024
 
 enum peer_state {
     PEER_IDLE,          /* no session; dialled when 'timer' fires */
@@ -58,6 +63,8 @@ struct peer {
     uint64_t probe_token;       /* the keepalive probe in flight */
     bool heard;                 /* something came since the last tick */
     unsigned failures;          /* attempts failed since it was last up */
+    bool discovered;            /* found by multicast (discovery.c), not listed:
+                                   a reload's devices list leaves it alone */
     UT_hash_handle hh;          /* by own.id */
 };
 
@@ -65,6 +72,7 @@ struct dialout {
     struct gw *gw;
     uint64_t rng;               /* xorshift state for the jitter */
     struct peer *by_id;
+    unsigned n_discovered;      /* peers of by_id found by multicast */
 };
 
 static void dial(loop_t *loop, void *arg);
@@ -476,6 +484,8 @@ peer_free(struct dialout *dl, struct peer *p, bool release)
     coap_session_t *s = p->session;
 
     HASH_DEL(dl->by_id, p);
+    if (p->discovered)
+        dl->n_discovered--;
     loop_cancel_timer(loop_of(p), p->timer);
     forget_tokens(p);
     p->session = NULL;
@@ -485,6 +495,24 @@ peer_free(struct dialout *dl, struct peer *p, bool release)
         devices_release(dl->gw->devices, p->own.id);
     config_device_free(&p->own);
     free(p);
+}
+
+/* Takes 'p' (its own filled) into the table and dials it from the loop;
+ * frees it when its id cannot be reserved. */
+static int
+peer_start(struct dialout *dl, struct peer *p)
+{
+    p->dl = dl;
+    p->cd = &p->own;
+    if (devices_reserve(dl->gw->devices, p->own.id) < 0) {
+        log_warnx("device %s: cannot dial %s", p->own.id, p->own.uri);
+        config_device_free(&p->own);
+        free(p);
+        return -1;
+    }
+    HASH_ADD_KEYPTR(hh, dl->by_id, p->own.id, strlen(p->own.id), p);
+    set_timer(p, 0, dial);
+    return 0;
 }
 
 /* A peer for 'cd' (copied: the configuration it came from may go at a
@@ -499,17 +527,60 @@ peer_add(struct dialout *dl, const struct config_device *cd)
         log_warnx("out of memory");
         return -1;
     }
-    p->dl = dl;
-    p->cd = &p->own;
-    if (config_device_uri(cd->uri, &p->secure, p->host, sizeof(p->host), &p->port) ||
-        devices_reserve(dl->gw->devices, cd->id) < 0) {
+    if (config_device_uri(cd->uri, &p->secure, p->host, sizeof(p->host), &p->port)) {
         log_warnx("device %s: cannot dial %s", cd->id, cd->uri);
         config_device_free(&p->own);
         free(p);
         return -1;
     }
-    HASH_ADD_KEYPTR(hh, dl->by_id, p->own.id, strlen(p->own.id), p);
-    set_timer(p, 0, dial);
+    return peer_start(dl, p);
+}
+
+/* Found again: one waiting for its next attempt is dialled now, since it
+ * has just answered; one dialling or up is left as it is. */
+static void
+peer_found_again(struct peer *p)
+{
+    if (p->state == PEER_IDLE && !p->dl->gw->stopping) {
+        log_info("device %s: answered the multicast probe, dialling now",
+                 p->own.id);
+        set_timer(p, 0, dial);
+    }
+}
+
+int
+dialout_add_discovered(dialout_t *dl, const char *id, const char *host, int port)
+{
+    struct peer *p;
+    bool v6 = strchr(host, ':') != NULL;
+
+    HASH_FIND_STR(dl->by_id, id, p);
+    if (p) {
+        if (p->discovered)
+            peer_found_again(p);
+        return 0;
+    }
+    if (dl->n_discovered >= DISCOVERED_MAX) {
+        log_ratelimited(&dl->n_discovered, "device %s: not taken, %d devices found "
+                        "by multicast already", id, DISCOVERED_MAX);
+        return -1;
+    }
+    if (!(p = calloc(1, sizeof(*p))) || !(p->own.id = strdup(id)) ||
+        asprintf(&p->own.uri, v6 ? "coap://[%s]:%d" : "coap://%s:%d", host, port) < 0) {
+        if (p)
+            free(p->own.id);
+        free(p);
+        log_warnx("out of memory");
+        return -1;
+    }
+    p->own.keepalive = DISCOVERED_KEEPALIVE_S;
+    p->discovered = true;
+    p->port = port;
+    snprintf(p->host, sizeof(p->host), "%s", host);
+    log_notice("device %s: found by multicast at %s", id, p->own.uri);
+    if (peer_start(dl, p) < 0)
+        return -1;
+    dl->n_discovered++;
     return 0;
 }
 
@@ -531,9 +602,14 @@ dialout_apply(dialout_t *dl, const struct config *cfg)
     HASH_ITER(hh, dl->by_id, p, tmp) {
         const struct config_device *cd = listed(cfg, p->own.id);
 
-        if (cd && config_device_same(cd, &p->own))
+        /* Found by multicast: not the list's business, unless the list
+         * now names it (then it is the list's entry from here on). */
+        if (p->discovered && !cd)
             continue;
-        log_notice("device %s: %s", p->own.id, cd ? "changed in the devices list, "
+        if (cd && !p->discovered && config_device_same(cd, &p->own))
+            continue;
+        log_notice("device %s: %s", p->own.id, p->discovered ? "now in the devices "
+                   "list, dialled as listed" : cd ? "changed in the devices list, "
                    "dialled anew" : "no longer in the devices list");
         peer_free(dl, p, !cd);
     }

@@ -16,6 +16,7 @@
 #include "coap2mqtt/commands.h"
 #include "coap2mqtt/devices.h"
 #include "coap2mqtt/dialout.h"
+#include "coap2mqtt/discovery.h"
 #include "coap2mqtt/gateway.h"
 #include "coap2mqtt/homeassistant.h"
 #include "coap2mqtt/health.h"
@@ -162,6 +163,9 @@ gw_open(struct gw *gw, struct config *cfg, keystore_t *keys)
     /* Wired before the first dial, which is a timer: the loop runs it. */
     if (wire(gw) < 0 || !(gw->dialout = dialout_new(gw)))
         return -1;
+    /* After the dial-out, which takes the servers it finds. */
+    if (cfg->discovery.multicast && !(gw->discovery = discovery_new(gw)))
+        return -1;
     return 0;
 }
 
@@ -183,6 +187,7 @@ gw_close(struct gw *gw)
     CLOSE(spool_close, spool);
     /* The client sessions of the devices we dial: closed by their owner,
      * while the registry can still hear them end. */
+    CLOSE(discovery_free, discovery);
     CLOSE(dialout_free, dialout);
     /* libcoap frees plain-CoAP sessions with the context without an
      * event: the devices let go of theirs while they are still alive. */

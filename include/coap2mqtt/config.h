@@ -112,6 +112,15 @@ struct config_audit {
     bool mqtt;              /* and as JSON on <base>/bridge/audit, default false */
 };
 
+/* Multicast discovery (plain CoAP labs): GET /.well-known/core to
+ * 224.0.1.187 and FF02::FD on one interface; who answers is dialled out
+ * to like a devices entry (docs/CONFIG.md, "discovery"). */
+struct config_discovery {
+    bool multicast;         /* default false */
+    char *interface;        /* where the probes go; required with multicast */
+    int interval;           /* s between probes, default 300 */
+};
+
 /* One device the gateway dials out to (the devices list). */
 struct config_device {
     char *id;               /* its topic id; never claimable by a dial-in device */
@@ -139,6 +148,7 @@ struct config {
     struct config_audit audit;
     struct config_device *devices;  /* dialled out to; n_devices of them */
     int n_devices;
+    struct config_discovery discovery;
 };
 
 /* True unless queue.durability = "process". */

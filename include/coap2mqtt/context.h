@@ -31,6 +31,7 @@ typedef struct intake intake_t;
 typedef struct homeassistant homeassistant_t;
 typedef struct ownership ownership_t;
 typedef struct dialout dialout_t;
+typedef struct discovery discovery_t;
 
 struct gw {
     struct config *cfg;
@@ -48,6 +49,7 @@ struct gw {
     homeassistant_t *ha;    /* NULL unless homeassistant.enabled */
     ownership_t *ownership; /* NULL unless mqtt.instance */
     dialout_t *dialout;     /* the devices list: the devices we dial */
+    discovery_t *discovery; /* NULL unless discovery.multicast */
     health_t *health;       /* state_dir/health, for container health checks */
     struct stats stats;
     bool stopping;          /* graceful stop in progress: no new work */

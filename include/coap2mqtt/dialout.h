@@ -23,6 +23,15 @@ dialout_t *dialout_new(struct gw *gw);
  * their id free for devices that dial in again), changed ones dialled
  * anew, new ones dialled.  -1 if one could not be added (logged). */
 int dialout_apply(dialout_t *dl, const struct config *cfg);
+/* A device found by multicast discovery (discovery.c): dialled at
+ * coap://host:port under 'id' and from then on kept like a listed device
+ * (observed, probed, dialled again with the backoff when lost) until the
+ * gateway stops; a reload's devices list does not remove it.  An id
+ * already known is not added twice: a discovered one waiting for its next
+ * attempt is dialled at once.  'host' is numeric (an IPv6 link-local one
+ * with its "%interface").  0, or -1 when out of memory or its id is
+ * taken (logged). */
+int dialout_add_discovered(dialout_t *dl, const char *id, const char *host, int port);
 /* Closes every client session (the devices hear DEVICE_SESSION_LOST) and
  * frees everything; before the transport is freed.  NULL is ignored. */
 void dialout_free(dialout_t *dl);

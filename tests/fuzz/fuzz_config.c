@@ -131,6 +131,11 @@ check_valid(const struct config *c)
     for (int i = 0; i < c->n_devices; i++)
         if (!c->devices[i].id || !c->devices[i].uri)
             abort();
+    /* Multicast discovery only with plain CoAP on and an interface named. */
+    if (!in_range(c->discovery.interval, 10, 86400) ||
+        (c->discovery.multicast &&
+         (c->coap.n_plain_listen < 1 || !c->discovery.interface)))
+        abort();
 }
 
 int

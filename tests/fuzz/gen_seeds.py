@@ -329,6 +329,10 @@ def config_seeds():
                     b'  { id = "meter-7"; uri = "coaps://[2001:db8::7]:5684"; psk_identity = "gw-a";'
                     b' observe = [ "t", "a/b" ]; keepalive = 30; }\n'
                     b');\n')
+    s["discovery"] = (b'coap = { plain_listen = [ "127.0.0.1:5683" ]; };\n'
+                      b'discovery = { multicast = true; interface = "lo"; interval = 60; };\n')
+    s["discovery-bad"] = (b'coap = { listen = [ "0.0.0.0:5684" ]; psk_file = "/k"; };\n'
+                          b'discovery = { multicast = true; interface = "a/b"; interval = 5; };\n')
     s.update(broken)
     return s
 

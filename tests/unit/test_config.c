@@ -340,6 +340,7 @@ static const struct range ranges[] = {
     { "commands", "ttl", 1, 604800 },
     { "commands", "max_queued", 1, 10000 },
     { "queue", "max_messages", 1, 100000000 },
+    { "discovery", "interval", 10, 86400 },
 };
 
 /* One setting at 'value' on line 6 of an otherwise valid config. */
@@ -964,6 +965,52 @@ teardown(void **state)
     return 0;
 }
 
+/* Multicast discovery: off by default; on, it needs plain CoAP and an
+ * interface, and that interface must exist (checked with the files). */
+static void
+test_discovery(void **state)
+{
+    char want[256];
+
+    (void)state;
+    assert_int_equal(load(MIN_COAP), 0);
+    assert_false(cfg.discovery.multicast);
+    assert_null(cfg.discovery.interface);
+    assert_int_equal(cfg.discovery.interval, 300);
+
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+                          "discovery = {\n multicast = true;\n interface = \"lo\";\n"
+                          " interval = 10;\n};\n"), 0);
+    assert_true(cfg.discovery.multicast);
+    assert_string_equal(cfg.discovery.interface, "lo");
+    assert_int_equal(cfg.discovery.interval, 10);
+    assert_int_equal(config_check_files(&cfg, collect, NULL), 0);
+
+    expect(MIN_COAP "discovery = {\n multicast = true;\n interface = \"lo\";\n};\n", 1,
+           ":6: discovery.multicast: needs plain CoAP (coap.plain_listen): devices "
+           "found by multicast are reached over unauthenticated CoAP");
+    expect("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+           "discovery = {\n multicast = true;\n};\n", 1,
+           ":3: discovery.interface: required with discovery.multicast = true "
+           "(the interface the probes go out on)");
+    expect("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+           "discovery = {\n multicast = true;\n interface = \"eth0/x\";\n};\n", 1,
+           ":4: discovery.interface: must be a network interface name (1..15 "
+           "printable characters, no '/', ':' or blanks), got \"eth0/x\"");
+    /* off: an interface is not looked at */
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+                          "discovery = { interface = \"c2m-none0\"; };\n"), 0);
+    assert_int_equal(config_check_files(&cfg, collect, NULL), 0);
+
+    assert_int_equal(load("coap = { plain_listen = [ \"127.0.0.1:5683\" ]; };\n"
+                          "discovery = {\n multicast = true;\n"
+                          " interface = \"c2m-none0\";\n};\n"), 0);
+    assert_int_equal(config_check_files(&cfg, collect, NULL), 1);
+    snprintf(want, sizeof(want), "%s:4: discovery.interface: c2m-none0: "
+             "no such network interface", conf);
+    assert_string_equal(errs.line[0], want);
+}
+
 int
 main(void)
 {
@@ -987,6 +1034,7 @@ main(void)
         cmocka_unit_test_teardown(test_check_psk, teardown),
         cmocka_unit_test_teardown(test_check_other_files, teardown),
         cmocka_unit_test_teardown(test_devices, teardown),
+        cmocka_unit_test_teardown(test_discovery, teardown),
     };
 
     umask(077);

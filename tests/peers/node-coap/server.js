@@ -5,6 +5,8 @@
 // and answers GET.  Prints one line per event on stdout:
 //   LISTENING <port> | WKC | OBSERVE /temperature | PUT /setpoint <value>
 // usage: node server.js <host> <port>
+// MCAST_GROUP=224.0.1.187 MCAST_IF=<address of the interface> also joins
+// that group (multicast discovery tests; host then 0.0.0.0).
 'use strict'
 const coap = require('coap')
 
@@ -17,7 +19,12 @@ function say (line) {
   process.stdout.write(line + '\n')
 }
 
-const server = coap.createServer({ type: host.includes(':') ? 'udp6' : 'udp4' })
+const options = { type: host.includes(':') ? 'udp6' : 'udp4' }
+if (process.env.MCAST_GROUP) {
+  options.multicastAddress = process.env.MCAST_GROUP
+  if (process.env.MCAST_IF) options.multicastInterface = process.env.MCAST_IF
+}
+const server = coap.createServer(options)
 
 server.on('request', (req, res) => {
   const path = req.url.split('?')[0]
