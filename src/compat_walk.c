@@ -54,7 +54,7 @@ static struct {
 } walk;
 
 static uint64_t
-mono_ns(void)
+walk_clock_ns(void)
 {
     struct timespec ts;
 
@@ -70,11 +70,11 @@ real_walk(coap_context_t *ctx, coap_tick_t now)
 
     if (!real)
         *(void **)&real = dlsym(RTLD_NEXT, "coap_io_prepare_epoll");
-    t0 = mono_ns();
+    t0 = walk_clock_ns();
     walk.last = real(ctx, now);
-    cost = mono_ns() - t0;
+    cost = walk_clock_ns() - t0;
     cost *= WALK_COST_FACTOR;
-    walk.next_ns = mono_ns() + (cost < WALK_GAP_MAX_NS ? cost : WALK_GAP_MAX_NS);
+    walk.next_ns = walk_clock_ns() + (cost < WALK_GAP_MAX_NS ? cost : WALK_GAP_MAX_NS);
     walk.due = false;
     walk.owed = false;
     return walk.last;
@@ -84,7 +84,7 @@ real_walk(coap_context_t *ctx, coap_tick_t now)
 unsigned int
 coap_io_prepare_epoll(coap_context_t *ctx, coap_tick_t now)
 {
-    if (walk.on && !walk.due && mono_ns() < walk.next_ns) {
+    if (walk.on && !walk.due && walk_clock_ns() < walk.next_ns) {
         walk.owed = true;
         return walk.last;
     }
@@ -110,7 +110,7 @@ compat_walk_due(void)
 bool
 compat_walk_owed(uint64_t *in_ms)
 {
-    uint64_t now = mono_ns();
+    uint64_t now = walk_clock_ns();
 
     if (!walk.owed)
         return false;

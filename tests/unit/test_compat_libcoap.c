@@ -11,7 +11,14 @@
  * used: a client session on UDP (no datagram is sent), whose
  * last_con_mid is COAP_INVALID_MID until a CON response arrives.
  *
- * Both files are included, so that their static functions can be called.
+ * And the spacing of libcoap's session walk (src/compat_walk.c): this
+ * binary defines coap_io_prepare_epoll() as the gateway does, so libcoap's
+ * own calls come to it; throttled, a walk right after another is skipped
+ * and owed, one the timerfd asked for is not, and an explicit one always
+ * runs.  Whether a walk ran is seen in walk.next_ns, which only a real
+ * walk moves.
+ *
+ * The files are included, so that their static functions can be called.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -26,6 +33,7 @@
 #include <cmocka.h>
 
 #include "../../src/compat_libcoap.c"
+#include "../../src/compat_walk.c"
 #include "../../src/transport_io.c"
 
 #define LAYOUT_WARNING "libcoap session layout not as expected"
@@ -193,6 +201,46 @@ test_off_stays_off_and_warns_once(void **state)
     assert_int_equal(logged(f, LAYOUT_WARNING), 1);
 }
 
+static void
+test_walks_are_spaced_when_throttled(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t owed_in, before;
+    coap_tick_t now;
+
+    coap_ticks(&now);
+    compat_walk_throttle(false);
+    coap_io_prepare_epoll(f->ctx, now);     /* not throttled: runs */
+    assert_false(compat_walk_owed(&owed_in));
+
+    compat_walk_throttle(true);
+    compat_walk_now(f->ctx);
+    /* Pretend the last walk was dear: the next may not come for 50 ms. */
+    walk.next_ns = walk_clock_ns() + 50000000ull;
+    before = walk.next_ns;
+    assert_int_equal(walk.last, coap_io_prepare_epoll(f->ctx, now));
+    assert_int_equal(walk.next_ns, before);         /* skipped */
+    assert_true(compat_walk_owed(&owed_in));
+    assert_in_range(owed_in, 1, 50);
+
+    compat_walk_due();                              /* the timerfd fired */
+    coap_io_prepare_epoll(f->ctx, now);
+    assert_true(walk.next_ns < before);             /* ran */
+    assert_false(compat_walk_owed(&owed_in));
+
+    walk.next_ns = walk_clock_ns() + 50000000ull;
+    compat_walk_now(f->ctx);                        /* explicit: runs */
+    assert_true(walk.next_ns < walk_clock_ns() + 50000000ull);
+    assert_false(compat_walk_owed(&owed_in));
+
+    /* libcoap's own call (coap_io_do_epoll ends with it, through the PLT)
+     * reaches this definition: with no events it is just the walk. */
+    walk.next_ns = walk_clock_ns() + 50000000ull;
+    coap_io_do_epoll(f->ctx, NULL, 0);
+    assert_true(compat_walk_owed(&owed_in));
+    compat_walk_throttle(false);
+}
+
 int
 main(void)
 {
@@ -200,6 +248,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_first_response_finds_the_field, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_reads_keep_a_found_field, setup, teardown),
         cmocka_unit_test_setup_teardown(test_off_stays_off_and_warns_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_walks_are_spaced_when_throttled, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
