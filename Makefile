@@ -26,10 +26,15 @@ PKGS     := libcoap-3-openssl libmosquitto libconfig libsystemd jansson libcbor 
 # (500 undefined references at link time).  Each is asked once, then kept.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS) 2>/dev/null))$(PKG_CFLAGS)
 PKG_LIBS   = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS) 2>/dev/null))$(PKG_LIBS)
+# OSCORE (RFC 8613) when libcoap has it (>= 4.3.2 built with it: Debian 13's
+# 4.3.4; not Debian 12's 4.3.1): scripts/probe-oscore.sh defines
+# C2M_HAVE_OSCORE then, and C2M_LIBCOAP_VERSION always.  OSCORE=0 turns it off.
+# Asked once, when a recipe first needs it, like the flags above.
+OSCORE_CFLAGS = $(eval OSCORE_CFLAGS := $$(shell OSCORE=$(OSCORE) scripts/probe-oscore.sh "$(CC)" libcoap-3-openssl))$(OSCORE_CFLAGS)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(PKG_CFLAGS) \
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(PKG_CFLAGS) $(OSCORE_CFLAGS) \
             -DCOAP2MQTT_VERSION='"$(VERSION)"' -fstack-protector-strong -pthread
 LDLIBS   += $(PKG_LIBS) -lz -pthread
 
@@ -46,7 +51,7 @@ endif
 # The pure modules: no sockets, unit-tested alone, linked into everything.
 PURE_SRC := src/topics.c src/linkformat.c src/hostport.c src/bytes.c \
             src/config.c src/config_errors.c src/config_libconfig.c \
-            src/config_schema.c src/config_diff.c src/config_devices.c src/keystore.c src/log.c src/payload.c \
+            src/config_schema.c src/config_diff.c src/config_devices.c src/config_oscore.c src/keystore.c src/log.c src/payload.c \
             src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \
             src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c src/spool_durable.c \
             src/syncer.c src/cmdjournal.c src/textfile.c
