@@ -118,6 +118,13 @@ log_ratelimited(const void *key, const char *fmt, ...)
 
 static bool eagain_muted;
 static unsigned eagain_count;
+static unsigned oscore_refused;
+
+unsigned
+log_coap_oscore_refused(void)
+{
+    return oscore_refused;
+}
 
 void
 log_coap_eagain_begin(void)
@@ -152,6 +159,8 @@ coap_log_to_ours(coap_log_t level, const char *message)
             return;
     }
 
+    if (level == LOG_WARNING && strstr(message, "OSCORE: PDU could not be decrypted"))
+        oscore_refused++;
     while (n && (message[n - 1] == '\n' || message[n - 1] == '\r'))
         n--;
     if (level <= LOG_ERR)
