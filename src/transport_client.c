@@ -154,6 +154,7 @@ transport_client_close(transport_t *t, coap_session_t *session)
     transport__tokens_session_gone(t, session);
     transport__session_gone(t, session);
     transport__cert_forget(t, session);
+    transport__oscore_session_gone(t, session);
     /* What is queued on it goes first (its NACKs match no token of ours
      * any more): a CON queued for retransmission holds a reference, and
      * one re-queued on a DTLS session that died of ICMP was never freed

@@ -163,6 +163,11 @@ enum transport_peek transport__oscore_peek(transport_t *t, const struct epoll_ev
  * handling on 'session'; NULL when it is none. */
 const char *transport__oscore_identity(transport_t *t, coap_session_t *session);
 void transport__oscore_session_gone(transport_t *t, coap_session_t *session);
+/* A protected notification's Observe value, as libcoap 4.3.4 hands it
+ * over (the request's Partial IV, the same in every one), replaced by its
+ * own Partial IV (RFC 8613 4.1.3.5.2), so RFC 7641 3.4 ordering holds. */
+void transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
+                                   const coap_pdu_t *rcvd);
 
 bool transport__ack_held(transport_t *t, coap_session_t *session, const coap_pdu_t *rcvd);
 void transport__acks_free(transport_t *t);

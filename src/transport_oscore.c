@@ -73,6 +73,10 @@ struct osc_peer {
     int current;                    /* index of a dial-in context, or PEER_* */
     bool bound;                     /* an OSCORE device was verified here */
     int owner;                      /* ... this one (index) */
+    struct osc_rec *dialout;        /* a device dialled with this context */
+    uint8_t piv[3];                 /* the last response's Partial IV (low */
+    size_t piv_len;                 /* 3 bytes), peeked in batch piv_batch */
+    uint64_t piv_batch;
     uint64_t batch;                 /* the batch it was last peeked in */
     UT_hash_handle hh;
 };
@@ -81,8 +85,12 @@ struct transport_oscore {
     struct osc_rec *recs;
     size_t n, n_dialin;
     struct osc_peer *peers;
-    uint64_t batch;
+    size_t n_dialling;              /* peers with a dialout */
 };
+
+static bool key_of(const struct sockaddr *sa, struct osc_key *k);
+static struct osc_peer *peer_of(struct transport_oscore *o, const struct osc_key *k,
+                                bool make);
 
 /* --- sequence numbers ----------------------------------------------------- */
 
@@ -301,6 +309,9 @@ transport__oscore_client(transport_t *t, const coap_address_t *dst, const char *
 {
     struct osc_rec *r = find_rec(t, id);
     coap_oscore_conf_t *conf;
+    coap_session_t *s;
+    struct osc_peer *p;
+    struct osc_key k;
 
     if (!r || r->dialin) {
         log_warnx("oscore: no context \"%s\" for dialling", id);
@@ -309,8 +320,20 @@ transport__oscore_client(transport_t *t, const coap_address_t *dst, const char *
     if (!(conf = new_conf(r)))
         return NULL;
     /* The conf is freed by the call, except when the session itself
-     * cannot be made (4.3.4): then it is ours. */
-    return coap_new_client_session_oscore(t->ctx, NULL, dst, COAP_PROTO_UDP, conf);
+     * cannot be made (4.3.4, a socket error): then it leaks. */
+    if (!(s = coap_new_client_session_oscore(t->ctx, NULL, dst, COAP_PROTO_UDP, conf)))
+        return NULL;
+    /* Its answers must come protected: libcoap (4.3.4, and 4.3.5) hands
+     * an unprotected one to the handler as if it were (coap_dispatch
+     * decrypts only what carries the option), which would let anyone who
+     * can send from the device's address write readings.  The peek drops
+     * them. */
+    if (key_of(&dst->addr.sa, &k) && (p = peer_of(t->oscore, &k, true))) {
+        if (!p->dialout)
+            t->oscore->n_dialling++;
+        p->dialout = r;
+    }
+    return s;
 }
 
 /* --- who sent a protected request ------------------------------------------------ */
@@ -366,15 +389,15 @@ addr_text(const struct sockaddr_storage *ss, char *buf, size_t cap)
     return buf;
 }
 
-/* The OSCORE option's value of a CoAP request, if it has one: 1 and
- * *opt and *len; 0 without; -1 when the datagram is not a CoAP request. */
+/* The OSCORE option's value of a CoAP message with a code (a request or
+ * a response), if it has one: 1 and *opt and *len; 0 without; -1 when the
+ * datagram is none such (or malformed: libcoap refuses it then). */
 static int
 oscore_option(const uint8_t *b, size_t n, const uint8_t **opt, size_t *len)
 {
     size_t i, tkl, number = 0;
 
-    if (n < 4 || (b[0] >> 6) != 1 || (tkl = b[0] & 0x0f) > 8 ||
-        (b[1] >> 5) != 0 || b[1] == 0)
+    if (n < 4 || (b[0] >> 6) != 1 || (tkl = b[0] & 0x0f) > 8 || b[1] == 0)
         return -1;
     for (i = 4 + tkl; i < n && b[i] != 0xff;) {
         size_t delta = b[i] >> 4, olen = b[i] & 0x0f;
@@ -439,45 +462,79 @@ context_named(struct transport_oscore *o, const uint8_t *v, size_t len)
     return PEER_FOREIGN;
 }
 
+/* The Partial IV of a response's OSCORE option (RFC 8613 6.1), its low
+ * three bytes as an Observe value would be. */
+static void
+note_piv(struct osc_peer *p, const uint8_t *v, size_t len, uint64_t batch)
+{
+    size_t n = len ? v[0] & 0x07 : 0;
+
+    p->piv_len = 0;
+    p->piv_batch = batch;
+    if (n == 0 || n > 5 || 1 + n > len)
+        return;
+    p->piv_len = n > 3 ? 3 : n;
+    memcpy(p->piv, v + 1 + (n - p->piv_len), p->piv_len);
+}
+
+/* Reads the peeked datagram off the socket, so libcoap never sees it. */
+static enum transport_peek
+drop(transport_t *t, int fd, const struct sockaddr_storage *ss, const char *what,
+     const char *id)
+{
+    uint8_t byte;
+    char peer[64];
+
+    if (recv(fd, &byte, sizeof(byte), MSG_DONTWAIT) < 0)
+        return PEEK_ONE;
+    t->gw->stats.oscore_unprotected++;
+    log_ratelimited(&t->gw->stats.oscore_unprotected,
+                    "oscore: unprotected %s from %s (OSCORE device \"%s\") dropped",
+                    what, addr_text(ss, peer, sizeof(peer)), id);
+    return PEEK_SKIP;
+}
+
 enum transport_peek
 transport__oscore_peek(transport_t *t, const struct epoll_event *ev, uint64_t batch)
 {
     struct transport_oscore *o = t->oscore;
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    uint8_t buf[1500], drop;
+    uint8_t buf[1500];
     const uint8_t *opt = NULL;
     size_t olen = 0;
     struct osc_key k;
     struct osc_peer *p;
     int fd = compat_endpoint_fd(ev), rc;
     ssize_t n;
-    char peer[64];
 
-    if (!o || !o->n_dialin || fd < 0 || !(ev->events & EPOLLIN))
+    if (!o || (!o->n_dialin && !o->n_dialling) || fd < 0 || !(ev->events & EPOLLIN))
         return PEEK_ANY;
-    o->batch = batch;
     n = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT,
                  (struct sockaddr *)&ss, &sl);
-    if (n < 4 || (buf[0] >> 6) != 1)
+    if (n < 4 || (buf[0] >> 6) != 1 || !key_of((struct sockaddr *)&ss, &k))
         return PEEK_ANY;                /* DTLS, or nothing to read */
-    if ((rc = oscore_option(buf, (size_t)n, &opt, &olen)) < 0 ||
-        !key_of((struct sockaddr *)&ss, &k))
-        return PEEK_ONE;                /* a response, an ACK: not ours to judge */
-    p = peer_of(o, &k, rc > 0);
+    /* Empty messages (ACK, RST, ping) are never protected. */
+    if ((rc = oscore_option(buf, (size_t)n, &opt, &olen)) < 0)
+        return PEEK_ONE;
+    p = peer_of(o, &k, false);
+    if (p && p->dialout && rc == 0)
+        return drop(t, fd, &ss, (buf[1] >> 5) ? "response" : "request", p->dialout->id);
+    if ((buf[1] >> 5) != 0) {           /* a response: libcoap matches it */
+        if (p && rc > 0)
+            note_piv(p, opt, olen, batch);
+        return PEEK_ONE;
+    }
+    if (!o->n_dialin)
+        return PEEK_ONE;
+    if (!p && rc > 0)
+        p = peer_of(o, &k, true);
     if (!p)
         return PEEK_ONE;
-    if (rc == 0 && p->bound) {
-        /* Unprotected, from where an OSCORE device is: not let through. */
-        if (recv(fd, &drop, sizeof(drop), MSG_DONTWAIT) < 0)
-            return PEEK_ONE;
-        t->gw->stats.oscore_unprotected++;
-        log_ratelimited(&t->gw->stats.oscore_unprotected,
-                        "oscore: unprotected request from %s, where device \"%s\" "
-                        "is, dropped", addr_text(&ss, peer, sizeof(peer)),
-                        o->recs[p->owner].id);
-        return PEEK_SKIP;
-    }
+    /* Unprotected, from where an OSCORE device is: not let through, else
+     * the plain-CoAP fallback would take it as that device's. */
+    if (rc == 0 && p->bound)
+        return drop(t, fd, &ss, "request", o->recs[p->owner].id);
     /* The same address on two endpoints in one batch: which one libcoap
      * reads first is not known, so neither names anybody. */
     if (p->batch == batch && p->current != PEER_PLAIN)
@@ -508,6 +565,25 @@ transport__oscore_identity(transport_t *t, coap_session_t *session)
 }
 
 void
+transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
+                              const coap_pdu_t *rcvd)
+{
+    struct transport_oscore *o = t->oscore;
+    const coap_address_t *a;
+    coap_opt_iterator_t it;
+    struct osc_key k;
+    struct osc_peer *p;
+
+    if (!o || !o->n || coap_session_get_proto(session) != COAP_PROTO_UDP ||
+        !coap_check_option(rcvd, COAP_OPTION_OBSERVE, &it) ||
+        !(a = coap_session_get_addr_remote(session)) || !key_of(&a->addr.sa, &k) ||
+        !(p = peer_of(o, &k, false)) || p->piv_batch != t->batches || !p->piv_len)
+        return;
+    /* libcoap made this PDU for the handler and frees it after. */
+    coap_update_option((coap_pdu_t *)rcvd, COAP_OPTION_OBSERVE, p->piv_len, p->piv);
+}
+
+void
 transport__oscore_session_gone(transport_t *t, coap_session_t *session)
 {
     struct transport_oscore *o = t->oscore;
@@ -518,11 +594,22 @@ transport__oscore_session_gone(transport_t *t, coap_session_t *session)
     if (!o || !(a = coap_session_get_addr_remote(session)) || !key_of(&a->addr.sa, &k) ||
         !(p = peer_of(o, &k, false)))
         return;
+    if (p->dialout)
+        o->n_dialling--;
     HASH_DEL(o->peers, p);
     free(p);
 }
 
 #else /* !C2M_HAVE_OSCORE: config.c refused every oscore setting */
+
+void
+transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
+                              const coap_pdu_t *rcvd)
+{
+    (void)t;
+    (void)session;
+    (void)rcvd;
+}
 
 int
 transport__oscore_start(transport_t *t)

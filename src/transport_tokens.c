@@ -250,6 +250,7 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
 
     (void)sent;
     (void)mid;
+    transport__oscore_fix_observe(t, session, rcvd);
     /*
      * Whatever we answer (ACK, or RST), a retransmission of this CON must
      * reach us again, or a lost answer stalls the device (#1306).  That
