@@ -164,10 +164,12 @@ enum transport_peek transport__oscore_peek(transport_t *t, const struct epoll_ev
 const char *transport__oscore_identity(transport_t *t, coap_session_t *session);
 void transport__oscore_session_gone(transport_t *t, coap_session_t *session);
 /* A protected notification's Observe value, as libcoap 4.3.4 hands it
- * over (the request's Partial IV, the same in every one), replaced by its
- * own Partial IV (RFC 8613 4.1.3.5.2), so RFC 7641 3.4 ordering holds. */
-void transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
-                                   const coap_pdu_t *rcvd);
+ * over, is the request's Partial IV, the same in every one: a copy of
+ * 'rcvd' (deleted by the caller) with its own Partial IV instead (RFC 8613
+ * 4.1.3.5.2), so RFC 7641 3.4 ordering holds; NULL when nothing is to be
+ * changed (or no memory: then as it came). */
+coap_pdu_t *transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
+                                          const coap_pdu_t *rcvd);
 
 bool transport__ack_held(transport_t *t, coap_session_t *session, const coap_pdu_t *rcvd);
 void transport__acks_free(transport_t *t);

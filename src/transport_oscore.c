@@ -564,7 +564,39 @@ transport__oscore_identity(transport_t *t, coap_session_t *session)
     return o->recs[p->current].id;
 }
 
-void
+/* 'rcvd' with 'value' as its Observe option. */
+static coap_pdu_t *
+with_observe(const coap_pdu_t *rcvd, const uint8_t *value, size_t len)
+{
+    coap_bin_const_t tok = coap_pdu_get_token(rcvd);
+    const uint8_t *data = NULL;
+    size_t dlen = 0;
+    coap_opt_iterator_t it;
+    coap_opt_t *opt;
+    coap_pdu_t *pdu;
+
+    coap_get_data(rcvd, &dlen, &data);
+    /* A cap, not an allocation: a datagram's options are below 64 KiB. */
+    pdu = coap_pdu_init(coap_pdu_get_type(rcvd), coap_pdu_get_code(rcvd),
+                        coap_pdu_get_mid(rcvd), dlen + 65536);
+    if (!pdu || !coap_add_token(pdu, tok.length, tok.s))
+        goto fail;
+    coap_option_iterator_init(rcvd, &it, COAP_OPT_ALL);
+    while ((opt = coap_option_next(&it)))
+        if (!(it.number == COAP_OPTION_OBSERVE
+                  ? coap_add_option(pdu, it.number, len, value)
+                  : coap_add_option(pdu, it.number, coap_opt_length(opt),
+                                    coap_opt_value(opt))))
+            goto fail;
+    if (dlen && !coap_add_data(pdu, dlen, data))
+        goto fail;
+    return pdu;
+fail:
+    coap_delete_pdu(pdu);
+    return NULL;
+}
+
+coap_pdu_t *
 transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
                               const coap_pdu_t *rcvd)
 {
@@ -578,9 +610,8 @@ transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
         !coap_check_option(rcvd, COAP_OPTION_OBSERVE, &it) ||
         !(a = coap_session_get_addr_remote(session)) || !key_of(&a->addr.sa, &k) ||
         !(p = peer_of(o, &k, false)) || p->piv_batch != t->batches || !p->piv_len)
-        return;
-    /* libcoap made this PDU for the handler and frees it after. */
-    coap_update_option((coap_pdu_t *)rcvd, COAP_OPTION_OBSERVE, p->piv_len, p->piv);
+        return NULL;
+    return with_observe(rcvd, p->piv, p->piv_len);
 }
 
 void
@@ -602,13 +633,14 @@ transport__oscore_session_gone(transport_t *t, coap_session_t *session)
 
 #else /* !C2M_HAVE_OSCORE: config.c refused every oscore setting */
 
-void
+coap_pdu_t *
 transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
                               const coap_pdu_t *rcvd)
 {
     (void)t;
     (void)session;
     (void)rcvd;
+    return NULL;
 }
 
 int

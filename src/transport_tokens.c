@@ -244,13 +244,12 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
     struct pending *p = find_pending(t, rcvd, session);
     const struct transport_handler *h;
     const coap_pdu_t *whole;
-    coap_pdu_t *made;
+    coap_pdu_t *made, *fixed;
     void *owner;
     bool ok;
 
     (void)sent;
     (void)mid;
-    transport__oscore_fix_observe(t, session, rcvd);
     /*
      * Whatever we answer (ACK, or RST), a retransmission of this CON must
      * reach us again, or a lost answer stalls the device (#1306).  That
@@ -281,6 +280,8 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
     owner = p->owner;
     if (h->one_shot)
         transport_forget(t, p->token);  /* one answer per request */
+    if ((fixed = transport__oscore_fix_observe(t, session, whole)))
+        whole = fixed;
     t->handling = rcvd;
     ok = h->on_response(owner, session, whole);
     if (t->hold_handling)
@@ -288,6 +289,7 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
     t->handling = NULL;
     t->hold_handling = false;
     coap_delete_pdu(made);
+    coap_delete_pdu(fixed);
     return ok ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
 }
 
