@@ -312,6 +312,53 @@ def test_dialin_sequence_number_survives_a_restart(make_gateway, mqtt, tmp_path,
     mqtt.wait_payload(gw.topic("soil-3", "moisture"), "44", timeout=15)
 
 
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+@pytest.fixture
+def oscore_peer(tmp_path):
+    """tests/oscore/peer.c built against this box's libcoap: a device that
+    registers over OSCORE and then serves /moisture (observable) and
+    /setpoint on that session (libcoap's code only)."""
+    out = str(tmp_path / "oscore-peer")
+    try:
+        cflags = subprocess.run(["pkg-config", "--cflags", "--libs", "libcoap-3-openssl"],
+                                stdout=subprocess.PIPE, check=True, timeout=10).stdout.split()
+        subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-o", out,
+                        os.path.join(ROOT, "tests", "oscore", "peer.c")]
+                       + [c.decode() for c in cflags],
+                       check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip("cannot build tests/oscore/peer.c: %s" % e)
+    return out
+
+
+def test_dialin_observe_and_commands_back(make_gateway, mqtt, peers, tmp_path,  # noqa: F811
+                                          oscore_build, oscore_peer):
+    """A device that registers over OSCORE is observed and commanded on
+    that session, every message protected with its context."""
+    mqtt.subscribe(c2m.BASE + "/#")
+    gw = dialin_gateway(make_gateway, [dialin_ctx("soil-4")])
+    conf = device_conf(str(tmp_path / "soil-4.oscore"))
+    dev = peers("oscore-peer", [oscore_peer, conf, str(tmp_path / "soil-4.seq"),
+                                "127.0.0.1", str(gw.plain_port), "soil-4"]).start()
+    dev.log.wait_for(r"^REGISTERED 2\.01$", timeout=10)
+    online(gw, mqtt, "soil-4")
+    dev.log.wait_for(r"^OBSERVED$", timeout=10)
+    # notifications every second, in order, none taken as stale
+    first = int(mqtt.wait_for(gw.topic("soil-4", "moisture"), timeout=10).payload)
+    mqtt.wait_payload(gw.topic("soil-4", "moisture"), str(first + 2), timeout=10)
+    s = stats(gw, mqtt, lambda s: s.get("notifications_in", 0) >= 3)
+    assert s["notifications_stale"] == 0, s
+    assert s["oscore_refused"] == 0, s
+    # a command goes back on the device's session, protected
+    pos = mqtt.mark()
+    mqtt.publish(gw.topic("soil-4", "setpoint", "set"), b"23.5", qos=1)
+    dev.log.wait_for(r"^PUT /setpoint 23\.5$", timeout=10)
+    res = mqtt.wait_for(gw.topic("soil-4", "setpoint", "set", "result"), timeout=10, start=pos)
+    assert res.json().get("code") == "2.04", res.payload
+
+
 # --------------------------------------------------------------------------
 # devices the gateway dials: coap-server-openssl -E
 
