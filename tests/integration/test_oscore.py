@@ -438,3 +438,32 @@ def test_dialout_wrong_key_never_comes_online(make_gateway, mqtt, peers, tmp_pat
     assert not mqtt.received(gw.topic("lab-w", "time"))
     assert not [m for m in mqtt.received(gw.topic("lab-w", "availability"))
                 if m.payload == b"online"]
+
+
+@pytest.mark.timeout(90)
+def test_dialout_device_restart_is_dialled_again(make_gateway, mqtt, peers, tmp_path,  # noqa: F811
+                                                 oscore_build):
+    """The device restarts (its replay window empty, its sequence number
+    kept): the gateway dials it again on a new session, from the sequence
+    number it saved, and the notifications come back."""
+    port = free_udp_pair()
+    srv = oscore_server(peers, tmp_path, port)
+    mqtt.subscribe(c2m.BASE + "/#")
+    gw = make_gateway(overrides={
+        "oscore": [dialout_ctx()],
+        "devices": [{"id": "lab-r", "uri": "coap://127.0.0.1:%d" % port,
+                     "oscore": "lab-ctx", "observe": ["time"], "keepalive": 1}]})
+    online(gw, mqtt, "lab-r")
+    mqtt.wait_for(gw.topic("lab-r", "time"), timeout=10)
+    pos = mqtt.mark()
+    srv.kill()
+    mqtt.wait_for(gw.topic("lab-r", "availability"), lambda m: m.payload == b"offline",
+                  timeout=10, start=pos)
+    srv.start()
+    pos = mqtt.mark()
+    online(gw, mqtt, "lab-r", timeout=30, start=pos)
+    mqtt.wait_for(gw.topic("lab-r", "time"), lambda m: TIME_RE.match(m.payload),
+                  timeout=10, start=pos)
+    s = stats(gw, mqtt, lambda s: s.get("dialout_up", 0) >= 2)
+    assert s["dialout_lost"] >= 1, s
+
