@@ -9,7 +9,10 @@ cc=${1:-cc}
 pkg=${2:-libcoap-3-openssl}
 ver=$(pkg-config --modversion "$pkg" 2>/dev/null) || ver=unknown
 printf -- "-DC2M_LIBCOAP_VERSION='\"%s\"'" "$ver"
-[ "${OSCORE:-}" = 0 ] && exit 0
+if [ "${OSCORE:-}" = 0 ]; then
+    printf ' -DC2M_OSCORE_OFF=1'
+    exit 0
+fi
 case $ver in
     4.3.[01]|4.3.[01][!0-9]*|4.[0-2].*|[0-3].*|unknown) exit 0 ;;
 esac

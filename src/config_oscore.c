@@ -42,8 +42,13 @@ refused_here(struct ctx *c, const config_setting_t *s, const char *name)
 {
     if (config_oscore_available())
         return false;
+#ifdef C2M_OSCORE_OFF
+    config__serr(c, s, name, "this build was made without OSCORE (make OSCORE=0; "
+                 "libcoap %s)", C2M_LIBCOAP_VERSION);
+#else
     config__serr(c, s, name, "needs libcoap >= 4.3.2 built with OSCORE (this "
                  "build has libcoap %s)", C2M_LIBCOAP_VERSION);
+#endif
     return true;
 }
 

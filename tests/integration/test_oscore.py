@@ -29,8 +29,9 @@ COAP_SERVER = shutil.which("coap-server-openssl") or shutil.which("coap-server-n
 SECRET = "0102030405060708090a0b0c0d0e0f10"
 SALT = "9e7ca92223786340"
 OTHER_SECRET = "f102030405060708090a0b0c0d0e0f10"
-NEEDS = re.compile(r"needs libcoap >= 4\.3\.2 built with OSCORE \(this build has libcoap "
-                   r"\d+\.\d+\.\d+\S*\)")
+NEEDS = re.compile(r"(?:needs libcoap >= 4\.3\.2 built with OSCORE \(this build has libcoap "
+                   r"\d+\.\d+\.\d+\S*\)|this build was made without OSCORE \(make OSCORE=0; "
+                   r"libcoap \S+\))")
 
 
 def dialin_ctx(id="soil-1", sender="01", recipient="02", secret=SECRET, **more):
