@@ -94,6 +94,25 @@ static struct osc_peer *peer_of(struct transport_oscore *o, const struct osc_key
 
 /* --- sequence numbers ----------------------------------------------------- */
 
+/* The rename into 'path' survives a power cut once its directory is synced. */
+static int
+sync_dir(const char *path)
+{
+    char dir[PATH_MAX];
+    char *slash;
+    int fd, rc;
+
+    snprintf(dir, sizeof(dir), "%s", path);
+    if (!(slash = strrchr(dir, '/')))
+        return 0;
+    *slash = '\0';
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
 static int
 seq_save(uint64_t seq, void *param)
 {
@@ -101,6 +120,9 @@ seq_save(uint64_t seq, void *param)
     char tmp[PATH_MAX + 8], text[32];
     int fd, n, ok;
 
+    /* A session dialled later in this run starts here even when the file
+     * cannot be written. */
+    r->seq = seq;
     if (snprintf(tmp, sizeof(tmp), "%s.tmp", r->path) >= (int)sizeof(tmp))
         return 0;
     n = snprintf(text, sizeof(text), "%" PRIu64 "\n", seq);
@@ -108,13 +130,12 @@ seq_save(uint64_t seq, void *param)
     ok = fd >= 0 && write(fd, text, (size_t)n) == n && fdatasync(fd) == 0;
     if (fd >= 0 && close(fd) < 0)
         ok = 0;
-    if (!ok || rename(tmp, r->path) < 0) {
+    if (!ok || rename(tmp, r->path) < 0 || sync_dir(r->path) < 0) {
         /* libcoap sends the message anyway (4.3.4 ignores the result). */
         log_err("oscore %s: cannot save the sequence number to %s: %s", r->id,
                 r->path, strerror(errno));
         return 0;
     }
-    r->seq = seq;
     return 1;
 }
 
@@ -537,7 +558,7 @@ transport__oscore_peek(transport_t *t, const struct epoll_event *ev, uint64_t ba
         return drop(t, fd, &ss, "request", o->recs[p->owner].id);
     /* The same address on two endpoints in one batch: which one libcoap
      * reads first is not known, so neither names anybody. */
-    if (p->batch == batch && p->current != PEER_PLAIN)
+    if (p->batch == batch)
         p->current = PEER_AMBIGUOUS;
     else
         p->current = rc > 0 ? context_named(o, opt, olen) : PEER_PLAIN;
