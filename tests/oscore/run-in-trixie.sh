@@ -28,14 +28,13 @@ image=docker.io/library/debian:$suite-slim
 tests=${OSCORE_TESTS:-tests/integration/test_oscore.py}
 run_timeout=${OSCORE_TIMEOUT:-900}
 
+[ "$(id -u)" -eq 0 ] || skip "needs root (rootful podman; the base image comes from debootstrap)"
+command -v git >/dev/null 2>&1 || fail "git is needed to list the working tree's files"
 root=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null) \
     || fail "$here is not in a git checkout"
 mkdir -p "$root/build/oscore-trixie"
 log=$root/build/oscore-trixie/run.log
 : > "$log"
-
-[ "$(id -u)" -eq 0 ] || skip "needs root (rootful podman; the base image comes from debootstrap)"
-command -v git >/dev/null 2>&1 || fail "git is needed to list the working tree's files"
 
 t0=$(now_ms)
 ensure_base_image
