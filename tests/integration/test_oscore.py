@@ -468,3 +468,19 @@ def test_dialout_device_restart_is_dialled_again(make_gateway, mqtt, peers, tmp_
     s = stats(gw, mqtt, lambda s: s.get("dialout_up", 0) >= 2)
     assert s["dialout_lost"] >= 1, s
 
+
+
+def test_damaged_sequence_number_file_stops_the_start(make_gateway, tmp_path, oscore_build):
+    """A sequence number that cannot be read is not guessed (a guess could
+    reuse nonces): the gateway refuses to start and says why."""
+    seq_dir = tmp_path / "gw1-state" / "oscore"
+    seq_dir.mkdir(parents=True)
+    (seq_dir / "soil-5.seq").write_text("garbage\n")
+    port = c2m.free_port(socket.SOCK_DGRAM)
+    gw = make_gateway(overrides={"coap": {"plain_listen": ["127.0.0.1:%d" % port]},
+                                 "oscore": [dialin_ctx("soil-5")]}, wait=False)
+    gw.expect_death = True
+    gw.proc.wait(15)
+    assert gw.proc.returncode != 0
+    gw.log.wait_for(r"oscore soil-5: .*soil-5\.seq is damaged; refusing to guess", timeout=5)
+    assert not gw.sanitizer_reports(), gw.sanitizer_reports()
