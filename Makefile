@@ -26,10 +26,15 @@ PKGS     := libcoap-3-openssl libmosquitto libconfig libsystemd jansson libcbor 
 # (500 undefined references at link time).  Each is asked once, then kept.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS) 2>/dev/null))$(PKG_CFLAGS)
 PKG_LIBS   = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS) 2>/dev/null))$(PKG_LIBS)
+# OSCORE (RFC 8613) when libcoap has it (>= 4.3.2 built with it: Debian 13's
+# 4.3.4; not Debian 12's 4.3.1): scripts/probe-oscore.sh defines
+# C2M_HAVE_OSCORE then, and C2M_LIBCOAP_VERSION always.  OSCORE=0 turns it off.
+# Asked once, when a recipe first needs it, like the flags above.
+OSCORE_CFLAGS = $(eval OSCORE_CFLAGS := $$(shell OSCORE=$(OSCORE) scripts/probe-oscore.sh "$(CC)" libcoap-3-openssl))$(OSCORE_CFLAGS)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(PKG_CFLAGS) \
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(PKG_CFLAGS) $(OSCORE_CFLAGS) \
             -DCOAP2MQTT_VERSION='"$(VERSION)"' -fstack-protector-strong -pthread
 LDLIBS   += $(PKG_LIBS) -lz -pthread
 
@@ -46,7 +51,7 @@ endif
 # The pure modules: no sockets, unit-tested alone, linked into everything.
 PURE_SRC := src/topics.c src/linkformat.c src/hostport.c src/bytes.c \
             src/config.c src/config_errors.c src/config_libconfig.c \
-            src/config_schema.c src/config_diff.c src/config_devices.c src/keystore.c src/log.c src/payload.c \
+            src/config_schema.c src/config_diff.c src/config_devices.c src/config_oscore.c src/keystore.c src/log.c src/payload.c \
             src/payload_json.c src/payload_json_buf.c src/payload_json_cbor.c \
             src/outq.c src/loop.c src/spool.c src/spool_records.c src/spool_segments.c src/spool_durable.c \
             src/syncer.c src/cmdjournal.c src/textfile.c
@@ -75,12 +80,14 @@ help:
 	@echo '                 DEMO_DURATION=N stops after N s and checks the readings)'
 	@echo '  make test      install missing packages, build with ASan+UBSan, run every'
 	@echo '                 test (unit, fuzz, man pages, integration, fresh-box and'
-	@echo '                 Debian package and compose container checks)'
+	@echo '                 Debian package, compose and OSCORE container checks)'
 	@echo '  make package-check  build the Debian package and install, upgrade and'
 	@echo '                 purge it in clean bookworm containers (podman, root)'
 	@echo '  make man-check the man pages: groff -ww, man ./page, every setting'
 	@echo '  make compose-check  docker/compose.yaml with podman-compose: readings,'
 	@echo '                 health check (podman, root)'
+	@echo '  make oscore-check  OSCORE (RFC 8613) tests in a Debian 13 container, whose'
+	@echo '                 libcoap 4.3.4 has it (podman, root; also: make test-oscore)'
 	@echo '  make           build build/coap2mqtt and the tools (needs the packages)'
 	@echo '  make deps      install the missing Debian packages only'
 	@echo '  make bench     side-by-side measurements (about 10 min)'
@@ -156,6 +163,7 @@ test: test-deps
 	@tests/fresh/check-fresh-box.sh
 	@$(MAKE) --no-print-directory package-check
 	@$(MAKE) --no-print-directory compose-check
+	@$(MAKE) --no-print-directory oscore-check
 	C2M_BIN=$(CURDIR)/build/san/coap2mqtt C2M_SIM=$(CURDIR)/build/san/coap2mqtt-sim \
 	  C2M_TOOLS=$(CURDIR)/build/san \
 	  $(PYTHON) -m pytest -v -p no:cacheprovider -m "not soak" tests/integration $(PYTEST_ARGS)
@@ -180,6 +188,12 @@ package-check:
 # without the broker / healthy.  SKIP where podman cannot run.
 compose-check:
 	@tests/compose/check-compose.sh
+
+# OSCORE (libcoap 4.3.4, Debian 13): tests/integration/test_oscore.py run in
+# a trixie container (podman) with the gateway built there; about 40 s once
+# its image exists, about 5 min the first time.  SKIP where podman cannot run.
+oscore-check test-oscore:
+	@tests/oscore/run-in-trixie.sh
 
 # The long fault-injection runs (minutes each).
 soak: deps
@@ -221,6 +235,6 @@ install: $(BUILD)/coap2mqtt
 clean:
 	rm -rf build
 
-.PHONY: all pcut help have-pkgs deps test-deps unit test man-check package-check compose-check soak bench fuzz run install clean
+.PHONY: all pcut help have-pkgs deps test-deps unit test man-check package-check compose-check oscore-check test-oscore soak bench fuzz run install clean
 # Keep the tools' objects: they are intermediate files of a pattern rule.
 .SECONDARY:

@@ -132,6 +132,7 @@ config_free(struct config *cfg)
     free(cfg->discovery.interface);
     free(cfg->path);
     config__free_devices(cfg);
+    config__free_oscore(cfg);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -294,6 +295,9 @@ load_item(struct ctx *c, const config_setting_t *s, const char *name,
         break;
     case K_DEVICES:
         config__load_devices(c, s, name);
+        break;
+    case K_OSCORE:
+        config__load_oscore(c, s, name);
         break;
     case K_GROUP:
         if (type != CONFIG_TYPE_GROUP)
@@ -506,6 +510,7 @@ check_cross(struct ctx *c)
     check_instance_id(c);
     config__check_devices(c);
     check_discovery(c);
+    config__check_oscore(c);
 }
 
 /* --- loading --------------------------------------------------------------- */

@@ -30,6 +30,7 @@ free_device(struct config_device *d)
     free(d->id);
     free(d->uri);
     free(d->psk_identity);
+    free(d->oscore);
 }
 
 void
@@ -53,6 +54,7 @@ config_device_copy(struct config_device *to, const struct config_device *from)
     to->line = from->line;
     if (!copy_str(&to->id, from->id) || !copy_str(&to->uri, from->uri) ||
         !copy_str(&to->psk_identity, from->psk_identity) ||
+        !copy_str(&to->oscore, from->oscore) ||
         (from->n_observe &&
          !(to->observe = calloc((size_t)from->n_observe, sizeof(*to->observe)))))
         goto fail;
@@ -198,10 +200,12 @@ load_member(struct ctx *c, const config_setting_t *m, const char *prefix,
             config__serr(c, m, name, "must be an integer 1..3600 (seconds)");
         else
             d->keepalive = config_setting_get_int(m);
+    } else if (mname && strcmp(mname, "oscore") == 0) {
+        config__load_device_oscore(c, m, name, &d->oscore);
     } else if (!mname || (strcmp(mname, "id") != 0 && strcmp(mname, "uri") != 0 &&
                           strcmp(mname, "psk_identity") != 0)) {
         config__serr(c, m, name, "unknown setting (a device has id, uri, "
-                     "psk_identity, observe, keepalive)");
+                     "psk_identity, oscore, observe, keepalive)");
     } else if (!(v = member_str(c, m, name))) {
         return;
     } else if (strcmp(mname, "id") == 0) {
@@ -368,7 +372,10 @@ config__check_devices(struct ctx *c)
         bool secure = strncmp(d->uri, "coaps:", 6) == 0;
 
         snprintf(name, sizeof(name), "devices[%d]", e ? config_setting_index(e) : i);
-        if (secure && !d->psk_identity)
+        if (d->oscore && secure)
+            config__serr(c, e, name, "oscore needs a coap:// uri (OSCORE is "
+                         "not combined with DTLS here)");
+        else if (secure && !d->psk_identity)
             check_x509(c, e, name, psk_used);
         else if (d->psk_identity && !secure)
             config__serr(c, e, name, "psk_identity needs a coaps:// uri");
@@ -415,6 +422,7 @@ config_device_same(const struct config_device *a, const struct config_device *b)
 {
     if (!str_same(a->id, b->id) || !str_same(a->uri, b->uri) ||
         !str_same(a->psk_identity, b->psk_identity) ||
+        !str_same(a->oscore, b->oscore) ||
         a->keepalive != b->keepalive || a->n_observe != b->n_observe)
         return false;
     for (int i = 0; i < a->n_observe; i++)

@@ -60,6 +60,8 @@ same(const struct config *a, const struct config *b, const struct item *it)
         return true;
     case K_DEVICES:
         return config__same_devices(a, b);
+    case K_OSCORE:
+        return config_oscore_same(a, b);
     case K_GROUP:
         break;
     }
@@ -140,6 +142,10 @@ config_take(struct config *to, struct config *from, const char *name)
         SWAP(struct config_device *, &to->devices, &from->devices);
         SWAP(int, &to->n_devices, &from->n_devices);
         break;
+    case K_OSCORE:
+        SWAP(struct config_oscore *, &to->oscore, &from->oscore);
+        SWAP(int, &to->n_oscore, &from->n_oscore);
+        break;
     case K_GROUP:
         return -1;
     }
@@ -190,6 +196,9 @@ config_value_text(const struct config *cfg, const char *name, char *buf,
         break;
     case K_DEVICES:
         config__devices_text(cfg, buf, cap);
+        break;
+    case K_OSCORE:
+        config__oscore_text(cfg, buf, cap);
         break;
     case K_GROUP:
         return "?";

@@ -8,6 +8,8 @@
  *   config_libconfig.c  what libconfig 1.5 gets wrong: the integer literals
  *                       it truncates, the token its parser leaks
  *   config_schema.c     the value checks and the tables of the settings
+ *   config_devices.c    the devices list (dial-out)
+ *   config_oscore.c     the oscore list (OSCORE security contexts)
  *
  * Internal calls between these files are named config__verb.
  *
@@ -30,7 +32,8 @@
 /* A setting of the schema (config_schema.c): a K_GROUP's 'sub' is the
  * table of its settings, and a table ends with a NULL name. */
 enum kind { K_INT, K_BOOL, K_STR, K_ADDRS, K_GROUP,
-             K_DEVICES /* the devices list, config_devices.c */ };
+             K_DEVICES /* the devices list, config_devices.c */,
+             K_OSCORE /* the oscore list, config_oscore.c */ };
 
 struct item {
     const char *name;
@@ -102,6 +105,16 @@ void config__check_device_keys(struct ctx *c, const struct config *cfg,
 void config__free_devices(struct config *cfg);
 bool config__same_devices(const struct config *a, const struct config *b);
 void config__devices_text(const struct config *cfg, char *buf, size_t cap);
+
+/* config_oscore.c */
+void config__load_oscore(struct ctx *c, const config_setting_t *s, const char *name);
+/* A devices entry's "oscore" member (d->oscore set when it is usable). */
+void config__load_device_oscore(struct ctx *c, const config_setting_t *m,
+                                const char *name, char **to);
+/* Across settings: names exist, each used once, recipient ids distinct. */
+void config__check_oscore(struct ctx *c);
+void config__free_oscore(struct config *cfg);
+void config__oscore_text(const struct config *cfg, char *buf, size_t cap);
 
 /* config_schema.c */
 /* The settings at the top of the file (the groups hold the rest). */

@@ -210,6 +210,7 @@ config__check_addr(const char *v)
 #define ADDRS(n, f, fn)     { n, K_ADDRS, F(f), F(fn), 0, 0, NULL, NULL }
 #define GROUP(n, items)     { n, K_GROUP, 0, 0, 0, 0, NULL, items }
 #define DEVICES(n)          { n, K_DEVICES, 0, 0, 0, 0, NULL, NULL }
+#define OSCORE(n)           { n, K_OSCORE, 0, 0, 0, 0, NULL, NULL }
 #define END                 { NULL, K_INT, 0, 0, 0, 0, NULL, NULL }
 
 static const struct item coap_items[] = {
@@ -321,5 +322,6 @@ const struct item config__root_items[] = {
     GROUP("audit", audit_items),
     DEVICES("devices"),
     GROUP("discovery", discovery_items),
+    OSCORE("oscore"),
     END
 };

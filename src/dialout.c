@@ -432,8 +432,11 @@ dial(loop_t *loop, void *arg)
     p->timer = 0;
     if (gw->stopping || p->state != PEER_IDLE)
         return;
-    p->session = transport_client_open(gw->coap, p->host, p->port, p->failures,
-                                       p->secure, p->cd->psk_identity);
+    p->session = p->cd->oscore
+        ? transport_client_open_oscore(gw->coap, p->host, p->port, p->failures,
+                                       p->cd->oscore)
+        : transport_client_open(gw->coap, p->host, p->port, p->failures,
+                                p->secure, p->cd->psk_identity);
     p->state = PEER_DIALLING;
     if (p->session)
         send_get(p, COAP_MESSAGE_CON, &wkc_handler, &p->wkc_token);

@@ -286,7 +286,9 @@ registrant(struct gw *gw, coap_session_t *session, const coap_pdu_t *req,
     char peer[64];
 
     *ep_rc = query_value(req, "ep", ep, TOPIC_ID_MAX + 1);
+    /* (transport_identity: an OSCORE device's is authenticated too) */
     if (*ep_rc <= 0 || coap_session_get_proto(session) != COAP_PROTO_UDP ||
+        transport_identity(session, idbuf, cap) ||
         coap_session_get_app_data(session) || !topic_id_valid(ep, strlen(ep)))
         return identity_or_reply(gw, session, idbuf, cap, response);
     if (owned_by_dtls(gw, ep)) {

@@ -118,6 +118,34 @@ log_ratelimited(const void *key, const char *fmt, ...)
 
 static bool eagain_muted;
 static unsigned eagain_count;
+static unsigned oscore_refused;
+
+unsigned
+log_coap_oscore_refused(void)
+{
+    return oscore_refused;
+}
+
+/* libcoap 4.3.4's one line per protected message it refuses (coap_oscore.c,
+ * coap_oscore_decrypt_pdu); its summary "PDU could not be decrypted"
+ * follows only some of them. */
+static bool
+oscore_refusal(const char *message)
+{
+    static const char *const causes[] = {
+        "OSCORE: Decryption Failure",
+        "OSCORE: Security Context not found",
+        "OSCORE: Security Context association not found",
+        "OSCORE: Replayed or old message",
+        "OSCORE: OSCORE Option cannot be decoded",
+        "OSCORE Replay protection, SEQ larger than SEQ_MAX",
+    };
+
+    for (size_t i = 0; i < sizeof(causes) / sizeof(causes[0]); i++)
+        if (strncmp(message, causes[i], strlen(causes[i])) == 0)
+            return true;
+    return false;
+}
 
 void
 log_coap_eagain_begin(void)
@@ -159,6 +187,8 @@ coap_log_to_ours(coap_log_t level, const char *message)
     if (level == LOG_WARNING && strstr(message, "Proxy loop detected"))
         return;
 
+    if (strncmp(message, "OSCORE", 6) == 0 && oscore_refusal(message))
+        oscore_refused++;
     while (n && (message[n - 1] == '\n' || message[n - 1] == '\r'))
         n--;
     if (level <= LOG_ERR)

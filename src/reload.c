@@ -133,7 +133,9 @@ on_changed(void *arg, const char *name)
 
     config_value_text(r->gw->cfg, name, was, sizeof(was));
     config_value_text(r->fresh, name, now, sizeof(now));
-    if (l && l->hook == HOOK_DIALOUT && !credential_names_kept(r->gw->cfg, r->fresh))
+    /* An oscore entry a device names is only in force after a restart. */
+    if (l && l->hook == HOOK_DIALOUT && (!credential_names_kept(r->gw->cfg, r->fresh) ||
+                                         !config_oscore_same(r->gw->cfg, r->fresh)))
         l = NULL;
     if (!l) {
         r->restart++;

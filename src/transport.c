@@ -35,6 +35,8 @@ transport_identity(coap_session_t *session, char *buf, size_t cap)
 
     if ((!id || !id->length) && t)
         cert = transport__cert_identity(t, session);
+    if ((!id || !id->length) && !cert && t)
+        cert = transport__oscore_identity(t, session);
     if (cert) {
         if (strlen(cert) >= cap)
             return NULL;
@@ -126,6 +128,7 @@ on_event(coap_session_t *session, const coap_event_t event)
         transport__handshake_end(t, session, true);
         transport__established_del(t, session);
         transport__tokens_session_gone(t, session);
+        transport__oscore_session_gone(t, session);
         transport__session_gone(t, session);
         break;
     case COAP_EVENT_DTLS_CLOSED:
@@ -237,7 +240,7 @@ transport_new(struct gw *gw)
         goto fail;
     }
     apply_settings(t, cc);
-    if (transport__setup_dtls(t) < 0 ||
+    if (transport__oscore_start(t) < 0 || transport__setup_dtls(t) < 0 ||
         open_endpoints(t, cc->listen, cc->n_listen, COAP_PROTO_DTLS) < 0 ||
         open_endpoints(t, cc->plain_listen, cc->n_plain_listen, COAP_PROTO_UDP) < 0)
         goto fail;
@@ -262,5 +265,6 @@ transport_free(transport_t *t)
     transport__cert_free_all(t);
     transport__tokens_free(t);
     transport__acks_free(t);
+    transport__oscore_free(t);
     free(t);
 }

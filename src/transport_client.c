@@ -102,16 +102,20 @@ open_pki(transport_t *t, const coap_address_t *dst)
     return coap_new_client_session_pki(t->ctx, NULL, dst, COAP_PROTO_DTLS, &t->pki);
 }
 
-coap_session_t *
-transport_client_open(transport_t *t, const char *host, int port, unsigned attempt,
-                      bool secure, const char *psk_identity)
+/* An OSCORE session when 'oscore_id', else as 'secure' and 'psk_identity'
+ * say. */
+static coap_session_t *
+open_session(transport_t *t, const char *host, int port, unsigned attempt,
+             bool secure, const char *psk_identity, const char *oscore_id)
 {
     coap_address_t dst;
     coap_session_t *s;
 
     if (resolve(host, port, attempt, &dst) < 0)
         return NULL;
-    if (!secure)
+    if (oscore_id)
+        s = transport__oscore_client(t, &dst, oscore_id);
+    else if (!secure)
         s = coap_new_client_session(t->ctx, NULL, &dst, COAP_PROTO_UDP);
     else if (psk_identity)
         s = open_psk(t, &dst, host, psk_identity);
@@ -128,6 +132,20 @@ transport_client_open(transport_t *t, const char *host, int port, unsigned attem
     return s;
 }
 
+coap_session_t *
+transport_client_open(transport_t *t, const char *host, int port, unsigned attempt,
+                      bool secure, const char *psk_identity)
+{
+    return open_session(t, host, port, attempt, secure, psk_identity, NULL);
+}
+
+coap_session_t *
+transport_client_open_oscore(transport_t *t, const char *host, int port,
+                             unsigned attempt, const char *oscore_id)
+{
+    return open_session(t, host, port, attempt, false, NULL, oscore_id);
+}
+
 void
 transport_client_close(transport_t *t, coap_session_t *session)
 {
@@ -136,6 +154,7 @@ transport_client_close(transport_t *t, coap_session_t *session)
     transport__tokens_session_gone(t, session);
     transport__session_gone(t, session);
     transport__cert_forget(t, session);
+    transport__oscore_session_gone(t, session);
     /* What is queued on it goes first (its NACKs match no token of ours
      * any more): a CON queued for retransmission holds a reference, and
      * one re-queued on a DTLS session that died of ICMP was never freed

@@ -10,6 +10,8 @@
  *   transport_io.c      driving libcoap's epoll fd in batches, back-pressure
  *   transport_tokens.c  our tokens and the routing of responses by them
  *   transport_blocks.c  answers sent block-wise, put together for the handler
+ *   transport_oscore.c  OSCORE contexts, their sequence numbers, and who
+ *                       sent a protected request
  *
  * Internal calls between these files are named transport__verb.
  *
@@ -34,6 +36,7 @@ struct handshake;
 struct established;
 struct hello;
 struct cert_id;
+struct transport_oscore;
 
 struct transport {
     struct gw *gw;
@@ -83,6 +86,10 @@ struct transport {
     struct transport_ack *held_acks; /* by session and Message ID */
     const coap_pdu_t *handling;     /* the response a handler is given */
     bool hold_handling;             /* ... and its ACK is to be held */
+    /* OSCORE (transport_oscore.c); NULL without an oscore list */
+    struct transport_oscore *oscore;
+    uint64_t batches;               /* coap_io_do_epoll() calls so far */
+    unsigned oscore_refused_seen;   /* libcoap's refusals already counted */
 };
 
 /* transport.c */
@@ -137,6 +144,33 @@ const coap_pdu_t *transport__blocks_take(transport_t *t, struct answer_body **bo
                                          coap_session_t *session, const coap_pdu_t *rcvd,
                                          coap_pdu_t **made);
 void transport__blocks_free(struct answer_body *b);
+
+/* transport_oscore.c */
+/* The oscore list's contexts (their sequence numbers read back from
+ * state_dir/oscore/); the dial-in ones handed to libcoap.  -1 on failure
+ * (logged). */
+int transport__oscore_start(transport_t *t);
+void transport__oscore_free(transport_t *t);
+/* A client session to 'dst' protected by the context 'id'; NULL (logged). */
+coap_session_t *transport__oscore_client(transport_t *t, const coap_address_t *dst,
+                                         const char *id);
+/* How an event of libcoap's epoll fd is to be read, once its datagram is
+ * peeked at: as many times as learnt, once (the one peeked is the one read),
+ * or not at all (the datagram was dropped). */
+enum transport_peek { PEEK_ANY, PEEK_ONE, PEEK_SKIP };
+enum transport_peek transport__oscore_peek(transport_t *t, const struct epoll_event *ev,
+                                           uint64_t batch);
+/* The id of the OSCORE device whose request libcoap verified and is
+ * handling on 'session'; NULL when it is none. */
+const char *transport__oscore_identity(transport_t *t, coap_session_t *session);
+void transport__oscore_session_gone(transport_t *t, coap_session_t *session);
+/* A protected notification's Observe value, as libcoap 4.3.4 hands it
+ * over, is the request's Partial IV, the same in every one: a copy of
+ * 'rcvd' (deleted by the caller) with its own Partial IV instead (RFC 8613
+ * 4.1.3.5.2), so RFC 7641 3.4 ordering holds; NULL when nothing is to be
+ * changed (or no memory: then as it came). */
+coap_pdu_t *transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
+                                          const coap_pdu_t *rcvd);
 
 bool transport__ack_held(transport_t *t, coap_session_t *session, const coap_pdu_t *rcvd);
 void transport__acks_free(transport_t *t);

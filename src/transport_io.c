@@ -178,13 +178,18 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     t->resumed = false;
     /* Bounded: one batch per wake-up, so MQTT and timers get their turn. */
     n = epoll_wait(fd, evs, TRANSPORT_EPOLL_BATCH, 0);
+    t->batches++;
     for (int i = 0; i < n; i++) {
         unsigned k = 1;
+        enum transport_peek peek;
 
         transport__check_rehandshake(t, &evs[i]);
         if (!evs[i].data.ptr)
             compat_walk_due();      /* libcoap's timerfd: something is due */
-        if (evs[i].data.ptr && (evs[i].events & EPOLLIN) && !(evs[i].events & EPOLLOUT)) {
+        if ((peek = transport__oscore_peek(t, &evs[i], t->batches)) == PEEK_SKIP)
+            continue;
+        if (peek == PEEK_ANY && evs[i].data.ptr && (evs[i].events & EPOLLIN) &&
+            !(evs[i].events & EPOLLOUT)) {
             k = t->reads_per_event;
             reads += k;
             sockets++;
@@ -199,6 +204,8 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     coap_io_do_epoll(t->ctx, batch, m);
     t->last_io_ms = loop_now_ms(loop);
     empty = log_coap_eagain_end();
+    t->gw->stats.oscore_refused += log_coap_oscore_refused() - t->oscore_refused_seen;
+    t->oscore_refused_seen = log_coap_oscore_refused();
     t->last_batch_ns = mono_ns() - t0;
     t->last_batch_reads = reads > empty ? reads - empty : 0;
     learn_reads(t, reads, sockets, empty);

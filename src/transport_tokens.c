@@ -244,7 +244,7 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
     struct pending *p = find_pending(t, rcvd, session);
     const struct transport_handler *h;
     const coap_pdu_t *whole;
-    coap_pdu_t *made;
+    coap_pdu_t *made, *fixed;
     void *owner;
     bool ok;
 
@@ -280,6 +280,8 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
     owner = p->owner;
     if (h->one_shot)
         transport_forget(t, p->token);  /* one answer per request */
+    if ((fixed = transport__oscore_fix_observe(t, session, whole)))
+        whole = fixed;
     t->handling = rcvd;
     ok = h->on_response(owner, session, whole);
     if (t->hold_handling)
@@ -287,6 +289,7 @@ transport__on_response(coap_session_t *session, const coap_pdu_t *sent,
     t->handling = NULL;
     t->hold_handling = false;
     coap_delete_pdu(made);
+    coap_delete_pdu(fixed);
     return ok ? COAP_RESPONSE_OK : COAP_RESPONSE_FAIL;
 }
 
@@ -300,6 +303,20 @@ transport__on_nack(coap_session_t *session, const coap_pdu_t *sent,
     void *owner;
 
     (void)mid;
+#if defined(LIBCOAP_VERSION) && LIBCOAP_VERSION >= 4003002U
+    /*
+     * libcoap 4.3.2 and later (4.3.4 checked) hand an ICMP NACK, when no
+     * CON of the session is queued, the skeleton it keeps of an Observe or
+     * OSCORE request (coap_session_disconnected: &session->lg_crcv->pdu),
+     * whose token still points into the request PDU freed long before
+     * (coap_block_new_lg_crcv copies the struct): reading it was a
+     * use-after-free (ASan, an OSCORE device that went away).  Which
+     * request it was cannot be told apart, so none is: the loss is noticed
+     * by what waits for an answer (the dial-out probe, retransmissions).
+     */
+    if (reason == COAP_NACK_ICMP_ISSUE)
+        return;
+#endif
     /* Our separate answers to pushes (intake_separate.c) carry the
      * device's token, not ours: whatever becomes of them, no request of
      * ours is concerned. */

@@ -132,6 +132,33 @@ struct config_device {
     int n_observe;
     int keepalive;          /* s of silence before it is probed, default 10 */
     unsigned line;          /* where the entry starts in the file, for logs */
+    char *oscore;           /* coap:// with OSCORE: the id of its oscore
+                               context; NULL: none */
+};
+
+/*
+ * One OSCORE security context (RFC 8613) of the oscore list.  Byte strings
+ * are kept as the lower-case hex they were written in (checked: even
+ * length, within the sizes below); NULL when absent.  A context named by a
+ * devices entry (its oscore) is used for dialling that device; every
+ * other one is a device that dials in, and its id is that device's id.
+ */
+#define CONFIG_OSCORE_ID_MAX      7     /* sender/recipient id bytes (libcoap, AES-CCM nonce) */
+#define CONFIG_OSCORE_SECRET_MIN  16
+#define CONFIG_OSCORE_SECRET_MAX  64
+#define CONFIG_OSCORE_SALT_MAX    64
+#define CONFIG_OSCORE_CONTEXT_MAX 32    /* id_context bytes */
+
+struct config_oscore {
+    char *id;               /* a name, and for a dial-in device its topic id */
+    char *master_secret;    /* hex, 16..64 bytes */
+    char *master_salt;      /* hex, 0..64 bytes; NULL: none (empty) */
+    char *sender_id;        /* hex, 0..7 bytes: the gateway's Sender ID */
+    char *recipient_id;     /* hex, 0..7 bytes: the device's Sender ID */
+    char *id_context;       /* hex, 0..32 bytes; NULL: none */
+    char *aead;             /* "AES-CCM-16-64-128" (default) or "AES-CCM-16-64-256" */
+    int replay_window;      /* 1..63, default 32 */
+    unsigned line;          /* where the entry starts in the file, for logs */
 };
 
 struct config {
@@ -149,6 +176,8 @@ struct config {
     struct config_device *devices;  /* dialled out to; n_devices of them */
     int n_devices;
     struct config_discovery discovery;
+    struct config_oscore *oscore;   /* OSCORE contexts; n_oscore of them */
+    int n_oscore;
 };
 
 /* True unless queue.durability = "process". */
@@ -165,6 +194,15 @@ const char *config_device_uri(const char *uri, bool *secure, char *host,
 int config_device_copy(struct config_device *to, const struct config_device *from);
 void config_device_free(struct config_device *d);
 bool config_device_same(const struct config_device *a, const struct config_device *b);
+
+/* The oscore entry named 'id', or NULL. */
+const struct config_oscore *config_oscore_find(const struct config *cfg, const char *id);
+/* True when no devices entry names it: a device that dials in. */
+bool config_oscore_dialin(const struct config *cfg, const struct config_oscore *o);
+/* The two oscore lists are the same. */
+bool config_oscore_same(const struct config *a, const struct config *b);
+/* True when this build has OSCORE (libcoap >= 4.3.2 built with it). */
+bool config_oscore_available(void);
 
 bool config_durability_power(const struct config *cfg);
 

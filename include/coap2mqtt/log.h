@@ -46,5 +46,9 @@ void log_library_packets(void);
  */
 void log_coap_eagain_begin(void);
 unsigned log_coap_eagain_end(void);
+/* How many messages libcoap refused to decrypt with OSCORE so far (the
+ * warning it logs for each: wrong key, unknown kid, replay, bad option;
+ * not its Echo challenge after a restart, which it does not log). */
+unsigned log_coap_oscore_refused(void);
 
 #endif

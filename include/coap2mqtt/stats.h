@@ -30,6 +30,8 @@
     X(rejected_dialout_id)   /* dial-in under an id of the devices list: 4.03 */ \
     X(rejected_bad_request)  /* malformed query, body, path: 4.00 */        \
     X(rejected_unauthenticated) /* request on a session without identity */ \
+    X(oscore_refused)        /* OSCORE messages libcoap could not verify: wrong key, unknown recipient id, replay */ \
+    X(oscore_unprotected)    /* unprotected requests from an OSCORE device's address: dropped */ \
     X(rejected_capacity)     /* over max devices / queue full: 5.03 */      \
     X(requests_throttled)    /* over coap.max_request_rate: 5.03 */         \
     X(dialout_up)            /* dialled devices reached (registered) */     \

@@ -132,6 +132,15 @@ size_t transport_sessions(const transport_t *t);
 coap_session_t *transport_client_open(transport_t *t, const char *host, int port,
                                       unsigned attempt, bool secure,
                                       const char *psk_identity);
+/*
+ * As transport_client_open() for a coap:// device, its messages protected
+ * by OSCORE with the context 'oscore_id' of the oscore list (sequence
+ * numbers saved in state_dir/oscore/).  NULL on failure, logged; also in
+ * a build without OSCORE, whose configuration cannot name one.
+ */
+coap_session_t *transport_client_open_oscore(transport_t *t, const char *host,
+                                             int port, unsigned attempt,
+                                             const char *oscore_id);
 /* Ends a client session: its tokens stop routing, the session listener is
  * told (as when libcoap ends one), and libcoap frees it.  NULL is ignored. */
 void transport_client_close(transport_t *t, coap_session_t *session);

@@ -333,6 +333,20 @@ def config_seeds():
                       b'discovery = { multicast = true; interface = "lo"; interval = 60; };\n')
     s["discovery-bad"] = (b'coap = { listen = [ "0.0.0.0:5684" ]; psk_file = "/k"; };\n'
                           b'discovery = { multicast = true; interface = "a/b"; interval = 5; };\n')
+    # OSCORE contexts (refused with the reason by a build without OSCORE)
+    s["oscore"] = (b'coap = { plain_listen = [ "127.0.0.1:5683" ]; };\n'
+                   b'oscore = (\n'
+                   b'  { id = "soil-1"; master_secret = "0102030405060708090a0b0c0d0e0f10";'
+                   b' master_salt = "9e7c"; sender_id = "01"; recipient_id = "02"; },\n'
+                   b'  { id = "lab-ctx"; master_secret = "1102030405060708090a0b0c0d0e0f10";'
+                   b' sender_id = ""; recipient_id = "03"; id_context = "aa"; aead = "AES-CCM-16-64-256";'
+                   b' replay_window = 63; }\n'
+                   b');\n'
+                   b'devices = ( { id = "lab-9"; uri = "coap://192.0.2.9"; oscore = "lab-ctx"; } );\n')
+    s["oscore-bad"] = (b'oscore = ( { id = "a"; master_secret = "0g"; sender_id = "01";'
+                       b' recipient_id = "01"; replay_window = 0; }, 5,'
+                       b' { id = "a"; master_secret = 7; } );\n'
+                       b'devices = ( { id = "a"; uri = "coaps://x"; oscore = "b"; } );\n')
     s.update(broken)
     return s
 
