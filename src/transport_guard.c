@@ -47,13 +47,8 @@ struct handshake {
  * that address (libcoap's cookie round trip, see check_rehandshake); then
  * libcoap reads the hello and a fresh handshake starts at once.
  */
-struct peer_key {
-    uint16_t family, port;
-    uint8_t addr[16];
-};
-
 struct established {
-    struct peer_key key;
+    struct transport_addr_key key;
     coap_session_t *session;
     UT_hash_handle hh;
 };
@@ -154,8 +149,8 @@ transport__handshake_failed(transport_t *t, coap_session_t *session)
 
 /* --- devices that re-handshake on a live session ---------------------------- */
 
-static bool
-peer_key_of(const struct sockaddr *sa, struct peer_key *k)
+bool
+transport__addr_key(const struct sockaddr *sa, struct transport_addr_key *k)
 {
     memset(k, 0, sizeof(*k));
     k->family = sa->sa_family;
@@ -179,13 +174,13 @@ peer_key_of(const struct sockaddr *sa, struct peer_key *k)
 /* The entry for the session's peer address (NULL if none); false when the
  * address cannot be a key at all. */
 static bool
-established_find(transport_t *t, coap_session_t *session, struct peer_key *k,
+established_find(transport_t *t, coap_session_t *session, struct transport_addr_key *k,
                  struct established **e)
 {
     const coap_address_t *a = coap_session_get_addr_remote(session);
 
     *e = NULL;
-    if (!a || !peer_key_of(&a->addr.sa, k))
+    if (!a || !transport__addr_key(&a->addr.sa, k))
         return false;
     HASH_FIND(hh, t->established, k, sizeof(*k), *e);
     return true;
@@ -195,7 +190,7 @@ void
 transport__established_add(transport_t *t, coap_session_t *session)
 {
     struct established *e;
-    struct peer_key k;
+    struct transport_addr_key k;
 
     if (!established_find(t, session, &k, &e))
         return;
@@ -231,7 +226,7 @@ void
 transport__established_del(transport_t *t, coap_session_t *session)
 {
     struct established *e;
-    struct peer_key k;
+    struct transport_addr_key k;
 
     if (established_find(t, session, &k, &e) && e && e->session == session) {
         HASH_DEL(t->established, e);
@@ -305,7 +300,7 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
     uint8_t buf[4096], hvr[512];
     size_t hvr_len = 0;
     struct established *e;
-    struct peer_key k;
+    struct transport_addr_key k;
     int fd = compat_endpoint_fd(ev);
     ssize_t n;
 
@@ -317,7 +312,7 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
     n = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC,
                  (struct sockaddr *)&ss, &sl);
     if (!is_client_hello(buf, n) || n > (ssize_t)sizeof(buf) ||
-        !peer_key_of((struct sockaddr *)&ss, &k))
+        !transport__addr_key((struct sockaddr *)&ss, &k))
         return;
     HASH_FIND(hh, t->established, &k, sizeof(k), e);
     if (!e)

@@ -180,4 +180,16 @@ coap_response_t transport__on_response(coap_session_t *session, const coap_pdu_t
 void transport__on_nack(coap_session_t *session, const coap_pdu_t *sent,
                         const coap_nack_reason_t reason, const coap_mid_t mid);
 
+/*
+ * A peer's address as a hash key (family, port, the address bytes; all
+ * else zeroed): the sessions that re-handshake (transport_guard.c) and
+ * the OSCORE senders (transport_oscore.c) are found by it.  False when
+ * the address is neither IPv4 nor IPv6.
+ */
+struct transport_addr_key {
+    uint16_t family, port;
+    uint8_t addr[16];
+};
+bool transport__addr_key(const struct sockaddr *sa, struct transport_addr_key *k);
+
 #endif

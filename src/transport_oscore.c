@@ -60,16 +60,11 @@ struct osc_rec {
     char path[PATH_MAX];
 };
 
-struct osc_key {
-    uint16_t family, port;
-    uint8_t addr[16];
-};
-
 /* What the last request peeked from one address was. */
 enum { PEER_PLAIN = -1, PEER_FOREIGN = -2, PEER_AMBIGUOUS = -3 };
 
 struct osc_peer {
-    struct osc_key key;
+    struct transport_addr_key key;
     int current;                    /* index of a dial-in context, or PEER_* */
     bool bound;                     /* an OSCORE device was verified here */
     int owner;                      /* ... this one (index) */
@@ -88,8 +83,7 @@ struct transport_oscore {
     size_t n_dialling;              /* peers with a dialout */
 };
 
-static bool key_of(const struct sockaddr *sa, struct osc_key *k);
-static struct osc_peer *peer_of(struct transport_oscore *o, const struct osc_key *k,
+static struct osc_peer *peer_of(struct transport_oscore *o, const struct transport_addr_key *k,
                                 bool make);
 
 /* --- sequence numbers ----------------------------------------------------- */
@@ -332,7 +326,7 @@ transport__oscore_client(transport_t *t, const coap_address_t *dst, const char *
     coap_oscore_conf_t *conf;
     coap_session_t *s;
     struct osc_peer *p;
-    struct osc_key k;
+    struct transport_addr_key k;
 
     if (!r || r->dialin) {
         log_warnx("oscore: no context \"%s\" for dialling", id);
@@ -349,7 +343,7 @@ transport__oscore_client(transport_t *t, const coap_address_t *dst, const char *
      * decrypts only what carries the option), which would let anyone who
      * can send from the device's address write readings.  The peek drops
      * them. */
-    if (key_of(&dst->addr.sa, &k) && (p = peer_of(t->oscore, &k, true))) {
+    if (transport__addr_key(&dst->addr.sa, &k) && (p = peer_of(t->oscore, &k, true))) {
         if (!p->dialout)
             t->oscore->n_dialling++;
         p->dialout = r;
@@ -359,30 +353,8 @@ transport__oscore_client(transport_t *t, const coap_address_t *dst, const char *
 
 /* --- who sent a protected request ------------------------------------------------ */
 
-static bool
-key_of(const struct sockaddr *sa, struct osc_key *k)
-{
-    memset(k, 0, sizeof(*k));
-    k->family = sa->sa_family;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-
-        k->port = in->sin_port;
-        memcpy(k->addr, &in->sin_addr, 4);
-        return true;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-
-        k->port = in6->sin6_port;
-        memcpy(k->addr, &in6->sin6_addr, 16);
-        return true;
-    }
-    return false;
-}
-
 static struct osc_peer *
-peer_of(struct transport_oscore *o, const struct osc_key *k, bool make)
+peer_of(struct transport_oscore *o, const struct transport_addr_key *k, bool make)
 {
     struct osc_peer *p;
 
@@ -524,7 +496,7 @@ transport__oscore_peek(transport_t *t, const struct epoll_event *ev, uint64_t ba
     uint8_t buf[1500];
     const uint8_t *opt = NULL;
     size_t olen = 0;
-    struct osc_key k;
+    struct transport_addr_key k;
     struct osc_peer *p;
     int fd = compat_endpoint_fd(ev), rc;
     ssize_t n;
@@ -533,7 +505,7 @@ transport__oscore_peek(transport_t *t, const struct epoll_event *ev, uint64_t ba
         return PEEK_ANY;
     n = recvfrom(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT,
                  (struct sockaddr *)&ss, &sl);
-    if (n < 4 || (buf[0] >> 6) != 1 || !key_of((struct sockaddr *)&ss, &k))
+    if (n < 4 || (buf[0] >> 6) != 1 || !transport__addr_key((struct sockaddr *)&ss, &k))
         return PEEK_ANY;                /* DTLS, or nothing to read */
     /* Empty messages (ACK, RST, ping) are never protected. */
     if ((rc = oscore_option(buf, (size_t)n, &opt, &olen)) < 0)
@@ -571,12 +543,12 @@ transport__oscore_identity(transport_t *t, coap_session_t *session)
 {
     struct transport_oscore *o = t->oscore;
     const coap_address_t *a;
-    struct osc_key k;
+    struct transport_addr_key k;
     struct osc_peer *p;
 
     if (!o || !o->n_dialin || coap_session_get_proto(session) != COAP_PROTO_UDP ||
         coap_session_get_type(session) != COAP_SESSION_TYPE_SERVER ||
-        !(a = coap_session_get_addr_remote(session)) || !key_of(&a->addr.sa, &k) ||
+        !(a = coap_session_get_addr_remote(session)) || !transport__addr_key(&a->addr.sa, &k) ||
         !(p = peer_of(o, &k, false)) || p->current < 0)
         return NULL;
     /* Asked while its request is handled: libcoap verified it. */
@@ -624,12 +596,12 @@ transport__oscore_fix_observe(transport_t *t, coap_session_t *session,
     struct transport_oscore *o = t->oscore;
     const coap_address_t *a;
     coap_opt_iterator_t it;
-    struct osc_key k;
+    struct transport_addr_key k;
     struct osc_peer *p;
 
     if (!o || !o->n || coap_session_get_proto(session) != COAP_PROTO_UDP ||
         !coap_check_option(rcvd, COAP_OPTION_OBSERVE, &it) ||
-        !(a = coap_session_get_addr_remote(session)) || !key_of(&a->addr.sa, &k) ||
+        !(a = coap_session_get_addr_remote(session)) || !transport__addr_key(&a->addr.sa, &k) ||
         !(p = peer_of(o, &k, false)) || p->piv_batch != t->batches || !p->piv_len)
         return NULL;
     return with_observe(rcvd, p->piv, p->piv_len);
@@ -640,10 +612,10 @@ transport__oscore_session_gone(transport_t *t, coap_session_t *session)
 {
     struct transport_oscore *o = t->oscore;
     const coap_address_t *a;
-    struct osc_key k;
+    struct transport_addr_key k;
     struct osc_peer *p;
 
-    if (!o || !(a = coap_session_get_addr_remote(session)) || !key_of(&a->addr.sa, &k) ||
+    if (!o || !(a = coap_session_get_addr_remote(session)) || !transport__addr_key(&a->addr.sa, &k) ||
         !(p = peer_of(o, &k, false)))
         return;
     if (p->dialout)
