@@ -204,6 +204,7 @@ soak: deps
 
 # Side-by-side measurements (optimised build, no sanitizers); at most 10 min.
 bench: deps
+	@scripts/install-deps.sh --bench
 	@$(MAKE) --no-print-directory all
 	bench/run.sh
 

@@ -101,7 +101,8 @@ def field(ns, notify_ns=()):
             "lost": get(j, "mqtt", "lost"),
             "p50_ms": get(j, "mqtt", "latency", "p50_ms"),
             "p99_ms": get(j, "mqtt", "latency", "p99_ms"),
-            "p999_ms": get(j, "mqtt", "latency", "p999_ms")}
+            "p999_ms": get(j, "mqtt", "latency", "p999_ms"),
+            "cdf": get(j, "mqtt", "latency", "cdf")}
     out["con_notifications"] = {}
     for n in notify_ns:
         a = load("field_a_obs_%s" % n)
@@ -147,7 +148,15 @@ if ONLY_DURABILITY:
     print_durability(durability())
     sys.exit(0)
 if ONLY_FIELD:
-    print_field(field(field_sensors, field_notify))
+    F = field(field_sensors, field_notify)
+    print_field(F)
+    # Kept for bench/plot.py: bench/field.json, one file per --field run
+    # (the settings it ran with named), beside bench/results.json.
+    F["date"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    F["settings"] = {k: os.environ.get(k) for k in ("CONNECTIONS", "DURABILITY", "SPOOL")}
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "field.json"), "w") as f:
+        json.dump(F, f, indent=1)
+        f.write("\n")
     sys.exit(0)
 
 

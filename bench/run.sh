@@ -95,6 +95,10 @@ MAIN=$$
 WATCHDOG=$!
 PIDS+=("$WATCHDOG")
 
+# Debian's python3 has Debian's matplotlib (bench/plot.py); another python3
+# first in PATH (pyenv, say) may not.
+PLOT_PY=/usr/bin/python3
+[ -x "$PLOT_PY" ] || PLOT_PY=python3
 . "$ROOT/bench/lib.sh"     # free_port
 
 forget_pid() {
@@ -487,6 +491,7 @@ if [ $ONLY_FIELD = 1 ]; then
   stop "$BROKER"
   echo "gateway (a): mqtt.connections = $CONNECTIONS, queue.durability = ${DURABILITY:-power}, queue.spool = ${SPOOL:-true}"
   python3 "$ROOT/bench/report.py" --field "$DIR" "$FIELD_SENSORS" "$FIELD_NOTIFY_SENSORS"
+  "$PLOT_PY" "$ROOT/bench/plot.py" || echo "bench: no pictures (bench/plot.py needs python3-matplotlib)"
   exit 0
 fi
 if [ $ONLY_DURABILITY = 1 ]; then
@@ -506,4 +511,6 @@ kill "$WATCHDOG" 2>/dev/null || true
 forget_pid "$WATCHDOG"
 stop "$BROKER"
 python3 "$ROOT/bench/report.py" "$DIR" "$ROOT/bench/results.json" "$SESSIONS" "$RMEM"
+"$PLOT_PY" "$ROOT/bench/plot.py" "$ROOT/bench/results.json" ||
+  echo "bench: no pictures (bench/plot.py needs python3-matplotlib)"
 log "done in $(( $(date +%s) - START )) s"

@@ -16,6 +16,10 @@ PKGS="build-essential pkg-config git
 # coap package), for the dial-out tests (tests/peers/node-coap/).
 # A node of another origin (NodeSource's nodejs bundles npm and conflicts
 # with Debian's npm) is taken as it is.
+# The bench draws its pictures with matplotlib (bench/plot.py).
+if [ "${1:-}" = "--bench" ]; then
+    PKGS="$PKGS python3-matplotlib"
+fi
 if [ "${1:-}" = "--test" ]; then
     PKGS="$PKGS rabbitmq-server conntrack"
     command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"

@@ -132,8 +132,13 @@ struct lg_samples {
 void samples_add(struct lg_samples *s, uint64_t us);
 void samples_free(struct lg_samples *s);
 
+/* The quantiles the latency CDF is drawn from (bench/plot.py). */
+#define LG_CDF_POINTS 24
+extern const double lg_cdf_q[LG_CDF_POINTS];
+
 struct lg_latency {
     double p50_ms, p99_ms, p999_ms, max_ms, mean_ms;
+    double cdf_ms[LG_CDF_POINTS];   /* at lg_cdf_q */
     size_t samples;
 };
 

@@ -13,9 +13,16 @@
 static json_t *
 latency_json(const struct lg_latency *l)
 {
-    return json_pack("{s:f, s:f, s:f, s:f, s:I}", "p50_ms", l->p50_ms,
-                     "p99_ms", l->p99_ms, "p999_ms", l->p999_ms,
-                     "max_ms", l->max_ms, "samples", (json_int_t)l->samples);
+    json_t *j = json_pack("{s:f, s:f, s:f, s:f, s:I}", "p50_ms", l->p50_ms,
+                          "p99_ms", l->p99_ms, "p999_ms", l->p999_ms,
+                          "max_ms", l->max_ms, "samples", (json_int_t)l->samples);
+    json_t *cdf = json_array();
+
+    /* [quantile, ms] pairs: enough for a CDF picture, not the samples. */
+    for (size_t i = 0; l->samples && i < LG_CDF_POINTS; i++)
+        json_array_append_new(cdf, json_pack("[f, f]", lg_cdf_q[i], l->cdf_ms[i]));
+    json_object_set_new(j, "cdf", cdf);
+    return j;
 }
 
 static json_t *

@@ -13,6 +13,11 @@
 
 #define SAMPLES_MAX (20u * 1000 * 1000)
 
+const double lg_cdf_q[LG_CDF_POINTS] = {
+    0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
+    0.95, 0.97, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999, 0.9995, 0.9998, 0.9999, 1.0,
+};
+
 void
 samples_add(struct lg_samples *s, uint64_t us)
 {
@@ -72,6 +77,8 @@ samples_latency(struct lg_samples *s, struct lg_latency *l)
     l->p99_ms = quantile_ms(s->v, s->n, 0.99);
     l->p999_ms = quantile_ms(s->v, s->n, 0.999);
     l->max_ms = (double)s->v[s->n - 1] / 1000.0;
+    for (size_t i = 0; i < LG_CDF_POINTS; i++)
+        l->cdf_ms[i] = quantile_ms(s->v, s->n, lg_cdf_q[i]);
 }
 
 /* utime and stime are fields 14 and 15, counted after the ")" of comm. */
