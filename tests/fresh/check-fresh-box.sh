@@ -57,14 +57,7 @@ fi
 
 # --- 2. what the developer has: HEAD plus the uncommitted changes -----------
 
-work=$(mktemp -d /var/tmp/coap2mqtt-fresh.XXXXXX)
-name=coap2mqtt-fresh-$$
-cleanup() {
-    podman rm -f -t 5 "$name" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT; trap 'exit 143' TERM
+scratch_and_container coap2mqtt-fresh
 
 src=$work/coap2mqtt
 {

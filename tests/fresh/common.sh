@@ -43,3 +43,12 @@ ensure_base_image() {
             fail "could not build the $image base image (see above)" ;;
     esac
 }
+
+# A scratch directory ($work) and a container name ($name) for this check,
+# both removed when the script exits, however it exits.
+scratch_and_container() {   # prefix, e.g. coap2mqtt-fresh
+    work=$(mktemp -d "/var/tmp/$1.XXXXXX")
+    name=$1-$$
+    trap 'podman rm -f -t 5 "$name" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+    trap 'exit 130' INT; trap 'exit 143' TERM
+}

@@ -89,6 +89,18 @@ def client_ready():
 # --------------------------------------------------------------------------
 # a build without OSCORE: -t refuses the settings, with the reason
 
+
+def saved_seq(path, timeout):
+    """The sequence-number bound the gateway saved in 'path'.  The file
+    appears when the gateway first protects a message of its own; no event
+    says so, hence the poll."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "no %s after %s s" % (path, timeout)
+        time.sleep(0.2)
+    with open(path) as f:
+        return int(f.read().strip())
+
 def test_without_oscore_t_refuses_the_list_and_the_device_member(c2m_bin, tmp_path):
     ok, _ = has_oscore(c2m_bin, tmp_path)
     if ok:
@@ -247,14 +259,8 @@ def test_dialin_push_and_registration(make_gateway, mqtt, tmp_path, oscore_build
     assert "4.03" in out, out
 
     # the gateway's sequence number is kept in state_dir/oscore/
-    seq = os.path.join(gw.state_dir, "oscore", "soil-1.seq")
-    deadline = time.monotonic() + 10
-    while not os.path.exists(seq) and time.monotonic() < deadline:
-        time.sleep(0.2)
     # (saved once the gateway sent a request of its own: the observe GET)
-    if os.path.exists(seq):
-        with open(seq) as f:
-            assert int(f.read().strip()) > 0
+    assert saved_seq(os.path.join(gw.state_dir, "oscore", "soil-1.seq"), 10) > 0
 
 
 def test_dialin_wrong_key_unknown_kid_and_unprotected_are_refused(make_gateway, mqtt,
@@ -297,12 +303,7 @@ def test_dialin_sequence_number_survives_a_restart(make_gateway, mqtt, tmp_path,
     # registering makes the gateway send protected requests (observe GET)
     dev.request("post", "rd?ep=soil-3&lt=60", "</moisture>;obs")
     seq = os.path.join(gw.state_dir, "oscore", "soil-3.seq")
-    deadline = time.monotonic() + 15
-    while not os.path.exists(seq):
-        assert time.monotonic() < deadline, "no %s" % seq
-        time.sleep(0.2)
-    with open(seq) as f:
-        first = int(f.read())
+    first = saved_seq(seq, 15)
     assert first >= 1
     assert gw.stop() == 0
     gw.respawn()

@@ -54,14 +54,7 @@ if ! podman image exists "$tag"; then
     fi
 fi
 
-work=$(mktemp -d /var/tmp/coap2mqtt-oscore.XXXXXX)
-name=coap2mqtt-oscore-$$
-cleanup() {
-    podman rm -f -t 5 "$name" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT; trap 'exit 143' TERM
+scratch_and_container coap2mqtt-oscore
 
 # The working tree as it is (committed or not), without build/.
 (cd "$root" && git ls-files -z -co --exclude-standard | grep -zv '^build/' |
