@@ -36,6 +36,13 @@ void compat_hold_ack(const coap_pdu_t *rcvd);
  * when this libcoap cannot be kept from answering: the handler then
  * leaves 'response' as it was (libcoap sends the empty ACK). */
 bool compat_answer_later(const coap_pdu_t *req, coap_pdu_t *response);
+/* compat_bind.c: while on, every bind() (libcoap's coap_new_endpoint
+ * included) sets SO_REUSEPORT on the socket first, so several endpoints
+ * can share one port. */
+void compat_bind_share(bool on);
+/* The socket of the last bind() while sharing was on, -1 if none: its
+ * getsockname() tells the port when 0 was asked for. */
+int compat_bind_shared_fd(void);
 /* compat_walk.c: libcoap's walk over all sessions at the end of each
  * coap_io_do_epoll(), taken at most once per 20 times its cost once
  * throttled (the gateway; off elsewhere).  compat_walk_due(): the timerfd

@@ -223,6 +223,7 @@ static const struct item coap_items[] = {
     STR("crl_file", coap.crl_file, check_path),
     INT("max_sessions", coap.max_sessions, 0, 10000000),
     INT("max_handshakes", coap.max_handshakes, 16, 1000000),
+    INT("listen_sockets", coap.listen_sockets, 0, 64),
     INT("session_timeout", coap.session_timeout, 10, 604800),
     INT("max_payload", coap.max_payload, 64, 16777216),
     INT("max_request_rate", coap.max_request_rate, 0, 1000000),

@@ -164,21 +164,85 @@ parse_listen(const char *spec, coap_address_t *addr)
     return 0;
 }
 
+/*
+ * How many endpoints share each DTLS listen address (compat_bind.c: each
+ * endpoint's per-new-peer walk covers only its own sessions).  Auto: 8,
+ * or fewer when coap.max_sessions is set, because libcoap applies that
+ * limit per endpoint (divided here): a share of at least 1,000 sessions
+ * keeps an uneven spread from mattering, and a small limit stays exact on
+ * one socket.  max_handshakes is not divided: libcoap's per-endpoint count
+ * only refuses hellos, while the guard (transport_guard.c) holds the
+ * unanswered ones to half of it over all sockets and evicts the oldest,
+ * which keeps a flood from locking sensors out; a lower per-socket
+ * refusal would do the flood's work for it.
+ */
+static unsigned
+dtls_sockets(const struct config_coap *cc)
+{
+    unsigned k = 8;
+
+    if (cc->listen_sockets > 0)
+        return (unsigned)cc->listen_sockets;
+    if (cc->max_sessions > 0 && (unsigned)cc->max_sessions / 1000 < k)
+        k = (unsigned)cc->max_sessions / 1000;
+    return k ? k : 1;
+}
+
+/* A limit libcoap counts per endpoint, for one of t->dtls_sockets. */
+static unsigned
+per_socket(const transport_t *t, int limit)
+{
+    return ((unsigned)limit + t->dtls_sockets - 1) / t->dtls_sockets;
+}
+
+/* The k endpoints of one DTLS address, on one port (0: the first one's). */
+static int
+open_shared(transport_t *t, coap_address_t *addr, unsigned k)
+{
+    for (unsigned i = 0; i < k; i++) {
+        coap_endpoint_t *ep;
+        int fd;
+
+        compat_bind_share(k > 1);
+        ep = coap_new_endpoint(t->ctx, addr, COAP_PROTO_DTLS);
+        fd = compat_bind_shared_fd();
+        compat_bind_share(false);
+        if (!ep)
+            return -1;
+        if (i == 0 && k > 1 && coap_address_get_port(addr) == 0) {
+            coap_address_t bound;
+
+            bound.size = sizeof(bound.addr);
+            if (fd < 0 || getsockname(fd, &bound.addr.sa, &bound.size) < 0)
+                return -1;
+            coap_address_set_port(addr, coap_address_get_port(&bound));
+        }
+    }
+    return 0;
+}
+
 static int
 open_endpoints(transport_t *t, char **list, int n, coap_proto_t proto)
 {
     for (int i = 0; i < n; i++) {
         coap_address_t addr;
+        int rc;
 
         if (parse_listen(list[i], &addr) < 0) {
             log_warnx("coap: bad listen address %s", list[i]);
             return -1;
         }
-        if (!coap_new_endpoint(t->ctx, &addr, proto)) {
+        if (proto == COAP_PROTO_DTLS)
+            rc = open_shared(t, &addr, t->dtls_sockets);
+        else
+            rc = coap_new_endpoint(t->ctx, &addr, proto) ? 0 : -1;
+        if (rc < 0) {
             log_warnx("coap: cannot listen on %s", list[i]);
             return -1;
         }
-        if (proto == COAP_PROTO_DTLS)
+        if (proto == COAP_PROTO_DTLS && t->dtls_sockets > 1)
+            log_notice("listening on %s (coaps, %u sockets)", list[i], t->dtls_sockets);
+        else if (proto == COAP_PROTO_DTLS)
             log_notice("listening on %s (coaps)", list[i]);
         else
             log_warnx("listening on %s: plain CoAP, unencrypted and unauthenticated "
@@ -202,7 +266,7 @@ apply_settings(transport_t *t, const struct config_coap *cc)
      * libcoap still asks for and sends the blocks. */
     coap_context_set_block_mode(t->ctx, COAP_BLOCK_USE_LIBCOAP);
     coap_context_set_max_handshake_sessions(t->ctx, (unsigned)cc->max_handshakes);
-    coap_context_set_max_idle_sessions(t->ctx, (unsigned)cc->max_sessions);
+    coap_context_set_max_idle_sessions(t->ctx, per_socket(t, cc->max_sessions));
     coap_context_set_session_timeout(t->ctx, (unsigned)cc->session_timeout);
     coap_register_response_handler(t->ctx, transport__on_response);
     coap_register_nack_handler(t->ctx, transport__on_nack);
@@ -217,7 +281,7 @@ transport_apply_limits(transport_t *t)
     /* libcoap reads these when it next counts sessions or handshakes;
      * nothing established is closed by a lower limit. */
     coap_context_set_max_handshake_sessions(t->ctx, (unsigned)cc->max_handshakes);
-    coap_context_set_max_idle_sessions(t->ctx, (unsigned)cc->max_sessions);
+    coap_context_set_max_idle_sessions(t->ctx, per_socket(t, cc->max_sessions));
     coap_context_set_session_timeout(t->ctx, (unsigned)cc->session_timeout);
 }
 
@@ -234,6 +298,7 @@ transport_new(struct gw *gw)
     t->gw = gw;
     t->fd = -1;
     t->keys = gw->keys;
+    t->dtls_sockets = dtls_sockets(cc);
     transport__tokens_init(t);
     if (!(t->ctx = coap_new_context(NULL))) {
         log_warnx("coap: cannot create the libcoap context");

@@ -42,6 +42,7 @@ struct transport {
     struct gw *gw;
     coap_context_t *ctx;
     int fd;
+    unsigned dtls_sockets;          /* endpoints per DTLS listen address */
     keystore_t *keys;
     coap_bin_const_t key;           /* points into keys, for the callback */
     transport_session_gone_fn session_gone;
@@ -62,7 +63,7 @@ struct transport {
     struct hello *hello_fifo;       /* oldest first */
     size_t n_hellos;
     bool cookie_warned;             /* the re-handshake check cannot run */
-    int tuned_fds[16];              /* endpoint sockets given a big SO_RCVBUF */
+    int tuned_fds[128];             /* endpoint sockets given a big SO_RCVBUF */
     size_t n_tuned;
     uint64_t sweep_timer;
     /* DTLS */
