@@ -162,8 +162,8 @@ print("gateway CPU ms per 1,000 pushes: alone %s, among %s" % (doc["cpu_ms_per_1
 for s in steps:
     print("  %-6s %7d sessions: %6.0f pushes/s (%.2f of alone), handshakes %s/s, VmRSS %d KiB, CPU %s ms per 1,000"
           % (s["label"], s["sessions_total"], s["busy_per_s"], s["busy_per_s"] / pa if pa else 0,
-             s["handshakes_per_s"] if s["handshakes_per_s"] is not None else "-",
-             s["rss_kib"], s["cpu_ms_per_1000"]))
+             "-" if s["handshakes_per_s"] is None else "%.0f" % s["handshakes_per_s"],
+             s["rss_kib"], "-" if s["cpu_ms_per_1000"] is None else "%.1f" % s["cpu_ms_per_1000"]))
 print("written: %s" % out)
 EOF
 # The picture goes next to the JSON: a test run with OUT=/tmp/... leaves
