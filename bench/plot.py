@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""bench/plot.py [FIELD_JSON] - draws the field rows (issue 14) as pictures,
-next to the JSON they come from:
+"""bench/plot.py [-o DIR] [JSON] - draws the bench rows (issue 14) as pictures
+into bench/, next to the JSON they come from (or into DIR):
 
   bench/field-throughput.png   CON pushes/s against the number of NSTART = 1
                                sensors: (a) the gateway, (b) the bare libcoap
                                server, (c) the broker's best QoS 1 ingestion
   bench/field-latency-cdf.png  sensor -> subscriber latency at half load, as
                                a CDF (CON pushes, NON notifications)
+  bench/sessions-throughput.png
+                               busy CON pushes/s against sessions held
+                               (bench/sessions100k.sh)
 
-FIELD_JSON defaults to bench/field.json (written by bench/run.sh --field);
-the "field" member of bench/results.json (make bench) works too.  Needs
-matplotlib (Debian: python3-matplotlib; `make bench` installs it)."""
+Without JSON: the field pictures from bench/field.json (written by
+bench/run.sh --field) and, when bench/sessions100k.json exists, the sessions
+picture.  A JSON with "steps" (bench/sessions100k.sh) draws only the sessions
+picture; any other the field ones - the "field" member of bench/results.json
+(make bench) works too.  Needs matplotlib (Debian: python3-matplotlib;
+`make bench` installs it)."""
+import argparse
 import json
 import os
 import sys
@@ -19,6 +26,7 @@ try:
     import matplotlib
     matplotlib.use("Agg")           # no display: files only
     import matplotlib.pyplot as plt
+    import matplotlib.ticker as ticker
 except ImportError:
     sys.exit("plot: matplotlib is missing (apt-get install python3-matplotlib)")
 
@@ -27,8 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def load(path):
     with open(path) as f:
-        j = json.load(f)
-    return j.get("field", j) if "sensors" not in j else j
+        return json.load(f)
 
 
 def subtitle(F):
@@ -98,12 +105,74 @@ def latency(F, out):
     return True
 
 
+def sessions(S, out):
+    steps = S["steps"]
+    x = [s["sessions_total"] for s in steps]
+    y = [s["busy_per_s"] or 0 for s in steps]
+    alone = S.get("busy_alone_per_s") or 0
+    st = S.get("settings") or {}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.axhline(alone, color="grey", linestyle="--", linewidth=1,
+               label="alone: {:,.0f}/s".format(alone))
+    ax.axhline(0.8 * alone, color="tab:red", linestyle=":", linewidth=1,
+               label="goal: 0.8 x alone")
+    ax.plot(x, y, "o-", linewidth=2,
+            label="%s busy sensors, closed loop, 4 in flight" % st.get("ACTIVE", ""))
+    for xi, yi in zip(x, y):
+        if alone:
+            ax.annotate("%.2f" % (yi / alone), (xi, yi), textcoords="offset points",
+                        xytext=(0, -14), ha="center", fontsize=8)
+    thousands = ticker.FuncFormatter(lambda v, _: "{:,.0f}".format(v))
+    ax.xaxis.set_major_formatter(thousands)
+    ax.yaxis.set_major_formatter(thousands)
+    # Room for the first point's label and above the alone line.
+    ax.set_xlim(left=-0.03 * max(x))
+    ax.set_ylim(0, 1.1 * max(y + [alone]))
+    ax.set_xlabel("DTLS-PSK sessions held by the gateway (idle + busy)")
+    ax.set_ylabel("CON pushes/s of the busy sensors")
+    ax.set_title("Busy throughput against sessions held (labels: ratio to alone)\n"
+                 "%s, commit %s; idle: %s generators x %s sessions"
+                 % (S.get("date", ""), S.get("commit", ""), st.get("IDLE_PROCS", "?"),
+                    st.get("PER_PROC", "?")), fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def said(out):
+    name = os.path.basename(out)
+    print("plot: %s" % ("bench/" + name if os.path.dirname(out) == HERE else out))
+
+
+def field(j, outdir):
+    F = j.get("field", j) if "sensors" not in j else j
+    throughput(F, os.path.join(outdir, "field-throughput.png"))
+    said(os.path.join(outdir, "field-throughput.png"))
+    if latency(F, os.path.join(outdir, "field-latency-cdf.png")):
+        said(os.path.join(outdir, "field-latency-cdf.png"))
+
+
 def main():
-    F = load(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "field.json"))
-    throughput(F, os.path.join(HERE, "field-throughput.png"))
-    print("plot: bench/field-throughput.png")
-    if latency(F, os.path.join(HERE, "field-latency-cdf.png")):
-        print("plot: bench/field-latency-cdf.png")
+    ap = argparse.ArgumentParser(description="draws the bench JSON as pictures")
+    ap.add_argument("-o", dest="outdir", default=HERE, help="directory for the pictures (bench/)")
+    ap.add_argument("json", nargs="?", help="field or sessions100k JSON (bench/field.json)")
+    args = ap.parse_args()
+    if args.json is None:
+        field(load(os.path.join(HERE, "field.json")), args.outdir)
+        path = os.path.join(HERE, "sessions100k.json")
+        if not os.path.exists(path):
+            return
+        j = load(path)
+    else:
+        j = load(args.json)
+        if "steps" not in j:
+            field(j, args.outdir)
+            return
+    out = os.path.join(args.outdir, "sessions-throughput.png")
+    sessions(j, out)
+    said(out)
 
 
 if __name__ == "__main__":
