@@ -118,6 +118,8 @@ on_event(coap_session_t *session, const coap_event_t event)
     case COAP_EVENT_SERVER_SESSION_NEW:
         t->sessions++;
         transport__hello_track(t, session);
+        if (coap_session_get_proto(session) == COAP_PROTO_DTLS)
+            transport__halfopen_add(t, session);
         break;
     case COAP_EVENT_SERVER_SESSION_DEL:
         if (t->sessions)

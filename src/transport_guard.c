@@ -46,10 +46,20 @@ struct handshake {
  * so the old session is retired only once the peer proved it receives at
  * that address (libcoap's cookie round trip, see check_rehandshake); then
  * libcoap reads the hello and a fresh handshake starts at once.
+ *
+ * The same holds for a handshake that stopped half-way (the cookie
+ * answered, then a wrong key, a lost flight, a device that gave up):
+ * libcoap hands a new ClientHello from that address to the unfinished
+ * session, OpenSSL drops it, and a device with a fixed source port was
+ * locked out until libcoap's 30 s partial-session timeout (measured: a
+ * retry with the right key after a wrong one failed for 31 s).  So the
+ * table holds every session from its first ClientHello, 'up' once
+ * established; a half-open one is retired the same way.
  */
 struct established {
     struct transport_addr_key key;
     coap_session_t *session;
+    bool up;                        /* DTLS_CONNECTED seen */
     UT_hash_handle hh;
 };
 
@@ -186,14 +196,16 @@ established_find(transport_t *t, coap_session_t *session, struct transport_addr_
     return true;
 }
 
-void
-transport__established_add(transport_t *t, coap_session_t *session)
+static void
+session_add(transport_t *t, coap_session_t *session, bool up)
 {
     struct established *e;
     struct transport_addr_key k;
 
     if (!established_find(t, session, &k, &e))
         return;
+    if (e && e->up && !up)
+        return;     /* never hide an established session behind a hello */
     if (!e) {
         if (!(e = calloc(1, sizeof(*e))))
             return;
@@ -201,6 +213,19 @@ transport__established_add(transport_t *t, coap_session_t *session)
         HASH_ADD(hh, t->established, key, sizeof(k), e);
     }
     e->session = session;
+    e->up = up;
+}
+
+void
+transport__established_add(transport_t *t, coap_session_t *session)
+{
+    session_add(t, session, true);
+}
+
+void
+transport__halfopen_add(transport_t *t, coap_session_t *session)
+{
+    session_add(t, session, false);
 }
 
 /* The established sessions now (a copy: closing them changes the table);
@@ -218,7 +243,9 @@ transport__established_list(transport_t *t, size_t *n)
         return NULL;
     }
     HASH_ITER(hh, t->established, e, tmp)
-        list[i++] = e->session;
+        if (e->up)
+            list[i++] = e->session;
+    *n = i;
     return list;
 }
 
@@ -270,9 +297,13 @@ retire_session(transport_t *t, struct established *e)
     char peer[64];
 
     t->gw->stats.sessions_reset++;
-    log_info("dtls: %s handshakes again on its established session "
-             "(rebooted?): retiring the old session",
-             transport_peer(old, peer, sizeof(peer)));
+    if (e->up)
+        log_info("dtls: %s handshakes again on its established session "
+                 "(rebooted?): retiring the old session",
+                 transport_peer(old, peer, sizeof(peer)));
+    else
+        log_info("dtls: %s starts a new handshake over its unfinished one: "
+                 "dropping the unfinished one", transport_peer(old, peer, sizeof(peer)));
     HASH_DEL(t->established, e);
     free(e);
     coap_session_disconnected(old, COAP_NACK_TLS_FAILED);
@@ -315,7 +346,9 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
         !transport__addr_key((struct sockaddr *)&ss, &k))
         return;
     HASH_FIND(hh, t->established, &k, sizeof(k), e);
-    if (!e)
+    /* A hello session is in its own cookie exchange: libcoap's to finish. */
+    if (!e || (!e->up && (coap_session_get_type(e->session) != COAP_SESSION_TYPE_SERVER ||
+                          coap_session_get_state(e->session) != COAP_SESSION_STATE_HANDSHAKE)))
         return;
     switch (compat_dtls_cookie_check(e->session, buf, (size_t)n, hvr, sizeof(hvr),
                                      &hvr_len)) {

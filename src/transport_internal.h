@@ -121,6 +121,9 @@ void transport__hello_forget(transport_t *t, coap_session_t *session);
 void transport__established_add(transport_t *t, coap_session_t *session);
 void transport__established_del(transport_t *t, coap_session_t *session);
 coap_session_t **transport__established_list(transport_t *t, size_t *n);
+/* A session from its first ClientHello on, until established (then
+ * transport__established_add) or gone (transport__established_del). */
+void transport__halfopen_add(transport_t *t, coap_session_t *session);
 /* Before libcoap reads an endpoint's datagram: a device re-handshaking on
  * its live session gets the old one retired first, once its hello carries
  * a valid cookie (a forged one gets a HelloVerifyRequest and no more). */

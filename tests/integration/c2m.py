@@ -723,7 +723,7 @@ class CoapResult:
 
 def coap_argv(uri, identity, key, method="get", payload=None, ct=None,
               options=(), local=None, wait=5, block=None, non=False,
-              file=None, observe=None, verbosity=6):
+              file=None, observe=None, verbosity=6, local_port=None):
     argv = ["coap-client-openssl", "-m", method, "-v", str(verbosity), "-B", str(wait)]
     if identity is not None:
         argv += ["-u", identity]
@@ -743,6 +743,8 @@ def coap_argv(uri, identity, key, method="get", payload=None, ct=None,
         argv += ["-s", str(observe)]
     if local is not None:
         argv += ["-a", local]
+    if local_port is not None:
+        argv += ["-p", str(local_port)]     # a device with a fixed source port
     for num, text in options:
         argv += ["-O", "%d,%s" % (num, text)]
     argv.append(uri)

@@ -3,6 +3,7 @@ handshake; the gateway logs one warning naming source address and identity
 (never a key) and counts it in bridge/stats."""
 
 import re
+import socket
 
 import c2m
 import sec
@@ -61,10 +62,33 @@ def test_good_device_unaffected_by_failures(gateway, coap, mqtt):
     mqtt.wait_payload(avail, "online", timeout=5)
 
 
+def test_retry_from_the_same_port_after_an_unfinished_handshake(gateway, coap, mqtt):
+    """A device with a fixed source port whose handshake stopped half-way
+    (here a wrong key: the gateway drops its Finished silently, so the
+    session stays half-open) handshakes again from the same address and
+    port.  libcoap hands that ClientHello to the unfinished session, which
+    drops it; without the guard the device was locked out until libcoap's
+    30 s partial-session timeout (its 30 s retry failed outright)."""
+    addr, port = c2m.peer_addr(), c2m.free_port(socket.SOCK_DGRAM)
+    mark = gateway.log.mark()
+    r = coap(gateway, "dev-2", "rd?ep=dev-2&lt=60", key="bad-bad-bad", method="post",
+             ct=40, payload="</t>", local=addr, local_port=port, wait=3)
+    assert r.code is None, r
+    avail = gateway.topic("dev-2", "availability")
+    mqtt.subscribe(avail)
+    # The device gives up after 'wait': the retry gets less than the 30 s.
+    r = coap(gateway, "dev-2", "rd?ep=dev-2&lt=60", method="post", ct=40, payload="</t>",
+             local=addr, local_port=port, wait=10)
+    assert r.code == "2.01", r
+    mqtt.wait_payload(avail, "online", timeout=5)
+    gateway.log.wait_for(r"%s:%d starts a new handshake over its unfinished one"
+                         % (re.escape(addr), port), timeout=5, start=mark)
+
+
 def test_plain_coap_has_no_identity(make_gateway, coap, mqtt):
     """With coap.plain_listen, /rd and /ps without DTLS are refused
     (DEVICE-API.md: 4.01 Unauthorized), and nothing is published."""
-    plain = c2m.free_port(c2m.socket.SOCK_DGRAM)
+    plain = c2m.free_port(socket.SOCK_DGRAM)
     gw = make_gateway(overrides={"coap": {"plain_listen": ["127.0.0.1:%d" % plain]}})
     mqtt.subscribe(gw.topic("dev-1", "#"))
     for path in ("rd?ep=dev-1&lt=60", "rd?lt=60", "ps/temp"):
