@@ -89,6 +89,16 @@ def field(ns, notify_ns=()):
             "a_lost": get(a, "mqtt", "lost"), "a_reordered": get(a, "mqtt", "reordered"),
             "b_bare_coap": bv, "ratio_a_min_bc": ratio(av, floor),
             "gateway_cpu_ms_per_1000": get(a, "server_cpu_ms_per_1000")}
+    d1 = load("field_a1_1000")
+    if d1 and "1000" in out["sensors"]:
+        av = get(d1, "mqtt", "per_s")
+        floor = min((x for x in (out["sensors"]["1000"]["b_bare_coap"], c_best) if x), default=None)
+        out["defaults_1000"] = {"mqtt_connections": 1, "a_gateway": av,
+                                "a_rtt_p50_ms": get(d1, "coap", "rtt", "p50_ms"),
+                                "a_rtt_p99_ms": get(d1, "coap", "rtt", "p99_ms"),
+                                "a_lost": get(d1, "mqtt", "lost"),
+                                "ratio_a_min_bc": ratio(av, floor)}
+    out["mqtt_connections"] = int(os.environ.get("FIELD_CONNECTIONS") or 1)
     out["latency_half_load"] = {}
     for f in sorted(os.listdir(d)):
         if not (f.startswith("field_lat_") and f.endswith(".json")):
@@ -121,12 +131,17 @@ def field(ns, notify_ns=()):
 
 def print_field(F):
     f = fmt
-    print("\n| field: NSTART = 1, Debian mosquitto + persistence, QoS 1 subscriber | (a) gateway pushes/s | round trip p50 / p99 ms | (b) bare libcoap | (c) MQTT QoS 1 (best of 1, 8 publishers) | a / min(b, c) |")
+    print("\n| field: NSTART = 1, Debian mosquitto + persistence, QoS 1 subscriber, mqtt.connections = %s | (a) gateway pushes/s | round trip p50 / p99 ms | (b) bare libcoap | (c) MQTT QoS 1 (best of 1, 8 publishers) | a / min(b, c) |" % F.get("mqtt_connections", "?"))
     print("|---|---:|---:|---:|---:|---:|")
     for n, r in F["sensors"].items():
         print("| %s sensors | %s | %s / %s | %s | %s | %s |" % (
             n, f(r["a_gateway"]), f(r["a_rtt_p50_ms"], 2), f(r["a_rtt_p99_ms"], 2),
             f(r["b_bare_coap"]), f(F["c_mqtt"]), f(r["ratio_a_min_bc"], 2)))
+    if F.get("defaults_1000"):
+        r = F["defaults_1000"]
+        print("| 1000 sensors, gateway defaults (mqtt.connections = 1) | %s | %s / %s | | | %s |" % (
+            f(r["a_gateway"]), f(r["a_rtt_p50_ms"], 2), f(r["a_rtt_p99_ms"], 2),
+            f(r["ratio_a_min_bc"], 2)))
     print("| (c) by publishers | %s |" % ", ".join("%s: %s" % (k, f(v)) for k, v in F["c_runs_by_publishers"].items()))
     if F.get("latency_half_load"):
         print("\n| field: latency at 50 % load, open loop, one outstanding per sensor | offered/s | delivered/s | lost | sensor -> subscriber p50 / p99 / p99.9 ms |")
@@ -153,7 +168,8 @@ if ONLY_FIELD:
     # Kept for bench/plot.py: bench/field.json, one file per --field run
     # (the settings it ran with named), beside bench/results.json.
     F["date"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    F["settings"] = {k: os.environ.get(k) for k in ("CONNECTIONS", "DURABILITY", "SPOOL")}
+    F["settings"] = {k: os.environ.get(k) for k in ("DURABILITY", "SPOOL")}
+    F["settings"]["CONNECTIONS"] = str(F["mqtt_connections"])
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "field.json"), "w") as f:
         json.dump(F, f, indent=1)
         f.write("\n")
@@ -286,10 +302,28 @@ R["goals"] = [
     goal("gateway ECDSA handshakes / bare", R["handshakes_per_s"]["gateway_ecdsa_over_bare_ecdsa"], ">= 0.8", lambda v: v >= 0.8),
 ]
 R["durability"] = durability()
+# Item 4 at scale (bench/sessions100k.sh, bench/reconnect.sh 10000), run by
+# bench/run.sh after the rest into DIR; absent with SCALE=0 or --quick.
+R["scale"] = {"sessions_100k": load("sessions100k"), "reconnect": load("reconnect")}
+s100k, rec = R["scale"]["sessions_100k"] or {}, R["scale"]["reconnect"] or {}
 R["field"] = field(["100", "1000", "10000"], ["100", "1000"])
 R["goals"].append(goal("field (NSTART = 1, stock broker): a / min(b, c) at 1,000 sensors",
                        get(R["field"], "sensors", "1000", "ratio_a_min_bc"), ">= 0.8",
                        lambda v: v >= 0.8))
+if s100k:
+    R["goals"] += [
+        goal("100,000 sessions: all handshaken", s100k.get("idle_sessions"),
+             ">= %d" % (s100k["settings"]["IDLE_PROCS"] * s100k["settings"]["PER_PROC"]),
+             lambda v: v >= s100k["settings"]["IDLE_PROCS"] * s100k["settings"]["PER_PROC"]),
+        goal("RSS per idle session at 100,000 (KiB)", s100k.get("rss_kib_per_idle_session"),
+             "<= 48", lambda v: v <= 48),
+        goal("100 busy among 100,000 / alone", s100k.get("ratio"), ">= 0.8", lambda v: v >= 0.8)]
+if rec:
+    g = goal("mass reconnect of %s units after a restart (s)" % rec.get("units"),
+             rec.get("after_restart_s"), "<= 30", lambda v: v <= 30)
+    if g["met"] is None:
+        g["met"] = False        # not all observed again within the script's bound
+    R["goals"].append(g)
 with open(out, "w") as f:
     json.dump(R, f, indent=1)
     f.write("\n")
@@ -331,6 +365,18 @@ for n in sessions:
 print("| bare server RSS KiB/session at %s | | %s | %s |" % (top, fmt(bare_rss, 1), fmt(ratio(gw_rss_top, bare_rss), 2)))
 print_durability(R["durability"])
 print_field(R["field"])
+if s100k:
+    print("\n100,000 sessions (bench/sessions100k.sh): %d idle + %d busy held, %.1f KiB per idle "
+          "session, busy %s/s alone, %s/s among them: %s" % (
+              s100k.get("idle_sessions") or 0, s100k["settings"]["ACTIVE"],
+              s100k.get("rss_kib_per_idle_session") or 0, fmt(s100k.get("busy_alone_per_s")),
+              fmt(s100k.get("busy_among_per_s")), fmt(s100k.get("ratio"), 2)))
+    for st in s100k.get("steps") or []:
+        print("  %7d sessions: %s pushes/s" % (st.get("sessions_total") or 0, fmt(st.get("busy_per_s"))))
+if rec:
+    print("\nmass reconnect (bench/reconnect.sh %s): first start %s s, after a kill -9 and "
+          "restart %s s (reached: %s)" % (rec.get("units"), fmt(rec.get("first_start_s"), 1),
+                                           fmt(rec.get("after_restart_s"), 1), rec.get("reached")))
 print("\n| goal | value | target | met |\n|---|---:|---|---|")
 for g in R["goals"]:
     print("| %s | %s | %s | %s |" % (g["goal"], fmt(g["value"], 2), g["target"],
