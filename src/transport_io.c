@@ -18,7 +18,6 @@
 
 #define TRANSPORT_EPOLL_BATCH 16
 #define TRANSPORT_READS_MAX   256   /* datagrams read per endpoint event */
-#define TRANSPORT_ROUNDS      4     /* batches per wake-up, while datagrams wait */
 
 #define BACKLOG_HIGH 1024     /* readings waiting for the broker: yield */
 #define BACKLOG_LOW  256      /* ... and always resume below this */
@@ -163,19 +162,21 @@ schedule_owed_walk(transport_t *t, loop_t *loop)
         t->walk_timer = loop_add_timer(loop, in_ms, owed_walk, t);
 }
 
-/*
- * One epoll batch: every ready endpoint's event repeated reads_per_event
- * times.  Returns the datagrams it found; *ns gets the time it took.
- */
-static size_t
-one_batch(transport_t *t, loop_t *loop, int fd, uint64_t *ns)
+static void
+on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
 {
+    transport_t *t = arg;
     struct epoll_event evs[TRANSPORT_EPOLL_BATCH];
     struct epoll_event batch[TRANSPORT_EPOLL_BATCH * TRANSPORT_READS_MAX];
     size_t m = 0, reads = 0, sockets = 0, empty;
     uint64_t t0;
     int n;
 
+    (void)events;
+    if (pause_reading(t, loop, fd))
+        return;
+    t->resumed = false;
+    /* Bounded: one batch per wake-up, so MQTT and timers get their turn. */
     n = epoll_wait(fd, evs, TRANSPORT_EPOLL_BATCH, 0);
     t->batches++;
     for (int i = 0; i < n; i++) {
@@ -196,9 +197,8 @@ one_batch(transport_t *t, loop_t *loop, int fd, uint64_t *ns)
         for (unsigned j = 0; j < k; j++)
             batch[m++] = evs[i];
     }
-    *ns = 0;
     if (!m)
-        return 0;
+        return;
     t0 = mono_ns();
     log_coap_eagain_begin();
     coap_io_do_epoll(t->ctx, batch, m);
@@ -206,41 +206,9 @@ one_batch(transport_t *t, loop_t *loop, int fd, uint64_t *ns)
     empty = log_coap_eagain_end();
     t->gw->stats.oscore_refused += log_coap_oscore_refused() - t->oscore_refused_seen;
     t->oscore_refused_seen = log_coap_oscore_refused();
-    *ns = mono_ns() - t0;
+    t->last_batch_ns = mono_ns() - t0;
+    t->last_batch_reads = reads > empty ? reads - empty : 0;
     learn_reads(t, reads, sockets, empty);
-    return reads > empty ? reads - empty : 0;
-}
-
-/*
- * A wake-up runs batches until the endpoint sockets are empty, at most
- * TRANSPORT_ROUNDS of them (then MQTT and timers get their turn).  One
- * batch was not enough once a DTLS address has several sockets
- * (coap.listen_sockets): reads_per_event is learnt over all of them, and a
- * socket holding more than its share of the busy devices kept the rest of
- * its datagrams until the next wake-up, which under back-pressure is up to
- * YIELD_MAX_MS later; those devices' block-wise pushes then overlapped and
- * failed 4.08 (test_throttled_broker_memory_short).
- */
-static void
-on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
-{
-    transport_t *t = arg;
-    size_t found = 0, got;
-    uint64_t ns = 0, round_ns;
-
-    (void)events;
-    if (pause_reading(t, loop, fd))
-        return;
-    t->resumed = false;
-    for (int round = 0; round < TRANSPORT_ROUNDS; round++) {
-        got = one_batch(t, loop, fd, &round_ns);
-        found += got;
-        ns += round_ns;
-        if (!got)
-            break;
-    }
-    t->last_batch_ns = ns;
-    t->last_batch_reads = found;
     schedule_owed_walk(t, loop);
 }
 
