@@ -27,7 +27,7 @@ COAP_PORT=$(free_port udp); MQTT_PORT=$(free_port tcp)
 python3 -c "import sys; print('\n'.join('hvac-%d:$KEY' % i for i in range(1, $N + 1)))" >"$DIR/psk.keys"
 chmod 600 "$DIR/psk.keys"
 cat >"$DIR/gateway.conf" <<CONF
-coap = { listen = [ "127.0.0.1:$COAP_PORT" ]; psk_file = "$DIR/psk.keys"; max_handshakes = 2000;
+coap = { listen = [ "127.0.0.1:$COAP_PORT" ]; psk_file = "$DIR/psk.keys"; max_handshakes = 2000; listen_sockets = 8;
          max_request_rate = 0; };
 state_dir = "$DIR/state";
 rd = { max_devices = $((N * 2)); };

@@ -64,6 +64,7 @@ coap = {
   listen = [ "127.0.0.1:$COAP_PORT" ];
   psk_file = "$DIR/psk.keys";
   max_handshakes = 2000;
+  listen_sockets = 8;     # several sockets on the port: each new handshake walks 1/8 of the sessions
   max_request_rate = 0;
   session_timeout = 1800;
 };

@@ -47,7 +47,7 @@ config_defaults(struct config *cfg, const char *path)
     memset(cfg, 0, sizeof(*cfg));
     cfg->coap.max_sessions = 0;
     cfg->coap.max_handshakes = 1000;
-    cfg->coap.listen_sockets = 0;
+    cfg->coap.listen_sockets = 1;
     cfg->coap.session_timeout = 300;
     cfg->coap.max_payload = 65536;
     cfg->coap.max_request_rate = 100;

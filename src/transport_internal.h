@@ -73,7 +73,10 @@ struct transport {
     uint8_t unused_key[32];
     /* I/O */
     struct compat_libcoap compat;
-    unsigned reads_per_event;       /* learnt, 1..TRANSPORT_READS_MAX */
+    unsigned reads_per_event;       /* learnt, 1..TRANSPORT_READS_MAX, for
+                                     * sockets beyond reads[] */
+    struct { int fd; unsigned k; } reads[64]; /* per endpoint socket (transport_io.c) */
+    size_t n_reads;
     uint64_t last_batch_ns;         /* duration of the last batch */
     size_t last_batch_reads;        /* datagrams it handled */
     bool resumed;                   /* coalescing pause just ended */

@@ -11,6 +11,7 @@
  * Layer: transport (calls base and libcoap; asks the broker's backlog
  * through the callback the wiring registered)
  */
+#include <sys/socket.h>
 #include <time.h>
 
 #include "coap2mqtt/log.h"
@@ -119,26 +120,61 @@ pause_reading(transport_t *t, loop_t *loop, int fd)
  * per datagram, that walk was 24 % of the CPU at 2,000 sessions and made
  * throughput fall with the session count.  So an endpoint's event is
  * repeated in the batch as many times as datagrams are likely waiting.
- * That number is learnt: a repeat that finds the socket empty costs one
- * EAGAIN recvmsg (counted, not logged), and the next batch asks for the
- * number that were really there, doubled while every one was.
+ * That number is learnt per socket: a repeat that finds the socket empty
+ * costs one EAGAIN recvmsg (counted, not logged, over the whole batch),
+ * and a socket still readable after the batch had more than it was asked
+ * for.  So after each batch a socket left readable gets twice its number,
+ * and the sockets left empty share the empty reads out (one socket: the
+ * number that was really there).  Per socket, because an address has
+ * several (coap.listen_sockets) and the busy devices are not spread
+ * evenly: one number for all of them left a busy socket's datagrams for
+ * the next wake-up, up to a back-pressure pause (YIELD_MAX_MS) later, and
+ * block-wise pushes overlapped and failed 4.08
+ * (test_throttled_broker_memory_short).
  */
-static void
-learn_reads(transport_t *t, size_t reads, size_t sockets, size_t empty)
+static unsigned *
+reads_of(transport_t *t, int fd)
 {
-    if (!sockets)
-        return;
-    if (empty == 0) {
-        /* Every read found a datagram: there may be more next time. */
-        t->reads_per_event *= 2;
-        if (t->reads_per_event > TRANSPORT_READS_MAX)
-            t->reads_per_event = TRANSPORT_READS_MAX;
-    } else {
-        size_t found = reads > empty ? reads - empty : 0;
+    for (size_t i = 0; i < t->n_reads; i++)
+        if (t->reads[i].fd == fd)
+            return &t->reads[i].k;
+    if (t->n_reads == sizeof(t->reads) / sizeof(t->reads[0]))
+        return &t->reads_per_event;     /* more sockets than slots: shared */
+    t->reads[t->n_reads].fd = fd;
+    t->reads[t->n_reads].k = 1;
+    return &t->reads[t->n_reads++].k;
+}
 
-        t->reads_per_event = (unsigned)(found / sockets);
-        if (t->reads_per_event < 1)
-            t->reads_per_event = 1;
+static bool
+still_readable(int fd)
+{
+    char c;
+
+    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+}
+
+static void
+learn_reads(transport_t *t, const int *fds, size_t sockets, size_t empty)
+{
+    unsigned *k[TRANSPORT_EPOLL_BATCH];
+    size_t drained = 0;
+
+    for (size_t i = 0; i < sockets; i++) {
+        k[i] = reads_of(t, fds[i]);
+        if (still_readable(fds[i])) {
+            *k[i] = *k[i] * 2 > TRANSPORT_READS_MAX ? TRANSPORT_READS_MAX : *k[i] * 2;
+            k[i] = NULL;
+        } else {
+            drained++;
+        }
+    }
+    for (size_t i = 0; i < sockets && empty; i++) {
+        unsigned share;
+
+        if (!k[i])
+            continue;
+        share = (unsigned)((empty + drained - 1) / drained);
+        *k[i] = *k[i] > share ? *k[i] - share : 1;
     }
 }
 
@@ -169,6 +205,9 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     struct epoll_event evs[TRANSPORT_EPOLL_BATCH];
     struct epoll_event batch[TRANSPORT_EPOLL_BATCH * TRANSPORT_READS_MAX];
     size_t m = 0, reads = 0, sockets = 0, empty;
+    int fds[TRANSPORT_EPOLL_BATCH];
+    unsigned want[TRANSPORT_EPOLL_BATCH];
+    bool on_socket[TRANSPORT_EPOLL_BATCH];
     uint64_t t0;
     int n;
 
@@ -180,23 +219,44 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     n = epoll_wait(fd, evs, TRANSPORT_EPOLL_BATCH, 0);
     t->batches++;
     for (int i = 0; i < n; i++) {
-        unsigned k = 1;
         enum transport_peek peek;
 
+        want[i] = 1;
+        on_socket[i] = false;
         transport__check_rehandshake(t, &evs[i]);
         if (!evs[i].data.ptr)
             compat_walk_due();      /* libcoap's timerfd: something is due */
-        if ((peek = transport__oscore_peek(t, &evs[i], t->batches)) == PEEK_SKIP)
+        if ((peek = transport__oscore_peek(t, &evs[i], t->batches)) == PEEK_SKIP) {
+            want[i] = 0;
             continue;
-        if (peek == PEEK_ANY && evs[i].data.ptr && (evs[i].events & EPOLLIN) &&
-            !(evs[i].events & EPOLLOUT)) {
-            k = t->reads_per_event;
-            reads += k;
-            sockets++;
         }
-        for (unsigned j = 0; j < k; j++)
-            batch[m++] = evs[i];
+        if (peek == PEEK_ANY && evs[i].data.ptr && (evs[i].events & EPOLLIN) &&
+            !(evs[i].events & EPOLLOUT) && (fds[sockets] = compat_endpoint_fd(&evs[i])) >= 0) {
+            want[i] = *reads_of(t, fds[sockets++]);
+            on_socket[i] = true;
+            reads += want[i];
+        }
     }
+    /* At most TRANSPORT_READS_MAX in all, shared out in proportion, as with
+     * one socket: the batch is what back-pressure meters
+     * (should_yield_to_broker), and eight sockets reading up to 256 each
+     * outran the broker ten to one. */
+    if (reads > TRANSPORT_READS_MAX) {
+        size_t scaled = 0;
+
+        for (int i = 0; i < n; i++) {
+            if (!on_socket[i])
+                continue;
+            want[i] = (unsigned)((size_t)want[i] * TRANSPORT_READS_MAX / reads);
+            if (!want[i])
+                want[i] = 1;
+            scaled += want[i];
+        }
+        reads = scaled;
+    }
+    for (int i = 0; i < n; i++)
+        for (unsigned j = 0; j < want[i]; j++)
+            batch[m++] = evs[i];
     if (!m)
         return;
     t0 = mono_ns();
@@ -208,7 +268,7 @@ on_coap_fd(loop_t *loop, int fd, uint32_t events, void *arg)
     t->oscore_refused_seen = log_coap_oscore_refused();
     t->last_batch_ns = mono_ns() - t0;
     t->last_batch_reads = reads > empty ? reads - empty : 0;
-    learn_reads(t, reads, sockets, empty);
+    learn_reads(t, fds, sockets, empty);
     schedule_owed_walk(t, loop);
 }
 

@@ -26,7 +26,7 @@ struct config_coap {
     char *crl_file;         /* X.509: PEM CRLs of ca_file's CA; NULL = no revocation check */
     int max_sessions;       /* DTLS sessions kept (0 = libcoap default) */
     int max_handshakes;     /* half-open handshakes, default 1000 */
-    int listen_sockets;     /* sockets per DTLS listen address; 0 = auto */
+    int listen_sockets;     /* sockets per DTLS listen address (1); 0 = auto */
     int session_timeout;    /* s an idle session is kept (default 300) */
     int max_payload;        /* bytes accepted in one reassembled body (default 65536) */
     int max_request_rate;   /* requests/s per device (burst 2x), default 100; 0 = no limit */
