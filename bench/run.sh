@@ -232,7 +232,7 @@ coap = {
   max_handshakes = 1000;
   max_request_rate = 0;   # the load generator pushes far faster than a sensor
   session_timeout = 600;
-  listen_sockets = ${LISTEN_SOCKETS:-0};
+  listen_sockets = ${LISTEN_SOCKETS:-1};
   $x509
 };
 state_dir = "$DIR/state";
