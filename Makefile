@@ -90,7 +90,7 @@ help:
 	@echo '                 libcoap 4.3.4 has it (podman, root; also: make test-oscore)'
 	@echo '  make           build build/coap2mqtt and the tools (needs the packages)'
 	@echo '  make deps      install the missing Debian packages only'
-	@echo '  make bench     side-by-side measurements (about 10 min)'
+	@echo '  make bench     side-by-side measurements (about 20 min; SCALE=0: 10, without 100,000 sessions and the mass reconnect)'
 	@echo '  make soak      the long fault-injection runs'
 	@echo '  make fuzz      libFuzzer, FUZZ_SECONDS per target'
 	@echo '  make install   PREFIX=/usr/local DESTDIR= SYSCONFDIR=/etc MANDIR=PREFIX/share/man'
@@ -202,7 +202,8 @@ soak: deps
 	  C2M_TOOLS=$(CURDIR)/build/san \
 	  $(PYTHON) -m pytest -v -p no:cacheprovider -m soak tests/integration $(PYTEST_ARGS)
 
-# Side-by-side measurements (optimised build, no sanitizers); at most 10 min.
+# Side-by-side measurements (optimised build, no sanitizers): about 10 min,
+# then the scale rows (100,000 sessions, mass reconnect of 10,000; SCALE=0 skips).
 bench: deps
 	@scripts/install-deps.sh --bench
 	@$(MAKE) --no-print-directory all
