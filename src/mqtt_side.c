@@ -22,6 +22,7 @@
 
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/mqtt_side.h"
+#include "compat_mosq.h"
 #include "coap2mqtt/outq.h"
 #include "coap2mqtt/topics.h"
 #include "mqtt_side_internal.h"
@@ -70,8 +71,16 @@ on_socket(loop_t *loop, int fd, uint32_t events, void *arg)
 
     (void)loop;
     (void)fd;
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-        mosquitto_loop_read(m->mosq, 1);
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        /* libmosquitto reads as many packets as it has messages in flight;
+         * more may wait in compat_mosq's buffer, which epoll cannot see.
+         * Bounded: a broker sending without end still lets the loop turn. */
+        int rounds = 0;
+
+        do
+            mosquitto_loop_read(m->mosq, 1);
+        while (++rounds < 64 && compat_mosq_buffered(mosquitto_socket(m->mosq)));
+    }
     if (m->fd >= 0 && (events & EPOLLOUT))
         mosquitto_loop_write(m->mosq, 1);
     mqtt_side__sync_fd(m);
@@ -95,6 +104,7 @@ mqtt_side__sync_fd(mqtt_side_t *m)
     if (mosquitto_want_write(m->mosq))
         ev |= EPOLLOUT;
     if (m->fd < 0) {
+        compat_mosq_buffer(fd);
         if (loop_add_fd(m->gw->loop, fd, ev, on_socket, m) < 0) {
             log_warn("%s: cannot watch socket", m->name);
             return;
@@ -517,7 +527,9 @@ mqtt_side_new(struct gw *gw, int index)
      * commands while we are away (session expiry set at connect).  The
      * publish-only connections keep theirs the same way: libmosquitto
      * sends their unacknowledged readings again after a reconnect. */
+    compat_mosq_capture(true);
     m->mosq = mosquitto_new(id, false, m);
+    compat_mosq_capture(false);
     if (!m->mosq || configure(m) < 0) {
         log_warnx("%s: cannot set up the client", m->name);
         mqtt_side_free(m);
