@@ -29,6 +29,17 @@
  * sockets with close() (COMPAT_CLOSE).  TLS reads come through here too
  * (OpenSSL's socket BIO uses read()), below OpenSSL's own record buffer.
  *
+ * 3. Each packet libmosquitto queues is written at once, one write() per
+ *    publish.  While compat_mosq_hold() is on (the caller's burst of
+ *    publishes) writes to a buffered socket collect here and go out in
+ *    one write() when it is turned off, as TCP_CORK would send them in
+ *    full segments but without a syscall each.  What the socket does not
+ *    take stays here, in order: later writes queue behind it (or see
+ *    EAGAIN when the buffer is full, which libmosquitto handles as from
+ *    the socket), compat_mosq_unsent() says so, and compat_mosq_flush()
+ *    sends it when the socket is writable again.  A write error is kept
+ *    and given to the next write().
+ *
  * Everything else passes straight through: a slot lookup is a few
  * compares.  The tables are read from any thread (the syncer thread
  * closes files) and written from the loop's, hence the atomics.
@@ -51,6 +62,7 @@
 #define WAKE_MAX    (2 * 32)        /* both ends, up to 32 clients */
 #define BUFFER_MAX  32              /* buffered sockets */
 #define BUFFER_SIZE (16u << 10)
+#define OUT_SIZE    (32u << 10)
 
 typedef ssize_t (*rw_fn)(int, void *, size_t);
 typedef ssize_t (*w_fn)(int, const void *, size_t);
@@ -72,6 +84,10 @@ struct rbuf {
     _Atomic int fd;                         /* fd + 1; 0 = free */
     size_t off, len;
     uint8_t data[BUFFER_SIZE];
+    bool held;                              /* collecting writes */
+    int werr;                               /* a failed flush's errno */
+    size_t wlen;
+    uint8_t out[OUT_SIZE];
 };
 static struct rbuf bufs[BUFFER_MAX];
 
@@ -117,7 +133,9 @@ forget(int fd)
             atomic_fetch_sub(&n_marked, 1);
         }
     if ((b = buffer_of(fd))) {
-        b->off = b->len = 0;
+        b->off = b->len = b->wlen = 0;
+        b->held = false;
+        b->werr = 0;
         atomic_store(&b->fd, 0);
         atomic_fetch_sub(&n_marked, 1);
     }
@@ -140,7 +158,9 @@ compat_mosq_buffer(int fd)
         int free_slot = 0;
 
         if (atomic_compare_exchange_strong(&bufs[i].fd, &free_slot, fd + 1)) {
-            bufs[i].off = bufs[i].len = 0;
+            bufs[i].off = bufs[i].len = bufs[i].wlen = 0;
+            bufs[i].held = false;
+            bufs[i].werr = 0;
             atomic_fetch_add(&n_marked, 1);
             return true;
         }
@@ -154,6 +174,87 @@ compat_mosq_buffered(int fd)
     struct rbuf *b = fd >= 0 ? buffer_of(fd) : NULL;
 
     return b && b->off < b->len;
+}
+
+/* Sends what the socket takes of the collected bytes. */
+static void
+flush_out(int fd, struct rbuf *b)
+{
+    ssize_t n;
+
+    while (b->wlen && !b->werr) {
+        if ((n = real.write(fd, b->out, b->wlen)) < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                b->werr = errno;
+            if (errno != EINTR)
+                return;
+            continue;
+        }
+        memmove(b->out, b->out + n, b->wlen - (size_t)n);
+        b->wlen -= (size_t)n;
+    }
+}
+
+bool
+compat_mosq_hold(int fd, bool on)
+{
+    struct rbuf *b = fd >= 0 ? buffer_of(fd) : NULL;
+
+    if (!b)
+        return false;
+    b->held = on;
+    if (!on)
+        flush_out(fd, b);
+    return true;
+}
+
+bool
+compat_mosq_unsent(int fd)
+{
+    struct rbuf *b = fd >= 0 ? buffer_of(fd) : NULL;
+
+    return b && b->wlen && !b->werr;
+}
+
+void
+compat_mosq_flush(int fd)
+{
+    struct rbuf *b = fd >= 0 ? buffer_of(fd) : NULL;
+
+    if (b)
+        flush_out(fd, b);
+}
+
+/* A write to a buffered socket: collected while held or behind unsent
+ * bytes, else straight through. */
+static ssize_t
+write_buffered(int fd, struct rbuf *b, const void *buf, size_t count)
+{
+    if (b->werr) {
+        errno = b->werr;
+        return -1;
+    }
+    if (!b->held && !b->wlen)
+        return real.write(fd, buf, count);
+    if (b->wlen + count > OUT_SIZE) {
+        flush_out(fd, b);
+        if (b->werr) {
+            errno = b->werr;
+            return -1;
+        }
+        if (b->wlen + count > OUT_SIZE) {
+            if (b->wlen) {
+                errno = EAGAIN;     /* behind unsent bytes: the socket is full */
+                return -1;
+            }
+            return real.write(fd, buf, count);      /* larger than the buffer */
+        }
+    }
+    memcpy(b->out + b->wlen, buf, count);
+    b->wlen += count;
+    if (!b->held)
+        flush_out(fd, b);
+    return (ssize_t)count;
 }
 
 int
@@ -180,9 +281,15 @@ socketpair(int domain, int type, int protocol, int sv[2])
 ssize_t
 write(int fd, const void *buf, size_t count)
 {
+    struct rbuf *b;
+
     resolve();
-    if (atomic_load_explicit(&n_marked, memory_order_relaxed) && is_wake(fd))
+    if (!atomic_load_explicit(&n_marked, memory_order_relaxed))
+        return real.write(fd, buf, count);
+    if (is_wake(fd))
         return count ? 1 : 0;       /* the byte that wakes nobody */
+    if ((b = buffer_of(fd)))
+        return write_buffered(fd, b, buf, count);
     return real.write(fd, buf, count);
 }
 

@@ -20,4 +20,13 @@ bool compat_mosq_buffer(int fd);
  * caller reads again (mosquitto_loop_read) while this holds. */
 bool compat_mosq_buffered(int fd);
 
+/* While on, writes to buffered socket fd collect and go out in one
+ * write() when it is turned off (a burst of publishes).  False if fd is
+ * not buffered (the caller may use TCP_CORK instead). */
+bool compat_mosq_hold(int fd, bool on);
+/* Collected bytes the socket did not take yet: wait for EPOLLOUT, then
+ * compat_mosq_flush(), before libmosquitto's own writes. */
+bool compat_mosq_unsent(int fd);
+void compat_mosq_flush(int fd);
+
 #endif

@@ -81,8 +81,10 @@ on_socket(loop_t *loop, int fd, uint32_t events, void *arg)
             mosquitto_loop_read(m->mosq, 1);
         while (++rounds < 64 && compat_mosq_buffered(mosquitto_socket(m->mosq)));
     }
-    if (m->fd >= 0 && (events & EPOLLOUT))
+    if (m->fd >= 0 && (events & EPOLLOUT)) {
+        compat_mosq_flush(m->fd);       /* collected publishes go first */
         mosquitto_loop_write(m->mosq, 1);
+    }
     mqtt_side__sync_fd(m);
     mqtt_side_flush(m);
 }
@@ -101,7 +103,7 @@ mqtt_side__sync_fd(mqtt_side_t *m)
     }
     if (fd < 0)
         return;
-    if (mosquitto_want_write(m->mosq))
+    if (mosquitto_want_write(m->mosq) || compat_mosq_unsent(fd))
         ev |= EPOLLOUT;
     if (m->fd < 0) {
         compat_mosq_buffer(fd);
@@ -662,7 +664,8 @@ bool
 mqtt_side_idle(const mqtt_side_t *m)
 {
     return !m->connected ||
-           (m->n_inflight == 0 && m->state_pending == 0 && !mosquitto_want_write(m->mosq));
+           (m->n_inflight == 0 && m->state_pending == 0 && !mosquitto_want_write(m->mosq) &&
+            !compat_mosq_unsent(m->fd));
 }
 void
 mqtt_side_disconnect(mqtt_side_t *m)

@@ -31,6 +31,7 @@
 #include "coap2mqtt/parked.h"
 #include "coap2mqtt/payload.h"
 #include "coap2mqtt/spool.h"
+#include "compat_mosq.h"
 #include "mqtt_side_internal.h"
 
 #define REFUSED_FIRST_MS 1000   /* a refused publish: again after 1 s, */
@@ -353,18 +354,21 @@ push_qos0(mqtt_side_t *m)
 {
     int on = 1, off = 0;
 
-    if (!m->push_pending || m->fd < 0 || mosquitto_want_write(m->mosq))
+    if (!m->push_pending || m->fd < 0 || mosquitto_want_write(m->mosq) ||
+        compat_mosq_unsent(m->fd))
         return;
     setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &off, sizeof(off));
     m->push_pending = false;
 }
 
-/* TCP_CORK around a burst of publishes: the kernel sends full segments. */
+/* Around a burst of publishes: one write() for all of them
+ * (compat_mosq.c), or TCP_CORK (full segments) if the socket has no
+ * buffer there. */
 static void
 cork(mqtt_side_t *m, int on)
 {
-    if (m->fd >= 0)
+    if (m->fd >= 0 && !compat_mosq_hold(m->fd, on))
         setsockopt(m->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
 }
 

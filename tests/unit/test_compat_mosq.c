@@ -10,6 +10,7 @@
  * The file is included, so that its state can be looked at.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -138,6 +139,80 @@ test_close_forgets_so_a_reused_number_is_plain(void **state)
 }
 
 static void
+test_held_writes_go_out_together_and_in_order(void **state)
+{
+    int sv[2], small = 4096;
+    uint8_t in[OUT_SIZE], chunk[1000];
+    size_t sent = 0, got = 0;
+    ssize_t n;
+    int eagain = 0;
+
+    (void)state;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+    assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+    assert_false(compat_mosq_hold(sv[1], true));    /* not buffered: caller corks */
+    assert_true(compat_mosq_buffer(sv[1]));
+
+    /* Held: nothing reaches the peer until released. */
+    assert_true(compat_mosq_hold(sv[1], true));
+    assert_int_equal(write(sv[1], "ab", 2), 2);
+    assert_int_equal(write(sv[1], "cd", 2), 2);
+    assert_int_equal(recv(sv[0], in, sizeof(in), MSG_DONTWAIT), -1);
+    assert_true(compat_mosq_unsent(sv[1]));
+    assert_true(compat_mosq_hold(sv[1], false));
+    assert_false(compat_mosq_unsent(sv[1]));
+    assert_int_equal(recv(sv[0], in, sizeof(in), MSG_DONTWAIT), 4);
+    assert_memory_equal(in, "abcd", 4);
+
+    /* A peer that reads nothing: the socket fills, the rest stays here in
+     * order, and once the buffer is full too a write sees EAGAIN. */
+    assert_int_equal(setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    assert_true(compat_mosq_hold(sv[1], true));
+    while (eagain == 0) {
+        for (size_t i = 0; i < sizeof(chunk); i++)
+            chunk[i] = (uint8_t)(sent + i);
+        n = write(sv[1], chunk, sizeof(chunk));
+        if (n < 0) {
+            assert_int_equal(errno, EAGAIN);
+            eagain++;
+        } else {
+            assert_int_equal(n, (ssize_t)sizeof(chunk));
+            sent += (size_t)n;
+        }
+    }
+    assert_true(compat_mosq_hold(sv[1], false));
+    assert_true(compat_mosq_unsent(sv[1]));
+    /* The peer drains; flushes (as on EPOLLOUT) send the rest. */
+    while (got < sent) {
+        uint8_t buf[8192];
+
+        compat_mosq_flush(sv[1]);
+        n = recv(sv[0], buf, sizeof(buf), MSG_DONTWAIT);
+        if (n <= 0)
+            continue;
+        for (ssize_t i = 0; i < n; i++)
+            assert_int_equal(buf[i], (uint8_t)(got + (size_t)i));     /* byte k is k % 256 */
+        got += (size_t)n;
+    }
+    assert_int_equal(got, sent);
+    assert_false(compat_mosq_unsent(sv[1]));
+
+    /* Not held, nothing waiting: straight through. */
+    assert_int_equal(write(sv[1], "z", 1), 1);
+    assert_int_equal(recv(sv[0], in, 1, MSG_DONTWAIT), 1);
+
+    /* A broken connection: the error reaches the next write. */
+    close(sv[0]);
+    assert_true(compat_mosq_hold(sv[1], true));
+    assert_int_equal(write(sv[1], "y", 1), 1);
+    assert_true(compat_mosq_hold(sv[1], false));
+    assert_int_equal(write(sv[1], "x", 1), -1);
+    assert_int_equal(errno, EPIPE);
+    close(sv[1]);
+}
+
+static void
 test_mosquitto_new_makes_the_pair_here(void **state)
 {
     struct mosquitto *mosq;
@@ -157,10 +232,12 @@ test_mosquitto_new_makes_the_pair_here(void **state)
 int
 main(void)
 {
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wake_pair_writes_go_nowhere),
         cmocka_unit_test(test_buffered_reads_keep_order_and_bytes),
         cmocka_unit_test(test_close_forgets_so_a_reused_number_is_plain),
+        cmocka_unit_test(test_held_writes_go_out_together_and_in_order),
         cmocka_unit_test(test_mosquitto_new_makes_the_pair_here),
     };
 
