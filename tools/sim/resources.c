@@ -263,8 +263,9 @@ resources_add(struct sensor *s)
     s->mid_n = s->mid_pos = 0;   /* a new session: new Message IDs */
     for (size_t i = 0; i < s->nres; i++) {
         struct res_state *r = &s->res[i];
-        int flags = r->def->con ? COAP_RESOURCE_FLAGS_NOTIFY_CON
-                                : COAP_RESOURCE_FLAGS_NOTIFY_NON;
+        const struct sim_opts *o = &s->sim->opts;
+        bool con = o->force == FORCE_CON || (o->force == FORCE_NONE && r->def->con);
+        int flags = con ? COAP_RESOURCE_FLAGS_NOTIFY_CON : COAP_RESOURCE_FLAGS_NOTIFY_NON;
         coap_resource_t *res = coap_resource_init(coap_make_str_const(r->def->path),
                                                   flags);
         if (!res)

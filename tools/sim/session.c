@@ -197,6 +197,9 @@ on_event(void *app, coap_event_t event)
     switch (event) {
     case COAP_EVENT_DTLS_CONNECTED:
         s->connected = true;
+        /* CoAP's retransmissions from now on (see session_open). */
+        if (s->sim->opts.max_retransmit >= 0)
+            coap_session_set_max_retransmit(s->session, (unsigned)s->sim->opts.max_retransmit);
         log_info("%s: DTLS connected", s->id);
         break;
     case COAP_EVENT_DTLS_CLOSED:     s->ev->lost(s, "dtls-closed"); break;
@@ -244,8 +247,15 @@ session_open(struct sensor *s)
         s->ctx = NULL;
         return -1;
     }
-    if (o->max_retransmit >= 0)
-        coap_session_set_max_retransmit(s->session, (unsigned)o->max_retransmit);
+    /*
+     * --max-retransmit is CoAP's MAX_RETRANSMIT, set once the handshake is
+     * done: libcoap 4.3.1 counts the DTLS handshake's retransmissions
+     * against the same number (coap_dtls_handle_timeout), and a device's
+     * DTLS stack keeps its own schedule (RFC 6347 4.2.4.1: 1 s doubling,
+     * libcoap's default 4: 31 s).  Set here, a handshake gave up after
+     * 3 s, and a gateway restart's storm of 10,000 handshakes, each a few
+     * seconds in the gateway's queue, never converged.
+     */
     s->gen++;
     s->connected = false;
     s->connect_deadline_ms = tool_now_ms() + 30000;
