@@ -256,6 +256,14 @@ resources_reset(struct sensor *s)
     return 0;
 }
 
+bool
+resources_con(const struct res_state *r)
+{
+    enum msg_type_force force = r->sensor->sim->opts.force;
+
+    return force == FORCE_CON || (force == FORCE_NONE && r->def->con);
+}
+
 /* Creates the libcoap resources of a (new) context; values are kept. */
 int
 resources_add(struct sensor *s)
@@ -263,9 +271,8 @@ resources_add(struct sensor *s)
     s->mid_n = s->mid_pos = 0;   /* a new session: new Message IDs */
     for (size_t i = 0; i < s->nres; i++) {
         struct res_state *r = &s->res[i];
-        const struct sim_opts *o = &s->sim->opts;
-        bool con = o->force == FORCE_CON || (o->force == FORCE_NONE && r->def->con);
-        int flags = con ? COAP_RESOURCE_FLAGS_NOTIFY_CON : COAP_RESOURCE_FLAGS_NOTIFY_NON;
+        int flags = resources_con(r) ? COAP_RESOURCE_FLAGS_NOTIFY_CON
+                                     : COAP_RESOURCE_FLAGS_NOTIFY_NON;
         coap_resource_t *res = coap_resource_init(coap_make_str_const(r->def->path),
                                                   flags);
         if (!res)

@@ -376,8 +376,7 @@ session_register(struct sensor *s, bool refresh)
 void
 session_push(struct sensor *s, struct res_state *r)
 {
-    const struct sim_opts *o = &s->sim->opts;
-    bool con = o->force == FORCE_CON || (o->force == FORCE_NONE && r->def->con);
+    bool con = resources_con(r);
     uint8_t tok[TOKEN_LEN];
     coap_pdu_t *pdu;
 

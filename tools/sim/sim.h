@@ -254,6 +254,9 @@ void session_register(struct sensor *s, bool refresh);
 void session_push(struct sensor *s, struct res_state *r);
 
 /* resources.c */
+/* Whether the resource's pushes and notifications are CON: --con/--non,
+ * else its kind's. */
+bool resources_con(const struct res_state *r);
 /* Adds the sensor's resources to its (new) context; 0 or -1. */
 int resources_add(struct sensor *s);
 /* The context is gone: forget its libcoap resources (values are kept). */
