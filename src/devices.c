@@ -154,17 +154,23 @@ set_online(struct device *dev, bool online)
 }
 
 /* Takes 'session' as the device's current one; the previous one (a reboot,
- * a new port after deep sleep) is retired: nothing of ours uses it again,
- * and libcoap frees it when it idles out. */
+ * a new port after deep sleep) is retired: nothing of ours uses it again.
+ * When the device proved its identity on the new one (DTLS), what we
+ * still had queued on the old one is dropped (transport_session_end);
+ * a plain CoAP session names its device by what it says and idles out. */
 static bool
 adopt_session(struct device *dev, coap_session_t *session)
 {
     if (dev->session == session)
         return false;
     if (dev->session) {
+        coap_session_t *old = dev->session;
+
         log_info("device %s: new session, retiring the previous one", dev->id);
-        coap_session_set_app_data(dev->session, NULL);
+        coap_session_set_app_data(old, NULL);
         devices__emit(dev, DEVICE_SESSION_LOST);
+        if (!devices__plain(session) && !devices__plain(old))
+            transport_session_end(dev->gw->coap, old);
     }
     dev->session = session;
     coap_session_set_app_data(session, dev);

@@ -312,6 +312,27 @@ retire_session(transport_t *t, struct established *e)
 }
 
 /*
+ * A device authenticated again on a new session (a new port after deep
+ * sleep or a reboot, a NAT rebinding): the old one is dead to it, but our
+ * CONs on it (observe registrations) would be retransmitted for up to
+ * 93 s (MAX_TRANSMIT_WAIT).  libcoap 4.3.1 keeps every CON of every
+ * session in one time-ordered list, walked on each insertion and each
+ * ACK: in a reconnect storm of 10,000 devices those walks were 47 % of
+ * the gateway's time and its intake stalled (bench/reconnect.sh).  So the
+ * old session's messages go now; libcoap frees the session at its next
+ * walk over the sessions.
+ */
+void
+transport_session_end(transport_t *t, coap_session_t *session)
+{
+    if (coap_session_get_type(session) != COAP_SESSION_TYPE_SERVER ||
+        coap_session_get_state(session) == COAP_SESSION_STATE_NONE)
+        return;
+    transport__established_del(t, session);
+    coap_session_disconnected(session, COAP_NACK_NOT_DELIVERABLE);
+}
+
+/*
  * Looks at the next datagram on an endpoint socket without taking it.  A
  * ClientHello from the address of an established session is either a
  * device that rebooted or anybody with that address in a forged header,

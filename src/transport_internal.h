@@ -31,6 +31,7 @@
 #include "compat_libcoap.h"
 
 struct pending;
+struct session_tokens;
 struct answer_body;
 struct handshake;
 struct established;
@@ -53,6 +54,7 @@ struct transport {
     void *backlog_arg;
     /* tokens */
     struct pending *pending;        /* by token */
+    struct session_tokens *by_session; /* the same, per session */
     uint64_t token_base;            /* random, so tokens are not guessable */
     uint64_t token_next;
     size_t sessions;

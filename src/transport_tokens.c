@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <uthash.h>
+#include <utlist.h>
 
 #include "coap2mqtt/log.h"
 #include "transport_internal.h"
@@ -22,7 +23,56 @@ struct pending {
     coap_session_t *session;    /* responses must come back on it */
     struct answer_body *body;   /* a block-wise answer coming in, or NULL */
     UT_hash_handle hh;
+    struct pending *prev, *next;    /* the session's tokens */
 };
+
+/*
+ * The tokens of one session, so that a session's end touches its own
+ * tokens only.  Walking every token instead (two observations per device)
+ * cost 20,000 visits for each of the thousands of half-open sessions freed
+ * a second in a reconnect storm: 9.5 % of the gateway's time, the largest
+ * single item, with 10,000 devices (bench/reconnect.sh).
+ */
+struct session_tokens {
+    coap_session_t *session;
+    struct pending *list;
+    UT_hash_handle hh;
+};
+
+static void
+session_link(transport_t *t, struct pending *p)
+{
+    struct session_tokens *st;
+
+    HASH_FIND_PTR(t->by_session, &p->session, st);
+    if (!st) {
+        if (!(st = calloc(1, sizeof(*st)))) {
+            p->prev = p->next = NULL;
+            return;         /* unindexed: the session's end cannot reach it */
+        }
+        st->session = p->session;
+        HASH_ADD_PTR(t->by_session, session, st);
+    }
+    DL_APPEND(st->list, p);
+}
+
+static void
+session_unlink(transport_t *t, struct pending *p)
+{
+    struct session_tokens *st;
+
+    if (!p->session || !p->prev)
+        return;             /* detached, or never indexed */
+    HASH_FIND_PTR(t->by_session, &p->session, st);
+    if (!st)
+        return;
+    DL_DELETE(st->list, p);
+    p->prev = p->next = NULL;
+    if (!st->list) {
+        HASH_DEL(t->by_session, st);
+        free(st);
+    }
+}
 
 void
 transport__tokens_init(transport_t *t)
@@ -34,6 +84,7 @@ transport__tokens_init(transport_t *t)
 static void
 pending_free(transport_t *t, struct pending *p)
 {
+    session_unlink(t, p);
     HASH_DEL(t->pending, p);
     transport__blocks_free(p->body);
     free(p);
@@ -103,6 +154,8 @@ register_token(transport_t *t, coap_session_t *session,
     p->owner = owner;
     p->session = session;
     HASH_ADD(hh, t->pending, token, 8, p);
+    if (session)
+        session_link(t, p);
     *token = p->token;
     return 0;
 }
@@ -225,15 +278,20 @@ find_pending(transport_t *t, const coap_pdu_t *pdu, coap_session_t *session)
 void
 transport__tokens_session_gone(transport_t *t, coap_session_t *session)
 {
+    struct session_tokens *st;
     struct pending *p, *tmp;
 
-    HASH_ITER(hh, t->pending, p, tmp) {
-        if (p->session == session) {
-            p->session = NULL;
-            transport__blocks_free(p->body);
-            p->body = NULL;
-        }
+    HASH_FIND_PTR(t->by_session, &session, st);
+    if (!st)
+        return;
+    DL_FOREACH_SAFE(st->list, p, tmp) {
+        p->prev = p->next = NULL;
+        p->session = NULL;
+        transport__blocks_free(p->body);
+        p->body = NULL;
     }
+    HASH_DEL(t->by_session, st);
+    free(st);
 }
 
 coap_response_t

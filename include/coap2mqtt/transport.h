@@ -93,6 +93,9 @@ bool transport_token_live(transport_t *t, uint64_t token, coap_session_t *sessio
 void transport_cancel_observe(coap_session_t *session, uint64_t token);
 /* An empty ACK with Message ID 'mid'. */
 void transport_send_ack(coap_session_t *session, uint16_t mid);
+/* A server session its device has left for another: what is still
+ * queued on it is dropped, and libcoap frees it at its next walk. */
+void transport_session_end(transport_t *t, coap_session_t *session);
 
 /*
  * From a response handler (struct transport_handler.on_response): the ACK

@@ -114,3 +114,53 @@ def test_device_on_a_new_session_is_reassociated_at_once(gateway, sim, mqtt):
     doc = sec.stats(mqtt, gateway, lambda d: d.get("sessions_reassociated", 0) >= 1, timeout=15)
     assert doc["sessions_reassociated"] == 1, doc
     print("REASSOCIATED after %.2f s" % took)
+
+
+def _recv_queue(addr, port):
+    """Bytes waiting in the UDP socket bound to addr:port (ss -uan)."""
+    out = c2m.subprocess.run(["ss", "-uanH", "src", "%s:%d" % (addr, port)],
+                             capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.split())
+
+
+def test_old_session_of_a_device_back_elsewhere_is_ended(gateway, sim, mqtt):
+    """A device asleep with a command in flight comes back authenticated
+    from another address (a reboot onto a new port, a NAT rebinding): its
+    old session is dead to it.  The command moves to the new session, and
+    the old address gets no second copy: libcoap would retransmit it there
+    for up to 93 s (and every such CON lengthens the one list libcoap
+    walks for each CON sent or acknowledged: in a reconnect storm those
+    walks stalled the gateway)."""
+    setpoint = gateway.topic("hvac-1", "setpoint")
+    mqtt.subscribe(setpoint + "/set/result")
+    port = c2m.free_port(c2m.socket.SOCK_DGRAM)
+    old = sim("hvac", extra_args=["--port", str(port), "--interval", "60000"])
+    old.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    addr = old.bind                     # the first sensor's address
+    old.proc.send_signal(c2m.signal.SIGSTOP)
+    before = _recv_queue(addr, port)
+    mqtt.publish(setpoint + "/set", b"18.5")
+    # The command's CON has reached the old (stopped) device's socket.
+    deadline = time.monotonic() + 10
+    while _recv_queue(addr, port) == before:
+        assert time.monotonic() < deadline, "the command never reached the old session"
+        time.sleep(0.05)
+    new = sim("hvac", extra_args=["--interval", "60000"])
+    new.wait_for(r"^PUT hvac-1 setpoint \d+ 18\.5$", timeout=15)
+    assert mqtt.wait_for(setpoint + "/set/result", timeout=10).json()["code"] == "2.04"
+    # The old device is gone for good; whatever the gateway still sends to
+    # its address now arrives here.  Retransmissions of the CON would come
+    # 2-3 s after it was sent, then 4-6 s later.
+    old.expect_death = True
+    old.stop(c2m.signal.SIGKILL)
+    with c2m.socket.socket(c2m.socket.AF_INET, c2m.socket.SOCK_DGRAM) as s:
+        s.bind((addr, port))
+        s.settimeout(0.5)
+        got = []
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                got.append(s.recv(2048))
+            except c2m.socket.timeout:
+                pass
+    assert not got, "%d datagrams to the old session's address after the device left it" % len(got)
