@@ -33,6 +33,7 @@ typedef int (*bind_fn)(int, const struct sockaddr *, socklen_t);
 
 static bool share_next;
 static int shared_fd = -1;      /* the last socket bound while sharing */
+static int last_fd = -1;        /* the last socket bound */
 
 void
 compat_bind_share(bool on)
@@ -48,6 +49,12 @@ compat_bind_shared_fd(void)
 }
 
 int
+compat_bind_last_fd(void)
+{
+    return last_fd;
+}
+
+int
 bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
     static bind_fn real;
@@ -59,5 +66,6 @@ bind(int fd, const struct sockaddr *addr, socklen_t len)
         return -1;
     if (share_next)
         shared_fd = fd;
+    last_fd = fd;
     return real(fd, addr, len);
 }

@@ -211,6 +211,7 @@ open_shared(transport_t *t, coap_address_t *addr, unsigned k)
         compat_bind_share(false);
         if (!ep)
             return -1;
+        transport__filter_endpoint(t, compat_bind_last_fd());
         if (i == 0 && k > 1 && coap_address_get_port(addr) == 0) {
             coap_address_t bound;
 

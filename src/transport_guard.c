@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <utlist.h>
 #include <uthash.h>
 
@@ -207,8 +208,14 @@ session_add(transport_t *t, coap_session_t *session, bool up)
     if (e && e->up && !up)
         return;     /* never hide an established session behind a hello */
     if (!e) {
-        if (!(e = calloc(1, sizeof(*e))))
+        if (!(e = calloc(1, sizeof(*e)))) {
+            /* The filter would drop this session's data: off for good. */
+            if (!t->filter_off)
+                log_warnx("dtls: out of memory: application data from unknown "
+                          "addresses is no longer dropped before libcoap");
+            t->filter_off = true;
             return;
+        }
         e->key = k;
         HASH_ADD(hh, t->established, key, sizeof(k), e);
     }
@@ -443,6 +450,52 @@ transport__hello_track(transport_t *t, coap_session_t *session)
 
 /* --- life ------------------------------------------------------------------- */
 
+/*
+ * Application data (DTLS record type 23) from an address we hold no DTLS
+ * session for: a device still writing on a session we no longer have (we
+ * restarted, or closed it while it slept).  Nothing can be read from it,
+ * and libcoap would drop it too, but only after walking every session of
+ * the endpoint (compat_recv.c): after a restart the whole fleet's
+ * readings did that until each device noticed.  So it is dropped as it is
+ * read, counted and logged (rate-limited); the device learns at its next
+ * unanswered CON and handshakes again.  Application data comes only after
+ * the handshake's last flight, by which time the session is in the table
+ * (DTLS_CONNECTED); everything else (handshakes, alerts) goes to libcoap.
+ */
+static bool
+keep_datagram(void *arg, const struct sockaddr *from, const uint8_t *data, size_t len)
+{
+    transport_t *t = arg;
+    struct transport_addr_key k;
+    struct established *e;
+    char peer[64];
+
+    if (t->filter_off || len < 13 || data[0] != 23 || !transport__addr_key(from, &k))
+        return true;
+    HASH_FIND(hh, t->established, &k, sizeof(k), e);
+    if (e)
+        return true;
+    t->gw->stats.dtls_no_session++;
+    log_ratelimited(&t->gw->stats.dtls_no_session,
+                    "dtls: data from %s, which has no session here (the device "
+                    "must handshake again): dropped",
+                    getnameinfo(from, from->sa_family == AF_INET6 ?
+                                sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+                                peer, sizeof(peer), NULL, 0, NI_NUMERICHOST) == 0 ?
+                    peer : "?");
+    return false;
+}
+
+void
+transport__filter_endpoint(transport_t *t, int fd)
+{
+    if (fd < 0 || t->n_filtered == sizeof(t->filtered_fds) / sizeof(t->filtered_fds[0]))
+        return;
+    t->filtered_fds[t->n_filtered++] = fd;
+    compat_recv_watch(fd, true);
+    compat_recv_filter(keep_datagram, t);
+}
+
 void
 transport__guard_start(transport_t *t)
 {
@@ -453,6 +506,10 @@ void
 transport__guard_free(transport_t *t)
 {
     loop_cancel_timer(t->gw->loop, t->sweep_timer);
+    compat_recv_filter(NULL, NULL);
+    for (size_t i = 0; i < t->n_filtered; i++)
+        compat_recv_watch(t->filtered_fds[i], false);
+    t->n_filtered = 0;
     HASH_FREE_ALL(t->handshakes, struct handshake);
     HASH_FREE_ALL(t->hellos, struct hello);
     t->hello_fifo = NULL;

@@ -67,6 +67,9 @@ struct transport {
     bool cookie_warned;             /* the re-handshake check cannot run */
     int tuned_fds[128];             /* endpoint sockets given a big SO_RCVBUF */
     size_t n_tuned;
+    int filtered_fds[128];          /* DTLS endpoint sockets (compat_recv.c) */
+    size_t n_filtered;
+    bool filter_off;                /* 'established' may miss a session */
     uint64_t sweep_timer;
     /* DTLS */
     struct cert_id *cert_ids;       /* by session pointer */
@@ -200,5 +203,7 @@ struct transport_addr_key {
     uint8_t addr[16];
 };
 bool transport__addr_key(const struct sockaddr *sa, struct transport_addr_key *k);
+/* A DTLS endpoint's socket, just opened: its datagrams pass the filter. */
+void transport__filter_endpoint(transport_t *t, int fd);
 
 #endif

@@ -164,3 +164,20 @@ def test_old_session_of_a_device_back_elsewhere_is_ended(gateway, sim, mqtt):
             except c2m.socket.timeout:
                 pass
     assert not got, "%d datagrams to the old session's address after the device left it" % len(got)
+
+
+def test_data_on_a_session_lost_in_a_restart_is_dropped_as_read(gateway, sim, mqtt):
+    """After kill -9 and a restart the gateway holds no session for a
+    device still writing on its old one.  Its DTLS records are dropped as
+    they are read, counted (dtls_no_session) and logged once, before
+    libcoap would walk every session of the endpoint for each; the device
+    is back as soon as it notices (an unanswered CON)."""
+    s = sim("hvac", extra_args=["--interval", "300", "--con", "--max-retransmit", "1"])
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+    gateway.expect_death = True
+    gateway.stop(c2m.signal.SIGKILL)
+    mark = s.mark()
+    gateway.respawn()
+    gateway.log.wait_for(r"dtls: data from 127\.[0-9.]+, which has no session here", timeout=15)
+    sec.stats(mqtt, gateway, lambda d: d.get("dtls_no_session", 0) >= 1, timeout=15)
+    s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=30, start=mark)
