@@ -27,6 +27,7 @@ import time
 import pytest
 
 import c2m
+import faults
 import sec
 from sec import libcoap_san  # noqa: F401 (autouse fixture)
 
@@ -467,14 +468,6 @@ def online_again(gw, mqtt_factory):
 # --------------------------------------------------------------------------
 # Item 12: QoS 0 publishes and the QoS 1 window
 
-def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise c2m.Timeout("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.05)
-
-
 class HoldingProxy:
     """TCP between the gateway and the broker; hold() keeps what the broker
     sends (PUBACKs among it) until release()."""
@@ -565,10 +558,10 @@ def test_qos0_publishes_do_not_open_the_qos1_window(broker_conf, make_gateway, b
         # Two of the state publishes (availabilities, the device records,
         # the device list) reach the broker, its limit; the others wait
         # inside libmosquitto.
-        wait_until(lambda: len(watch.received(avail, mark) +
-                               watch.received(device, mark) +
-                               watch.received(devices, mark)) >= 2,
-                   10, "two state publishes at the broker")
+        faults.wait_until(lambda: len(watch.received(avail, mark) +
+                                      watch.received(device, mark) +
+                                      watch.received(devices, mark)) >= 2,
+                          10, step=0.05, what="two state publishes at the broker")
         # Five QoS 0 stats publishes while the PUBACKs are held.
         after = watch.mark()
         watch.wait_for(stats, lambda m: len(watch.received(stats, after)) >= 5,
