@@ -39,21 +39,22 @@ struct session_tokens {
     UT_hash_handle hh;
 };
 
-static void
+/* -1 without memory: a token the session's end could not reach would
+ * match a later session that libcoap allocates at the same address. */
+static int
 session_link(transport_t *t, struct pending *p)
 {
     struct session_tokens *st;
 
     HASH_FIND_PTR(t->by_session, &p->session, st);
     if (!st) {
-        if (!(st = calloc(1, sizeof(*st)))) {
-            p->prev = p->next = NULL;
-            return;         /* unindexed: the session's end cannot reach it */
-        }
+        if (!(st = calloc(1, sizeof(*st))))
+            return -1;
         st->session = p->session;
         HASH_ADD_PTR(t->by_session, session, st);
     }
     DL_APPEND(st->list, p);
+    return 0;
 }
 
 static void
@@ -62,7 +63,7 @@ session_unlink(transport_t *t, struct pending *p)
     struct session_tokens *st;
 
     if (!p->session || !p->prev)
-        return;             /* detached, or never indexed */
+        return;             /* detached from its ended session */
     HASH_FIND_PTR(t->by_session, &p->session, st);
     if (!st)
         return;
@@ -153,9 +154,11 @@ register_token(transport_t *t, coap_session_t *session,
     p->h = h;
     p->owner = owner;
     p->session = session;
+    if (session && session_link(t, p) < 0) {
+        free(p);
+        return -1;
+    }
     HASH_ADD(hh, t->pending, token, 8, p);
-    if (session)
-        session_link(t, p);
     *token = p->token;
     return 0;
 }
