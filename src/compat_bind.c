@@ -32,20 +32,13 @@
 typedef int (*bind_fn)(int, const struct sockaddr *, socklen_t);
 
 static bool share_next;
-static int shared_fd = -1;      /* the last socket bound while sharing */
 static int last_fd = -1;        /* the last socket bound */
 
 void
 compat_bind_share(bool on)
 {
     share_next = on;
-    shared_fd = -1;
-}
-
-int
-compat_bind_shared_fd(void)
-{
-    return shared_fd;
+    last_fd = -1;
 }
 
 int
@@ -64,8 +57,6 @@ bind(int fd, const struct sockaddr *addr, socklen_t len)
         *(void **)&real = dlsym(RTLD_NEXT, "bind");
     if (share_next && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0)
         return -1;
-    if (share_next)
-        shared_fd = fd;
     last_fd = fd;
     return real(fd, addr, len);
 }

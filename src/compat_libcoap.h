@@ -40,9 +40,6 @@ bool compat_answer_later(const coap_pdu_t *req, coap_pdu_t *response);
  * included) sets SO_REUSEPORT on the socket first, so several endpoints
  * can share one port. */
 void compat_bind_share(bool on);
-/* The socket of the last bind() while sharing was on, -1 if none: its
- * getsockname() tells the port when 0 was asked for. */
-int compat_bind_shared_fd(void);
 /* compat_recv.c: on the sockets watched, each datagram libcoap reads is
  * first shown to 'keep' (its sender, its bytes: at least the first
  * iovec's worth); one refused is dropped and the next read in its place.
@@ -51,7 +48,8 @@ typedef bool (*compat_recv_keep_fn)(void *arg, const struct sockaddr *from,
                                     const uint8_t *data, size_t len);
 void compat_recv_filter(compat_recv_keep_fn keep, void *arg);
 void compat_recv_watch(int fd, bool on);
-/* compat_bind.c: the socket of the last bind() of any caller, -1 if none. */
+/* compat_bind.c: the socket of the last bind() of any caller, -1 if none
+ * (its getsockname() tells the port when 0 was asked for). */
 int compat_bind_last_fd(void);
 /* compat_walk.c: libcoap's walk over all sessions at the end of each
  * coap_io_do_epoll(), taken at most once per 20 times its cost once

@@ -207,11 +207,11 @@ open_shared(transport_t *t, coap_address_t *addr, unsigned k)
 
         compat_bind_share(k > 1);
         ep = coap_new_endpoint(t->ctx, addr, COAP_PROTO_DTLS);
-        fd = compat_bind_shared_fd();
+        fd = compat_bind_last_fd();
         compat_bind_share(false);
         if (!ep)
             return -1;
-        transport__filter_endpoint(t, compat_bind_last_fd());
+        transport__filter_endpoint(t, fd);
         if (i == 0 && k > 1 && coap_address_get_port(addr) == 0) {
             coap_address_t bound;
 
