@@ -41,13 +41,16 @@ bool compat_answer_later(const coap_pdu_t *req, coap_pdu_t *response);
  * can share one port. */
 void compat_bind_share(bool on);
 /* compat_recv.c: on the sockets watched, each datagram libcoap reads is
- * first shown to 'keep' (its sender, its bytes: at least the first
- * iovec's worth); one refused is dropped and the next read in its place.
- * One filter for the process; NULL turns it off. */
-typedef bool (*compat_recv_keep_fn)(void *arg, const struct sockaddr *from,
+ * first shown to 'keep' (its socket, its sender, its bytes: at least the
+ * first iovec's worth); one refused is dropped and the next read in its
+ * place.  One filter for the process; NULL turns it off.
+ * compat_recv_age_ms(): inside 'keep', how long the datagram shown waited
+ * in its socket (ms), -1 if the kernel did not say. */
+typedef bool (*compat_recv_keep_fn)(void *arg, int fd, const struct sockaddr *from,
                                     const uint8_t *data, size_t len);
 void compat_recv_filter(compat_recv_keep_fn keep, void *arg);
 void compat_recv_watch(int fd, bool on);
+int64_t compat_recv_age_ms(int fd);
 /* compat_bind.c: the socket of the last bind() of any caller, -1 if none
  * (its getsockname() tells the port when 0 was asked for). */
 int compat_bind_last_fd(void);

@@ -16,12 +16,21 @@
  * (without waiting) in its place, so libcoap sees only what it should.
  * Every other socket, and everybody else's recvmsg(), is untouched.
  *
+ * The filter may also ask how long a datagram waited in its socket
+ * (compat_recv_age_ms): the kernel stamps each datagram as it arrives
+ * once SIOCGSTAMPNS has been asked for on the socket (done when it is
+ * watched), and the stamp of the last one read is one ioctl() away.  No
+ * control message is added to libcoap's own buffer.
+ *
  * Layer: base (calls libc only)
  */
 #include <dlfcn.h>     /* RTLD_NEXT: _GNU_SOURCE, from the Makefile */
 #include <errno.h>
 #include <stdint.h>
+#include <time.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>  /* SIOCGSTAMPNS */
 
 #include "compat_libcoap.h"
 
@@ -44,12 +53,28 @@ compat_recv_filter(compat_recv_keep_fn keep, void *arg)
 void
 compat_recv_watch(int fd, bool on)
 {
+    struct timespec ts;
+
     if (fd < 0 || fd >= WATCH_MAX_FD)
         return;
-    if (on)
+    if (on) {
         watched[fd / 8] |= (uint8_t)(1u << (fd % 8));
-    else
+        /* Turns the socket's arrival stamps on (this first call: ENOENT). */
+        (void)ioctl(fd, SIOCGSTAMPNS, &ts);
+    } else {
         watched[fd / 8] &= (uint8_t)~(1u << (fd % 8));
+    }
+}
+
+int64_t
+compat_recv_age_ms(int fd)
+{
+    struct timespec stamp, now;
+
+    if (ioctl(fd, SIOCGSTAMPNS, &stamp) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0)
+        return -1;
+    return ((int64_t)now.tv_sec - stamp.tv_sec) * 1000 +
+           ((int64_t)now.tv_nsec - stamp.tv_nsec) / 1000000;
 }
 
 static bool
@@ -72,7 +97,7 @@ recvmsg(int fd, struct msghdr *msg, int flags)
     if (!keep_fn || !is_watched(fd) || (flags & MSG_PEEK))
         return n;
     for (int dropped = 0; n > 0 && msg->msg_name && msg->msg_iovlen > 0; dropped++) {
-        if (keep_fn(keep_arg, msg->msg_name, msg->msg_iov[0].iov_base,
+        if (keep_fn(keep_arg, fd, msg->msg_name, msg->msg_iov[0].iov_base,
                     (size_t)n < msg->msg_iov[0].iov_len ? (size_t)n : msg->msg_iov[0].iov_len))
             return n;
         if (dropped == DROPS_PER_CALL) {

@@ -92,6 +92,18 @@ static struct {
     unsigned suppressed;
 } rl[RL_SLOTS];
 
+bool
+log_ratelimit_due(const void *key)
+{
+    unsigned slot = (unsigned)(((uintptr_t)key >> 3) % RL_SLOTS);
+
+    if (rl[slot].key == key && time(NULL) - rl[slot].window < RL_PERIOD_S) {
+        rl[slot].suppressed++;
+        return false;
+    }
+    return true;
+}
+
 void
 log_ratelimited(const void *key, const char *fmt, ...)
 {
@@ -100,10 +112,8 @@ log_ratelimited(const void *key, const char *fmt, ...)
     char buf[900];
     va_list ap;
 
-    if (rl[slot].key == key && now - rl[slot].window < RL_PERIOD_S) {
-        rl[slot].suppressed++;
+    if (!log_ratelimit_due(key))
         return;
-    }
     va_start(ap, fmt);
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);

@@ -6,6 +6,7 @@
  *
  * Layer: transport (calls base and libcoap)
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -448,7 +449,34 @@ transport__hello_track(transport_t *t, coap_session_t *session)
     }
 }
 
-/* --- life ------------------------------------------------------------------- */
+/* --- overload and lost sessions ---------------------------------------------- */
+
+/* The sender's address, for a log line. */
+static const char *
+sender_name(const struct sockaddr *from, char *buf, size_t size)
+{
+    if (getnameinfo(from, from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                     : sizeof(struct sockaddr_in),
+                    buf, (socklen_t)size, NULL, 0, NI_NUMERICHOST) != 0)
+        snprintf(buf, size, "?");
+    return buf;
+}
+
+/*
+ * A ClientHello that waited in the socket longer than a DTLS client's
+ * first retransmission timer (1 s, RFC 6347 4.2.4.1) was already sent
+ * again, or given up: answering this copy only adds work.  Under overload
+ * (a reconnect storm of the whole fleet after a restart) the 4 MiB
+ * receive buffers held seconds of datagrams; every handshake flight was
+ * answered after its sender had retransmitted it, duplicates doubled the
+ * load, devices gave up handshakes and registrations half-way and started
+ * over, and the gateway stopped completing any (bench/reconnect.sh).
+ * Dropping stale hellos is nearly free, so the queue drains to what is
+ * fresh: handshakes under way and established devices' data, which are
+ * never dropped here, go first, and new devices are let in at the rate
+ * the gateway completes them, as their retries come.
+ */
+#define HELLO_MAX_AGE_MS 1000
 
 /*
  * Application data (DTLS record type 23) from an address we hold no DTLS
@@ -463,26 +491,36 @@ transport__hello_track(transport_t *t, coap_session_t *session)
  * (DTLS_CONNECTED); everything else (handshakes, alerts) goes to libcoap.
  */
 static bool
-keep_datagram(void *arg, const struct sockaddr *from, const uint8_t *data, size_t len)
+keep_datagram(void *arg, int fd, const struct sockaddr *from, const uint8_t *data, size_t len)
 {
     transport_t *t = arg;
     struct transport_addr_key k;
     struct established *e;
     char peer[64];
+    int64_t age;
 
+    if (is_client_hello(data, (ssize_t)len)) {
+        if ((age = compat_recv_age_ms(fd)) <= HELLO_MAX_AGE_MS)
+            return true;
+        t->gw->stats.handshakes_shed++;
+        if (log_ratelimit_due(&t->gw->stats.handshakes_shed))
+            log_ratelimited(&t->gw->stats.handshakes_shed,
+                            "dtls: ClientHello from %s waited %lld ms to be read "
+                            "(overloaded): dropped, the device sends it again",
+                            sender_name(from, peer, sizeof(peer)), (long long)age);
+        return false;
+    }
     if (t->filter_off || len < 13 || data[0] != 23 || !transport__addr_key(from, &k))
         return true;
     HASH_FIND(hh, t->established, &k, sizeof(k), e);
     if (e)
         return true;
     t->gw->stats.dtls_no_session++;
-    log_ratelimited(&t->gw->stats.dtls_no_session,
-                    "dtls: data from %s, which has no session here (the device "
-                    "must handshake again): dropped",
-                    getnameinfo(from, from->sa_family == AF_INET6 ?
-                                sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
-                                peer, sizeof(peer), NULL, 0, NI_NUMERICHOST) == 0 ?
-                    peer : "?");
+    if (log_ratelimit_due(&t->gw->stats.dtls_no_session))   /* skips getnameinfo() */
+        log_ratelimited(&t->gw->stats.dtls_no_session,
+                        "dtls: data from %s, which has no session here (the device "
+                        "must handshake again): dropped",
+                        sender_name(from, peer, sizeof(peer)));
     return false;
 }
 

@@ -7,6 +7,7 @@
 #define COAP2MQTT_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 
 enum log_level { LOG_LVL_ERR = 3, LOG_LVL_WARNING = 4, LOG_LVL_NOTICE = 5,
                  LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
@@ -32,6 +33,9 @@ void log_err(const char *fmt, ...) LOG_PRINTF(1, 2);
  * pointer (typically the address of a static counter).
  */
 void log_ratelimited(const void *key, const char *fmt, ...) LOG_PRINTF(2, 3);
+/* Whether log_ratelimited(key, ...) would print now; false counts the
+ * line as suppressed.  For callers whose arguments cost to format. */
+bool log_ratelimit_due(const void *key);
 
 /* Route libcoap's and libmosquitto's logs through this module. */
 void log_hook_libraries(void);

@@ -16,6 +16,7 @@
     X(psk_unknown_identity)  /* handshakes naming an identity we lack */    \
     X(handshakes_evicted)    /* unanswered ClientHellos dropped (flood) */  \
     X(dtls_no_session)       /* DTLS data from an address with no session (a device that lost it), dropped */ \
+    X(handshakes_shed)       /* ClientHellos that waited over 1 s in the socket (overload), dropped */ \
     X(sessions_closed)       /* DTLS sessions closed or timed out */        \
     X(sessions_reset)        /* old session retired: same-port re-handshake */ \
     X(rehandshake_cookies)   /* hellos on a live session asked for a cookie */ \

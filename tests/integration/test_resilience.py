@@ -181,3 +181,29 @@ def test_data_on_a_session_lost_in_a_restart_is_dropped_as_read(gateway, sim, mq
     gateway.log.wait_for(r"dtls: data from 127\.[0-9.]+, which has no session here", timeout=15)
     sec.stats(mqtt, gateway, lambda d: d.get("dtls_no_session", 0) >= 1, timeout=15)
     s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=30, start=mark)
+
+
+def test_a_clienthello_that_waited_over_a_second_is_shed(gateway, sim, mqtt):
+    """Overload: a ClientHello read more than 1 s after it arrived was
+    already sent again (or given up) by its device, so answering it only
+    adds work.  Such hellos are dropped as they are read, counted
+    (handshakes_shed) and logged; a fresh hello behind them is answered and
+    its device registers as usual."""
+    stale_from = ("127.0.7.9", c2m.free_port(c2m.socket.SOCK_DGRAM, "127.0.7.9"))
+    # DTLS record: handshake (22), DTLS 1.2, epoch 0, ClientHello (1).
+    hello = bytes([22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 60, 1]) + bytes(59)
+    gateway.proc.send_signal(c2m.signal.SIGSTOP)
+    try:
+        with c2m.socket.socket(c2m.socket.AF_INET, c2m.socket.SOCK_DGRAM) as s:
+            s.bind(stale_from)
+            s.sendto(hello, ("127.0.0.1", gateway.port))
+        # Not a wait for an event: the hello's age is what is under test.
+        time.sleep(1.5)
+        s = sim("hvac", extra_args=["--interval", "300"])
+    finally:
+        gateway.proc.send_signal(c2m.signal.SIGCONT)
+    gateway.log.wait_for(r"dtls: ClientHello from 127\.0\.7\.9 waited [0-9]+ ms to be read "
+                         r"\(overloaded\): dropped", timeout=15)
+    s.wait_for(r"^REGISTERED hvac-1 2\.01$", timeout=30)
+    doc = sec.stats(mqtt, gateway, lambda d: d.get("handshakes_shed", 0) >= 1, timeout=15)
+    assert doc["handshakes_shed"] == 1, "only the stale hello is shed: %r" % doc

@@ -3,7 +3,8 @@
  * socket's datagrams are shown to the filter, one refused is gone and the
  * next is read in its place (with its own sender and ancillary data);
  * when only refused ones wait, the caller gets EAGAIN; MSG_PEEK, sockets
- * not watched and a process without a filter are untouched.
+ * not watched and a process without a filter are untouched; the filter
+ * can ask how long each datagram waited in the socket.
  *
  * The file is included, so that the interposed recvmsg() is the one called.
  */
@@ -13,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -29,14 +31,28 @@ static int refused;
 
 /* Refuses datagrams whose first byte is 'D'. */
 static bool
-keep_unless_d(void *arg, const struct sockaddr *from, const uint8_t *data, size_t len)
+keep_unless_d(void *arg, int fd, const struct sockaddr *from, const uint8_t *data, size_t len)
 {
     (void)arg;
+    (void)fd;
     (void)from;
     if (len && data[0] == 'D') {
         refused++;
         return false;
     }
+    return true;
+}
+
+/* Keeps everything, noting how long each datagram waited (by its first byte). */
+static int64_t age_of[2];
+
+static bool
+keep_noting_age(void *arg, int fd, const struct sockaddr *from, const uint8_t *data, size_t len)
+{
+    (void)arg;
+    (void)from;
+    if (len && (data[0] == 'A' || data[0] == 'B'))
+        age_of[data[0] - 'A'] = compat_recv_age_ms(fd);
     return true;
 }
 
@@ -165,12 +181,41 @@ test_peek_unwatched_and_no_filter_are_untouched(void **state)
     pair_close(&p);
 }
 
+static void
+test_the_filter_knows_how_long_a_datagram_waited(void **state)
+{
+    const struct timespec wait = { 0, 150 * 1000000L };
+    struct pair p;
+    struct sockaddr_in from;
+    char buf[64];
+    bool pktinfo;
+
+    (void)state;
+    pair_open(&p);
+    compat_recv_filter(keep_noting_age, NULL);
+    compat_recv_watch(p.rx, true);
+    age_of[0] = age_of[1] = -2;
+    /* The age to measure: A is sent 150 ms before anything is read. */
+    assert_int_equal(send(p.tx_keep, "A", 1, 0), 1);
+    nanosleep(&wait, NULL);
+    assert_int_equal(send(p.tx_keep, "B", 1, 0), 1);
+    assert_int_equal(read_like_libcoap(p.rx, buf, sizeof(buf), &from, &pktinfo), 1);
+    assert_true(pktinfo);       /* libcoap's own control data still fits */
+    assert_int_equal(read_like_libcoap(p.rx, buf, sizeof(buf), &from, &pktinfo), 1);
+    assert_true(pktinfo);
+    assert_true(age_of[0] >= 150);
+    assert_true(age_of[1] >= 0 && age_of[1] < age_of[0]);
+    compat_recv_filter(NULL, NULL);
+    pair_close(&p);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refused_datagrams_are_skipped),
         cmocka_unit_test(test_peek_unwatched_and_no_filter_are_untouched),
+        cmocka_unit_test(test_the_filter_knows_how_long_a_datagram_waited),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
