@@ -453,8 +453,10 @@ spool_close(spool_t *sp)
 
     if (!sp)
         return;
-    if (sp->gw->loop)
+    if (sp->gw->loop) {
         loop_cancel_timer(sp->gw->loop, sp->sync_timer);
+        loop_cancel_timer(sp->gw->loop, sp->gap_timer);
+    }
     if (sp->notify_fd >= 0 && sp->gw->loop)
         loop_del_fd(sp->gw->loop, sp->notify_fd);
     if (sp->syncer)

@@ -78,6 +78,8 @@ struct spool {
     bool dir_dirty;                 /* a segment created or deleted since the last
                                      * fsync of the directory began */
     int notify_fd;                  /* the syncer's eventfd in the loop, or -1 */
+    uint64_t job_start_ms;          /* loop time the last job started */
+    uint64_t gap_timer;             /* the next job, once SYNC_PERIOD_MS is over */
     struct spool_waiter *waiters;   /* ring, in record order */
     size_t w_head, w_len, w_cap;
     int fault;                      /* errno while readings cannot be stored */
