@@ -12,7 +12,9 @@
 #   AB_ARGS="--push --con --rate 7500 --window 1" bench/ab.sh ...  (latency)
 #
 # The environment of a variant is given to the gateway and the load
-# generator; AB_ARGS are added to the load generator's arguments.  Prints
+# generator; AB_ARGS are added to the load generator's arguments.  A
+# variant's AB_DURABILITY=process|power sets queue.durability (default:
+# the gateway's, "power").  Prints
 # one line per run: round, label, pushes/s at the subscriber in the 8 s
 # window, latency p50 / p99 / p99.9, gateway CPU ms per 1,000.  Nothing is
 # written to bench/.
@@ -54,6 +56,8 @@ rd = { max_devices = 20000; };
 mqtt = { host = "127.0.0.1"; port = $MP; base_topic = "coap2mqtt"; client_id = "c2m-ab";
          stats_interval = 0; connections = $conns; };
 EOF
+    dur=$(echo "$envs" | grep -o 'AB_DURABILITY=[a-z]*' | cut -d= -f2 || true)
+    [ -z "$dur" ] || echo "queue = { durability = \"$dur\"; };" >>"$D/gw.conf"
     env $envs "$bin" -c "$D/gw.conf" >"$D/gw-$label.log" 2>&1 & GW=$!
     for _ in $(seq 50); do grep -q "listening on" "$D/gw-$label.log" && break; sleep 0.1; done
     res=$(env $envs "$ROOT/build/coap2mqtt-loadgen" --label "$label" --json "$D/$label.json" --warmup 2 \
