@@ -76,7 +76,7 @@ def broker_outage(make_gateway, sim, broker, mqtt_factory, psk_file, *, sensors,
     watch = subscriber(mqtt_factory, gw, "energy")
     s = push_fleet(sim, prefix, sensors, rate)
     await_all_pushing(s, prefix, sensors)
-    time.sleep(before_s)
+    time.sleep(before_s)    # load before the outage: time under test
 
     t_down = time.monotonic()
     assert broker.stop() == 0
@@ -84,7 +84,7 @@ def broker_outage(make_gateway, sim, broker, mqtt_factory, psk_file, *, sensors,
     broker.start()
     t_up = time.monotonic()
     watch.wait_connected(15)
-    time.sleep(after_s)
+    time.sleep(after_s)     # load after it: time under test
     # The devices stop; then everything they were told about must arrive.
     assert s.stop() == 0
     v = faults.wait_delivered(watch, gw, s, timeout=60)
@@ -129,7 +129,7 @@ def kill_during_outage(make_gateway, sim, broker, mqtt_factory, psk_file, *, sen
 
     assert broker.stop() == 0
     mark = s.mark()
-    time.sleep(spooled_s)
+    time.sleep(spooled_s)   # pushes taken in with the broker away: time under test
     # Readings were acknowledged while the broker was away (the spool).
     during = [m for m in s.out.find(r"^PUSH \S+ energy \d+ 2\.04$", mark)]
     assert during, "no push acknowledged during the outage"
@@ -420,7 +420,8 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
         time.sleep(0.05)
     commands_s = time.monotonic() - t0
 
-    # A late duplicate result would show up here.
+    # A late duplicate result would show up here: a window for something
+    # that must not happen has no event to wait for.
     time.sleep(3)
     for m in [m for m in mqtt.messages[pos:mqtt.mark()] if m.topic.startswith(replies + "/")]:
         corr = (m.prop("CorrelationData") or b"").decode()
@@ -435,7 +436,7 @@ def lossy_commands(netns, make_gateway, sim, mqtt, psk_file, *, devices, per_dev
                                for m in s.out.find(r"^PUT (\S+) setpoint \d+ (\S+)$"))
 
     # Observations still alive: every resource notifies again after alive_s.
-    time.sleep(alive_s)
+    time.sleep(alive_s)     # loss goes on: time under test
     mark = mqtt.mark()
     want = {gw.topic(prefix + str(i), p) for i in range(1, devices + 1)
             for p in ("temperature", "humidity")}
@@ -610,7 +611,7 @@ def test_lost_acks_do_not_stall_observations(netns, make_gateway, sim, mqtt, psk
         observed_all(s, prefix + str(i), ("temperature",), 0, 60)
     mark = mqtt.mark()
     t0 = time.monotonic()
-    time.sleep(run_s)
+    time.sleep(run_s)       # notifications under loss: time under test
     t1 = time.monotonic()
     gaps = {}
     for i in range(1, devices + 1):

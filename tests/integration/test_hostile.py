@@ -36,10 +36,10 @@ def flood_round(gateway, coap, mqtt, rate, ident="meter-1"):
     flood = sec.HelloFlood(("127.0.0.1", gateway.port), hello, FLOOD_SOURCES,
                            rate=rate).start()
     try:
-        time.sleep(FLOOD_LEAD_S)
+        time.sleep(FLOOD_LEAD_S)    # the flood's head start: time under test
         r = coap(gateway, ident, "rd?ep=%s&lt=60" % ident, wait=GENUINE_BUDGET_S + 5,
                  **sec.register_links())
-        time.sleep(1.0)
+        time.sleep(1.0)             # the flood goes on after it: time under test
     finally:
         flood.stop()
     drops = rcvbuf_errors() - drops
