@@ -62,6 +62,9 @@ struct established {
     struct transport_addr_key key;
     coap_session_t *session;
     bool up;                        /* DTLS_CONNECTED seen */
+    bool have_random;               /* half-open: the random of the
+                                     * ClientHello that started it */
+    uint8_t random[32];
     UT_hash_handle hh;
 };
 
@@ -222,6 +225,11 @@ session_add(transport_t *t, coap_session_t *session, bool up)
     }
     e->session = session;
     e->up = up;
+    e->have_random = false;
+    if (!up && t->last_hello_set && memcmp(&t->last_hello_key, &k, sizeof(k)) == 0) {
+        memcpy(e->random, t->last_hello_random, sizeof(e->random));
+        e->have_random = true;
+    }
 }
 
 void
@@ -296,6 +304,35 @@ static bool
 is_client_hello(const uint8_t *b, ssize_t n)
 {
     return n >= 25 && b[0] == 22 && b[3] == 0 && b[4] == 0 && b[13] == 1;
+}
+
+/*
+ * A ClientHello's first fragment, after the record header (13 bytes) and
+ * the handshake header (12): client_version (2), random (32),
+ * session_id (1 + n), cookie (1 + n) - RFC 6347 4.2.1.
+ */
+#define HELLO_RANDOM_AT 27
+#define HELLO_SID_AT    59
+
+static const uint8_t *
+hello_random(const uint8_t *b, ssize_t n)
+{
+    if (!is_client_hello(b, n) || n <= HELLO_SID_AT || (b[19] | b[20] | b[21]))
+        return NULL;    /* not the first fragment */
+    return b + HELLO_RANDOM_AT;
+}
+
+/* The hello answers a HelloVerifyRequest of ours: the sender has been
+ * through the cookie exchange and waits for our ServerHello. */
+static bool
+hello_has_cookie(const uint8_t *b, ssize_t n)
+{
+    size_t at;
+
+    if (!hello_random(b, n))
+        return false;
+    at = HELLO_SID_AT + 1 + b[HELLO_SID_AT];
+    return (ssize_t)at < n && b[at] > 0;
 }
 
 static void
@@ -378,6 +415,15 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
     /* A hello session is in its own cookie exchange: libcoap's to finish. */
     if (!e || (!e->up && (coap_session_get_type(e->session) != COAP_SESSION_TYPE_SERVER ||
                           coap_session_get_state(e->session) != COAP_SESSION_STATE_HANDSHAKE)))
+        return;
+    /* The same random: a copy of the hello that started this handshake
+     * (the device's retransmission timer fired before our ServerHello
+     * came).  Starting over would answer it with a second ServerHello the
+     * device ignores, and its Finished, made with the first, would fail:
+     * under load that cost whole handshakes.  OpenSSL treats the copy as
+     * the retransmission it is. */
+    if (!e->up && e->have_random && hello_random(buf, n) &&
+        memcmp(hello_random(buf, n), e->random, sizeof(e->random)) == 0)
         return;
     switch (compat_dtls_cookie_check(e->session, buf, (size_t)n, hvr, sizeof(hvr),
                                      &hvr_len)) {
@@ -474,9 +520,26 @@ sender_name(const struct sockaddr *from, char *buf, size_t size)
  * Dropping stale hellos is nearly free, so the queue drains to what is
  * fresh: handshakes under way and established devices' data, which are
  * never dropped here, go first, and new devices are let in at the rate
- * the gateway completes them, as their retries come.
+ * the gateway completes them, as their retries come.  A hello with a
+ * cookie is kept at any age: it is the second step of a handshake under
+ * way, whose sender waits for our ServerHello, and its copies are known
+ * by their random (transport__check_rehandshake).  While the sockets stay
+ * more than a second behind (the gateway yielding to a slow broker),
+ * shedding those too would let no handshake finish at all.
  */
 #define HELLO_MAX_AGE_MS 1000
+
+/* The hello about to be read: if it opens a session, its random is the
+ * handshake's (session_add). */
+static void
+hello_note(transport_t *t, const struct sockaddr *from, const uint8_t *data, size_t len)
+{
+    const uint8_t *random = hello_random(data, (ssize_t)len);
+
+    t->last_hello_set = random && transport__addr_key(from, &t->last_hello_key);
+    if (t->last_hello_set)
+        memcpy(t->last_hello_random, random, sizeof(t->last_hello_random));
+}
 
 /*
  * Application data (DTLS record type 23) from an address we hold no DTLS
@@ -500,8 +563,12 @@ keep_datagram(void *arg, int fd, const struct sockaddr *from, const uint8_t *dat
     int64_t age;
 
     if (is_client_hello(data, (ssize_t)len)) {
-        if ((age = compat_recv_age_ms(fd)) <= HELLO_MAX_AGE_MS)
+        /* One with a cookie belongs to a handshake under way: kept. */
+        if (hello_has_cookie(data, (ssize_t)len) ||
+            (age = compat_recv_age_ms(fd)) <= HELLO_MAX_AGE_MS) {
+            hello_note(t, from, data, len);
             return true;
+        }
         t->gw->stats.handshakes_shed++;
         if (log_ratelimit_due(&t->gw->stats.handshakes_shed))
             log_ratelimited(&t->gw->stats.handshakes_shed,

@@ -34,6 +34,18 @@ struct pending;
 struct session_tokens;
 struct answer_body;
 struct handshake;
+
+/*
+ * A peer's address as a hash key (family, port, the address bytes; all
+ * else zeroed): the sessions that re-handshake (transport_guard.c) and
+ * the OSCORE senders (transport_oscore.c) are found by it.  False when
+ * the address is neither IPv4 nor IPv6.
+ */
+struct transport_addr_key {
+    uint16_t family, port;
+    uint8_t addr[16];
+};
+
 struct established;
 struct hello;
 struct cert_id;
@@ -65,6 +77,11 @@ struct transport {
     struct hello *hello_fifo;       /* oldest first */
     size_t n_hellos;
     bool cookie_warned;             /* the re-handshake check cannot run */
+    /* The last ClientHello libcoap was let read: the handshake it starts
+     * is known by its random (transport_guard.c). */
+    struct transport_addr_key last_hello_key;
+    uint8_t last_hello_random[32];
+    bool last_hello_set;
     int tuned_fds[128];             /* endpoint sockets given a big SO_RCVBUF */
     size_t n_tuned;
     int filtered_fds[128];          /* DTLS endpoint sockets (compat_recv.c) */
@@ -192,16 +209,6 @@ coap_response_t transport__on_response(coap_session_t *session, const coap_pdu_t
 void transport__on_nack(coap_session_t *session, const coap_pdu_t *sent,
                         const coap_nack_reason_t reason, const coap_mid_t mid);
 
-/*
- * A peer's address as a hash key (family, port, the address bytes; all
- * else zeroed): the sessions that re-handshake (transport_guard.c) and
- * the OSCORE senders (transport_oscore.c) are found by it.  False when
- * the address is neither IPv4 nor IPv6.
- */
-struct transport_addr_key {
-    uint16_t family, port;
-    uint8_t addr[16];
-};
 bool transport__addr_key(const struct sockaddr *sa, struct transport_addr_key *k);
 /* A DTLS endpoint's socket, just opened: its datagrams pass the filter. */
 void transport__filter_endpoint(transport_t *t, int fd);

@@ -11,6 +11,7 @@ starts a daemon by itself.
 import os
 import re
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -250,6 +251,56 @@ def capture_client_hello(identity="flood", key="flood-key", timeout=5):
             c2m.stop_process(p, timeout=3)
     assert data[0] == 22 and data[13] == 1, "not a DTLS ClientHello: %r" % data[:16]
     return data
+
+
+def hello_with_cookie(hello, cookie, record_seq=1):
+    """The ClientHello 'hello' (one record, one unfragmented message) with
+    its cookie field replaced by 'cookie'; lengths fixed up.  As a client's
+    answer to a HelloVerifyRequest: message_seq 1 (RFC 6347 4.2.2; OpenSSL
+    takes no other), in record number 'record_seq'."""
+    sid_len = hello[59]
+    at = 60 + sid_len                   # the cookie length byte
+    old = hello[at]
+    out = bytearray(hello[:at] + bytes([len(cookie)]) + cookie + hello[at + 1 + old:])
+    delta = len(cookie) - old
+    struct.pack_into("!H", out, 11, struct.unpack_from("!H", hello, 11)[0] + delta)
+    body = int.from_bytes(hello[14:17], "big") + delta
+    out[14:17] = body.to_bytes(3, "big")        # handshake length
+    out[22:25] = body.to_bytes(3, "big")        # fragment length
+    out[17:19] = (1).to_bytes(2, "big")         # message_seq
+    out[5:11] = record_seq.to_bytes(6, "big")
+    return bytes(out)
+
+
+def dtls_messages(datagram):
+    """(record content type, handshake type or None, message body) of the
+    first message of each DTLS record in a datagram."""
+    out, i = [], 0
+    while i + 13 <= len(datagram):
+        n = int.from_bytes(datagram[i + 11:i + 13], "big")
+        rec = datagram[i + 13:i + 13 + n]
+        if datagram[i] == 22 and len(rec) >= 12 and datagram[i + 3:i + 5] == b"\0\0":
+            out.append((22, rec[0], rec[12:]))
+        else:
+            out.append((datagram[i], None, rec))
+        i += 13 + n
+    return out
+
+
+def hello_verify_cookie(datagram):
+    """The cookie of a HelloVerifyRequest (RFC 6347 4.2.1), else None."""
+    for ctype, htype, body in dtls_messages(datagram):
+        if htype == 3 and len(body) >= 3:
+            return bytes(body[3:3 + body[2]])
+    return None
+
+
+def server_hello_random(datagram):
+    """The random of a ServerHello in a datagram of the server, else None."""
+    for ctype, htype, body in dtls_messages(datagram):
+        if htype == 2 and len(body) >= 34:
+            return bytes(body[2:34])
+    return None
 
 
 class HelloFlood:

@@ -37,21 +37,6 @@ def raw_sockets_allowed():
         return False
 
 
-def hello_with_cookie(hello, cookie):
-    """The ClientHello 'hello' (one record, one unfragmented message) with
-    its cookie field replaced by 'cookie'; lengths fixed up."""
-    sid_len = hello[59]
-    at = 60 + sid_len                   # the cookie length byte
-    old = hello[at]
-    out = bytearray(hello[:at] + bytes([len(cookie)]) + cookie + hello[at + 1 + old:])
-    delta = len(cookie) - old
-    struct.pack_into("!H", out, 11, struct.unpack_from("!H", hello, 11)[0] + delta)
-    body = int.from_bytes(hello[14:17], "big") + delta
-    out[14:17] = body.to_bytes(3, "big")        # handshake length
-    out[22:25] = body.to_bytes(3, "big")        # fragment length
-    return bytes(out)
-
-
 # --------------------------------------------------------------------------
 # item 6: a forged ClientHello from a device's address and port
 
@@ -72,7 +57,7 @@ def test_spoofed_hello_keeps_the_session(gateway, sim, mqtt):
     # One at a time: the gateway looks at the first datagram waiting on
     # the socket; one behind it would go to the live session (dropped).
     # Each is answered with a cookie request (a HelloVerifyRequest).
-    for i, forged in enumerate((hello, hello_with_cookie(hello, bytes(range(32))))):
+    for i, forged in enumerate((hello, sec.hello_with_cookie(hello, bytes(range(32))))):
         spoof_udp((addr, port), ("127.0.0.1", gateway.port), forged)
         sec.stats(mqtt, gateway, lambda d, n=i + 1: sec.counter(d, "rehandshake_cookies") >= n
                   or sec.counter(d, "sessions_reset") > 0)

@@ -207,3 +207,49 @@ def test_a_clienthello_that_waited_over_a_second_is_shed(gateway, sim, mqtt):
     s.wait_for(r"^REGISTERED hvac-1 2\.01$", timeout=30)
     doc = sec.stats(mqtt, gateway, lambda d: d.get("handshakes_shed", 0) >= 1, timeout=15)
     assert doc["handshakes_shed"] == 1, "only the stale hello is shed: %r" % doc
+
+
+def _server_hello(sock, timeout=5):
+    """The random of the next ServerHello the socket receives."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            data = sock.recv(4096)
+        except c2m.socket.timeout:
+            raise c2m.Timeout("no ServerHello in %s s" % timeout)
+        random = sec.server_hello_random(data)
+        if random:
+            return random
+
+
+def test_a_handshake_under_way_survives_a_stall_and_its_own_copy(gateway):
+    """A ClientHello with our cookie is the second step of a handshake
+    under way: read after a stall of 1.5 s it is answered all the same (a
+    stale hello without one is shed, above).  A copy of it (the device's
+    retransmission) goes to the handshake it started, which answers with
+    the same ServerHello: starting over would send the device a second one
+    it ignores, and its Finished, made with the first, would fail."""
+    hello = sec.capture_client_hello()
+    with c2m.socket.socket(c2m.socket.AF_INET, c2m.socket.SOCK_DGRAM) as s:
+        s.bind((c2m.peer_addr(), 0))
+        s.settimeout(5)
+        s.sendto(hello, ("127.0.0.1", gateway.port))
+        cookie = sec.hello_verify_cookie(s.recv(4096))
+        assert cookie, "no HelloVerifyRequest"
+        second = sec.hello_with_cookie(hello, cookie)
+        mark = gateway.log.mark()
+        gateway.proc.send_signal(c2m.signal.SIGSTOP)
+        try:
+            s.sendto(second, ("127.0.0.1", gateway.port))
+            # Not a wait for an event: the hello's age is what is under test.
+            time.sleep(1.5)
+        finally:
+            gateway.proc.send_signal(c2m.signal.SIGCONT)
+        first = _server_hello(s)
+        copy = sec.hello_with_cookie(hello, cookie, record_seq=2)
+        s.sendto(copy, ("127.0.0.1", gateway.port))       # the device's retransmission
+        assert _server_hello(s) == first, "the copy started the handshake over"
+    assert not gateway.log.find(r"waited [0-9]+ ms to be read", mark), gateway.log.tail(10)
+    assert not gateway.log.find(r"starts a new handshake over its unfinished one", mark), \
+        gateway.log.tail(10)
