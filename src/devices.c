@@ -93,7 +93,15 @@ devices_free(devices_t *d)
         devices__free_one(d, dev);
     }
     devices__forget_free(d);
+    loop_cancel_timer(d->gw->loop, d->obs_pump_timer);
     free(d);
+}
+
+size_t
+devices_observe_gets(const devices_t *d, size_t *waiting)
+{
+    *waiting = d->n_obs_waiting;
+    return d->n_obs_in_flight;
 }
 
 device_t *

@@ -50,6 +50,10 @@ struct resource {
     bool con_get_pending;       /* that GET was CON and is still unanswered
                                  * (libcoap retransmits it) */
     unsigned rereg_tries;       /* NON re-registrations sent unanswered */
+    /* In the gateway-wide window of CON observe GETs (observe.c): holding
+     * a place (con_get_pending), or waiting for one. */
+    bool in_window, waiting;
+    struct resource *win_prev, *win_next;
 };
 
 struct device {
@@ -125,6 +129,11 @@ struct devices {
     uint64_t sweep_timer;
     struct listener listeners[DEVICES_LISTENERS];
     size_t n_listeners;
+    /* CON observe GETs unanswered, gateway-wide (observe.c): those in
+     * flight, oldest first, and the resources waiting for a place. */
+    struct resource *obs_in_flight, *obs_waiting;
+    size_t n_obs_in_flight, n_obs_waiting;
+    uint64_t obs_pump_timer;
 };
 
 /* Tells every listener (devices.c). */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 #include "coap2mqtt/log.h"
 #include "coap2mqtt/observe.h"
@@ -30,8 +31,11 @@
 #define OBS_GET_WAIT_MS    93000   /* RFC 7252 MAX_TRANSMIT_WAIT: a CON's life */
 #define OBS_REREG_FIRST_MS 2000    /* RFC 7252 ACK_TIMEOUT */
 #define OBS_REREG_PATIENT  8       /* NON tries at the silence pace, then back off */
+#define OBS_WINDOW         256     /* CON observe GETs unanswered at once, gateway-wide */
 
 static void start_one(struct resource *r);
+static void start_now(struct resource *r);
+static bool con_get_in_flight(const struct resource *r);
 static void reregister(struct resource *r);
 static void arm_silence(struct resource *r, uint32_t max_age_s);
 static bool on_answer(void *owner, coap_session_t *session, const coap_pdu_t *rcvd);
@@ -58,6 +62,113 @@ gw_of(struct resource *r)
     return r->dev->gw;
 }
 
+/*
+ * The window.  libcoap 4.3.1 keeps every CON of every session in one
+ * time-ordered list (the send queue), walked on each insertion and on each
+ * answer that comes in.  After a restart the whole fleet registers at once
+ * and each registration starts a CON GET per observable resource: the
+ * queue held up to 2,242 of them (gdb, bench/reconnect.sh), their answers
+ * unread behind the storm in our own sockets, and its walks were 16-20 %
+ * of the gateway's time.  So at most OBS_WINDOW observe GETs are
+ * unanswered at once; the others wait in order and go as answers come.
+ * Only a storm fills it: otherwise a GET goes at once, as before.
+ */
+static void window_pump(devices_t *d);
+
+static devices_t *
+registry_of(struct resource *r)
+{
+    return r->dev->gw->devices;
+}
+
+static void
+window_leave(devices_t *d, struct resource *r)
+{
+    if (r->waiting) {
+        DL_DELETE2(d->obs_waiting, r, win_prev, win_next);
+        r->waiting = false;
+        d->n_obs_waiting--;
+    }
+    if (r->in_window) {
+        DL_DELETE2(d->obs_in_flight, r, win_prev, win_next);
+        r->in_window = false;
+        d->n_obs_in_flight--;
+    }
+}
+
+/* Our CON GET for 'r' went out (it takes a place), or ended (frees it). */
+static void
+set_get_pending(struct resource *r, bool pending)
+{
+    devices_t *d = registry_of(r);
+    bool freed = r->in_window && !pending;
+
+    r->con_get_pending = pending;
+    window_leave(d, r);
+    if (pending) {
+        DL_APPEND2(d->obs_in_flight, r, win_prev, win_next);    /* oldest first */
+        r->in_window = true;
+        d->n_obs_in_flight++;
+    }
+    if (freed)
+        window_pump(d);
+}
+
+/* A place whose GET outlived a CON's life is free again: libcoap gave up
+ * on it without telling us (it always tells; this is the backstop). */
+static void
+window_expire(devices_t *d, uint64_t now)
+{
+    while (d->obs_in_flight && now - d->obs_in_flight->get_ms >= OBS_GET_WAIT_MS) {
+        d->obs_in_flight->con_get_pending = false;
+        window_leave(d, d->obs_in_flight);
+    }
+}
+
+/* Places free: the waiting resources go, oldest first. */
+static void
+window_pumped(loop_t *loop, void *arg)
+{
+    devices_t *d = arg;
+
+    (void)loop;
+    d->obs_pump_timer = 0;
+    while (d->n_obs_in_flight < OBS_WINDOW && d->obs_waiting) {
+        struct resource *r = d->obs_waiting;
+
+        window_leave(d, r);
+        if (!con_get_in_flight(r))
+            start_now(r);
+    }
+}
+
+/* From a timer: places free up inside libcoap's answer and NACK handlers,
+ * and sessions may be going away around them. */
+static void
+window_pump(devices_t *d)
+{
+    if (d->obs_waiting && !d->obs_pump_timer)
+        d->obs_pump_timer = loop_add_timer(d->gw->loop, 0, window_pumped, d);
+}
+
+/* Full (or others already wait): 'r' waits for a place, true. */
+static bool
+window_wait(struct resource *r)
+{
+    devices_t *d = registry_of(r);
+
+    if (r->waiting)
+        return true;
+    if (d->n_obs_in_flight >= OBS_WINDOW)
+        window_expire(d, loop_now_ms(gw_of(r)->loop));
+    if (d->n_obs_in_flight < OBS_WINDOW && !d->obs_waiting)
+        return false;
+    DL_APPEND2(d->obs_waiting, r, win_prev, win_next);
+    r->waiting = true;
+    d->n_obs_waiting++;
+    return true;
+}
+
 static void
 forget(struct resource *r)
 {
@@ -67,7 +178,7 @@ forget(struct resource *r)
     r->token = 0;
     r->active = false;
     r->have_seq = false;
-    r->con_get_pending = false;
+    set_get_pending(r, false);
     /* interval_ms is kept: it belongs to the resource, not the token. */
     loop_cancel_timer(gw->loop, r->refresh_timer);
     loop_cancel_timer(gw->loop, r->retry_timer);
@@ -215,9 +326,20 @@ send_register(struct resource *r, coap_pdu_type_t type)
     }
     r->token = token;
     r->get_ms = loop_now_ms(gw->loop);
-    r->con_get_pending = type == COAP_MESSAGE_CON;
+    set_get_pending(r, type == COAP_MESSAGE_CON);
     gw->stats.observations_started++;
     return 0;
+}
+
+/* The CON GET of a registration; 'r' has its place in the window. */
+static void
+start_now(struct resource *r)
+{
+    r->rereg_tries = 0;
+    /* If the device never answers, libcoap tells us (observe_on_nack);
+     * until then the silence timer waits for it. */
+    if (send_register(r, COAP_MESSAGE_CON) == 0)
+        arm_silence(r, COAP_DEFAULT_MAX_AGE);
 }
 
 static void
@@ -228,13 +350,9 @@ start_one(struct resource *r)
      * three times): another would only queue behind it (NSTART = 1), and
      * at 20 % loss nine GETs of three registrations held a device's
      * observations for 32 s. */
-    if (con_get_in_flight(r))
+    if (con_get_in_flight(r) || window_wait(r))
         return;
-    r->rereg_tries = 0;
-    /* If the device never answers, libcoap tells us (observe_on_nack);
-     * until then the silence timer waits for it. */
-    if (send_register(r, COAP_MESSAGE_CON) == 0)
-        arm_silence(r, COAP_DEFAULT_MAX_AGE);
+    start_now(r);
 }
 
 /*
@@ -429,7 +547,7 @@ observed(struct resource *r, uint32_t seq, uint64_t now, uint32_t max_age_s)
     r->active = true;
     r->failures = 0;
     r->rereg_tries = 0;
-    r->con_get_pending = false;
+    set_get_pending(r, false);
     /* A notification shows the device is awake: deliver what waits. */
     device_awake(r->dev);
     r->have_seq = true;
@@ -492,7 +610,7 @@ on_nack(void *owner, coap_nack_reason_t reason)
 {
     struct resource *r = owner;
 
-    r->con_get_pending = false;
+    set_get_pending(r, false);
     if (reason == COAP_NACK_RST) {
         gw_of(r)->stats.observations_failed++;
         forget(r);

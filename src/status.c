@@ -217,6 +217,7 @@ stats_object(status_t *s)
 {
     struct gw *gw = s->gw;
     json_t *o = json_object();
+    size_t gets, waiting;
 
 #define STATS_JSON(name) json_object_set_new(o, #name, json_integer((json_int_t)gw->stats.name));
     STATS_FIELDS(STATS_JSON)
@@ -225,6 +226,9 @@ stats_object(status_t *s)
     json_object_set_new(o, "devices_unauthenticated",
                         json_integer((json_int_t)devices_count_unauthenticated(gw->devices)));
     json_object_set_new(o, "sessions", json_integer((json_int_t)transport_sessions(gw->coap)));
+    gets = devices_observe_gets(gw->devices, &waiting);
+    json_object_set_new(o, "observe_gets", json_integer((json_int_t)gets));
+    json_object_set_new(o, "observe_gets_waiting", json_integer((json_int_t)waiting));
     json_object_set_new(o, "queue_depth", json_integer((json_int_t)outq_len(gw->outq)));
     json_object_set_new(o, "queue_max", json_integer((json_int_t)outq_max(gw->outq)));
     json_object_set_new(o, "spool_bytes", json_integer((json_int_t)spool_bytes(gw->spool)));

@@ -70,6 +70,9 @@ device_t *devices_find(devices_t *d, const char *id);
 size_t devices_count(const devices_t *d);
 /* Records of ids never seen on a DTLS session (plain CoAP). */
 size_t devices_count_unauthenticated(const devices_t *d);
+/* CON observe GETs unanswered now, and those waiting for a place in the
+ * gateway-wide window (observe.c). */
+size_t devices_observe_gets(const devices_t *d, size_t *waiting);
 /* Whether 'id' arriving on 'session' would fit in the registry. */
 enum devices_room devices_room(devices_t *d, const char *id, coap_session_t *session);
 /* Whether 'id' has been on a DTLS session since the gateway started, its

@@ -6,6 +6,7 @@ import time
 import pytest
 
 import c2m
+import rawcoap as rc
 import sec
 
 
@@ -253,3 +254,50 @@ def test_a_handshake_under_way_survives_a_stall_and_its_own_copy(gateway):
     assert not gateway.log.find(r"waited [0-9]+ ms to be read", mark), gateway.log.tail(10)
     assert not gateway.log.find(r"starts a new handshake over its unfinished one", mark), \
         gateway.log.tail(10)
+
+
+
+def test_observe_gets_wait_for_a_place_in_the_window(make_gateway, mqtt):
+    """300 devices register and none answers its observe GET yet (busy,
+    or its answer still unread behind a storm): the gateway keeps at most
+    256 GETs unanswered (libcoap walks its send queue on every insertion
+    and every answer) and the other 44 wait (observe_gets_waiting).  As
+    answers come, the waiting GETs go out, in order, and every resource is
+    observed; then no place is held."""
+    n, window = 300, 256
+    plain = c2m.free_port(c2m.socket.SOCK_DGRAM)
+    gw = make_gateway(overrides={"coap": {"plain_listen": ["127.0.0.1:%d" % plain]}})
+    addr = c2m.peer_addr()
+    devices = [rc.Client("127.0.0.1", plain, local=addr) for _ in range(n)]
+    try:
+        for i, d in enumerate(devices):
+            r = d.register("ow-%d" % i, lifetime=600, links="</t>;obs;ct=0")
+            assert r is not None and r.code == "2.01", (i, r)
+        stalled = sec.stats(mqtt, gw, lambda d: d.get("observe_gets") == window and
+                            d.get("observe_gets_waiting") == n - window, timeout=15)
+        assert stalled["registrations"] >= n, stalled
+        # Now every device answers its GET (2.05, Observe), and any that
+        # comes later, until each has answered one.
+        answered = set()
+        deadline = time.monotonic() + 30
+        while len(answered) < n:
+            assert time.monotonic() < deadline, \
+                "%d devices never got their GET" % (n - len(answered))
+            for i, d in enumerate(devices):
+                d.sock.setblocking(False)
+                try:
+                    pdu = rc.Pdu(d.sock.recv(2048))
+                except BlockingIOError:
+                    continue
+                if pdu.type == rc.CON and pdu.code == "0.01":
+                    d.send(rc.encode(rc.ACK, 0x45, pdu.mid, pdu.token,
+                                     [(6, rc.uint(1)), (rc.CONTENT_FORMAT, rc.uint(0))], b"1"))
+                    answered.add(i)
+            time.sleep(0.01)    # polling 300 sockets, not synchronising
+        doc = sec.stats(mqtt, gw, lambda d: d.get("observe_gets") == 0 and
+                        d.get("observe_gets_waiting") == 0, timeout=15)
+        assert doc["observations_started"] >= n, doc
+    finally:
+        for d in devices:
+            d.close()
+
