@@ -32,6 +32,7 @@
 #define OBS_REREG_FIRST_MS 2000    /* RFC 7252 ACK_TIMEOUT */
 #define OBS_REREG_PATIENT  8       /* NON tries at the silence pace, then back off */
 #define OBS_WINDOW         256     /* CON observe GETs unanswered at once, gateway-wide */
+#define OBS_WINDOW_HOLD_MS 2000    /* ... for at most RFC 7252 ACK_TIMEOUT each */
 
 static void start_one(struct resource *r);
 static void start_now(struct resource *r);
@@ -68,10 +69,14 @@ gw_of(struct resource *r)
  * answer that comes in.  After a restart the whole fleet registers at once
  * and each registration starts a CON GET per observable resource: the
  * queue held up to 2,242 of them (gdb, bench/reconnect.sh), their answers
- * unread behind the storm in our own sockets, and its walks were 16-20 %
- * of the gateway's time.  So at most OBS_WINDOW observe GETs are
- * unanswered at once; the others wait in order and go as answers come.
- * Only a storm fills it: otherwise a GET goes at once, as before.
+ * unread behind the storm in our own sockets, its walks were 16-20 % of
+ * the gateway's time, handshakes went stale waiting behind them and
+ * devices timed out whole handshakes.  So at most OBS_WINDOW observe GETs
+ * sent in the last ACK_TIMEOUT are unanswered at once; the others wait in
+ * order and go as answers come.  A GET unanswered after ACK_TIMEOUT frees
+ * its place (libcoap goes on retransmitting it): devices far away or
+ * asleep cannot hold the window, and whatever their round trip, at least
+ * OBS_WINDOW GETs go out every ACK_TIMEOUT.  Only a storm fills it.
  */
 static void window_pump(devices_t *d);
 
@@ -114,25 +119,44 @@ set_get_pending(struct resource *r, bool pending)
         window_pump(d);
 }
 
-/* A place whose GET outlived a CON's life is free again: libcoap gave up
- * on it without telling us (it always tells; this is the backstop). */
+/* GETs sent OBS_WINDOW_HOLD_MS ago and still unanswered leave the window
+ * (they stay pending: libcoap retransmits them). */
 static void
 window_expire(devices_t *d, uint64_t now)
 {
-    while (d->obs_in_flight && now - d->obs_in_flight->get_ms >= OBS_GET_WAIT_MS) {
-        d->obs_in_flight->con_get_pending = false;
+    while (d->obs_in_flight && now - d->obs_in_flight->get_ms >= OBS_WINDOW_HOLD_MS)
         window_leave(d, d->obs_in_flight);
-    }
 }
 
-/* Places free: the waiting resources go, oldest first. */
+static void window_pumped(loop_t *loop, void *arg);
+
+/* Waiting resources and a place free now, or when the oldest GET's
+ * ACK_TIMEOUT is over: the pump's timer. */
+static void
+window_arm(devices_t *d, uint64_t now)
+{
+    uint64_t at = 0;
+
+    if (!d->obs_waiting || d->obs_pump_timer)
+        return;
+    if (d->n_obs_in_flight >= OBS_WINDOW && d->obs_in_flight) {
+        at = d->obs_in_flight->get_ms + OBS_WINDOW_HOLD_MS;
+        at = at > now ? at - now : 0;
+    }
+    d->obs_pump_timer = loop_add_timer(d->gw->loop, at, window_pumped, d);
+}
+
+/* Places free: the waiting resources go, oldest first.  From a timer:
+ * places free up inside libcoap's answer and NACK handlers, and sessions
+ * may be going away around them. */
 static void
 window_pumped(loop_t *loop, void *arg)
 {
     devices_t *d = arg;
+    uint64_t now = loop_now_ms(loop);
 
-    (void)loop;
     d->obs_pump_timer = 0;
+    window_expire(d, now);
     while (d->n_obs_in_flight < OBS_WINDOW && d->obs_waiting) {
         struct resource *r = d->obs_waiting;
 
@@ -140,15 +164,20 @@ window_pumped(loop_t *loop, void *arg)
         if (!con_get_in_flight(r))
             start_now(r);
     }
+    window_arm(d, now);
 }
 
-/* From a timer: places free up inside libcoap's answer and NACK handlers,
- * and sessions may be going away around them. */
+/* A place was freed: pump now rather than at the oldest GET's timeout. */
 static void
 window_pump(devices_t *d)
 {
-    if (d->obs_waiting && !d->obs_pump_timer)
-        d->obs_pump_timer = loop_add_timer(d->gw->loop, 0, window_pumped, d);
+    if (!d->obs_waiting)
+        return;
+    if (d->obs_pump_timer) {
+        loop_cancel_timer(d->gw->loop, d->obs_pump_timer);
+        d->obs_pump_timer = 0;
+    }
+    d->obs_pump_timer = loop_add_timer(d->gw->loop, 0, window_pumped, d);
 }
 
 /* Full (or others already wait): 'r' waits for a place, true. */
@@ -156,16 +185,17 @@ static bool
 window_wait(struct resource *r)
 {
     devices_t *d = registry_of(r);
+    uint64_t now = loop_now_ms(gw_of(r)->loop);
 
     if (r->waiting)
         return true;
-    if (d->n_obs_in_flight >= OBS_WINDOW)
-        window_expire(d, loop_now_ms(gw_of(r)->loop));
+    window_expire(d, now);
     if (d->n_obs_in_flight < OBS_WINDOW && !d->obs_waiting)
         return false;
     DL_APPEND2(d->obs_waiting, r, win_prev, win_next);
     r->waiting = true;
     d->n_obs_waiting++;
+    window_arm(d, now);
     return true;
 }
 

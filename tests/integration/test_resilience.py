@@ -258,46 +258,63 @@ def test_a_handshake_under_way_survives_a_stall_and_its_own_copy(gateway):
 
 
 def test_observe_gets_wait_for_a_place_in_the_window(make_gateway, mqtt):
-    """300 devices register and none answers its observe GET yet (busy,
-    or its answer still unread behind a storm): the gateway keeps at most
-    256 GETs unanswered (libcoap walks its send queue on every insertion
-    and every answer) and the other 44 wait (observe_gets_waiting).  As
-    answers come, the waiting GETs go out, in order, and every resource is
-    observed; then no place is held."""
+    """300 devices register at once and none answers its observe GET yet
+    (busy, or its answer still unread behind a storm).  libcoap walks its
+    send queue on every insertion and every answer, so the gateway keeps
+    at most 256 GETs sent in the last ACK_TIMEOUT (2 s) unanswered: the
+    other 44 devices get theirs only when the first GETs are 2 s old.  As
+    answers come every resource is observed, and then no place is held."""
     n, window = 300, 256
     plain = c2m.free_port(c2m.socket.SOCK_DGRAM)
     gw = make_gateway(overrides={"coap": {"plain_listen": ["127.0.0.1:%d" % plain]}})
     addr = c2m.peer_addr()
     devices = [rc.Client("127.0.0.1", plain, local=addr) for _ in range(n)]
-    try:
+    first_get = {}          # device -> when its first GET came
+    registered = set()
+
+    def poll(answer):
         for i, d in enumerate(devices):
-            r = d.register("ow-%d" % i, lifetime=600, links="</t>;obs;ct=0")
-            assert r is not None and r.code == "2.01", (i, r)
-        stalled = sec.stats(mqtt, gw, lambda d: d.get("observe_gets") == window and
-                            d.get("observe_gets_waiting") == n - window, timeout=15)
-        assert stalled["registrations"] >= n, stalled
-        # Now every device answers its GET (2.05, Observe), and any that
-        # comes later, until each has answered one.
-        answered = set()
-        deadline = time.monotonic() + 30
-        while len(answered) < n:
-            assert time.monotonic() < deadline, \
-                "%d devices never got their GET" % (n - len(answered))
-            for i, d in enumerate(devices):
-                d.sock.setblocking(False)
+            d.sock.setblocking(False)
+            while True:
                 try:
                     pdu = rc.Pdu(d.sock.recv(2048))
                 except BlockingIOError:
-                    continue
-                if pdu.type == rc.CON and pdu.code == "0.01":
-                    d.send(rc.encode(rc.ACK, 0x45, pdu.mid, pdu.token,
-                                     [(6, rc.uint(1)), (rc.CONTENT_FORMAT, rc.uint(0))], b"1"))
-                    answered.add(i)
+                    break
+                if pdu.type == rc.ACK and pdu.code == "2.01":
+                    registered.add(i)
+                elif pdu.type == rc.CON and pdu.code == "0.01":
+                    first_get.setdefault(i, time.monotonic())
+                    if answer:
+                        d.send(rc.encode(rc.ACK, 0x45, pdu.mid, pdu.token,
+                                         [(6, rc.uint(1)), (rc.CONTENT_FORMAT, rc.uint(0))],
+                                         b"1"))
+    try:
+        for i, d in enumerate(devices):     # all at once, answers read after
+            d.send(rc.encode(rc.CON, rc.POST, d.next_mid(), b"r%d" % i,
+                             rc.path_options("rd?ep=ow-%d&lt=600" % i) +
+                             [(rc.CONTENT_FORMAT, rc.uint(40))], b"</t>;obs;ct=0"))
+        deadline = time.monotonic() + 30
+        while len(first_get) < n:           # nobody answers a GET yet
+            assert time.monotonic() < deadline, \
+                "%d of %d registered, %d got a GET" % (len(registered), n, len(first_get))
+            poll(answer=False)
             time.sleep(0.01)    # polling 300 sockets, not synchronising
-        doc = sec.stats(mqtt, gw, lambda d: d.get("observe_gets") == 0 and
-                        d.get("observe_gets_waiting") == 0, timeout=15)
+        assert len(registered) == n
+        t0 = min(first_get.values())
+        early = sum(1 for t in first_get.values() if t < t0 + 1.9)
+        assert early <= window, "%d GETs unanswered in their first 2 s" % early
+        late = sorted(t - t0 for t in first_get.values())[window:]
+        assert late and late[0] >= 1.9, late[:5]
+        # Now every device answers (2.05, Observe), and retransmissions too.
+        deadline = time.monotonic() + 30
+        while True:
+            poll(answer=True)
+            doc = sec.stats(mqtt, gw, timeout=5)
+            if doc.get("observe_gets") == 0 and doc.get("observe_gets_waiting") == 0 and \
+                    doc.get("notifications_in", 0) >= n:
+                break
+            assert time.monotonic() < deadline, doc
         assert doc["observations_started"] >= n, doc
     finally:
         for d in devices:
             d.close()
-
