@@ -62,8 +62,9 @@ struct established {
     struct transport_addr_key key;
     coap_session_t *session;
     bool up;                        /* DTLS_CONNECTED seen */
-    bool have_random;               /* half-open: the random of the
-                                     * ClientHello that started it */
+    bool have_random;               /* half-open (never when up): the
+                                     * random of the ClientHello that
+                                     * started it */
     uint8_t random[32];
     UT_hash_handle hh;
 };
@@ -398,6 +399,7 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
     size_t hvr_len = 0;
     struct established *e;
     struct transport_addr_key k;
+    const uint8_t *random;
     int fd = compat_endpoint_fd(ev);
     ssize_t n;
 
@@ -422,8 +424,8 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
      * device ignores, and its Finished, made with the first, would fail:
      * under load that cost whole handshakes.  OpenSSL treats the copy as
      * the retransmission it is. */
-    if (!e->up && e->have_random && hello_random(buf, n) &&
-        memcmp(hello_random(buf, n), e->random, sizeof(e->random)) == 0)
+    if (e->have_random && (random = hello_random(buf, n)) &&
+        memcmp(random, e->random, sizeof(e->random)) == 0)
         return;
     switch (compat_dtls_cookie_check(e->session, buf, (size_t)n, hvr, sizeof(hvr),
                                      &hvr_len)) {
