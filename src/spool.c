@@ -294,6 +294,33 @@ spool_backlog(const spool_t *sp)
 /* --- recovery ------------------------------------------------------------- */
 
 /*
+ * Whether the number of the record at 'off' of 'seg' can be real.  A
+ * segment is named after its first record and its numbers run on one by
+ * one (a number given up starts a new segment, spool__rotate), and no
+ * record is smaller than SPOOL_REC_MIN_BYTES: so the number lies between
+ * the name and the name plus the records that fit before 'off'.  A number
+ * outside is a damaged one that passed its check (a "C2M1" record's CRC
+ * does not cover it).  Taken, it would size the window of
+ * acknowledgements to the jump (gigabytes for one bad number), or, as
+ * the first record after the watermark, move the watermark past every
+ * later reading.  A hole between segments (one lost in the middle) is
+ * bounded by what queue.spool_max_mb holds; and no number comes near
+ * wrapping.
+ */
+static bool
+seq_plausible(const spool_t *sp, const struct segment *seg, uint64_t off, uint64_t seq)
+{
+    uint64_t most = sp->max_bytes / SPOOL_REC_MIN_BYTES + 1024;
+
+    if (seq >= SPOOL_SEQ_LIMIT || seq < seg->first_seq ||
+        seq - seg->first_seq > off / SPOOL_REC_MIN_BYTES)
+        return false;
+    /* The first record above an empty window moves the watermark up to
+     * it (replay_record): no hole to hold. */
+    return sp->next_seq == sp->acked + 1 || seq - sp->acked <= most;
+}
+
+/*
  * Takes record 'seq' (found at 'off' of segment 'seg') back after a
  * restart, unless it was delivered or its number came already.  -1 when
  * the acknowledgement window cannot hold it (replay stops there).
@@ -306,6 +333,13 @@ replay_record(spool_t *sp, struct segment *seg, int fd, uint64_t off, uint64_t s
 
     if (seq <= sp->acked || seq < sp->next_seq)
         return 0;                   /* delivered, or a duplicate number */
+    if (!seq_plausible(sp, seg, off, seq)) {
+        log_warnx("spool: %s: record at offset %" PRIu64 " has number %" PRIu64
+                  ", impossible after %" PRIu64 "; skipped as damaged",
+                  seg->name, off, seq, sp->next_seq - 1);
+        sp->gw->stats.spool_damaged++;
+        return 0;
+    }
     if (seq > sp->next_seq && sp->next_seq == sp->acked + 1) {
         /* The oldest surviving record is above the watermark: what
          * was below it is gone, i.e. was delivered (its segment was

@@ -32,6 +32,11 @@
 #include "coap2mqtt/spool.h"
 #include "coap2mqtt/syncer.h"
 
+/* The smallest record on disk: header and fixed body, no topic. */
+#define SPOOL_REC_MIN_BYTES     40
+/* Record numbers stay below this, far from wrapping (2^62). */
+#define SPOOL_SEQ_LIMIT         (UINT64_C(1) << 62)
+
 struct segment {
     struct segment *next;
     uint64_t first_seq;

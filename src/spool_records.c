@@ -18,6 +18,7 @@
 #define REC_HDR         24
 #define REC_BODY_FIXED  16
 #define REC_MAX_BODY    (REC_BODY_FIXED + 65535 + 65535 + (64u << 20))
+_Static_assert(REC_HDR + REC_BODY_FIXED == SPOOL_REC_MIN_BYTES, "spool_internal.h");
 #define SCAN_CHUNK      (64u << 10)     /* resynchronising after a damaged record */
 
 

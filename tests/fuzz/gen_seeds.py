@@ -423,6 +423,11 @@ def spool_seeds():
         "empty-segment": spool_acked(0),
         "damaged-acked": bytes(bad_acked) + seg,
         "garbage-between": spool_acked(0) + recs[0] + b"junk" * 5 + b"".join(recs[1:]),
+        # A number far past the others (CI found it: the window of
+        # acknowledgements was sized to the jump), then one near 2^64.
+        "far-number": (spool_acked(0) + recs[0] +
+                       spool_record(1 << 45, b"c2m/meter-1/energy", b"{}") + recs[1] +
+                       spool_record((1 << 64) - 2, b"c2m/meter-1/energy", b"{}")),
     }
 
 
