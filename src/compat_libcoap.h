@@ -55,7 +55,7 @@ int64_t compat_recv_age_ms(int fd);
  * (its getsockname() tells the port when 0 was asked for). */
 int compat_bind_last_fd(void);
 /* compat_walk.c: libcoap's walk over all sessions at the end of each
- * coap_io_do_epoll(), taken at most once per 20 times its cost once
+ * coap_io_do_epoll(), taken at most once per 50 times its cost once
  * throttled (the gateway; off elsewhere).  compat_walk_due(): the timerfd
  * fired, the next walk runs.  compat_walk_owed(): a walk was skipped and
  * should run (compat_walk_now) in *in_ms.  compat_walk_now(): a walk,
