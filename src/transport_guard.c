@@ -62,9 +62,8 @@ struct established {
     struct transport_addr_key key;
     coap_session_t *session;
     bool up;                        /* DTLS_CONNECTED seen */
-    bool have_random;               /* half-open (never when up): the
-                                     * random of the ClientHello that
-                                     * started it */
+    bool have_random;               /* the random of the ClientHello
+                                     * that started it (kept once up) */
     uint8_t random[32];
     UT_hash_handle hh;
 };
@@ -224,9 +223,12 @@ session_add(transport_t *t, coap_session_t *session, bool up)
         e->key = k;
         HASH_ADD(hh, t->established, key, sizeof(k), e);
     }
+    /* Up, the same session keeps the random of its hello: a late copy
+     * of that hello is still known (transport__check_rehandshake). */
+    if (e->session != session || !up)
+        e->have_random = false;
     e->session = session;
     e->up = up;
-    e->have_random = false;
     if (!up && t->last_hello_set && memcmp(&t->last_hello_key, &k, sizeof(k)) == 0) {
         memcpy(e->random, t->last_hello_random, sizeof(e->random));
         e->have_random = true;
@@ -418,12 +420,18 @@ transport__check_rehandshake(transport_t *t, const struct epoll_event *ev)
     if (!e || (!e->up && (coap_session_get_type(e->session) != COAP_SESSION_TYPE_SERVER ||
                           coap_session_get_state(e->session) != COAP_SESSION_STATE_HANDSHAKE)))
         return;
-    /* The same random: a copy of the hello that started this handshake
+    /* The same random: a copy of the hello that started this session
      * (the device's retransmission timer fired before our ServerHello
-     * came).  Starting over would answer it with a second ServerHello the
-     * device ignores, and its Finished, made with the first, would fail:
-     * under load that cost whole handshakes.  OpenSSL treats the copy as
-     * the retransmission it is. */
+     * came).  Half-open, starting over would answer it with a second
+     * ServerHello the device ignores, and its Finished, made with the
+     * first, would fail: under load that cost whole handshakes; OpenSSL
+     * treats the copy as the retransmission it is.  Up, the copy came
+     * late (it waited in a socket behind a storm): its cookie is valid,
+     * so it retired the session the device goes on using, and a device
+     * with nothing to send (no observation yet) never noticed - one unit
+     * in a reconnect storm of 10,000 stayed unobserved until its
+     * registration refresh.  The live session drops it.  A device that
+     * rebooted sends a new random. */
     if (e->have_random && (random = hello_random(buf, n)) &&
         memcmp(random, e->random, sizeof(e->random)) == 0)
         return;

@@ -2,6 +2,8 @@
 source port, sleep past a command's lifetime, or all dial in at once."""
 
 import selectors
+import socket
+import threading
 import time
 
 import pytest
@@ -256,6 +258,84 @@ def test_a_handshake_under_way_survives_a_stall_and_its_own_copy(gateway):
     assert not gateway.log.find(r"starts a new handshake over its unfinished one", mark), \
         gateway.log.tail(10)
 
+
+
+class _HelloRelay:
+    """UDP between a device and the gateway, from an address of ours: the
+    gateway sees the relay as the device.  Keeps the device's ClientHellos
+    (the one that answered our HelloVerifyRequest carries the cookie)."""
+
+    def __init__(self, gw_port):
+        self.gw = ("127.0.0.1", gw_port)
+        self.dev_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.dev_side.bind(("127.0.0.1", 0))
+        self.gw_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.gw_side.bind((c2m.peer_addr(), 0))
+        self.listen_host, self.port = "127.0.0.1", self.dev_side.getsockname()[1]
+        self.device, self.hellos = None, []
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.dev_side, selectors.EVENT_READ)
+        self.sel.register(self.gw_side, selectors.EVENT_READ)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while self.running:
+            for key, _ in self.sel.select(timeout=0.2):
+                try:
+                    data, addr = key.fileobj.recvfrom(4096)
+                except OSError:
+                    return
+                if key.fileobj is self.dev_side:
+                    self.device = addr
+                    if len(data) > 60 and data[0] == 22 and data[13] == 1:
+                        self.hellos.append(data)
+                    self.gw_side.sendto(data, self.gw)
+                elif self.device:
+                    self.dev_side.sendto(data, self.device)
+
+    def close(self):
+        self.running = False
+        self.thread.join(timeout=2)
+        self.sel.close()
+        self.dev_side.close()
+        self.gw_side.close()
+
+
+def test_a_late_copy_of_its_hello_leaves_a_session_up(gateway, sim, mqtt):
+    """A copy of the ClientHello that opened a session, arriving after the
+    session is up (it waited behind a storm in a socket), carries a valid
+    cookie, but it is no new handshake: same random.  It used to retire the
+    session; a device with nothing to send (nothing observed yet) never
+    noticed, and one unit of a 10,000-unit reconnect storm stayed
+    unobserved until its registration refresh.  The session stays."""
+    relay = _HelloRelay(gateway.port)
+    try:
+        s = sim("hvac", gw=relay, extra_args=["--interval", "500"])
+        s.wait_for(r"^OBSERVED hvac-1 setpoint$", timeout=15)
+        with_cookie = [h for h in relay.hellos if h[60 + h[59]] > 0]
+        assert with_cookie and len(relay.hellos) > len(with_cookie), \
+            "no cookie exchange seen: %d hellos" % len(relay.hellos)
+        before = sec.stats(mqtt, gateway)
+        mark = gateway.log.mark()
+        relay.gw_side.sendto(with_cookie[-1], relay.gw)     # the late copy
+        # Then a hello with no cookie and another random, through the same
+        # socket: a session that is up answers it with a HelloVerifyRequest
+        # and counts it, so the copy before it has been dealt with.
+        fence = bytearray(relay.hellos[0])
+        fence[40] ^= 0xff                                   # in the random (27-58)
+        relay.gw_side.sendto(bytes(fence), relay.gw)
+        after = sec.stats(mqtt, gateway, lambda d: sec.counter(d, "rehandshake_cookies") >
+                          sec.counter(before, "rehandshake_cookies") or
+                          sec.counter(d, "sessions_reset") > sec.counter(before, "sessions_reset"),
+                          timeout=10)
+        assert sec.counter(after, "sessions_reset") == sec.counter(before, "sessions_reset"), \
+            "the copy retired the session: %s" % gateway.log.tail(5)
+        assert not gateway.log.find(r"new handshake", mark), gateway.log.tail(10)
+        command_carried(gateway, s, mqtt, "17.5")           # the session is the same
+    finally:
+        relay.close()
 
 
 def test_observe_gets_wait_for_a_place_in_the_window(make_gateway, mqtt):
