@@ -1307,6 +1307,36 @@ v1_record(uint8_t *out, uint64_t seq, const char *topic, const char *payload)
     return 24 + body;
 }
 
+/* A spool as the previous version left it: one segment, named after
+ * seqs[0], of "C2M1" records numbered seqs[] with payloads "1", "2", ...,
+ * and the position at 'acked'. */
+static void
+v1_spool(struct fix *f, const uint64_t *seqs, unsigned n, uint64_t acked)
+{
+    uint8_t buf[4096];
+    size_t len = 0;
+    char path[160];
+    int fd;
+
+    assert_int_equal(mkdir(f->spool, 0700), 0);
+    for (unsigned i = 0; i < n; i++) {
+        char payload[16];
+
+        snprintf(payload, sizeof(payload), "%u", i + 1);
+        len += v1_record(buf + len, seqs[i], TOPIC, payload);
+    }
+    segment_path(f, seqs[0], path, sizeof(path));
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+    snprintf(path, sizeof(path), "%s/acked", f->spool);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    set_acked_on_disk(f, acked);
+}
+
 /*
  * A gateway upgrade must not lose a spool: segments written by the
  * previous version (records "C2M1") replay, in order, after the
@@ -1316,29 +1346,10 @@ static void
 test_old_format_spool_replays(void **state)
 {
     struct fix *f = fix_new(100, 16, 100);
-    uint8_t buf[4096];
-    size_t len = 0;
-    char seg[160];
-    int fd;
+    static const uint64_t seqs[] = { 41, 42, 43, 44, 45 };
 
     (void)state;
-    assert_int_equal(mkdir(f->spool, 0700), 0);
-    for (unsigned i = 1; i <= 5; i++) {
-        char payload[16];
-
-        snprintf(payload, sizeof(payload), "%u", i);
-        len += v1_record(buf + len, 40 + i, TOPIC, payload);
-    }
-    segment_path(f, 41, seg, sizeof(seg));
-    fd = open(seg, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, buf, len), (ssize_t)len);
-    close(fd);
-    snprintf(seg, sizeof(seg), "%s/acked", f->spool);
-    fd = open(seg, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    close(fd);
-    set_acked_on_disk(f, 42);                       /* 1 and 2 delivered */
+    v1_spool(f, seqs, 5, 42);                       /* 1 and 2 delivered */
     gw_up(f);
     assert_int_equal(outq_len(f->gw.outq), 3);
     drain_expect(f, 3, 3);
@@ -1367,30 +1378,10 @@ test_impossible_record_number_skipped(void **state)
     static const uint64_t seqs[] = {
         41, 42, 43 + (UINT64_C(1) << 44), 44, UINT64_MAX - 1, 45,
     };
-    uint8_t buf[4096];
     unsigned got[8];
-    size_t len = 0;
-    char seg[160];
-    int fd;
 
     (void)state;
-    assert_int_equal(mkdir(f->spool, 0700), 0);
-    for (unsigned i = 0; i < 6; i++) {
-        char payload[16];
-
-        snprintf(payload, sizeof(payload), "%u", i + 1);
-        len += v1_record(buf + len, seqs[i], TOPIC, payload);
-    }
-    segment_path(f, 41, seg, sizeof(seg));
-    fd = open(seg, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, buf, len), (ssize_t)len);
-    close(fd);
-    snprintf(seg, sizeof(seg), "%s/acked", f->spool);
-    fd = open(seg, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    close(fd);
-    set_acked_on_disk(f, 40);
+    v1_spool(f, seqs, 6, 40);
     gw_up(f);
     assert_int_equal(f->gw.stats.spool_damaged, 2);
     assert_int_equal(drain_all(f, got, 8), 4);
