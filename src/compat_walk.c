@@ -22,10 +22,11 @@
  * still 9 % of the gateway's samples among 100,000 sessions and left 100
  * busy sensors there 0.72-0.92 of what they got alone; fifty: 0.86-1.17,
  * docs/BENCHMARKS.md.  At 100,000 a walk costs about 13 ms, so a timer
- * started meanwhile is armed within 650 ms: still under DTLS's 1 s.)  (With a 100 ms cap a
- * walk over 100,000 sessions, 30-40 ms of cache misses, still took 44 %
- * of the gateway's time; 1 s is the shortest timer the walk serves, DTLS's
- * first retransmission, and half of CoAP's ACK_TIMEOUT.)  A walk the timerfd
+ * started meanwhile is armed within 650 ms: still under DTLS's 1 s.)
+ * (With a 100 ms cap a walk over 100,000 sessions, 30-40 ms of cache
+ * misses, still took 44 % of the gateway's time; 1 s is the shortest
+ * timer the walk serves, DTLS's first retransmission, and half of CoAP's
+ * ACK_TIMEOUT.)  A walk the timerfd
  * asked for (compat_walk_due) runs at once.  A skipped walk is owed:
  * compat_walk_owed() says by when, and the caller runs compat_walk_now()
  * then, so that a timer started meanwhile (a new handshake, a CON) is
