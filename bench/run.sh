@@ -414,6 +414,13 @@ field() {
     loadgen "field_lat_non_$lat_n" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) --sub-qos 1 \
       -n "$lat_n" --bind 127.14.0.1 --ramp 200 --observe --non --rate "$r" --watch-pid "$GW"
     stop "$GW"
+    # The same NON row with a subscriber that leaves the kernel's delayed
+    # ACK on (labelled): above ~21,000/s the broker's Nagle then holds its
+    # segments to that subscriber up to 40 ms (tools/loadgen/sub.c).
+    start_gateway
+    LG_SUB_DELACK=1 loadgen "field_lat_nondelack_$lat_n" --target "127.0.0.1:$COAP_PORT" $(psk) $(sub) \
+      --sub-qos 1 -n "$lat_n" --bind 127.16.0.1 --ramp 200 --observe --non --rate "$r" --watch-pid "$GW"
+    stop "$GW"
   fi
   # CON notifications from NSTART = 1 sensors (the gateway observes them):
   # offered open loop at FIELD_NOTIFY_RATE in all, which each sensor's
