@@ -40,7 +40,7 @@ def load(path):
 
 def subtitle(F):
     s = F.get("settings") or {}
-    parts = ["mqtt.connections = %s" % (s.get("CONNECTIONS") or 1),
+    parts = ["mqtt.connections = %s" % (F.get("mqtt_connections") or s.get("CONNECTIONS") or 1),
              "queue.durability = %s" % (s.get("DURABILITY") or "power")]
     if s.get("SPOOL"):
         parts.append("queue.spool = %s" % s["SPOOL"])
@@ -148,6 +148,8 @@ def said(out):
 
 def field(j, outdir):
     F = j.get("field", j) if "sensors" not in j else j
+    if "date" not in F:     # inside results.json: the run's date is the document's
+        F = dict(F, date=j.get("date", ""))
     throughput(F, os.path.join(outdir, "field-throughput.png"))
     said(os.path.join(outdir, "field-throughput.png"))
     if latency(F, os.path.join(outdir, "field-latency-cdf.png")):
