@@ -592,6 +592,8 @@ load_text(struct ctx *c, const char *text, size_t len)
         return;
     }
     config__scan_big(c, "", text, len);
+    if (config__check_includes(c, c->path, text, len, 0) < 0)
+        return;
     if (config_read_string(&c->lc, text) != CONFIG_TRUE) {
         report_syntax(c);
         return;
@@ -728,7 +730,8 @@ config_check_files(const struct config *cfg, config_report_fn report,
     config_init(&c.lc);
     set_include_dir(&c);
     if ((text = config__slurp(c.path, &len)) != NULL &&
-        memchr(text, '\0', len) == NULL)
+        memchr(text, '\0', len) == NULL &&
+        config__check_includes(&c, c.path, text, len, 0) == 0)
         config_read_string(&c.lc, text);
     free(text);
     if (cfg->coap.psk_file)

@@ -89,6 +89,11 @@ const char *config__type_name(int type);
  * one) that libconfig 1.5 truncates. */
 void config__scan_big(struct ctx *c, const char *file, const char *p,
                       size_t len);
+/* The @include lines of 'text' (the file 'path') and of the files they
+ * name: -1, each offender reported, if one names something other than a
+ * regular file, which libconfig 1.5's scanner would read with exit(2). */
+int config__check_includes(struct ctx *c, const char *path, const char *text,
+                           size_t len, int depth);
 /* Reads a whole (small) file; NULL and errno on failure. */
 char *config__slurp(const char *path, size_t *len);
 /* The source text of an int setting if libconfig truncated it, else NULL. */

@@ -12,6 +12,14 @@
  * Its parser leaks a string token on some syntax errors: the sanitized
  * build tells LeakSanitizer so (below).
  *
+ * Its scanner opens an @include'd name with fopen() and nothing else: a
+ * directory (@include "" names the config's own) opens, its first read
+ * fails, and flex's fatal-error path calls exit(2) -- the daemon gone
+ * without a word (found by tests/fuzz/fuzz_config.c).  A FIFO or a device
+ * would be read without end.  So the @include lines are looked at first
+ * (config__check_includes) and anything but a regular file is refused
+ * with its file and line.
+ *
  * Layer: base (calls libconfig only)
  */
 #include <errno.h>
@@ -205,6 +213,78 @@ fail:
     close(fd);
     errno = (int)n;
     return NULL;
+}
+
+/* --- @include of what is not a regular file ----------------------------- */
+
+#define INCLUDE_DEPTH_MAX 10        /* libconfig's own limit */
+
+/* The name of an '@include "..."' at p (a line's start), or NULL. */
+static const char *
+include_name(const char *p, const char *end, char *name, size_t cap)
+{
+    static const char kw[] = "@include";
+    size_t n = 0;
+
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    if ((size_t)(end - p) < sizeof(kw) - 1 || memcmp(p, kw, sizeof(kw) - 1) != 0)
+        return NULL;
+    p += sizeof(kw) - 1;
+    if (p >= end || (*p != ' ' && *p != '\t'))
+        return NULL;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    if (p >= end || *p != '"')
+        return NULL;
+    for (p++; p < end && *p != '"' && *p != '\n'; p++) {
+        if (*p == '\\' && p + 1 < end)
+            p++;
+        if (n + 1 < cap)
+            name[n++] = *p;
+    }
+    name[n] = '\0';
+    return name;
+}
+
+int
+config__check_includes(struct ctx *c, const char *path, const char *text,
+                       size_t len, int depth)
+{
+    const char *p = text, *end = text + len, *dir = config_get_include_dir(&c->lc);
+    char name[PATH_MAX], full[PATH_MAX], line[LINE_MAX_OUT];
+    unsigned ln = 1;
+    int bad = 0;
+
+    for (; p < end; ln++) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        struct stat st;
+
+        if (!eol)
+            eol = end;
+        if (include_name(p, eol, name, sizeof(name))) {
+            int n = snprintf(full, sizeof(full), "%s%s%s", name[0] == '/' || !dir ? "" : dir,
+                             name[0] == '/' || !dir ? "" : "/", name);
+
+            if (n < 0 || (size_t)n >= sizeof(full)) {
+                /* longer than a path: libconfig's fopen() fails, its error */
+            } else if (stat(full, &st) == 0 && !S_ISREG(st.st_mode)) {
+                snprintf(line, sizeof(line), "%s:%u: @include: %s is not a regular file",
+                         path, ln, full);
+                config__emit(c, line);
+                bad = -1;
+            } else if (stat(full, &st) == 0 && depth < INCLUDE_DEPTH_MAX) {
+                size_t inc_len;
+                char *inc = config__slurp(full, &inc_len);
+
+                if (inc && config__check_includes(c, full, inc, inc_len, depth + 1) < 0)
+                    bad = -1;
+                free(inc);
+            }
+        }
+        p = eol + 1;
+    }
+    return bad;
 }
 
 /* Scans an included file the first time one of its settings is checked. */

@@ -741,6 +741,21 @@ test_include(void **state)
     rmdir(dir);
 }
 
+/* libconfig 1.5 reads an @include'd directory with exit(2) (its scanner's
+ * fatal error), a device without end: refused first, with file and line.
+ * Without the check this test's process exits at the first expect(). */
+static void
+test_include_not_a_regular_file(void **state)
+{
+    (void)state;
+    expect(MIN_COAP "@include \"\"\n", 1, ":5: @include: /tmp/ is not a regular file");
+    expect(MIN_COAP "  @include \"/dev/null\"\n", 1,
+           ":5: @include: /dev/null is not a regular file");
+    /* Inside a string it is text: only the setting's own check speaks. */
+    expect(MIN_COAP "mqtt = { host = \"@include \\\"\\\"\"; };\n", 1,
+           ":5: mqtt.host: must be a host name or an IP address, got \"@include \\x22\\x22\"");
+}
+
 static void
 test_many_errors_in_order(void **state)
 {
@@ -1030,6 +1045,7 @@ main(void)
         cmocka_unit_test_teardown(test_cross_fields, teardown),
         cmocka_unit_test_teardown(test_syntax_and_io, teardown),
         cmocka_unit_test_teardown(test_include, teardown),
+        cmocka_unit_test_teardown(test_include_not_a_regular_file, teardown),
         cmocka_unit_test_teardown(test_many_errors_in_order, teardown),
         cmocka_unit_test_teardown(test_check_psk, teardown),
         cmocka_unit_test_teardown(test_check_other_files, teardown),
