@@ -266,14 +266,16 @@ config__check_includes(struct ctx *c, const char *path, const char *text,
             int n = snprintf(full, sizeof(full), "%s%s%s", name[0] == '/' || !dir ? "" : dir,
                              name[0] == '/' || !dir ? "" : "/", name);
 
-            if (n < 0 || (size_t)n >= sizeof(full)) {
-                /* longer than a path: libconfig's fopen() fails, its error */
-            } else if (stat(full, &st) == 0 && !S_ISREG(st.st_mode)) {
+            /* Longer than a path, or not there: libconfig's fopen() fails
+             * and it reports that itself. */
+            if (n < 0 || (size_t)n >= sizeof(full) || stat(full, &st) < 0) {
+                /* nothing to add */
+            } else if (!S_ISREG(st.st_mode)) {
                 snprintf(line, sizeof(line), "%s:%u: @include: %s is not a regular file",
                          path, ln, full);
                 config__emit(c, line);
                 bad = -1;
-            } else if (stat(full, &st) == 0 && depth < INCLUDE_DEPTH_MAX) {
+            } else if (depth < INCLUDE_DEPTH_MAX) {
                 size_t inc_len;
                 char *inc = config__slurp(full, &inc_len);
 
